@@ -12,12 +12,13 @@ import sys
 from collections.abc import Sequence
 
 from dicomdrop import __version__
-from dicomdrop.commands import Context, add_config_option, setup
+from dicomdrop.commands import Context, add_config_option, deid, process, registry, reid, setup
+from dicomdrop.commands import daemon as daemon_commands
 from dicomdrop.config import config_path_from
 from dicomdrop.errors import DicomdropError
 from dicomdrop.logs import setup_logging
 
-COMMAND_MODULES = (setup,)
+COMMAND_MODULES = (setup, process, deid, registry, reid, daemon_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

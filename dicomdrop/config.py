@@ -149,6 +149,7 @@ class ArchiveSettings:
     max_total_bytes: int = _size(64 * 1024**3, minimum=1)
     max_entry_bytes: int = _size(8 * 1024**3, minimum=1)
     max_ratio: int = _num(250, minimum=1)
+    ratio_grace_bytes: int = _size(16 * 1024**2)
     max_entries: int = _num(200_000, minimum=1)
     max_depth: int = _num(4, minimum=0)
     free_space_margin_bytes: int = _size(1024**3)
@@ -203,7 +204,19 @@ class ScreenSettings:
     burned_in_annotation: bool = True
     screen_captures: bool = True
     patient_protocol: bool = True
-    denied_sop_classes: tuple[str, ...] = tuple(["1.2.840.10008.5.1.4.1.1.7"])
+    denied_sop_classes: tuple[str, ...] = tuple(
+        [
+            "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
+            "1.2.840.10008.5.1.4.1.1.66",  # Raw Data
+            "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+            "1.2.840.10008.5.1.4.1.1.104.2",  # Encapsulated CDA
+        ]
+    )
     suspect_manufacturers: tuple[str, ...] = tuple(["north american imaging, inc", "pacsgear"])
     suspect_models: tuple[str, ...] = tuple(["the dicom box"])
     allowed_modalities: tuple[str, ...] = tuple(
@@ -230,6 +243,8 @@ class DaemonSettings:
     min_free_bytes: int = _size(2 * 1024**3)
     stop_timeout_seconds: float = _num(60.0, minimum=0)
     http_port: int = _num(0, minimum=0, maximum=65535)
+    host_id: str = ""
+    orphan_grace_seconds: float = _num(300.0, minimum=0)
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,9 @@ class VerificationError(QuarantineError):
 
     def __init__(self, message: str, *, files: list[str] | None = None) -> None:
         super().__init__("verify.phi_found", message, stage="verify", files=files)
+
+
+class ClaimError(DicomdropError):
+    """A drop could not be moved from the inbox into the work folder; it stays in the inbox."""
+
+    code = "claim.failed"

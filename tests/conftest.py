@@ -9,9 +9,12 @@ import pytest
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.secret import create_key_file, load_key
 
+pytest_plugins = ["pg"]
+
 
 def write_config(folder: Path, extra: str = "") -> Path:
     """Write a config whose folders all live under ``folder``; ``extra`` is appended TOML."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.toml"
     path.write_text(
         "[paths]\n"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
+from dicomdrop.sample import write_sample_drop
 from dicomdrop.secret import create_key_file, load_key
 
 
@@ -23,6 +25,16 @@ def register(sub: Any) -> None:
     p = sub.add_parser("check-config", help="validate the config file and print the settings")
     add_config_option(p)
     p.set_defaults(func=run_check_config)
+
+    p = sub.add_parser(
+        "sample",
+        help="drop a synthetic sample (two invented patients) into the inbox",
+        description="Writes sample-drop.zip (fictitious MR series, a PDF and a note) into the "
+        "inbox, or into --into DIR, to try an installation without real patient data.",
+    )
+    add_config_option(p)
+    p.add_argument("--into", type=Path, default=None, help="folder to write to (default: inbox)")
+    p.set_defaults(func=run_sample)
 
 
 def run_init(args: argparse.Namespace, ctx: Context) -> int:
@@ -50,6 +62,13 @@ def run_check_config(args: argparse.Namespace, ctx: Context) -> int:
     ):  # fmt: skip
         print(f"[{section}] {getattr(settings, section)}")
     print(f"store url: {_redact_url(settings.store_url)}")
+    return 0
+
+
+def run_sample(args: argparse.Namespace, ctx: Context) -> int:
+    """Write the sample drop."""
+    target = args.into or ctx.settings.paths.inbox
+    print(f"sample drop written: {write_sample_drop(target)}")
     return 0
 
 

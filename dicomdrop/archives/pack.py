@@ -1,0 +1,205 @@
+"""Pack an output tree into a zip, a 7z or a folder, published atomically and never overwritten.
+
+The result is written under ``<dest_dir>/.incoming/``, fsynced, then moved to its final name in
+``dest_dir`` in one step, so a reader sees either nothing or the complete result. Archives are
+deterministic: entries are the files' relative paths with forward slashes, in sorted order, with
+one fixed timestamp and no owner, uid, gid or extended-timestamp fields.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat
+import uuid
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Final
+
+import py7zr
+from py7zr.helpers import ArchiveTimestamp
+from py7zr.py7zr import FileInfoDict
+
+from dicomdrop.archives.safety import EXISTS, LINK, SPECIAL_FILE
+from dicomdrop.archives.target import CHUNK_SIZE
+from dicomdrop.config import ArchiveSettings
+from dicomdrop.errors import ArchiveError
+
+logger = logging.getLogger(__name__)
+
+INCOMING_DIR: Final = ".incoming"
+# 1980-01-01 00:00:00, the earliest date a zip header can hold: no acquisition time leaks out.
+FIXED_DATE_TIME: Final = (1980, 1, 1, 0, 0, 0)
+_FIXED_EPOCH_SECONDS: Final = 315532800
+_FILE_MODE: Final = 0o644
+_UNIX: Final = 3
+_LINK_UNSUPPORTED: Final = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK})
+
+
+def pack_tree(tree: Path, dest_dir: Path, stem: str, settings: ArchiveSettings) -> Path:
+    """Pack the content of ``tree`` into ``dest_dir/<stem>.zip``/``.7z`` or copy it to a folder.
+
+    The format is ``settings.output_format``. Returns the final path. Raises
+    :class:`ArchiveError` ``archive.exists`` when the final path already exists (it is never
+    overwritten), and ``archive.link``/``archive.special_file`` when the tree holds anything but
+    files and folders.
+    """
+    if not stem or stem.startswith(".") or "/" in stem or "\\" in stem or "\x00" in stem:
+        raise ValueError("stem must be a plain file name that does not start with '.'")
+    suffix = {"zip": ".zip", "7z": ".7z", "folder": ""}[settings.output_format]
+    final = dest_dir / f"{stem}{suffix}"
+    if final.exists() or final.is_symlink():
+        raise _exists_error(final)
+    files = _tree_files(tree)
+    incoming = dest_dir / INCOMING_DIR
+    incoming.mkdir(parents=True, exist_ok=True)
+    staging = incoming / f"{stem}{suffix}.{uuid.uuid4().hex}.part"
+    try:
+        if settings.output_format == "zip":
+            _write_zip(tree, files, staging, settings)
+        elif settings.output_format == "7z":
+            _write_7z(tree, files, staging)
+        else:
+            _copy_folder(tree, files, staging)
+        _publish(staging, final)
+    except BaseException:
+        _remove(staging)
+        raise
+    _fsync_dir(dest_dir)
+    logger.info("packed %d files as %s", len(files), settings.output_format)
+    return final
+
+
+def _tree_files(tree: Path) -> list[PurePosixPath]:
+    """Every file under ``tree`` as a relative path, sorted; links and special files refused."""
+    files: list[PurePosixPath] = []
+    for folder, dirs, names in os.walk(tree):
+        relative = PurePosixPath(Path(folder).relative_to(tree).as_posix())
+        for name in dirs + names:
+            mode = os.lstat(os.path.join(folder, name)).st_mode  # noqa: PTH118
+            where = (relative / name).as_posix()
+            if stat.S_ISLNK(mode):
+                raise ArchiveError(LINK, "the output tree holds a link", files=[where])
+            if stat.S_ISREG(mode):
+                files.append(relative / name)
+            elif not stat.S_ISDIR(mode):
+                raise ArchiveError(
+                    SPECIAL_FILE, "the output tree holds a special file", files=[where]
+                )
+    return sorted(files, key=lambda path: path.parts)
+
+
+def _write_zip(
+    tree: Path, files: list[PurePosixPath], staging: Path, settings: ArchiveSettings
+) -> None:
+    compression = zipfile.ZIP_DEFLATED if settings.zip_compression == "deflate" else 0
+    with staging.open("xb") as raw:
+        with zipfile.ZipFile(raw, mode="w", compression=compression, allowZip64=True) as archive:
+            for relative in files:
+                source = tree / relative
+                info = zipfile.ZipInfo(relative.as_posix(), date_time=FIXED_DATE_TIME)
+                info.compress_type = compression
+                info.create_system = _UNIX
+                info.external_attr = (stat.S_IFREG | _FILE_MODE) << 16
+                # zipfile takes a per-entry level only from this attribute (before 3.13).
+                info._compresslevel = settings.zip_level  # type: ignore[attr-defined]
+                size = source.stat().st_size
+                info.file_size = size
+                with (
+                    source.open("rb") as stream,
+                    archive.open(info, "w", force_zip64=size >= zipfile.ZIP64_LIMIT) as out,
+                ):
+                    shutil.copyfileobj(stream, out, CHUNK_SIZE)
+        raw.flush()
+        os.fsync(raw.fileno())
+
+
+class _Deterministic7z(py7zr.SevenZipFile):
+    """A 7z writer whose members carry one fixed timestamp and plain-file attributes only."""
+
+    @staticmethod
+    def _make_file_info_from_name(bio: IO[Any], size: int, arcname: str) -> FileInfoDict:
+        fixed = ArchiveTimestamp.from_datetime(_FIXED_EPOCH_SECONDS)
+        return FileInfoDict(
+            origin=None,
+            data=bio,
+            filename=arcname,
+            uncompressed=size,
+            emptystream=False,
+            attributes=stat.FILE_ATTRIBUTE_ARCHIVE,
+            creationtime=fixed,
+            lastwritetime=fixed,
+            lastaccesstime=fixed,
+        )
+
+
+def _write_7z(tree: Path, files: list[PurePosixPath], staging: Path) -> None:
+    with staging.open("xb") as raw:
+        with _Deterministic7z(raw, mode="w") as archive:
+            for relative in files:
+                with (tree / relative).open("rb") as stream:
+                    archive.writef(stream, relative.as_posix())
+        raw.flush()
+        os.fsync(raw.fileno())
+
+
+def _copy_folder(tree: Path, files: list[PurePosixPath], staging: Path) -> None:
+    staging.mkdir()
+    folders = {staging}
+    for relative in files:
+        destination = staging / relative
+        if destination.parent not in folders:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(destination.parent)
+        with (tree / relative).open("rb") as source, destination.open("xb") as out:
+            shutil.copyfileobj(source, out, CHUNK_SIZE)
+            out.flush()
+            os.fsync(out.fileno())
+    for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True):
+        _fsync_dir(folder)
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Move the finished result to ``final`` in one step, refusing to replace anything there."""
+    if staging.is_dir():
+        if final.exists() or final.is_symlink():
+            raise _exists_error(final)
+        # rename() of a folder fails when the target is a non-empty folder; nothing replaced.
+        staging.rename(final)
+        return
+    try:
+        # link() fails when the target exists, unlike rename(): an atomic no-overwrite publish.
+        os.link(staging, final)
+    except FileExistsError:
+        raise _exists_error(final) from None
+    except OSError as exc:
+        if exc.errno not in _LINK_UNSUPPORTED:
+            raise
+        if final.exists() or final.is_symlink():
+            raise _exists_error(final) from None
+        staging.rename(final)
+        return
+    staging.unlink()
+
+
+def _exists_error(final: Path) -> ArchiveError:
+    return ArchiveError(
+        EXISTS, "the delivery target already exists; it is never overwritten", files=[final.name]
+    )
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,219 @@
+"""Unpack a drop (a folder or an archive) into a new folder, recursively and within limits.
+
+Archives found inside (by content) are unpacked in place into a sibling folder named after the
+archive without its extension, and the archive is removed, up to ``max_depth`` levels. Limits
+count over the whole drop. On any error the destination folder is removed whole, so a refused
+drop leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+from dicomdrop.archives.detect import SEVEN_ZIP, ZIP, detect_format, strip_archive_suffix
+from dicomdrop.archives.safety import (
+    EXISTS,
+    LINK,
+    NO_SPACE,
+    SPECIAL_FILE,
+    UNSUPPORTED,
+    ArchiveScope,
+    DropBudget,
+    is_macos_junk,
+    too_deep_error,
+)
+from dicomdrop.archives.sevenzip_format import extract_7z
+from dicomdrop.archives.tar_format import extract_tar
+from dicomdrop.archives.target import ExtractionTarget
+from dicomdrop.archives.zip_format import extract_zip
+from dicomdrop.config import ArchiveSettings
+from dicomdrop.errors import ArchiveError
+
+logger = logging.getLogger(__name__)
+
+_NO_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@dataclass(frozen=True)
+class UnpackReport:
+    """What :func:`unpack_drop` produced.
+
+    ``files`` and ``bytes`` describe the final tree; ``archives_expanded`` counts every archive
+    unpacked (the drop itself included); ``dropped`` counts skipped macOS metadata entries;
+    ``formats`` lists the archive formats met, sorted.
+    """
+
+    files: int
+    bytes: int
+    archives_expanded: int
+    dropped: int
+    formats: tuple[str, ...]
+
+
+def unpack_drop(source: Path, dest: Path, limits: ArchiveSettings) -> UnpackReport:
+    """Unpack ``source`` (a folder or an archive file) into the new folder ``dest``.
+
+    An archive's content goes directly into ``dest``; a folder's files are copied (the source
+    stays untouched). Archives inside are unpacked recursively. Raises :class:`ArchiveError`
+    (after removing ``dest``) when the drop is hostile, damaged or over a limit.
+    """
+    if dest.exists() or dest.is_symlink():
+        raise ArchiveError(EXISTS, "the unpack destination already exists; it is never overwritten")
+    dest.mkdir()
+    run = _Unpacking(DropBudget(limits, free_space_root=dest), dest)
+    try:
+        run.unpack(source)
+        report = run.report()
+    except OSError as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        if exc.errno in _NO_SPACE_ERRNOS:
+            raise ArchiveError(
+                NO_SPACE, "the disk filled up while unpacking the drop; free some space"
+            ) from exc
+        raise
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    logger.info(
+        "unpacked drop: %d files, %d bytes, %d archives expanded, %d entries dropped",
+        report.files,
+        report.bytes,
+        report.archives_expanded,
+        report.dropped,
+    )
+    return report
+
+
+_Extractor = Callable[[Path, str, ExtractionTarget], None]
+
+_EXTRACTORS: Final[dict[str, _Extractor]] = {
+    ZIP: lambda archive, _fmt, target: extract_zip(archive, target),
+    SEVEN_ZIP: lambda archive, _fmt, target: extract_7z(archive, target),
+}
+
+
+def _extractor(fmt: str) -> _Extractor:
+    return _EXTRACTORS.get(fmt, extract_tar)
+
+
+class _Unpacking:
+    """The state of one drop being unpacked: budget, counters, archives still to expand."""
+
+    def __init__(self, budget: DropBudget, dest: Path) -> None:
+        self.budget = budget
+        self.dest = dest
+        self.dropped = 0
+        self.archives_expanded = 0
+        self.formats: set[str] = set()
+        self.pending: deque[tuple[Path, str, int]] = deque()
+
+    def unpack(self, source: Path) -> None:
+        if source.is_dir() and not source.is_symlink():
+            self._copy_folder(source)
+            self._queue_archives_in(self.dest, nesting=0)
+        else:
+            fmt = detect_format(source)
+            if fmt is None:
+                raise ArchiveError(
+                    UNSUPPORTED,
+                    "the drop is neither a folder nor a zip, 7z or tar archive",
+                    files=[source.name],
+                )
+            self._extract(source, fmt, self.dest, label=source.name)
+            self._queue_archives_in(self.dest, nesting=1)
+        while self.pending:
+            archive, fmt, nesting = self.pending.popleft()
+            self._expand_nested(archive, fmt, nesting)
+
+    def report(self) -> UnpackReport:
+        files = 0
+        total = 0
+        for folder, _dirs, names in os.walk(self.dest):
+            for name in names:
+                files += 1
+                total += os.lstat(os.path.join(folder, name)).st_size  # noqa: PTH118
+        return UnpackReport(
+            files=files,
+            bytes=total,
+            archives_expanded=self.archives_expanded,
+            dropped=self.dropped,
+            formats=tuple(sorted(self.formats)),
+        )
+
+    def _extract(self, archive: Path, fmt: str, into: Path, label: str) -> None:
+        scope = ArchiveScope(self.budget, label, archive.stat().st_size)
+        target = ExtractionTarget(into, scope)
+        _extractor(fmt)(archive, fmt, target)
+        self.dropped += target.dropped
+        self.archives_expanded += 1
+        self.formats.add(fmt)
+
+    def _expand_nested(self, archive: Path, fmt: str, nesting: int) -> None:
+        label = archive.relative_to(self.dest).as_posix()
+        if nesting > self.budget.limits.max_depth:
+            raise too_deep_error(self.budget.limits, label)
+        staging = _unused_name(archive.parent, f".{archive.name}.unpacking")
+        staging.mkdir()
+        self._extract(archive, fmt, staging, label=label)
+        archive.unlink()
+        final = _unused_name(archive.parent, strip_archive_suffix(archive.name))
+        staging.rename(final)
+        self._queue_archives_in(final, nesting=nesting + 1)
+
+    def _queue_archives_in(self, folder: Path, nesting: int) -> None:
+        for parent, dirs, names in os.walk(folder):
+            dirs.sort()
+            for name in sorted(names):
+                path = Path(parent, name)
+                fmt = detect_format(path)
+                if fmt is not None:
+                    self.pending.append((path, fmt, nesting))
+
+    def _copy_folder(self, source: Path) -> None:
+        scope = ArchiveScope(self.budget, "", None)
+        target = ExtractionTarget(self.dest, scope)
+        stack: list[tuple[Path, PurePosixPath]] = [(source, PurePosixPath())]
+        while stack:
+            folder, relative = stack.pop()
+            with os.scandir(folder) as entries:
+                ordered = sorted(entries, key=lambda entry: entry.name)
+            for entry in ordered:
+                path = relative / entry.name
+                where = path.as_posix()
+                if entry.is_symlink():
+                    raise ArchiveError(
+                        LINK,
+                        "the drop folder holds a symbolic link; links are refused",
+                        files=[where],
+                    )
+                if is_macos_junk(path):
+                    self.dropped += 1
+                elif entry.is_dir(follow_symlinks=False):
+                    target.make_dir(path)
+                    stack.append((Path(entry.path), path))
+                elif entry.is_file(follow_symlinks=False):
+                    with open(entry.path, "rb") as stream:  # noqa: PTH123
+                        target.copy_file(path, stream, entry.stat(follow_symlinks=False).st_size)
+                else:
+                    raise ArchiveError(
+                        SPECIAL_FILE,
+                        "the drop folder holds a device, fifo or socket; only files are accepted",
+                        files=[where],
+                    )
+
+
+def _unused_name(folder: Path, name: str) -> Path:
+    candidate = folder / name
+    counter = 2
+    while candidate.exists() or candidate.is_symlink():
+        candidate = folder / f"{name}_{counter}"
+        counter += 1
+    return candidate

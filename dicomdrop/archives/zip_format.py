@@ -1,0 +1,211 @@
+"""Unpack .zip archives: stored, deflate, deflate64, bzip2 and LZMA members, streamed."""
+
+from __future__ import annotations
+
+import copy
+import lzma
+import stat
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Final
+
+import inflate64
+
+from dicomdrop.archives.safety import (
+    CORRUPT,
+    ENCRYPTED,
+    LINK,
+    SPECIAL_FILE,
+    TRUNCATED,
+    UNSUPPORTED,
+    member_path,
+)
+from dicomdrop.archives.target import ExtractionTarget
+from dicomdrop.errors import ArchiveError
+
+_DEFLATE64: Final = 9
+_AES: Final = 99
+_SUPPORTED_METHODS: Final = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, _DEFLATE64, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
+_FLAG_ENCRYPTED: Final = 0x1
+_FLAG_STRONG_ENCRYPTION: Final = 0x40
+_FLAG_UTF8: Final = 0x800
+_UNIX: Final = 3
+_UNICODE_PATH_EXTRA: Final = 0x7075
+_RAW_CHUNK: Final = 64 * 1024
+
+
+def extract_zip(archive: Path, target: ExtractionTarget) -> None:
+    """Unpack ``archive`` into ``target``; every member is checked before anything is written."""
+    try:
+        with zipfile.ZipFile(archive) as zip_file:
+            members = [(info, _member_name(info)) for info in zip_file.infolist()]
+            _check_members(members, target)
+            for info, name in members:
+                path = target.accept(name)
+                if path is None:
+                    continue
+                if info.is_dir() or name.endswith(("/", "\\")):
+                    target.make_dir(path)
+                    continue
+                with _open_member(zip_file, info) as stream:
+                    target.copy_file(path, stream, info.file_size)
+    except zipfile.BadZipFile as exc:
+        raise _damaged(target, exc) from exc
+    except (EOFError, zlib.error, lzma.LZMAError) as exc:
+        raise ArchiveError(
+            TRUNCATED if isinstance(exc, EOFError) else CORRUPT,
+            "a zip archive could not be read to the end: it is truncated or damaged",
+            files=[target.scope.label],
+        ) from exc
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        # bz2 reports bad data as an OSError without errno.
+        raise ArchiveError(
+            CORRUPT, "a zip archive holds damaged compressed data", files=[target.scope.label]
+        ) from exc
+
+
+def _damaged(target: ExtractionTarget, exc: zipfile.BadZipFile) -> ArchiveError:
+    message = str(exc)
+    if "not a zip file" in message or "Truncated" in message:
+        return ArchiveError(
+            TRUNCATED,
+            "a zip archive ends before its table of contents: it is truncated or incomplete",
+            files=[target.scope.label],
+        )
+    return ArchiveError(
+        CORRUPT,
+        "a zip archive is damaged (bad checksum or inconsistent headers)",
+        files=[target.scope.label],
+    )
+
+
+def _check_members(members: list[tuple[zipfile.ZipInfo, str]], target: ExtractionTarget) -> None:
+    declared = 0
+    for info, name in members:
+        where = target.scope.where(name)
+        if info.flag_bits & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION) or (
+            info.compress_type == _AES
+        ):
+            raise ArchiveError(
+                ENCRYPTED,
+                "the zip archive is password-protected; send it without a password",
+                files=[where],
+            )
+        mode = info.external_attr >> 16 if info.create_system == _UNIX else 0
+        if stat.S_ISLNK(mode):
+            raise ArchiveError(
+                LINK, "the zip archive holds a symbolic link; links are refused", files=[where]
+            )
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: no type recorded
+            raise ArchiveError(
+                SPECIAL_FILE,
+                "the zip archive holds a device, fifo or socket entry; only files are accepted",
+                files=[where],
+            )
+        if info.compress_type not in _SUPPORTED_METHODS:
+            raise ArchiveError(
+                UNSUPPORTED,
+                f"the zip archive uses compression method {info.compress_type}; accepted are "
+                "stored, deflate, deflate64, bzip2 and LZMA",
+                files=[where],
+            )
+        member_path(name, where=where)  # refuses absolute and '..' names before any write
+        declared += info.file_size
+    target.scope.budget.require_free_space(declared, target.scope.label)
+
+
+def _member_name(info: zipfile.ZipInfo) -> str:
+    """The member's name: UTF-8 when flagged or recorded in an extra field, else UTF-8 or CP437."""
+    if info.flag_bits & _FLAG_UTF8:
+        return info.orig_filename
+    raw = info.orig_filename.encode("cp437")  # zipfile decoded the raw bytes as CP437
+    unicode_name = _unicode_path_extra(info.extra, raw)
+    if unicode_name is not None:
+        return unicode_name
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return info.orig_filename
+
+
+def _unicode_path_extra(extra: bytes, raw_name: bytes) -> str | None:
+    """The Info-ZIP Unicode Path (0x7075) name when its checksum matches the header name."""
+    offset = 0
+    while offset + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, offset)
+        body = extra[offset + 4 : offset + 4 + size]
+        offset += 4 + size
+        if tag != _UNICODE_PATH_EXTRA or len(body) < 5 or body[0] != 1:
+            continue
+        (name_crc,) = struct.unpack_from("<I", body, 1)
+        if name_crc != zlib.crc32(raw_name):
+            return None
+        try:
+            return body[5:].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+def _open_member(
+    zip_file: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> zipfile.ZipExtFile | _Deflate64Member:
+    if info.compress_type == _DEFLATE64:
+        return _Deflate64Member(zip_file, info)
+    stream = zip_file.open(info)
+    assert isinstance(stream, zipfile.ZipExtFile)
+    return stream
+
+
+class _Deflate64Member:
+    """A deflate64 member read as raw bytes through zipfile and inflated with inflate64.
+
+    zipfile has no deflate64 decoder: the member is opened as "stored" with its compressed size
+    (and no CRC, which is checked here on the inflated bytes instead).
+    """
+
+    def __init__(self, zip_file: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+        raw_info = copy.copy(info)
+        raw_info.compress_type = zipfile.ZIP_STORED
+        raw_info.file_size = info.compress_size
+        del raw_info.CRC
+        self._raw = zip_file.open(raw_info)
+        self._inflater = inflate64.Inflater()
+        self._expected_crc = info.CRC
+        self._expected_size = info.file_size
+        self._crc = 0
+        self._size = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        """The next inflated chunk (any length; ``size`` is a hint only), or b'' at the end."""
+        while True:
+            compressed = self._raw.read(_RAW_CHUNK)
+            if not compressed:
+                self._finish()
+                return b""
+            data: bytes = self._inflater.inflate(compressed)
+            if data:
+                self._crc = zlib.crc32(data, self._crc)
+                self._size += len(data)
+                return data
+
+    def _finish(self) -> None:
+        if not self._inflater.eof:
+            raise EOFError("deflate64 stream ends early")
+        if self._crc != self._expected_crc or self._size != self._expected_size:
+            raise zipfile.BadZipFile("Bad CRC-32 for deflate64 member")
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _Deflate64Member:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,222 @@
+"""``dicomdrop process`` and ``dicomdrop quarantine list|show|retry|release``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from dicomdrop.commands import Context, add_config_option
+from dicomdrop.errors import DicomdropError
+from dicomdrop.pipeline import JobOutcome, Pipeline, claim_copy, purge_originals
+from dicomdrop.quarantine import Quarantine
+from dicomdrop.store.db import Store
+from dicomdrop.store.jobs import JobStore
+
+
+class InputNotFound(DicomdropError):
+    """A path given to ``dicomdrop process`` does not exist."""
+
+    code = "input.not_found"
+
+
+def register(sub: Any) -> None:
+    """Add ``process`` and ``quarantine``."""
+    p = sub.add_parser(
+        "process",
+        help="process folders or archives as if they had been dropped in the inbox",
+        description="Each PATH (a folder, .zip, .7z, .tar...) becomes one job: unpacked, sorted, "
+        "grouped by patient, screened, matched, de-identified, verified and delivered to the "
+        "outbox, or quarantined with a reason. Exit status 0 when every drop was handled.",
+    )
+    add_config_option(p)
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--move", action="store_true", help="move the inputs instead of copying them")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes for per-file work (default: [daemon] workers, 0 = CPU cores)",
+    )
+    p.set_defaults(func=run_process)
+
+    q = sub.add_parser("quarantine", help="inspect, retry or release quarantined jobs")
+    add_config_option(q)
+    qsub = q.add_subparsers(dest="quarantine_command", metavar="ACTION")
+    qsub.required = True
+    ql = qsub.add_parser("list", help="one line per quarantined job: job id and reason codes")
+    add_config_option(ql)
+    ql.set_defaults(func=run_quarantine_list)
+    qs = qsub.add_parser("show", help="the reason.json of a job")
+    add_config_option(qs)
+    qs.add_argument("job")
+    qs.set_defaults(func=run_quarantine_show)
+    qr = qsub.add_parser(
+        "retry", help="process a quarantined job's files again (e.g. after registry resolve)"
+    )
+    add_config_option(qr)
+    qr.add_argument("job")
+    qr.set_defaults(func=run_quarantine_retry)
+    qd = qsub.add_parser("release", help="delete a reviewed quarantine entry (audited)")
+    add_config_option(qd)
+    qd.add_argument("job")
+    qd.add_argument("--reason", required=True, help="why the entry may be deleted")
+    qd.add_argument("--by", default=None, help="who releases it (default: the OS user)")
+    qd.set_defaults(func=run_quarantine_release)
+
+
+def _workers(args: argparse.Namespace, ctx: Context) -> int:
+    workers = args.workers if args.workers is not None else ctx.settings.daemon.workers
+    return workers if workers > 0 else (os.cpu_count() or 1)
+
+
+def run_process(args: argparse.Namespace, ctx: Context) -> int:
+    """Process each path as one drop and print a summary."""
+    for path in args.paths:
+        if not path.exists():
+            raise InputNotFound(f"{path} does not exist")
+    settings = ctx.settings
+    key = ctx.key
+    for folder in settings.paths.folders().values():
+        folder.mkdir(parents=True, exist_ok=True)
+    store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    pipeline = Pipeline(settings, key, store, file_workers=_workers(args, ctx))
+    progress = Progress(len(args.paths))
+    outcomes: list[JobOutcome] = []
+    try:
+        jobs = JobStore(store)
+        for path in args.paths:
+            job_id = claim_copy(path, settings, jobs, move=args.move)
+            progress.step(f"job {job_id}")
+            outcomes.append(pipeline.run(job_id))
+        purge_originals(settings)
+    finally:
+        progress.done()
+        pipeline.close()
+        store.close()
+    print_summary(outcomes)
+    return 0
+
+
+def print_summary(outcomes: list[JobOutcome]) -> None:
+    """Delivered, quarantined by reason, deleted by type: counts only, no patient data."""
+    delivered = [g for o in outcomes for g in o.delivered]
+    quarantined: Counter[str] = Counter()
+    deleted: Counter[str] = Counter()
+    for o in outcomes:
+        quarantined.update(o.quarantined)
+        deleted.update(o.deleted)
+    print(f"jobs: {len(outcomes)}")
+    for o in outcomes:
+        print(f"  {o.job_id}: {o.state}")
+    instances = sum(g.instances for g in delivered)
+    print(f"delivered: {len(delivered)} patient archive(s), {instances} instance(s)")
+    for g in delivered:
+        print(f"  {g.archive}")
+    print("quarantined: " + (_counts(quarantined) or "none"))
+    print("deleted: " + (_counts(deleted) or "none"))
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items()))
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.current = 0
+        self.enabled = sys.stderr.isatty()
+
+    def step(self, label: str) -> None:
+        """Advance by one and redraw."""
+        self.current += 1
+        if self.enabled:
+            width = 30
+            filled = width * self.current // max(self.total, 1)
+            bar = "#" * filled + "-" * (width - filled)
+            sys.stderr.write(f"\r[{bar}] {self.current}/{self.total} {label}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        """End the line."""
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def run_quarantine_list(args: argparse.Namespace, ctx: Context) -> int:
+    """One line per quarantined job."""
+    for record in Quarantine(ctx.settings.paths.quarantine).list():
+        files = sum(len(e.files) for e in record.entries)
+        print(f"{record.job_id}\t{record.created_at}\t{','.join(record.codes)}\t{files} file(s)")
+    return 0
+
+
+def run_quarantine_show(args: argparse.Namespace, ctx: Context) -> int:
+    """Print reason.json."""
+    record = Quarantine(ctx.settings.paths.quarantine).read(args.job)
+    print(json.dumps(record.to_json(), indent=2, sort_keys=True))
+    return 0
+
+
+def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
+    """Move a quarantined job's files into a new job and process it."""
+    settings = ctx.settings
+    quarantine = Quarantine(settings.paths.quarantine)
+    quarantine.read(args.job)
+    folder = quarantine.folder(args.job)
+    source = folder / "files" if (folder / "files").is_dir() else folder / "drop"
+    if not source.exists():
+        raise DicomdropError(f"quarantine entry {args.job} holds no files to retry")
+    store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    pipeline = Pipeline(settings, ctx.key, store)
+    try:
+        retry_input = source.with_name(f"retry-{args.job}")
+        source.rename(retry_input)
+        job_id = claim_copy(retry_input, settings, JobStore(store), move=True)
+        quarantine.remove(args.job)
+        outcome = pipeline.run(job_id)
+    finally:
+        pipeline.close()
+        store.close()
+    print_summary([outcome])
+    return 0
+
+
+def run_quarantine_release(args: argparse.Namespace, ctx: Context) -> int:
+    """Delete a quarantine entry after review, recording who and why in the audit log."""
+    from dicomdrop.store.audit import record_event
+
+    settings = ctx.settings
+    quarantine = Quarantine(settings.paths.quarantine)
+    record = quarantine.read(args.job)
+    store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    try:
+        by = args.by or _os_user()
+        with store.session() as session:
+            record_event(
+                session,
+                action="quarantine.release",
+                actor=by,
+                reason=args.reason,
+                details={"job": args.job, "codes": record.codes},
+            )
+        quarantine.remove(args.job)
+    finally:
+        store.close()
+    print(f"released {args.job}")
+    return 0
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"

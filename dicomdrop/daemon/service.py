@@ -1,0 +1,394 @@
+"""The daemon: one loop that watches, settles, claims, and runs jobs in a process pool.
+
+The loop runs on the main thread and is the only place that claims. It claims a drop only when a
+worker is free (never more jobs submitted than workers), so one huge drop occupies one worker
+and small drops keep flowing through the others, first settled, first claimed. File events and
+finished jobs wake the loop; a periodic rescan catches what events missed.
+
+Stopping (SIGTERM, SIGINT or :meth:`Daemon.request_stop`): claiming stops at once, running jobs
+get ``stop_timeout_seconds`` to finish, then whatever still runs is killed; a killed job stays
+unfinished in the store and is resumed at the next start, which first runs ``recovery``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from types import FrameType
+
+from dicomdrop.config import LoggingSettings, Settings
+from dicomdrop.daemon import metrics as metric_events
+from dicomdrop.daemon.claim import claim_drop, host_id, read_job_file
+from dicomdrop.daemon.http import MonitoringServer
+from dicomdrop.daemon.jobs import JobRegistry, JobRunner
+from dicomdrop.daemon.metrics import MetricEvent, Metrics, labels_of
+from dicomdrop.daemon.recovery import adopt_orphans, recover_interrupted_copies
+from dicomdrop.daemon.settle import Clock, SettleTracker
+from dicomdrop.daemon.watch import InboxWatcher, Wakeup
+from dicomdrop.errors import ClaimError
+from dicomdrop.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+#: The start of the line written once the daemon watches the inbox (documented, stable).
+READY_PREFIX = "dicomdrop watch: ready"
+
+#: How often a job whose worker process died is started again in the same run.
+MAX_CRASH_RETRIES = 2
+
+FreeSpace = Callable[[Path], int]
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the filesystem holding ``path``."""
+    return shutil.disk_usage(path).free
+
+
+def worker_count(workers: int) -> int:
+    """``[daemon] workers``, with 0 meaning the number of CPU cores."""
+    return workers or os.cpu_count() or 1
+
+
+def is_own_job(settings: Settings, job_id: str) -> bool:
+    """True if ``work/<job>/job.json`` names this daemon's host (so this daemon may resume it)."""
+    record = read_job_file(settings.paths.work / job_id)
+    return record is not None and record.get("host") == host_id(settings)
+
+
+class Daemon:
+    """Watches the inbox and runs every claimed job with ``runner`` in a process pool.
+
+    ``registry`` creates and reads job rows; ``resume()`` returns the ids of unfinished jobs to
+    run again at start (default: the registry's unfinished jobs); only jobs whose ``job.json``
+    names this host are resumed. ``free_space``, ``clock`` and ``tick_seconds`` exist for tests.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: JobRegistry,
+        runner: JobRunner,
+        resume: Callable[[], Iterable[str]] | None = None,
+        metrics: Metrics | None = None,
+        free_space: FreeSpace = free_bytes,
+        on_ready: Callable[[str], None] | None = None,
+        clock: Clock = time.monotonic,
+        tick_seconds: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._registry = registry
+        self._runner = runner
+        self._resume = resume or (lambda: [job.id for job in registry.unfinished()])
+        self._free_space = free_space
+        self._on_ready = on_ready
+        self._clock = clock
+        self._tick = tick_seconds
+        self._workers = worker_count(settings.daemon.workers)
+        self._stop = threading.Event()
+        self._events: queue.Queue[Wakeup] = queue.Queue()
+        self._tracker = SettleTracker(
+            settings.paths.inbox,
+            settings.daemon.settle_seconds,
+            marker_file=settings.daemon.marker_file,
+            clock=clock,
+        )
+        self._running: dict[Future[tuple[str, list[MetricEvent]]], str] = {}
+        self._backlog: collections.deque[str] = collections.deque()
+        self._crashes: collections.Counter[str] = collections.Counter()
+        self._pool: ProcessPoolExecutor | None = None
+        self._disk_problem: str | None = None
+        self._last_tick = clock()
+        self.observer_kind = settings.daemon.observer
+
+    # --- control ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming and let running jobs finish (safe from signal handlers and threads)."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT request a graceful stop (call from the main thread)."""
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    @property
+    def disk_problem(self) -> str | None:
+        """Why claiming is paused for lack of disk space, or None."""
+        return self._disk_problem
+
+    def health(self) -> tuple[bool, str]:
+        """(alive, one-line state) for ``/healthz``: alive while the loop keeps ticking."""
+        stale = self._clock() - self._last_tick > max(30.0, 10 * self._tick)
+        if stale:
+            return False, "stalled: the daemon loop has not run recently"
+        state = f"ok: {len(self._running)}/{self._workers} workers busy"
+        if self._disk_problem:
+            state += f"; claiming paused: {self._disk_problem}"
+        return True, state
+
+    def render_metrics(self) -> str:
+        """Prometheus text: this process's metrics plus jobs by state from the store."""
+        try:
+            counts = self._registry.counts_by_state()
+        except Exception:
+            log.warning("metrics: jobs by state unavailable (store error)", exc_info=True)
+        else:
+            values = {labels_of({"state": s}): float(n) for s, n in counts.items()}
+            self.metrics.set_gauges("dicomdrop_jobs", values, "Jobs in the store, by state.")
+        return self.metrics.render()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Recover, watch and run jobs until a stop is requested; return the exit status."""
+        settings = self.settings
+        self._recover()
+        self._pool = self._new_pool()
+        watcher = InboxWatcher(
+            settings.paths.inbox,
+            self._events,
+            observer=settings.daemon.observer,
+            polling_interval=min(1.0, settings.daemon.rescan_seconds),
+        )
+        server: MonitoringServer | None = None
+        status = 0
+        try:
+            watcher.start()
+            self.observer_kind = watcher.kind
+            for name in watcher.rescan():
+                self._tracker.touch(name)
+            if settings.daemon.http_port:
+                server = MonitoringServer(
+                    self.render_metrics, self.health, port=settings.daemon.http_port
+                ).start()
+            self._announce_ready()
+            next_rescan = self._clock() + settings.daemon.rescan_seconds
+            while not self._stop.is_set():
+                self._last_tick = self._clock()
+                self._wait_for_events()
+                if self._clock() >= next_rescan:
+                    names = watcher.rescan()
+                    self._tracker.retain_only(names)
+                    for name in names:
+                        self._tracker.touch(name)
+                    next_rescan = self._clock() + settings.daemon.rescan_seconds
+                self._reap(block=False)
+                self._fill()
+                self._publish_gauges()
+        except Exception:
+            log.exception("daemon stopping after an unexpected error")
+            status = 1
+        finally:
+            watcher.stop()
+            self._finish_running()
+            if server is not None:
+                server.stop()
+        log.info("daemon stopped")
+        return status
+
+    def _recover(self) -> None:
+        recover_interrupted_copies(self.settings)
+        adopt_orphans(self.settings, self._registry, self._register)
+        resumed = [j for j in dict.fromkeys(self._resume()) if is_own_job(self.settings, j)]
+        self._backlog.extend(resumed)
+        if resumed:
+            log.info("%d unfinished jobs will be resumed", len(resumed))
+
+    def _announce_ready(self) -> None:
+        line = (
+            f"{READY_PREFIX}, watching 1 inbox ({self.observer_kind} observer, "
+            f"{self._workers} workers, {self._tracker.pending} drops waiting, "
+            f"{len(self._backlog)} jobs to resume)"
+        )
+        log.info("%s", line)
+        if self._on_ready is not None:
+            self._on_ready(line)
+
+    def _wait_for_events(self) -> None:
+        names: set[str] = set()
+        try:
+            item = self._events.get(timeout=self._tick)
+            while True:
+                if item is not None:
+                    names.add(item)
+                item = self._events.get_nowait()
+        except queue.Empty:
+            pass
+        for name in sorted(names):
+            self._tracker.touch(name)
+
+    # --- claiming --------------------------------------------------------------------------
+
+    def _register(self, job_id: str, drop_name: str) -> None:
+        self._registry.create(job_id, drop_name=drop_name, state="claimed")
+
+    def _fill(self) -> None:
+        while self._backlog and len(self._running) < self._workers:
+            self._submit(self._backlog.popleft())
+        if len(self._running) >= self._workers or not self._disk_ok():
+            return
+        for name in self._tracker.ready():
+            if len(self._running) >= self._workers or self._stop.is_set():
+                return
+            size = self._tracker.size_of(name)
+            self._tracker.forget(name)
+            try:
+                job = claim_drop(self.settings.paths.inbox / name, self.settings, self._register)
+            except ClaimError as exc:
+                log.error("claim failed [%s]: %s", exc.code, exc.message)
+                self.metrics.inc("dicomdrop_claim_errors_total", code=exc.code)
+                continue
+            if job is None:
+                continue  # another daemon was faster
+            self.metrics.inc("dicomdrop_drops_claimed_total")
+            self.metrics.inc("dicomdrop_bytes_total", float(size))
+            self._submit(job.job_id)
+
+    def _disk_ok(self) -> bool:
+        minimum = self.settings.daemon.min_free_bytes
+        problem = None
+        for key in ("work", "outbox"):
+            folder = getattr(self.settings.paths, key)
+            free = self._free_space(folder)
+            if free < minimum:
+                problem = f"low disk space in {key} ({free} bytes free, {minimum} required)"
+                break
+        if problem != self._disk_problem:
+            if problem:
+                log.warning("claiming paused: %s", problem)
+            else:
+                log.info("claiming resumed: disk space is back above %d bytes", minimum)
+            self._disk_problem = problem
+        return problem is None
+
+    # --- the pool --------------------------------------------------------------------------
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.settings.logging,),
+        )
+
+    def _submit(self, job_id: str) -> None:
+        assert self._pool is not None
+        future = self._pool.submit(_run_in_worker, self._runner, job_id)
+        self._running[future] = job_id
+        future.add_done_callback(lambda _: self._events.put(None))
+
+    def _reap(self, *, block: bool, timeout: float | None = None) -> None:
+        if not self._running:
+            return
+        if block:
+            wait(list(self._running), timeout=timeout, return_when=FIRST_COMPLETED)
+        broken = False
+        for future in [f for f in self._running if f.done()]:
+            job_id = self._running.pop(future)
+            try:
+                state, events = future.result()
+            except BrokenProcessPool:
+                broken = True
+                self._crashed(job_id)
+                continue
+            except Exception as exc:
+                # The pipeline records its own failures; an exception here is a bug, and the job
+                # stays unfinished so that the next start resumes it.
+                log.error("job %s: runner raised %s", job_id, type(exc).__name__)
+                log.debug("job %s: runner traceback", job_id, exc_info=exc)
+                continue
+            for event in events:
+                try:
+                    self.metrics.apply(event)
+                except ValueError:
+                    log.warning("job %s: invalid metric event dropped", job_id)
+            self.metrics.inc("dicomdrop_jobs_finished_total", state=state)
+            log.info("job %s: finished, state %s", job_id, state)
+        if broken:
+            assert self._pool is not None
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = self._new_pool()
+            log.warning("a worker process died; the pool was recreated")
+
+    def _crashed(self, job_id: str) -> None:
+        self.metrics.inc("dicomdrop_worker_crashes_total")
+        self._crashes[job_id] += 1
+        if self._crashes[job_id] <= MAX_CRASH_RETRIES and not self._stop.is_set():
+            log.warning("job %s: worker process died; starting the job again", job_id)
+            self._backlog.appendleft(job_id)
+        else:
+            log.error(
+                "job %s: worker process died again; left unfinished for the next start", job_id
+            )
+
+    def _finish_running(self) -> None:
+        """Give running jobs stop_timeout_seconds, then kill what still runs."""
+        deadline = self._clock() + self.settings.daemon.stop_timeout_seconds
+        if self._running:
+            log.info("stopping: waiting for %d running jobs", len(self._running))
+        while self._running and self._clock() < deadline:
+            self._reap(block=True, timeout=max(0.0, deadline - self._clock()))
+        pool = self._pool
+        self._pool = None
+        if pool is None:
+            return
+        for job_id in self._running.values():
+            log.warning(
+                "job %s: still running at stop; it will be resumed at the next start", job_id
+            )
+        if self._running:
+            # ProcessPoolExecutor has no public way to end busy workers before Python 3.14.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        self._running.clear()
+
+    def _publish_gauges(self) -> None:
+        self.metrics.set_gauges(
+            "dicomdrop_workers_busy",
+            {(): float(len(self._running))},
+            "Jobs running in worker processes.",
+        )
+        self.metrics.set_gauges(
+            "dicomdrop_drops_waiting",
+            {(): float(self._tracker.pending)},
+            "Drops in the inbox waiting to settle or for a free worker.",
+        )
+        self.metrics.set_gauges(
+            "dicomdrop_claiming_paused",
+            {(): 1.0 if self._disk_problem else 0.0},
+            "1 while claiming is paused for lack of disk space.",
+        )
+
+
+def _init_worker(logging_settings: LoggingSettings) -> None:
+    """Worker start-up: logs like the daemon; signals are for the daemon, which decides."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    setup_logging(logging_settings)
+
+
+def _run_in_worker(runner: JobRunner, job_id: str) -> tuple[str, list[MetricEvent]]:
+    """Run one job in a worker; its metric events travel back with the end state."""
+    with metric_events.collecting() as events:
+        started = time.monotonic()
+        state = runner(job_id)
+        metric_events.observe("dicomdrop_job_duration_seconds", time.monotonic() - started)
+    return state, events

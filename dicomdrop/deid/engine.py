@@ -1,0 +1,546 @@
+"""Apply a compiled Profile to one dataset, in place: the de-identification stage's core.
+
+One walk over every element at every depth (sequences, and the file meta group): site rules
+first (they override the profile for their tag), then the profile's action (see
+``dicomdrop.deid.actions``), then private elements (removed unless kept). After the walk: the
+pseudonym in PatientName/PatientID, the de-identification markers, the accession number given by
+the caller, MediaStorageSOPInstanceUID = the new SOPInstanceUID, and forced site rules.
+
+No file I/O. Pixel data is never decoded: untouched elements keep their raw bytes. Errors name
+the element by its keyword path, never a value.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final
+
+from pydicom.config import IGNORE
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.valuerep import PersonName
+
+from dicomdrop import __version__
+from dicomdrop.deid.actions import (
+    BINARY_VRS,
+    TEXT_VRS,
+    dummy_value,
+    empty_value,
+    shift_da,
+    shift_dt,
+    shift_range_dash,
+)
+from dicomdrop.deid.keyed import derive_date_offset_days, derive_uid
+from dicomdrop.deid.profile import Profile, keyword_or_tag
+from dicomdrop.deid.rules import CompiledRule
+from dicomdrop.deid.safe_private import is_safe_private
+from dicomdrop.deid.scrub import NameScrubber, build_scrubber
+from dicomdrop.errors import DeidError
+
+STUDY_UID: Final = 0x0020000D
+SERIES_UID: Final = 0x0020000E
+SOP_UID: Final = 0x00080018
+ACCESSION: Final = 0x00080050
+STUDY_DATE: Final = 0x00080020
+PATIENT_NAME: Final = 0x00100010
+PATIENT_ID: Final = 0x00100020
+OTHER_NAMES: Final = 0x00101001
+OTHER_IDS: Final = 0x00101000
+MEDIA_SOP_UID: Final = 0x00020003
+META_PRIVATE_INFO: Final = (0x00020100, 0x00020102)
+GRAPHICS_GROUPS: Final = frozenset({0x50, 0x60})
+
+# Walk modes: inside a D sequence every text is dummied; inside a C sequence text is scrubbed.
+_NORMAL, _DUMMY, _CLEAN = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class DeidContext:
+    """Who the dataset belongs to and how to de-identify it."""
+
+    pseudonym: str
+    key: bytes
+    profile: Profile
+    name_variants: Sequence[str] = ()
+    patient_ids: Sequence[str] = ()
+    accession_number: str | None = None  # if given, AccessionNumber is set to it (accession links)
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    """What deidentify did: counts per action and the identifiers before and after.
+
+    ``new_study_date`` is the StudyDate written (shifted under Modified Dates, unchanged under
+    Full Dates), or None when it was removed or emptied.
+    """
+
+    counts: MappingProxyType[str, int]
+    original_study_uid: str | None
+    new_study_uid: str | None
+    original_series_uid: str | None
+    new_series_uid: str | None
+    original_sop_instance_uid: str | None
+    new_sop_instance_uid: str | None
+    original_accession: str | None
+    new_accession: str | None
+    original_study_date: str | None
+    new_study_date: str | None
+    date_offset_days: int | None
+
+
+def identity_from_dataset(dataset: Dataset) -> tuple[list[str], list[str]]:
+    """The patient's name variants and IDs as written in the dataset (top level)."""
+    names = [_text(dataset, PATIENT_NAME), *_texts(dataset, OTHER_NAMES)]
+    ids = [_text(dataset, PATIENT_ID), *_texts(dataset, OTHER_IDS)]
+    return [n for n in names if n], [i for i in ids if i]
+
+
+def deidentify(dataset: Dataset, context: DeidContext) -> DeidResult:
+    """De-identify ``dataset`` (and its ``file_meta``) in place; return what was done.
+
+    Raises DeidError (code ``deid.failed`` or ``deid.invalid_value``) naming the element path.
+    """
+    before = _identifiers(dataset)
+    names, ids = identity_from_dataset(dataset)
+    scrubber = build_scrubber(
+        [*context.name_variants, *names], [*context.patient_ids, *ids], context.pseudonym
+    )
+    walk = _Walk(context, scrubber)
+    try:
+        with warnings.catch_warnings():
+            # pydicom warns about odd values it converts; the verdict on a value is ours.
+            warnings.simplefilter("ignore")
+            walk.dataset(dataset, "", _NORMAL)
+            meta = getattr(dataset, "file_meta", None)
+            if isinstance(meta, FileMetaDataset | Dataset):
+                walk.dataset(meta, "file_meta.", _NORMAL)
+            walk.finish(dataset)
+    except DeidError:
+        raise
+    except Exception as exc:
+        raise DeidError(
+            "deid.failed",
+            f"cannot de-identify element {walk.where()}: {type(exc).__name__}",
+        ) from exc
+    after = _identifiers(dataset)
+    return DeidResult(
+        counts=MappingProxyType(dict(walk.counts)),
+        original_study_uid=before[STUDY_UID],
+        new_study_uid=after[STUDY_UID],
+        original_series_uid=before[SERIES_UID],
+        new_series_uid=after[SERIES_UID],
+        original_sop_instance_uid=before[SOP_UID],
+        new_sop_instance_uid=after[SOP_UID],
+        original_accession=before[ACCESSION],
+        new_accession=after[ACCESSION],
+        original_study_date=before[STUDY_DATE],
+        new_study_date=after[STUDY_DATE],
+        date_offset_days=walk.offset_used,
+    )
+
+
+class _Walk:
+    """The state of one deidentify call."""
+
+    def __init__(self, context: DeidContext, scrubber: NameScrubber) -> None:
+        self.context = context
+        self.profile = context.profile
+        self.scrubber = scrubber
+        self.scrub_retained = self.profile.scrub_names and scrubber.active
+        self.counts: Counter[str] = Counter()
+        self.uids: dict[str, str] = {}
+        self.current: tuple[str, int] = ("", 0)
+        self.offset_used: int | None = None
+        self.drop_overlays = self.profile.action_for(0x60003000) == "X"
+        self._offset: int | None = None
+        self._handlers: dict[str, Callable[[Dataset, int, str, str, int], None]] = {
+            "X": self._remove,
+            "Z": self._empty,
+            "D": self._dummy,
+            "K": self._keep,
+            "C": self._clean,
+            "U": self._uid,
+            "P": self._pseudonym,
+        }
+
+    def where(self) -> str:
+        """The keyword path of the element being processed (for error messages)."""
+        path, tag = self.current
+        return path + keyword_or_tag(tag) if tag else "dataset"
+
+    # --- the walk -------------------------------------------------------------------------------
+
+    def dataset(self, ds: Dataset, path: str, mode: int) -> None:
+        """Apply the profile to every element of ``ds`` (recursing into sequences)."""
+        private: list[int] = []
+        overrides = self.profile.overrides
+        action_for = self.profile.action_for
+        for element_tag in list(ds._dict):
+            tag = int(element_tag)
+            if tag & 0x10000:
+                private.append(tag)
+                continue
+            if tag & 0xFFFF == 0 or tag in META_PRIVATE_INFO:
+                # Group lengths go stale after any change (pydicom recomputes the meta one).
+                if tag != 0x00020000:
+                    _drop(ds, tag)
+                    self.counts["X"] += 1
+                continue
+            self.current = (path, tag)
+            rule = overrides.get(tag)
+            if rule is not None:
+                self._apply_rule(ds, tag, rule)
+                continue
+            action = action_for(tag)
+            if action == "K" and self.drop_overlays and tag >> 24 == 0x60:
+                action = "X"  # an overlay without its data is invalid: drop the whole group
+            self._handlers[action](ds, tag, _vr_of(ds, tag), path, mode)
+        if private:
+            self._private(ds, private, path, mode)
+
+    def _items(self, ds: Dataset, tag: int, path: str, mode: int) -> None:
+        sequence = ds[tag].value
+        where = path + keyword_or_tag(tag)
+        for index, item in enumerate(sequence):
+            if isinstance(item, Dataset):
+                self.dataset(item, f"{where}[{index}].", mode)
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def _remove(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
+        _drop(ds, tag)
+        self.counts["X"] += 1
+
+    def _empty(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
+        _put(ds, tag, vr, empty_value(vr))
+        self.counts["Z"] += 1
+
+    def _dummy(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
+        self.counts["D"] += 1
+        if vr == "SQ":
+            self._items(ds, tag, path, _DUMMY)
+        elif vr == "UI":
+            self._replace_uids(ds, tag)
+        else:
+            _put(ds, tag, vr, dummy_value(vr))
+
+    def _keep(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
+        self.counts["K"] += 1
+        if vr == "SQ":
+            self._items(ds, tag, path, mode)
+        elif vr in TEXT_VRS:
+            if mode == _DUMMY:
+                _put(ds, tag, vr, dummy_value(vr))
+            elif mode == _CLEAN or self.scrub_retained:
+                self._scrub(ds, tag, vr)
+        elif (
+            vr in BINARY_VRS
+            and (mode == _CLEAN or self.scrub_retained)
+            and tag >> 16 != 0x7FE0  # never pixel data
+            and tag >> 24 not in GRAPHICS_GROUPS  # nor overlay data
+        ):
+            self._scrub(ds, tag, vr)
+
+    def _clean(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
+        self.counts["C"] += 1
+        if vr == "SQ":
+            self._items(ds, tag, path, _CLEAN)
+        elif vr in ("DA", "DT"):
+            if "retain_long_modified_dates" in self.profile.options:
+                self._shift_dates(ds, tag, vr)
+        elif vr in TEXT_VRS or vr == "CS":
+            self._scrub(ds, tag, vr)
+        elif vr in BINARY_VRS and (tag >> 24) not in GRAPHICS_GROUPS:
+            del ds[tag]
+
+    def _uid(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
+        self.counts["U"] += 1
+        if vr == "SQ":
+            self._items(ds, tag, path, mode)
+        elif vr == "UI":
+            self._replace_uids(ds, tag)
+        else:
+            _put(ds, tag, vr, empty_value(vr))
+
+    def _pseudonym(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
+        self.counts["P"] += 1
+        _put(ds, tag, vr if vr in TEXT_VRS else "LO", self.context.pseudonym)
+
+    # --- values ---------------------------------------------------------------------------------
+
+    def _replace_uids(self, ds: Dataset, tag: int) -> None:
+        values = _strings(ds, tag)
+        if not values or values == [""]:
+            return
+        new = [self._new_uid(v) for v in values]
+        _put(ds, tag, "UI", new[0] if len(new) == 1 else new)
+
+    def _new_uid(self, uid: str) -> str:
+        if not uid.strip():
+            return uid
+        new = self.uids.get(uid)
+        if new is None:
+            new = self.uids[uid] = derive_uid(self.context.key, uid)
+        return new
+
+    def _date_offset(self) -> int:
+        if self._offset is None:
+            self._offset = derive_date_offset_days(
+                self.context.key,
+                self.context.pseudonym,
+                self.profile.date_shift_min_days,
+                self.profile.date_shift_max_days,
+            )
+        self.offset_used = self._offset
+        return self._offset
+
+    def _shift_dates(self, ds: Dataset, tag: int, vr: str) -> None:
+        value = ds[tag].value
+        if value in (None, ""):
+            return
+        values = list(value) if isinstance(value, MultiValue | list) else [value]
+        days = self._date_offset()
+        shift_one = shift_da if vr == "DA" else shift_dt
+        shifted: list[str] = []
+        for one in values:
+            text = str(one)
+            new = shift_one(text, days)
+            if new is None and "-" in text.strip()[1:]:
+                new = shift_range_dash(text, days, shift_one)
+            if new is None:
+                self.counts["date_invalid"] += 1
+                new = str(dummy_value(vr))
+            shifted.append(new)
+        _put(ds, tag, vr, shifted[0] if len(shifted) == 1 else shifted)
+
+    def _scrub(self, ds: Dataset, tag: int, vr: str) -> None:
+        if not self.scrubber.active:
+            return
+        raw: Any = ds.get_item(tag)
+        if isinstance(raw, RawDataElement) and (
+            raw.value is None
+            or not (
+                self.scrubber.may_match_binary
+                if vr in BINARY_VRS
+                else self.scrubber.may_match_bytes
+            )(raw.value)
+        ):
+            return
+        elem = ds[tag]
+        value = elem.value
+        if value is None or value == "":
+            return
+        if isinstance(value, bytes):
+            data, hits = self.scrubber.scrub_bytes(value)
+            if hits:
+                elem.value = data
+        elif isinstance(value, MultiValue | list):
+            texts = [self.scrubber.scrub(_as_text(v)) for v in value]
+            hits = sum(h for _, h in texts)
+            if hits:
+                elem.value = [t for t, _ in texts]
+        else:
+            text, hits = self.scrubber.scrub(_as_text(value))
+            if hits:
+                elem.value = text
+        self.counts["scrubbed"] += hits
+
+    # --- site rules -----------------------------------------------------------------------------
+
+    def _apply_rule(self, ds: Dataset, tag: int, rule: CompiledRule) -> None:
+        self.counts[f"rule_{rule.action}"] += 1
+        if rule.action == "remove":
+            del ds[tag]
+        elif rule.action == "empty":
+            vr = _vr_of(ds, tag)
+            _put(ds, tag, vr, empty_value(vr))
+        elif rule.action == "replace":
+            _put(ds, tag, rule.vr or _vr_of(ds, tag), rule.value)
+        elif rule.action == "regexp" and rule.pattern is not None:
+            elem = ds[tag]
+            value = elem.value
+            if isinstance(value, MultiValue | list):
+                elem.value = [rule.pattern.sub(rule.replacement, _as_text(v)) for v in value]
+            elif isinstance(value, str | PersonName):
+                elem.value = rule.pattern.sub(rule.replacement, _as_text(value))
+
+    # --- private elements -----------------------------------------------------------------------
+
+    def _private(self, ds: Dataset, tags: list[int], path: str, mode: int) -> None:
+        profile = self.profile
+        safe = "retain_safe_private" in profile.options
+        creators: dict[int, int] = {}  # creator tag -> number of kept elements in its block
+        removed: list[int] = []
+        for tag in tags:
+            element = tag & 0xFFFF
+            if 0x10 <= element <= 0xFF:
+                creators.setdefault(tag, 0)
+                continue
+            rule = profile.overrides.get(tag)
+            self.current = (path, tag)
+            if rule is not None:
+                self._apply_rule(ds, tag, rule)
+                if tag in ds:
+                    creators[_creator_tag(tag)] = creators.get(_creator_tag(tag), 0) + 1
+                continue
+            if element < 0x1000 or not self._keeps_private(ds, tag, safe):
+                removed.append(tag)
+                continue
+            creators[_creator_tag(tag)] = creators.get(_creator_tag(tag), 0) + 1
+            vr = _vr_of(ds, tag)
+            if vr == "SQ":
+                self._items(ds, tag, path, mode)
+            elif vr in TEXT_VRS or vr in BINARY_VRS:
+                self.counts["private_kept"] += 1
+                if mode == _CLEAN or self.scrub_retained:
+                    self._scrub(ds, tag, vr)
+        for tag in removed:
+            del ds[tag]
+        for creator_tag, kept in creators.items():
+            if kept == 0 and creator_tag in ds:
+                removed.append(creator_tag)
+                del ds[creator_tag]
+            elif creator_tag in ds and (self.scrub_retained or mode == _CLEAN):
+                self._scrub(ds, creator_tag, "LO")
+        self.counts["private_removed"] += len(removed)
+
+    def _keeps_private(self, ds: Dataset, tag: int, safe: bool) -> bool:
+        profile = self.profile
+        if profile.keep_all_private:
+            return True
+        creator_tag = _creator_tag(tag)
+        if creator_tag not in ds:
+            return False
+        creator = _as_text(ds[creator_tag].value).strip()
+        group, offset = tag >> 16, tag & 0xFF
+        listed = profile.private_keep.get(creator)
+        if listed and ((None, offset) in listed or (group, offset) in listed):
+            return True
+        return safe and is_safe_private(creator, group, offset)
+
+    # --- after the walk -------------------------------------------------------------------------
+
+    def finish(self, ds: Dataset) -> None:
+        """Pseudonym, markers, accession, media storage UID, forced values."""
+        profile = self.profile
+        self.current = ("", 0)
+        for tag in (PATIENT_NAME, PATIENT_ID):
+            rule = profile.overrides.get(tag)
+            if rule is None or rule.action != "keep":
+                ds[tag] = DataElement(
+                    tag, "PN" if tag == PATIENT_NAME else "LO", self.context.pseudonym
+                )
+        _put(ds, 0x00120062, "CS", "YES")  # PatientIdentityRemoved
+        _put(ds, 0x00120063, "LO", self._method_text())  # DeidentificationMethod
+        codes = profile.method_codes()
+        if codes:
+            items = DicomSequence([_code_item(value, meaning) for value, meaning in codes])
+            ds[0x00120064] = DataElement(0x00120064, "SQ", items)
+        _put(ds, 0x00280303, "CS", profile.dates_mode)  # LongitudinalTemporalInformationModified
+        if self.context.accession_number is not None:
+            _put(ds, ACCESSION, "SH", self.context.accession_number)
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and SOP_UID in ds:
+            sop = ds[SOP_UID].value
+            if sop:
+                meta.MediaStorageSOPInstanceUID = sop
+        for rule in profile.forced:
+            self.counts["rule_force"] += 1
+            target = meta if rule.tag >> 16 == 0x0002 and meta is not None else ds
+            target[rule.tag] = DataElement(rule.tag, rule.vr or "LO", rule.value)
+
+    def _method_text(self) -> list[str]:
+        profile = self.profile
+        lines = [f"dicomdrop {__version__} preset {profile.preset}"]
+        if profile.basic_profile_applied:
+            lines.append("Basic Application Confidentiality Profile")
+        else:
+            lines.append("names and identifiers pseudonymized")
+        lines += sorted(profile.options)
+        return [line[:64] for line in lines]
+
+
+def _code_item(value: str, meaning: str) -> Dataset:
+    item = Dataset()
+    _put(item, 0x00080100, "SH", value)  # CodeValue
+    _put(item, 0x00080102, "SH", "DCM")  # CodingSchemeDesignator
+    _put(item, 0x00080104, "LO", meaning[:64])  # CodeMeaning
+    return item
+
+
+def _creator_tag(tag: int) -> int:
+    return (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
+
+
+def _put(ds: Dataset, tag: int, vr: str, value: Any) -> None:
+    """Set an element; the engine's values are valid by construction, so skip re-validation."""
+    element = DataElement(tag, vr, value, validation_mode=IGNORE)
+    if vr == "SQ" or tag & 0x10000 or tag >> 16 == 0x7FE0:
+        ds[tag] = element
+    else:
+        ds._dict[element.tag] = element  # the plain case of Dataset.__setitem__, without checks
+
+
+def _drop(ds: Dataset, tag: int) -> None:
+    """Delete an element (the plain case of Dataset.__delitem__ for public non-pixel tags)."""
+    if tag & 0x10000 or tag >> 16 == 0x7FE0:
+        del ds[tag]
+    else:
+        del ds._dict[tag]  # type: ignore[arg-type]
+
+
+def _vr_of(ds: Dataset, tag: int) -> str:
+    """The element's VR without converting its value (dictionary VR for implicit files)."""
+    vr = ds._dict[tag].VR  # type: ignore[index]
+    if vr:
+        return str(vr).split(" or ")[0]
+    try:
+        return str(dictionary_VR(tag)).split(" or ")[0]
+    except KeyError:
+        return "UN"
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return "" if value is None else str(value)
+
+
+def _strings(ds: Dataset, tag: int) -> list[str]:
+    """The values of a string element, read from the raw bytes when they are plain ASCII."""
+    element: Any = ds._dict.get(tag)  # type: ignore[call-overload]
+    if element is None:
+        return []
+    if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
+        if not element.value:
+            return []
+        if element.value.isascii():
+            return [v.strip(" \x00") for v in element.value.decode("ascii").split("\\")]
+    value = ds[tag].value
+    values = value if isinstance(value, MultiValue | list) else [value]
+    return [_as_text(v).strip(" \x00") for v in values]
+
+
+def _text(ds: Dataset, tag: int) -> str:
+    return "\\".join(_strings(ds, tag)).strip()
+
+
+def _texts(ds: Dataset, tag: int) -> list[str]:
+    return [v for v in _strings(ds, tag) if v]
+
+
+def _identifiers(ds: Dataset) -> dict[int, str | None]:
+    found: dict[int, str | None] = {}
+    for tag in (STUDY_UID, SERIES_UID, SOP_UID, ACCESSION, STUDY_DATE):
+        found[tag] = _text(ds, tag) or None
+    return found
+
+
+__all__ = ["DeidContext", "DeidResult", "deidentify", "identity_from_dataset"]

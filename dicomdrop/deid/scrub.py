@@ -1,0 +1,181 @@
+"""Remove a patient's known names and identifiers from free text, keeping the rest.
+
+Names come as raw DICOM PN strings (``Doe^John^^Dr``) or free forms (``John Doe``,
+``DOE, John``). Matching is case-, diacritics- and separator-insensitive and works on whole
+words: the words of a name in either order (``Doe^John``, ``John DOE``, ``DOE, John``) and each
+word of 3 characters or more on its own. Shorter words are only matched next to another word of
+the same name. Patient IDs of 3 characters or more are matched anywhere, case-insensitively. Each
+match is replaced by the replacement text (the pseudonym).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from functools import lru_cache
+from itertools import permutations
+from typing import Final
+
+MIN_TOKEN: Final = 3
+_SEPARATORS: Final = r"[\s^,.\-_'/=]+"
+_WORD_SPLIT: Final = re.compile(r"[^0-9a-z]+")
+_SPECIAL_FOLDS: Final = {"ß": "ss", "ø": "o", "æ": "ae", "œ": "oe", "đ": "d", "ł": "l", "ı": "i"}
+
+
+def fold_char(char: str) -> str:
+    """One character, lower-cased, without diacritics (may be 0..n characters)."""
+    lower = char.lower()
+    special = _SPECIAL_FOLDS.get(lower)
+    if special is not None:
+        return special
+    if lower.isascii():
+        return lower
+    decomposed = unicodedata.normalize("NFKD", lower)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def fold(text: str) -> str:
+    """The text lower-cased and without diacritics."""
+    if text.isascii():
+        return text.lower()
+    return "".join(fold_char(c) for c in text)
+
+
+def _folded_with_positions(text: str) -> tuple[str, list[int]]:
+    """The folded text and, per folded character, the index of its original character."""
+    pieces: list[str] = []
+    positions: list[int] = []
+    for index, char in enumerate(text):
+        folded = fold_char(char)
+        pieces.append(folded)
+        positions.extend([index] * len(folded))
+    return "".join(pieces), positions
+
+
+def name_words(variant: str) -> list[str]:
+    """Folded words of a name: PN family, given and middle components, or a free form."""
+    words: list[str] = []
+    for group in variant.split("="):
+        components = group.split("^")
+        if len(components) > 1:
+            components = components[:3]  # prefix and suffix (Dr, Jr) are not the name
+        for component in components:
+            words += [w for w in _WORD_SPLIT.split(fold(component)) if w]
+    return words
+
+
+class NameScrubber:
+    """Replaces a patient's names and IDs in text; built once per patient identity."""
+
+    def __init__(
+        self, pattern: re.Pattern[str] | None, anchors: tuple[str, ...], replacement: str
+    ) -> None:
+        self._pattern = pattern
+        self._anchors = anchors
+        self._anchor_bytes = tuple(a.encode("ascii") for a in anchors if a.isascii())
+        self._all_ascii = len(self._anchor_bytes) == len(anchors)
+        self.replacement = replacement
+
+    @property
+    def active(self) -> bool:
+        """False when there is nothing to look for."""
+        return self._pattern is not None
+
+    def may_match_bytes(self, raw: bytes) -> bool:
+        """Cheap pre-check on an encoded value: False only when no match is possible."""
+        if self._pattern is None:
+            return False
+        if not raw.isascii() or not self._all_ascii:
+            return True
+        lowered = raw.lower()
+        return any(anchor in lowered for anchor in self._anchor_bytes)
+
+    def may_match_binary(self, raw: bytes) -> bool:
+        """Cheap pre-check on binary data (only ASCII spellings are looked for there)."""
+        if self._pattern is None or not self._anchor_bytes:
+            return False
+        lowered = raw.lower()
+        return any(anchor in lowered for anchor in self._anchor_bytes)
+
+    def scrub_bytes(self, data: bytes) -> tuple[bytes, int]:
+        """Binary data with each ASCII-spelled match overwritten by ``*`` of the same length.
+
+        The length is kept so that the structure of binary values stays intact.
+        """
+        if self._pattern is None or not self._anchor_bytes:
+            return data, 0
+        lowered = data.lower()
+        if not any(anchor in lowered for anchor in self._anchor_bytes):
+            return data, 0
+        spans = [m.span() for m in self._pattern.finditer(lowered.decode("latin-1"))]
+        if not spans:
+            return data, 0
+        buffer = bytearray(data)
+        for start, end in spans:
+            buffer[start:end] = b"*" * (end - start)
+        return bytes(buffer), len(spans)
+
+    def scrub(self, text: str) -> tuple[str, int]:
+        """The text with every match replaced, and the number of matches."""
+        if self._pattern is None or not text:
+            return text, 0
+        if text.isascii():
+            lowered = text.lower()
+            if not any(anchor in lowered for anchor in self._anchors):
+                return text, 0
+            spans = [m.span() for m in self._pattern.finditer(lowered)]
+            positions = None
+        else:
+            folded, positions = _folded_with_positions(text)
+            spans = [m.span() for m in self._pattern.finditer(folded)]
+        if not spans:
+            return text, 0
+        out: list[str] = []
+        cursor = 0
+        for start, end in spans:
+            if positions is not None:
+                start, end = positions[start], positions[end - 1] + 1
+            if start < cursor:
+                continue
+            out += [text[cursor:start], self.replacement]
+            cursor = end
+        out.append(text[cursor:])
+        return "".join(out), len(spans)
+
+
+def build_scrubber(
+    name_variants: Iterable[str], patient_ids: Iterable[str], replacement: str
+) -> NameScrubber:
+    """A scrubber for these names and IDs (cached per distinct identity)."""
+    names = tuple(sorted({v.strip() for v in name_variants if v and v.strip()}))
+    ids = tuple(sorted({i.strip() for i in patient_ids if i and i.strip()}))
+    return _cached_scrubber(names, ids, replacement)
+
+
+@lru_cache(maxsize=256)
+def _cached_scrubber(
+    names: tuple[str, ...], ids: tuple[str, ...], replacement: str
+) -> NameScrubber:
+    alternatives: set[str] = set()
+    anchors: set[str] = set()
+    for variant in names:
+        words = name_words(variant)[:6]
+        anchors.update(words)
+        if len(words) > 1:
+            sequences = {tuple(words), tuple(reversed(words))} | set(permutations(words, 2))
+            for seq in sequences:
+                alternatives.add(_SEPARATORS.join(re.escape(w) for w in seq))
+        alternatives.update(re.escape(w) for w in words if len(w) >= MIN_TOKEN)
+    word_alts = sorted(alternatives, key=len, reverse=True)
+    id_alts = sorted(
+        {re.escape(fold(i)) for i in ids if len(i) >= MIN_TOKEN}, key=len, reverse=True
+    )
+    anchors.update(fold(i) for i in ids if len(i) >= MIN_TOKEN)
+    parts: list[str] = []
+    if word_alts:
+        parts.append(r"(?<![0-9a-z])(?:" + "|".join(word_alts) + r")(?![0-9a-z])")
+    if id_alts:
+        parts.append("(?:" + "|".join(id_alts) + ")")
+    pattern = re.compile("|".join(parts)) if parts else None
+    return NameScrubber(pattern, tuple(sorted(anchors)), replacement)

@@ -1,0 +1,342 @@
+"""Identity tokens for the verification scan: what must not appear in an output, and how to find it.
+
+This module is independent of the de-identification engine on purpose: the verifier checks the
+engine's output with its own idea of what a patient's identity looks like.
+
+Matching works on *folded* text: Unicode compatibility decomposition, case folding, diacritics
+dropped and a few letters transliterated (``ß`` → ``ss``, ``ø`` → ``o``, ``æ`` → ``ae``...). Tokens
+are folded the same way, and names get extra spellings (``ü`` → ``u`` and ``ue``; ``ue`` → ``u``).
+
+Boundaries: a token made only of letters must not touch another letter, a token made only of
+digits must not touch another digit, and a token mixing letters and digits is matched anywhere.
+So ``tim`` is not found in ``time`` and a patient ID ``4711`` is not found inside a 39-digit UID,
+but ``muller`` is found in ``MULLER_CT1`` and ``12345`` in ``PAT12345``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
+
+MIN_NAME_LETTERS = 3
+MIN_IDENTIFIER_CHARS = 4
+STANDARD_UID_ROOT = "1.2.840.10008."
+
+KIND_NAME = "name"
+KIND_PATIENT_ID = "patient_id"
+KIND_ACCESSION = "accession"
+KIND_BIRTH_DATE = "birth_date"
+KIND_UID = "uid"
+
+# Letters that compatibility decomposition leaves alone but that a person may type without.
+_TRANSLITERATION = str.maketrans(
+    {
+        "ø": "o",
+        "đ": "d",
+        "ð": "d",
+        "ł": "l",
+        "ŀ": "l",
+        "ħ": "h",
+        "ı": "i",
+        "ŧ": "t",
+        "þ": "th",
+        "æ": "ae",
+        "œ": "oe",
+        "ß": "ss",
+        "ĸ": "q",
+    }
+)
+# German-style spellings of the same letters, a second variant of every name word.
+_ALTERNATIVE_SPELLING = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ø": "oe", "å": "aa"})
+_COMBINING_MARKS = re.compile(
+    "[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+"
+)
+_UMLAUT_DIGRAPHS = re.compile("(?<=[aou])e")
+_APOSTROPHES = re.compile("['’`´]")
+_WORD_SEPARATORS = re.compile(r"[\W_]+")
+# Between the words of a full name: none, or a short run of separators (space, ^, comma, ...).
+_NAME_GAP = r"[\W_]{0,3}"
+_NOT_AFTER_LETTER = r"(?<![^\W\d_].)"
+_NOT_BEFORE_LETTER = r"(?![^\W\d_])"
+_NOT_AFTER_DIGIT = r"(?<!\d.)"
+_NOT_BEFORE_DIGIT = r"(?!\d)"
+
+
+def fold(text: str) -> str:
+    """Return ``text`` case-folded, without diacritics, with special letters transliterated."""
+    if text.isascii():
+        return text.lower()
+    text = unicodedata.normalize("NFKD", text).casefold().translate(_TRANSLITERATION)
+    return _COMBINING_MARKS.sub("", text)
+
+
+def _spellings(word: str) -> tuple[str, str, str]:
+    """Folded spellings of one name word: plain, alternative, without umlaut digraphs.
+
+    ``Müller`` → ``muller``, ``mueller``, ``muller``; ``Mueller`` → ``mueller``, ``mueller``,
+    ``muller``. The positions stay the same so a full name can be spelled consistently.
+    """
+    plain = fold(word)
+    alternative = fold(
+        unicodedata.normalize("NFC", word).casefold().translate(_ALTERNATIVE_SPELLING)
+    )
+    return plain, alternative, _UMLAUT_DIGRAPHS.sub("", plain)
+
+
+@dataclass(frozen=True)
+class SkippedToken:
+    """A value that gave no token, and why. ``value`` stays out of ``repr`` (it is patient data)."""
+
+    kind: str
+    reason: str
+    value: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class IdentityTokens:
+    """The folded forms of one patient's identity that the verifier searches for.
+
+    Name tokens hold words separated by single spaces; in a text, the words may be separated by
+    nothing or by a short run of separators. ``repr`` shows counts only, never the tokens.
+    """
+
+    names: tuple[str, ...] = field(default=(), repr=False)
+    patient_ids: tuple[str, ...] = field(default=(), repr=False)
+    accession_numbers: tuple[str, ...] = field(default=(), repr=False)
+    birth_dates: tuple[str, ...] = field(default=(), repr=False)
+    uids: tuple[str, ...] = field(default=(), repr=False)
+    skipped: tuple[SkippedToken, ...] = field(default=(), repr=False)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{kind}={len(values)}" for kind, values in self.by_kind().items())
+        return f"IdentityTokens({counts}, skipped={len(self.skipped)})"
+
+    def by_kind(self) -> dict[str, tuple[str, ...]]:
+        """The tokens grouped by finding kind."""
+        return {
+            KIND_NAME: self.names,
+            KIND_PATIENT_ID: self.patient_ids,
+            KIND_ACCESSION: self.accession_numbers,
+            KIND_BIRTH_DATE: self.birth_dates,
+            KIND_UID: self.uids,
+        }
+
+    @property
+    def empty(self) -> bool:
+        """True when there is nothing to search for."""
+        return not any(self.by_kind().values())
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str] | None:
+        """One regular expression over folded text; the group name of a match is its kind."""
+        groups = []
+        for kind, tokens in self.by_kind().items():
+            if not tokens:
+                continue
+            pieces = sorted({_token_pattern(kind, t) for t in tokens}, key=len, reverse=True)
+            groups.append(f"(?P<{kind}>{'|'.join(pieces)})")
+        return re.compile("|".join(groups)) if groups else None
+
+    def kinds_in(self, text: str) -> set[str]:
+        """The kinds of token found in ``text`` (folded here)."""
+        pattern = self.pattern
+        if pattern is None or not text:
+            return set()
+        return {m.lastgroup for m in pattern.finditer(fold(text)) if m.lastgroup}
+
+
+def _token_pattern(kind: str, token: str) -> str:
+    if kind == KIND_NAME:
+        body = _NAME_GAP.join(re.escape(word) for word in token.split(" "))
+    else:
+        body = re.escape(token)
+    has_letter = any(c.isalpha() for c in token)
+    has_digit = any(c.isdigit() for c in token)
+    if has_letter and has_digit:
+        return body
+    left = _guard(token[0], _NOT_AFTER_LETTER, _NOT_AFTER_DIGIT)
+    right = _guard(token[-1], _NOT_BEFORE_LETTER, _NOT_BEFORE_DIGIT)
+    if kind == KIND_BIRTH_DATE and token.isdigit():
+        right = ""  # YYYYMMDD also hides at the start of a DT value such as 19800102120000
+    # The left guard goes after the first character: when every branch starts with a literal,
+    # the regex engine skips positions that cannot start a token, several times faster.
+    first = re.escape(token[0])
+    return f"{first}{left}{body[len(first) :]}{right}"
+
+
+def _guard(char: str, letter_guard: str, digit_guard: str) -> str:
+    if char.isalpha():
+        return letter_guard
+    if char.isdigit():
+        return digit_guard
+    return ""
+
+
+def _long_enough(word: str) -> bool:
+    if word.isdigit():
+        return len(word) >= MIN_IDENTIFIER_CHARS
+    return sum(c.isalpha() for c in word) >= MIN_NAME_LETTERS
+
+
+def _words(component: str) -> list[str]:
+    """The words of a name component, apostrophes dropped (``O'Brien`` → ``obrien``)."""
+    return [w for w in _WORD_SEPARATORS.split(_APOSTROPHES.sub("", component)) if w]
+
+
+def _apostrophe_parts(component: str) -> list[str]:
+    """Words split at apostrophes too (``O'Brien`` → ``o``, ``brien``)."""
+    return [w for w in _WORD_SEPARATORS.split(component) if w]
+
+
+def _name_orders(raw: str) -> list[list[str]]:
+    """Word orders worth searching for one representation of a name (PN or free text)."""
+    if "^" in raw:
+        parts = [*raw.split("^"), "", "", ""]
+        family, given, middle = _words(parts[0]), _words(parts[1]), _words(parts[2])
+        orders = [
+            family + given + middle,
+            given + middle + family,
+            family + given,
+            given + family,
+        ]
+    else:
+        words = _words(raw)
+        orders = [words, words[::-1]]
+        if len(words) > 2:
+            orders += [words[-1:] + words[:-1], words[1:] + words[:1]]
+    return [order for order in orders if len(order) > 1]
+
+
+def _name_components(raw: str) -> tuple[list[str], list[str]]:
+    """(identity words, honorific words) of one representation of a name."""
+    if "^" not in raw:
+        return _words(raw) + _apostrophe_parts(raw), []
+    parts = [*raw.split("^"), "", "", "", ""]
+    identity = " ".join(parts[:3])
+    honorifics = " ".join(parts[3:5])
+    return _words(identity) + _apostrophe_parts(identity), _words(honorifics)
+
+
+def _name_tokens(names: Iterable[str], skipped: list[SkippedToken]) -> set[str]:
+    tokens: set[str] = set()
+    for raw_name in names:
+        for representation in str(raw_name).split("="):
+            words, honorifics = _name_components(representation)
+            for word in honorifics:
+                skipped.append(SkippedToken(KIND_NAME, "name prefix or suffix", word))
+            for word in words:
+                for spelling in set(_spellings(word)):
+                    if _long_enough(spelling):
+                        tokens.add(spelling)
+                    else:
+                        skipped.append(SkippedToken(KIND_NAME, "too short", spelling))
+            for order in _name_orders(representation):
+                tokens.update(_full_name_spellings(order))
+    return tokens
+
+
+def _full_name_spellings(order: Sequence[str]) -> set[str]:
+    """Spell every word the same way (plain, then alternative) across one word order."""
+    per_word = [_spellings(w) for w in order]
+    spellings = set()
+    for choice in range(3):
+        joined = " ".join(s[choice] for s in per_word)
+        if sum(c.isalnum() for c in joined) >= MIN_NAME_LETTERS:
+            spellings.add(joined)
+    return spellings
+
+
+def _identifier_tokens(kind: str, values: Iterable[str], skipped: list[SkippedToken]) -> set[str]:
+    tokens: set[str] = set()
+    for raw in values:
+        value = fold(str(raw).strip(" \x00"))
+        if not value:
+            continue
+        if kind == KIND_UID and value.startswith(STANDARD_UID_ROOT):
+            skipped.append(SkippedToken(kind, "a UID defined by the DICOM standard", value))
+            continue
+        variants = {value}
+        compact = "".join(_WORD_SEPARATORS.split(value))
+        if kind != KIND_UID and compact:
+            variants.add(compact)
+            if compact.isdigit():
+                variants.add(compact.lstrip("0"))
+        for variant in variants:
+            if len(variant) >= MIN_IDENTIFIER_CHARS:
+                tokens.add(variant)
+            elif variant == value:
+                skipped.append(SkippedToken(kind, "too short", variant))
+    return tokens
+
+
+def _date_forms(value: str) -> set[str]:
+    digits = value.strip()
+    if len(digits) != 8 or not digits.isdigit():
+        return set()
+    try:
+        day = date(int(digits[0:4]), int(digits[4:6]), int(digits[6:8]))
+    except ValueError:
+        return set()
+    y, m, d = f"{day.year:04d}", f"{day.month:02d}", f"{day.day:02d}"
+    return {
+        f"{y}{m}{d}",
+        f"{y}-{m}-{d}",
+        f"{y}/{m}/{d}",
+        f"{y}.{m}.{d}",
+        f"{d}.{m}.{y}",
+        f"{d}/{m}/{y}",
+        f"{d}-{m}-{y}",
+        f"{m}/{d}/{y}",
+        f"{day.day}.{day.month}.{y}",
+    }
+
+
+def _birth_date_tokens(values: Iterable[str], skipped: list[SkippedToken]) -> set[str]:
+    tokens: set[str] = set()
+    for raw in values:
+        value = str(raw).strip(" \x00")
+        if not value:
+            continue
+        forms = _date_forms(value)
+        if forms:
+            tokens.update(forms)
+        else:
+            tokens.update(_identifier_tokens(KIND_BIRTH_DATE, [value], skipped))
+    return tokens
+
+
+def build_identity_tokens(
+    *,
+    names: Sequence[str],
+    patient_ids: Sequence[str] = (),
+    accession_numbers: Sequence[str] = (),
+    birth_dates: Sequence[str] = (),
+    uids: Sequence[str] = (),
+) -> IdentityTokens:
+    """Fold one patient's identity into searchable tokens.
+
+    ``names`` are raw DICOM PN values (``Family^Given^Middle^Prefix^Suffix``, ``=`` between
+    representations) or free text (``Hans Müller``). Each name word of 3 or more letters becomes
+    a token in every spelling, and the full name becomes tokens in several word orders. PN prefixes
+    and suffixes (``Dr``, ``Jr``) are honorifics, not identity. ``patient_ids`` (include the
+    OtherPatientIDs), ``accession_numbers`` and ``uids`` are tokens as given (also without
+    separators and leading zeros) when 4 or more characters long; ``birth_dates`` (YYYYMMDD)
+    become the usual written date forms. UIDs under the DICOM standard root (SOP classes,
+    transfer syntaxes) identify nobody and are skipped. Every skipped value is listed in
+    ``skipped`` with its reason.
+    """
+    skipped: list[SkippedToken] = []
+    return IdentityTokens(
+        names=tuple(sorted(_name_tokens(names, skipped))),
+        patient_ids=tuple(sorted(_identifier_tokens(KIND_PATIENT_ID, patient_ids, skipped))),
+        accession_numbers=tuple(
+            sorted(_identifier_tokens(KIND_ACCESSION, accession_numbers, skipped))
+        ),
+        birth_dates=tuple(sorted(_birth_date_tokens(birth_dates, skipped))),
+        uids=tuple(sorted(_identifier_tokens(KIND_UID, uids, skipped))),
+        skipped=tuple(dict.fromkeys(skipped)),
+    )

@@ -1,0 +1,590 @@
+"""The pipeline: moves one claimed job through the stages. The only place that knows the order.
+
+Job stages: unpack -> sort -> group, then for each patient group:
+screen -> match -> deid -> verify -> pack -> deliver; and finally the originals are kept.
+
+State and resumption. A job lives in ``work/<job>/``; the claimed drop stays untouched in
+``work/<job>/drop/`` until the job is finished. Job-level stages are cheap to redo, so a resumed
+job rolls them back to the claimed drop and redoes them (unpacking is deterministic). A patient
+group is finished when its archive was renamed into the outbox (atomic) or its files were moved
+to quarantine; that outcome is written to ``work/<job>/state/`` and to the store, and a resumed
+job skips finished groups. An archive found in the outbox under the group's final name proves
+delivery even if the process died before recording it. Nothing reaches the outbox except after
+``verify`` found no trace of the patient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy.exc
+
+from dicomdrop.archives import pack_tree, unpack_drop
+from dicomdrop.config import Settings, load_settings
+from dicomdrop.deid.verify import build_identity_tokens, require_clean, verify_tree
+from dicomdrop.errors import QuarantineError, StoreError
+from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
+from dicomdrop.secret import load_key
+from dicomdrop.stages.deidentify import GroupOutput, deidentify_group, make_executor
+from dicomdrop.stages.group import PatientGroup, group_instances
+from dicomdrop.stages.screen import screen_files
+from dicomdrop.stages.sort import sort_tree
+from dicomdrop.store.db import Store
+from dicomdrop.store.jobs import JobStore
+from dicomdrop.store.registry import PatientIdentity, Registry
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
+FINAL_STATES = frozenset({"delivered", "quarantined", "failed", "waiting"})
+
+
+@dataclass
+class GroupResult:
+    """The outcome of one patient group."""
+
+    key: str
+    outcome: str  # delivered | quarantined | waiting
+    pseudonym: str | None = None
+    archive: str | None = None
+    instances: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class JobOutcome:
+    """What one job did: its final state, deliveries, quarantines and deletions by type."""
+
+    job_id: str
+    state: str
+    groups: list[GroupResult] = field(default_factory=list)
+    deleted: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def delivered(self) -> list[GroupResult]:
+        """The groups that reached the outbox."""
+        return [g for g in self.groups if g.outcome == "delivered"]
+
+
+def new_job_id() -> str:
+    """A sortable, unique job id: UTC time plus random hex."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def job_dir(settings: Settings, job_id: str) -> Path:
+    """The work folder of a job."""
+    return settings.paths.work / job_id
+
+
+def claim_copy(source: Path, settings: Settings, jobs: JobStore, *, move: bool = False) -> str:
+    """Take ``source`` (a folder or archive outside the inbox) into a new job, by copy or move.
+
+    Used by ``dicomdrop process`` and ``quarantine retry``; the daemon claims from the inbox
+    with its own atomic rename.
+    """
+    job_id = new_job_id()
+    folder = job_dir(settings, job_id)
+    target = folder / "drop" / source.name
+    target.parent.mkdir(parents=True)
+    if move:
+        shutil.move(source, target)
+    elif source.is_dir():
+        shutil.copytree(source, target, symlinks=True)
+    else:
+        shutil.copy2(source, target)
+    write_json_atomic(
+        folder / JOB_FILE,
+        {"job": job_id, "drop_name": source.name, "claimed_at": _now(), "pid": os.getpid()},
+    )
+    jobs.create(job_id, drop_name=source.name)
+    return job_id
+
+
+class Pipeline:
+    """Runs claimed jobs to a final state. One instance per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        key: bytes,
+        store: Store,
+        *,
+        file_workers: int = 1,
+        on_stage: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.key = key
+        self.store = store
+        self.jobs = JobStore(store)
+        self.registry = Registry(store, key, settings.registry)
+        self.quarantine = Quarantine(settings.paths.quarantine)
+        self.file_workers = file_workers
+        self._executor: Executor | None = None
+        self._on_stage = on_stage
+
+    def close(self) -> None:
+        """Stop the per-file worker pool, if any."""
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
+
+    @property
+    def executor(self) -> Executor | None:
+        """The per-file worker pool, created on first use."""
+        if self._executor is None and self.file_workers > 1:
+            self._executor = make_executor(self.file_workers)
+        return self._executor
+
+    # --- the job loop --------------------------------------------------------------------------
+
+    def run(self, job_id: str) -> JobOutcome:
+        """Run (or resume) one job to its final state and return what happened.
+
+        Operational failures (store unreachable, disk full) propagate and leave the job
+        unfinished, to be resumed; anything else about the data ends in quarantine.
+        """
+        record = self.jobs.get(job_id)
+        if record is None:
+            raise StoreError(f"job {job_id} is not in the store")
+        if record.state in FINAL_STATES:
+            return self._load_outcome(job_id, record.state)
+        folder = job_dir(self.settings, job_id)
+        drop = self._drop_path(folder)
+        self.jobs.set_state(job_id, "running")
+        outcome = JobOutcome(job_id=job_id, state="running")
+        log.info("job %s: started", job_id)
+        try:
+            groups = self._prepare(job_id, folder, drop, outcome)
+        except QuarantineError as exc:
+            self._quarantine_drop(job_id, drop, exc)
+            outcome.state = "quarantined"
+            outcome.quarantined[exc.code] = outcome.quarantined.get(exc.code, 0) + 1
+            self._finish(job_id, folder, outcome, keep_original=False)
+            return outcome
+        for index, group in enumerate(groups):
+            outcome.groups.append(self._run_group(job_id, folder, group, index))
+        for g in outcome.groups:
+            for code, n in g.quarantined.items():
+                outcome.quarantined[code] = outcome.quarantined.get(code, 0) + n
+        if any(g.outcome == "waiting" for g in outcome.groups):
+            outcome.state = "waiting"
+        elif outcome.quarantined:
+            outcome.state = "quarantined"
+        else:
+            outcome.state = "delivered"
+        self._finish(job_id, folder, outcome, keep_original=True)
+        return outcome
+
+    def _prepare(
+        self, job_id: str, folder: Path, drop: Path, outcome: JobOutcome
+    ) -> list[PatientGroup]:
+        """Unpack, sort and group: redone from the claimed drop on every (re)start."""
+        unpacked = folder / "unpacked"
+        with self._stage(job_id, "unpack"):
+            if unpacked.exists():
+                shutil.rmtree(unpacked)
+            self._check_free_space(drop)
+            unpack_drop(drop, unpacked, self.settings.archives)
+        with self._stage(job_id, "sort") as details:
+            sorted_files = sort_tree(unpacked, self.settings.sort)
+            outcome.deleted = dict(sorted_files.deleted)
+            details.update(deleted=dict(sorted_files.deleted), dicom=len(sorted_files.dicom))
+            if sorted_files.unknown:
+                unknown = [str(p) for p in sorted_files.unknown]
+                self.quarantine.put_files(
+                    job_id,
+                    QuarantineEntry(
+                        "sort.unknown_file",
+                        "sort",
+                        "files that are neither DICOM nor a known deletable type",
+                        tuple(unknown),
+                    ),
+                    unpacked,
+                )
+                outcome.quarantined["sort.unknown_file"] = len(unknown)
+        with self._stage(job_id, "group") as details:
+            grouped = group_instances(unpacked, sorted_files.dicom)
+            if grouped.unreadable:
+                files = tuple(str(p) for p in grouped.unreadable)
+                self.quarantine.put_files(
+                    job_id,
+                    QuarantineEntry(
+                        "dicom.unreadable",
+                        "group",
+                        "DICOM files whose header cannot be read",
+                        files,
+                    ),
+                    unpacked,
+                )
+                outcome.quarantined["dicom.unreadable"] = len(files)
+            details.update(groups=len(grouped.groups))
+        if not grouped.groups and not outcome.quarantined and not outcome.deleted:
+            raise QuarantineError("drop.empty", "the drop holds no files", stage="sort")
+        return sorted(grouped.groups, key=lambda g: g.key)
+
+    # --- one patient group ---------------------------------------------------------------------
+
+    def _run_group(self, job_id: str, folder: Path, group: PatientGroup, index: int) -> GroupResult:
+        marker = folder / "state" / f"group-{index}.json"
+        if marker.exists():
+            data = json.loads(marker.read_text(encoding="utf-8"))
+            return GroupResult(**data)
+        unpacked = folder / "unpacked"
+        try:
+            result = self._process_group(job_id, folder, group, index)
+        except (StoreError, sqlalchemy.exc.OperationalError):
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            result = self._quarantine_group(job_id, group, unpacked, _internal(exc))
+        except QuarantineError as exc:
+            result = self._quarantine_group(job_id, group, unpacked, exc)
+        except Exception as exc:
+            log.exception("job %s: group %d failed", job_id, index)
+            result = self._quarantine_group(job_id, group, unpacked, _internal(exc))
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(marker, result.__dict__)
+        return result
+
+    def _process_group(
+        self, job_id: str, folder: Path, group: PatientGroup, index: int
+    ) -> GroupResult:
+        unpacked = folder / "unpacked"
+        result = GroupResult(key=group.key, outcome="delivered")
+
+        with self._stage(job_id, "screen", group=index) as details:
+            passed, screened = self._screen(unpacked, group)
+            for code, files in screened.items():
+                self.quarantine.put_files(
+                    job_id,
+                    QuarantineEntry(code, "screen", _SCREEN_MESSAGES.get(code, code), files),
+                    unpacked,
+                )
+                result.quarantined[code] = len(files)
+            details.update(passed=len(passed), screened=sum(len(f) for f in screened.values()))
+        if not passed:
+            result.outcome = "quarantined"
+            return result
+
+        with self._stage(job_id, "match", group=index):
+            identity = PatientIdentity(
+                name=group.patient_name,
+                patient_id=group.patient_id or None,
+                issuer=group.issuer or None,
+                birth_date=group.birth_date or None,
+                sex=group.sex or None,
+                other_ids=tuple(group.other_patient_ids),
+            )
+            match = self.registry.match_or_register(identity, seen_in=f"job:{job_id}")
+            if match.status == "ambiguous":
+                raise QuarantineError(
+                    "match.ambiguous",
+                    f"patient matches several registry entries closely (pending match "
+                    f"{match.pending_id}); settle it with 'dicomdrop registry resolve "
+                    f"{match.pending_id}' then 'dicomdrop quarantine retry {job_id}'",
+                    stage="match",
+                    files=[str(p) for p in passed],
+                )
+            assert match.pseudonym is not None
+            pseudonym = match.pseudonym
+            result.pseudonym = pseudonym
+            accession = self._linked_accession(group, passed)
+
+        variants = {group.patient_name, *group.other_patient_names}
+        variants.update(self.registry.name_variants(pseudonym))
+        ids = {group.patient_id, *group.other_patient_ids, *self.registry.identifiers(pseudonym)}
+        ids.discard("")
+        tree = folder / "out" / f"group-{index}"
+        with self._stage(job_id, "deid", group=index) as details:
+            output = deidentify_group(
+                sources=[unpacked / p for p in passed],
+                tree=tree,
+                pseudonym=pseudonym,
+                key=self.key,
+                settings=self.settings.deid,
+                name_variants=sorted(v for v in variants if v),
+                patient_ids=sorted(i for i in ids if i),
+                accession_number=accession,
+                executor=self.executor,
+                manifest={"job": job_id, "profile": self.settings.deid.profile},
+            )
+            failed = tuple(str(Path(o.source).relative_to(unpacked)) for o in output.failed)
+            if failed:
+                codes = Counter(o.error_code or "deid.failed" for o in output.failed)
+                self.quarantine.put_files(
+                    job_id,
+                    QuarantineEntry(
+                        codes.most_common(1)[0][0],
+                        "deid",
+                        "instances the de-identification engine could not process",
+                        failed,
+                    ),
+                    unpacked,
+                )
+                for code, n in codes.items():
+                    result.quarantined[code] = result.quarantined.get(code, 0) + n
+            details.update(instances=output.files, failed=len(failed))
+        if output.files == 0:
+            result.outcome = "quarantined"
+            return result
+
+        with self._stage(job_id, "verify", group=index) as details:
+            report = verify_tree(tree, self._identity_tokens(group, output, variants, ids))
+            details.update(files=report.files_scanned)
+            try:
+                require_clean(report)
+            except QuarantineError as exc:
+                shutil.rmtree(tree, ignore_errors=True)
+                exc.files = [str(p) for p in passed]
+                raise
+
+        self._record_studies(pseudonym, output, job_id)
+        with self._stage(job_id, "pack", group=index):
+            stem = f"{pseudonym}_{job_id}" + (f"_{index + 1}" if index else "")
+            archive = self._deliver(tree, stem)
+        result.archive = archive.name
+        result.instances = output.files
+        with self._stage(job_id, "deliver", group=index):
+            shutil.rmtree(tree, ignore_errors=True)
+            log.info("job %s: delivered %d instances as %s", job_id, output.files, pseudonym)
+        return result
+
+    def _screen(
+        self, unpacked: Path, group: PatientGroup
+    ) -> tuple[list[Path], dict[str, tuple[str, ...]]]:
+        result = screen_files(unpacked, group.files, self.settings.screen)
+        screened: dict[str, list[str]] = {}
+        for rel, verdict in result.rejected:
+            screened.setdefault(verdict.code, []).append(str(rel))
+        return list(result.passed), {code: tuple(files) for code, files in screened.items()}
+
+    def _linked_accession(self, group: PatientGroup, files: list[Path]) -> str | None:
+        """With accession links on, the serial that replaces the group's accession number."""
+        if not self.settings.registry.accession_links:
+            return None
+        accessions = {a for a in group.accession_numbers if a}
+        serials = {a: self.registry.accession_serial(a) for a in accessions}
+        missing = [a for a, s in serials.items() if s is None]
+        if not accessions or missing or len(set(serials.values())) != 1:
+            raise QuarantineError(
+                "link.missing",
+                "no accession link (or more than one) for this patient's study; import it with "
+                "'dicomdrop registry import-links'",
+                stage="match",
+                files=[str(p) for p in files],
+            )
+        return next(iter(serials.values()))
+
+    def _identity_tokens(
+        self, group: PatientGroup, output: GroupOutput, variants: set[str], ids: set[str]
+    ) -> Any:
+        profile_keeps_uids = bool(self.settings.deid.retain_uids)
+        accessions = set(group.accession_numbers)
+        for o in output.outcomes:
+            if o.original_accession:
+                accessions.add(o.original_accession)
+        accessions.discard("")
+        births = {group.birth_date} if group.birth_date else set()
+        return build_identity_tokens(
+            names=sorted(v for v in variants if v),
+            patient_ids=sorted(i for i in ids if i),
+            accession_numbers=sorted(accessions),
+            birth_dates=sorted(births),
+            uids=() if profile_keeps_uids else sorted(output.original_uids),
+        )
+
+    def _record_studies(self, pseudonym: str, output: GroupOutput, job_id: str) -> None:
+        seen: set[str] = set()
+        for o in output.outcomes:
+            if o.original_study_uid in seen:
+                continue
+            seen.add(o.original_study_uid)
+            self.registry.record_study(
+                pseudonym,
+                original_study_uid=o.original_study_uid,
+                new_study_uid=o.new_study_uid,
+                original_accession=o.original_accession or None,
+                new_accession=o.new_accession or None,
+                study_date=o.study_date,
+                shifted_date=o.shifted_study_date,
+                job_id=job_id,
+            )
+
+    def _deliver(self, tree: Path, stem: str) -> Path:
+        """Pack ``tree`` into the outbox atomically; an existing final archive means done."""
+        outbox = self.settings.paths.outbox
+        suffix = {"zip": ".zip", "7z": ".7z", "folder": ""}[self.settings.archives.output_format]
+        final = outbox / f"{stem}{suffix}"
+        if final.exists():
+            return final
+        return pack_tree(tree, outbox, stem, self.settings.archives)
+
+    # --- quarantine and the end of a job ------------------------------------------------------
+
+    def _quarantine_group(
+        self, job_id: str, group: PatientGroup, unpacked: Path, exc: QuarantineError
+    ) -> GroupResult:
+        files = tuple(exc.files) if exc.files else tuple(str(p) for p in group.files)
+        self.quarantine.put_files(
+            job_id, QuarantineEntry(exc.code, exc.stage or "pipeline", exc.message, files), unpacked
+        )
+        state = "waiting" if exc.code == "match.ambiguous" else "quarantined"
+        log.warning("job %s: group quarantined (%s)", job_id, exc.code)
+        return GroupResult(key=group.key, outcome=state, quarantined={exc.code: len(files)})
+
+    def _quarantine_drop(self, job_id: str, drop: Path, exc: QuarantineError) -> None:
+        self.quarantine.put_drop(
+            job_id, QuarantineEntry(exc.code, exc.stage or "unpack", exc.message, ()), drop
+        )
+        log.warning("job %s: drop quarantined (%s)", job_id, exc.code)
+
+    def _finish(
+        self, job_id: str, folder: Path, outcome: JobOutcome, *, keep_original: bool
+    ) -> None:
+        drop_root = folder / "drop"
+        if keep_original and drop_root.exists():
+            target = self.settings.paths.originals / job_id
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(drop_root, target)
+                os.utime(target)  # retention counts from delivery, not from the drop's age
+        write_json_atomic(folder / "outcome.json", _outcome_json(outcome))
+        self.jobs.set_state(
+            job_id,
+            outcome.state,
+            error_code=next(iter(outcome.quarantined), None),
+            message=_summary_line(outcome),
+        )
+        # The outcome is also kept next to the originals: the work folder goes away.
+        if keep_original:
+            with contextlib.suppress(OSError):
+                shutil.copy2(folder / "outcome.json", self.settings.paths.originals / job_id)
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("job %s: %s", job_id, _summary_line(outcome))
+
+    def _load_outcome(self, job_id: str, state: str) -> JobOutcome:
+        path = self.settings.paths.originals / job_id / "outcome.json"
+        if path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return JobOutcome(
+                job_id=job_id,
+                state=state,
+                groups=[GroupResult(**g) for g in data.get("groups", [])],
+                deleted=data.get("deleted", {}),
+                quarantined=data.get("quarantined", {}),
+            )
+        return JobOutcome(job_id=job_id, state=state)
+
+    def _drop_path(self, folder: Path) -> Path:
+        entries = sorted((folder / "drop").iterdir()) if (folder / "drop").is_dir() else []
+        if len(entries) != 1:
+            raise StoreError(f"job folder {folder.name} has no claimed drop to process")
+        return entries[0]
+
+    def _check_free_space(self, drop: Path) -> None:
+        margin = self.settings.archives.free_space_margin_bytes
+        free = shutil.disk_usage(self.settings.paths.work).free
+        if free < margin:
+            raise OSError(errno.ENOSPC, "not enough free space in the work folder")
+
+    @contextlib.contextmanager
+    def _stage(
+        self, job_id: str, stage: str, *, group: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        details: dict[str, Any] = {} if group is None else {"group": group}
+        self.jobs.stage_started(job_id, stage)
+        started = time.monotonic()
+        yield details
+        elapsed = time.monotonic() - started
+        details["seconds"] = round(elapsed, 3)
+        self.jobs.stage_finished(job_id, stage, details=details)
+        if self._on_stage is not None:
+            self._on_stage(job_id, stage, elapsed)
+
+
+_SCREEN_MESSAGES = {
+    "screen.unreadable": "instances whose DICOM header cannot be read",
+    "screen.burned_in": "instances with burned-in annotation",
+    "screen.screen_capture": "screen captures (ImageType or SeriesDescription SAVE)",
+    "screen.patient_protocol": "patient protocol series",
+    "screen.sop_class": "SOP classes that are not delivered (e.g. Secondary Capture)",
+    "screen.suspect_manufacturer": "instances from a suspect manufacturer or model",
+    "screen.modality": "modality missing or not in the allowed list",
+}
+
+
+def _internal(exc: BaseException) -> QuarantineError:
+    return QuarantineError("internal", f"unexpected {type(exc).__name__}; see the daemon log")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _outcome_json(outcome: JobOutcome) -> dict[str, Any]:
+    return {
+        "job": outcome.job_id,
+        "state": outcome.state,
+        "groups": [g.__dict__ for g in outcome.groups],
+        "deleted": outcome.deleted,
+        "quarantined": outcome.quarantined,
+    }
+
+
+def _summary_line(outcome: JobOutcome) -> str:
+    delivered = outcome.delivered
+    parts = [
+        f"{len(delivered)} patient(s) delivered ({sum(g.instances for g in delivered)} instances)"
+    ]
+    if outcome.quarantined:
+        parts.append(
+            "quarantined: " + ", ".join(f"{c}={n}" for c, n in sorted(outcome.quarantined.items()))
+        )
+    if outcome.deleted:
+        parts.append(
+            "deleted: " + ", ".join(f"{t}={n}" for t, n in sorted(outcome.deleted.items()))
+        )
+    return "; ".join(parts)
+
+
+def purge_originals(settings: Settings, *, now: datetime | None = None) -> int:
+    """Delete originals older than ``retention_days``; returns how many jobs were removed."""
+    root = settings.paths.originals
+    if not root.is_dir():
+        return 0
+    limit = (now or datetime.now(UTC)) - timedelta(days=settings.delivery.retention_days)
+    removed = 0
+    for child in root.iterdir():
+        mtime = datetime.fromtimestamp(child.stat().st_mtime, UTC)
+        if mtime <= limit:
+            shutil.rmtree(child, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def run_job(config_path: Path, job_id: str) -> str:
+    """Run one claimed job in this process (the daemon's worker entry point); its final state."""
+    settings = load_settings(config_path)
+    store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    pipeline = Pipeline(settings, load_key(settings.security.key_file), store)
+    try:
+        return pipeline.run(job_id).state
+    finally:
+        pipeline.close()
+        store.close()

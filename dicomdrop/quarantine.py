@@ -1,0 +1,162 @@
+"""The quarantine: ``quarantine/<job>/`` holds what could not be delivered, as it arrived.
+
+Layout of one entry::
+
+    quarantine/<job>/reason.json     machine-readable: job, entries [{code, stage, message, files}]
+    quarantine/<job>/files/...       files as they arrived, under their job-relative paths
+    quarantine/<job>/drop/<name>     the whole drop, when the job failed before it was unpacked
+
+``reason.json`` never holds patient data: codes, stage names, PHI-free messages and job-relative
+paths only (paths inside a drop may carry names, so they stay inside the quarantine folder, which
+is as protected as the inbox).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dicomdrop.errors import DicomdropError
+
+REASON_FILE = "reason.json"
+
+
+class QuarantineNotFound(DicomdropError):
+    """No quarantine entry exists for a job id."""
+
+    code = "quarantine.not_found"
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """One reason why something was quarantined."""
+
+    code: str
+    stage: str
+    message: str
+    files: tuple[str, ...] = ()
+
+
+@dataclass
+class QuarantineRecord:
+    """Everything quarantined for one job."""
+
+    job_id: str
+    created_at: str
+    entries: list[QuarantineEntry] = field(default_factory=list)
+
+    @property
+    def codes(self) -> list[str]:
+        """The distinct codes, in the order they were recorded."""
+        return list(dict.fromkeys(e.code for e in self.entries))
+
+    def to_json(self) -> dict[str, Any]:
+        """The reason.json content."""
+        return {
+            "job": self.job_id,
+            "created_at": self.created_at,
+            "code": self.entries[0].code if self.entries else None,
+            "codes": self.codes,
+            "entries": [dict(asdict(e), files=list(e.files)) for e in self.entries],
+        }
+
+
+class Quarantine:
+    """Puts files, whole drops and their reasons under ``root/<job>/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def folder(self, job_id: str) -> Path:
+        """The quarantine folder of a job."""
+        return self.root / job_id
+
+    def put_files(self, job_id: str, entry: QuarantineEntry, source_root: Path) -> None:
+        """Move ``entry.files`` (relative to ``source_root``) into the job's quarantine folder.
+
+        Files already moved by an earlier, interrupted attempt are skipped, so this is safe to
+        repeat after a crash.
+        """
+        target_root = self.folder(job_id) / "files"
+        for rel in entry.files:
+            src = source_root / rel
+            dst = target_root / rel
+            if not src.exists():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(src, dst)
+        self._record(job_id, entry)
+
+    def put_drop(self, job_id: str, entry: QuarantineEntry, drop: Path) -> None:
+        """Move a whole claimed drop (file or folder) into the job's quarantine folder."""
+        target = self.folder(job_id) / "drop" / drop.name
+        if drop.exists() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(drop, target)
+        self._record(job_id, entry)
+
+    def record(self, job_id: str, entry: QuarantineEntry) -> None:
+        """Add a reason without files (e.g. files that were deleted by policy)."""
+        self._record(job_id, entry)
+
+    def read(self, job_id: str) -> QuarantineRecord:
+        """The record of one job."""
+        path = self.folder(job_id) / REASON_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise QuarantineNotFound(f"no quarantine entry for job {job_id}") from None
+        entries = [
+            QuarantineEntry(
+                code=e["code"], stage=e["stage"], message=e["message"], files=tuple(e["files"])
+            )
+            for e in data.get("entries", [])
+        ]
+        return QuarantineRecord(job_id=data["job"], created_at=data["created_at"], entries=entries)
+
+    def list(self) -> list[QuarantineRecord]:
+        """Every quarantine record, oldest job first."""
+        if not self.root.is_dir():
+            return []
+        records = []
+        for child in sorted(self.root.iterdir()):
+            if (child / REASON_FILE).is_file():
+                records.append(self.read(child.name))
+        return records
+
+    def remove(self, job_id: str) -> None:
+        """Delete a job's quarantine folder (after release or a successful retry)."""
+        folder = self.folder(job_id)
+        if not (folder / REASON_FILE).is_file():
+            raise QuarantineNotFound(f"no quarantine entry for job {job_id}")
+        shutil.rmtree(folder)
+
+    def _record(self, job_id: str, entry: QuarantineEntry) -> None:
+        folder = self.folder(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / REASON_FILE
+        try:
+            record = self.read(job_id)
+        except QuarantineNotFound:
+            record = QuarantineRecord(
+                job_id=job_id, created_at=datetime.now(UTC).isoformat(timespec="seconds")
+            )
+        if entry not in record.entries:
+            record.entries.append(entry)
+        write_json_atomic(path, record.to_json())
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` through a temporary file, fsync and rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)

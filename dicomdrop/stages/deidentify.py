@@ -1,0 +1,248 @@
+"""The de-identify stage: one patient group's instances through the engine, into the output tree.
+
+Output layout (no original name anywhere)::
+
+    <tree>/<pseudonym>/<study-n>/<series-n>/<instance-n>.dcm
+    <tree>/manifest.json
+
+Study, series and instance numbers are ordinals (1, 2, ...) in the order of the de-identified
+study and series UIDs and of InstanceNumber, so the layout is the same on every run.
+Files are de-identified in a process pool when more than one worker is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from dicomdrop import __version__
+from dicomdrop.config import DeidSettings
+from dicomdrop.deid.engine import DeidContext, deidentify
+from dicomdrop.deid.profile import Profile, compile_profile
+from dicomdrop.errors import DicomdropError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One instance to de-identify: source and staging paths plus what the engine needs."""
+
+    source: str
+    staging: str
+    pseudonym: str
+    key: bytes
+    deid: DeidSettings
+    name_variants: tuple[str, ...]
+    patient_ids: tuple[str, ...]
+    accession_number: str | None
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What de-identifying one file gave: UIDs for the layout and the registry, or an error."""
+
+    source: str
+    staging: str
+    error_code: str | None = None
+    error: str | None = None
+    original_study_uid: str = ""
+    new_study_uid: str = ""
+    original_series_uid: str = ""
+    new_series_uid: str = ""
+    original_sop_uid: str = ""
+    original_accession: str = ""
+    new_accession: str = ""
+    study_date: str | None = None
+    shifted_study_date: str | None = None
+    instance_number: int = 0
+    series_number: int = 0
+
+
+@dataclass
+class GroupOutput:
+    """The de-identified tree of one group and what went into it."""
+
+    tree: Path
+    files: int = 0
+    studies: int = 0
+    series: int = 0
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    failed: list[FileOutcome] = field(default_factory=list)
+
+    @property
+    def original_uids(self) -> set[str]:
+        """Every original study, series and SOP instance UID seen."""
+        uids: set[str] = set()
+        for o in self.outcomes:
+            uids.update(u for u in (o.original_study_uid, o.original_series_uid) if u)
+            if o.original_sop_uid:
+                uids.add(o.original_sop_uid)
+        return uids
+
+
+@lru_cache(maxsize=8)
+def _profile(settings: DeidSettings) -> Profile:
+    return compile_profile(settings)
+
+
+def deidentify_file(task: FileTask) -> FileOutcome:
+    """De-identify one file into its staging path (runs in a worker process)."""
+    try:
+        ds = pydicom.dcmread(task.source, force=True)
+        context = DeidContext(
+            pseudonym=task.pseudonym,
+            key=task.key,
+            profile=_profile(task.deid),
+            name_variants=task.name_variants,
+            patient_ids=task.patient_ids,
+            accession_number=task.accession_number,
+        )
+        instance_number = _int_or_zero(ds.get("InstanceNumber"))
+        series_number = _int_or_zero(ds.get("SeriesNumber"))
+        result = deidentify(ds, context)
+        Path(task.staging).parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(task.staging, enforce_file_format=False)
+    except DicomdropError as exc:
+        return FileOutcome(task.source, task.staging, error_code=exc.code, error=exc.message)
+    except (InvalidDicomError, ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+        return FileOutcome(
+            task.source,
+            task.staging,
+            error_code="deid.failed",
+            error=f"{type(exc).__name__} while de-identifying",
+        )
+    return FileOutcome(
+        source=task.source,
+        staging=task.staging,
+        original_study_uid=result.original_study_uid or "",
+        new_study_uid=result.new_study_uid or "",
+        original_series_uid=result.original_series_uid or "",
+        new_series_uid=result.new_series_uid or "",
+        original_sop_uid=result.original_sop_instance_uid or "",
+        original_accession=result.original_accession or "",
+        new_accession=result.new_accession or "",
+        study_date=result.original_study_date,
+        shifted_study_date=result.new_study_date,
+        instance_number=instance_number,
+        series_number=series_number,
+    )
+
+
+def _int_or_zero(value: Any) -> int:
+    try:
+        return int(value) if value not in (None, "") else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def deidentify_group(
+    *,
+    sources: Sequence[Path],
+    tree: Path,
+    pseudonym: str,
+    key: bytes,
+    settings: DeidSettings,
+    name_variants: Iterable[str],
+    patient_ids: Iterable[str],
+    accession_number: str | None,
+    executor: Executor | None = None,
+    manifest: dict[str, Any],
+) -> GroupOutput:
+    """De-identify ``sources`` into ``tree`` (created anew) and write the manifest."""
+    if tree.exists():
+        shutil.rmtree(tree)
+    staging = tree.parent / f"{tree.name}.staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    variants = tuple(name_variants)
+    ids = tuple(patient_ids)
+    tasks = [
+        FileTask(
+            source=str(src),
+            staging=str(staging / f"{i:06d}.dcm"),
+            pseudonym=pseudonym,
+            key=key,
+            deid=settings,
+            name_variants=variants,
+            patient_ids=ids,
+            accession_number=accession_number,
+        )
+        for i, src in enumerate(sources)
+    ]
+    if executor is not None and len(tasks) > 1:
+        results = list(executor.map(deidentify_file, tasks, chunksize=8))
+    else:
+        results = [deidentify_file(t) for t in tasks]
+    output = GroupOutput(tree=tree)
+    output.failed = [r for r in results if r.error_code]
+    output.outcomes = [r for r in results if not r.error_code]
+    _lay_out(output, staging, pseudonym)
+    shutil.rmtree(staging, ignore_errors=True)
+    manifest = dict(
+        manifest,
+        pseudonym=pseudonym,
+        instances=output.files,
+        studies=output.studies,
+        series=output.series,
+        dicomdrop_version=__version__,
+    )
+    (tree / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return output
+
+
+def _lay_out(output: GroupOutput, staging: Path, pseudonym: str) -> None:
+    """Move staged files into ``<pseudonym>/<study-n>/<series-n>/<instance-n>.dcm``."""
+    root = output.tree / pseudonym
+    root.mkdir(parents=True)
+    studies = sorted({o.new_study_uid for o in output.outcomes})
+    study_index = {uid: i + 1 for i, uid in enumerate(studies)}
+    series_keys = sorted(
+        {(o.new_study_uid, o.series_number, o.new_series_uid) for o in output.outcomes}
+    )
+    series_index: dict[tuple[str, str], int] = {}
+    per_study: dict[str, int] = {}
+    for study_uid, _number, series_uid in series_keys:
+        per_study[study_uid] = per_study.get(study_uid, 0) + 1
+        series_index[(study_uid, series_uid)] = per_study[study_uid]
+    ordered = sorted(
+        output.outcomes,
+        key=lambda o: (o.new_study_uid, o.new_series_uid, o.instance_number, o.staging),
+    )
+    per_series: dict[tuple[str, str], int] = {}
+    for outcome in ordered:
+        skey = (outcome.new_study_uid, outcome.new_series_uid)
+        per_series[skey] = per_series.get(skey, 0) + 1
+        target = (
+            root
+            / f"study-{study_index[outcome.new_study_uid]}"
+            / f"series-{series_index[skey]}"
+            / f"instance-{per_series[skey]}.dcm"
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Path(outcome.staging).replace(target)
+    output.files = len(ordered)
+    output.studies = len(studies)
+    output.series = len(series_index)
+
+
+def make_executor(workers: int) -> Executor | None:
+    """A process pool for per-file work, or None for in-process work (workers <= 1)."""
+    if workers <= 1:
+        return None
+    import multiprocessing
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))

@@ -1,0 +1,167 @@
+"""The database connection: one engine per process, units of work, migrations at start.
+
+SQLite runs in WAL mode with a busy timeout, and its file is created with mode 0600 (it holds
+identity data). PostgreSQL works with the same code. A :class:`Store` is not safe to share with a
+forked child process: open a new one in the child (``Store.open`` again) and do not use the
+parent's there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicomdrop.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+# Key of the PostgreSQL advisory lock that serialises registrations and migrations.
+_PG_LOCK_KEY = 0x44494344  # "DICD"
+_EXCLUSIVE = "dicomdrop_exclusive"
+
+
+class Store:
+    """The registry database. Create with :meth:`Store.open`; close with :meth:`close`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, busy_timeout_ms: int = 30000, upgrade: bool = True) -> Store:
+        """Connect to ``url`` (a SQLAlchemy URL) and, with ``upgrade``, apply pending migrations."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StoreError(
+                "[store] url is not a database URL; use e.g. sqlite:////path/dicomdrop.sqlite3 "
+                "or postgresql+psycopg://user@host/db"
+            ) from None
+        if parsed.get_backend_name() == "sqlite":
+            engine = _sqlite_engine(url, parsed.database, busy_timeout_ms)
+        elif parsed.get_backend_name() == "postgresql":
+            engine = create_engine(url, pool_pre_ping=True)
+        else:
+            raise StoreError(
+                f"[store] url: database '{parsed.get_backend_name()}' is not supported; "
+                "use sqlite or postgresql"
+            )
+        store = cls(engine)
+        if upgrade:
+            try:
+                store.upgrade()
+            except BaseException:
+                engine.dispose()
+                raise
+        return store
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for a SQLite database."""
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session(self, *, exclusive: bool = False, readonly: bool = False) -> Iterator[Session]:
+        """A unit of work: commit on success, roll back on error (``readonly``: always roll back).
+
+        ``exclusive`` serialises the unit against every other exclusive unit, across processes
+        and hosts (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-level advisory lock).
+        Registrations use it so that two processes never create the same patient twice.
+        """
+        bind = self.engine.execution_options(**{_EXCLUSIVE: True}) if exclusive else self.engine
+        session = self._sessions(bind=bind)
+        try:
+            if exclusive and not self.is_sqlite:
+                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            yield session
+            if readonly:
+                session.rollback()
+            else:
+                session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            raise StoreError(f"the registry database failed: {exc.orig!s}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def upgrade(self) -> None:
+        """Apply every pending Alembic migration (serialised like an exclusive unit)."""
+        from alembic import command
+
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{_EXCLUSIVE: True})
+            with conn.begin():
+                if not self.is_sqlite:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+                config = alembic_config(conn)
+                command.upgrade(config, "head")
+        logger.debug("registry database schema is up to date")
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (None before the first migration)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.engine.dispose()
+
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    """An Alembic config pointing at the migrations shipped in the package."""
+    from alembic.config import Config
+
+    location = resources.files("dicomdrop.store") / "migrations"
+    config = Config(str(Path(str(location)) / "alembic.ini"))
+    config.set_main_option("script_location", str(location))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _sqlite_engine(url: str, database: str | None, busy_timeout_ms: int) -> Engine:
+    if database and database != ":memory:":
+        path = Path(database)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            os.close(fd)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the registry database {path}: {exc.strerror}; check [store] url "
+                "and the permissions of its folder"
+            ) from None
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that BEGIN (IMMEDIATE) is ours to emit.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        exclusive = conn.get_execution_options().get(_EXCLUSIVE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if exclusive else "BEGIN")
+
+    return engine

@@ -1,0 +1,191 @@
+"""Jobs and their events: the pipeline records every state change and stage boundary here.
+
+``drop_name`` is the drop's original name in the inbox: it may hold patient data, so it is shown
+to operators but never logged.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dicomdrop.errors import StoreError
+from dicomdrop.store.db import Store
+from dicomdrop.store.models import Job, JobEvent, utcnow
+
+logger = logging.getLogger(__name__)
+
+JOB_STATES = ("claimed", "running", "delivered", "quarantined", "failed", "waiting")
+FINISHED_STATES = frozenset({"delivered", "quarantined", "failed"})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job's row."""
+
+    id: str
+    drop_name: str
+    state: str
+    stage: str | None
+    error_code: str | None
+    message: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_finished_stage: str | None
+
+
+@dataclass(frozen=True)
+class JobEventRecord:
+    """One recorded event of a job: ``kind`` is state, stage_started or stage_finished."""
+
+    at: datetime
+    kind: str
+    stage: str | None
+    state: str | None
+    details: dict[str, object] | None
+
+
+def _record(job: Job) -> JobRecord:
+    return JobRecord(
+        id=job.id,
+        drop_name=job.drop_name,
+        state=job.state,
+        stage=job.stage,
+        error_code=job.error_code,
+        message=job.message,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        last_finished_stage=job.last_finished_stage,
+    )
+
+
+def _check_state(state: str) -> None:
+    if state not in JOB_STATES:
+        raise StoreError(
+            f"unknown job state {state!r}; use one of {', '.join(JOB_STATES)}",
+            code="jobs.bad_state",
+        )
+
+
+class JobStore:
+    """Create, update and read jobs."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def create(self, job_id: str, *, drop_name: str, state: str = "claimed") -> None:
+        """Record a newly claimed job. Raises StoreError if the id exists."""
+        _check_state(state)
+        try:
+            with self.store.session() as session:
+                now = utcnow()
+                session.add(
+                    Job(id=job_id, drop_name=drop_name, state=state, created_at=now, updated_at=now)
+                )
+                session.flush()
+                session.add(JobEvent(job_id=job_id, at=now, kind="state", state=state))
+        except IntegrityError:
+            raise StoreError(f"job {job_id} exists already", code="jobs.duplicate") from None
+        logger.debug("job %s: %s", job_id, state)
+
+    def _job(self, session: Session, job_id: str) -> Job:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise StoreError(f"no job {job_id} in the store", code="jobs.unknown")
+        return job
+
+    def set_state(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        stage: str | None = None,
+        error_code: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Change the job's state (and stage, error code and PHI-free message, when given)."""
+        _check_state(state)
+        with self.store.session() as session:
+            job = self._job(session, job_id)
+            now = utcnow()
+            job.state = state
+            if stage is not None:
+                job.stage = stage
+            if error_code is not None or state not in ("quarantined", "failed"):
+                job.error_code = error_code
+            if message is not None or state not in ("quarantined", "failed"):
+                job.message = message
+            job.updated_at = now
+            details: dict[str, object] | None = {"error_code": error_code} if error_code else None
+            session.add(
+                JobEvent(
+                    job_id=job_id, at=now, kind="state", state=state, stage=stage, details=details
+                )
+            )
+
+    def stage_started(self, job_id: str, stage: str) -> None:
+        """Record that ``stage`` began."""
+        with self.store.session() as session:
+            job = self._job(session, job_id)
+            now = utcnow()
+            job.stage = stage
+            job.updated_at = now
+            session.add(JobEvent(job_id=job_id, at=now, kind="stage_started", stage=stage))
+
+    def stage_finished(
+        self, job_id: str, stage: str, *, details: dict[str, object] | None = None
+    ) -> None:
+        """Record that ``stage`` ended (``details``: PHI-free counts and the like)."""
+        with self.store.session() as session:
+            job = self._job(session, job_id)
+            now = utcnow()
+            job.last_finished_stage = stage
+            job.updated_at = now
+            session.add(
+                JobEvent(job_id=job_id, at=now, kind="stage_finished", stage=stage, details=details)
+            )
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job, or None."""
+        with self.store.session() as session:
+            job = session.get(Job, job_id)
+            return _record(job) if job is not None else None
+
+    def list(
+        self, states: Iterable[str] | None = None, limit: int = 100
+    ) -> builtins.list[JobRecord]:
+        """The most recently updated jobs, optionally only those in ``states``."""
+        query = select(Job).order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit)
+        if states is not None:
+            query = query.where(Job.state.in_(builtins.list(states)))
+        with self.store.session() as session:
+            return [_record(j) for j in session.scalars(query)]
+
+    def unfinished(self) -> builtins.list[JobRecord]:
+        """Jobs not delivered, quarantined or failed, oldest first."""
+        query = (
+            select(Job).where(Job.state.not_in(sorted(FINISHED_STATES))).order_by(Job.created_at)
+        )
+        with self.store.session() as session:
+            return [_record(j) for j in session.scalars(query)]
+
+    def counts_by_state(self) -> dict[str, int]:
+        """Number of jobs in each state (states without jobs are left out)."""
+        with self.store.session() as session:
+            rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
+            return {state: int(count) for state, count in rows}
+
+    def events(self, job_id: str) -> builtins.list[JobEventRecord]:
+        """The job's events, oldest first."""
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+            )
+            return [JobEventRecord(e.at, e.kind, e.stage, e.state, e.details) for e in rows]

@@ -1,0 +1,167 @@
+"""Re-identification (pseudonym, pseudonymised study UID or accession -> person) and the forward
+look-up (name -> pseudonym). Every query writes an audit row in the same unit of work, whether it
+found someone or not; a query without a reason is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dicomdrop.errors import StoreError
+from dicomdrop.store.audit import record_event
+from dicomdrop.store.db import Store
+from dicomdrop.store.models import Identifier, NameVariant, Patient, Study
+from dicomdrop.store.registry import PatientIdentity, Registry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A delivered study: original and pseudonymised identifiers."""
+
+    original_study_uid: str
+    new_study_uid: str
+    original_accession: str | None
+    new_accession: str | None
+    study_date: str | None
+    shifted_date: str | None
+    job_id: str | None
+
+
+@dataclass(frozen=True)
+class Person:
+    """What the registry knows about one pseudonym."""
+
+    pseudonym: str
+    names: tuple[str, ...]
+    birth_date: str | None
+    sex: str | None
+    identifiers: tuple[tuple[str, str], ...]  # (issuer, PatientID)
+    studies: tuple[StudyRecord, ...]
+
+
+def _require_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise StoreError(
+            "a re-identification needs a reason: pass --reason TEXT (it is kept in the audit log)",
+            code="reid.reason_required",
+        )
+    return reason
+
+
+def reidentify(
+    store: Store,
+    *,
+    reason: str,
+    actor: str,
+    pseudonym: str | None = None,
+    study_uid: str | None = None,
+    accession: str | None = None,
+) -> Person | None:
+    """The person behind a pseudonym, a pseudonymised StudyInstanceUID or AccessionNumber."""
+    reason = _require_reason(reason)
+    queries = {"pseudonym": pseudonym, "study_uid": study_uid, "accession": accession}
+    given = {k: v.strip() for k, v in queries.items() if v and v.strip()}
+    if len(given) != 1:
+        raise StoreError(
+            "give exactly one of a pseudonym, --study-uid or --accession", code="reid.query"
+        )
+    ((kind, value),) = given.items()
+    with store.session() as session:
+        patient = _find(session, kind, value)
+        person = _person(session, patient) if patient is not None else None
+        record_event(
+            session,
+            action="reidentify",
+            actor=actor,
+            reason=reason,
+            subject=value,
+            found=person is not None,
+            details={"by": kind, "pseudonym": person.pseudonym if person else None},
+        )
+    logger.info("re-identification by %s: %s", kind, "found" if person else "not found")
+    return person
+
+
+def _find(session: Session, kind: str, value: str) -> Patient | None:
+    query = select(Patient)
+    if kind == "pseudonym":
+        query = query.where(Patient.pseudonym == value)
+    elif kind == "study_uid":
+        query = query.join(Study).where(Study.new_study_uid == value)
+    else:
+        query = query.join(Study).where(Study.new_accession == value)
+    return session.scalars(query.limit(1)).first()
+
+
+def _person(session: Session, patient: Patient) -> Person:
+    names = session.scalars(
+        select(NameVariant.raw).where(NameVariant.patient_id == patient.id).order_by(NameVariant.id)
+    )
+    identifiers = session.execute(
+        select(Identifier.issuer, Identifier.value)
+        .where(Identifier.patient_id == patient.id)
+        .order_by(Identifier.id)
+    )
+    studies = session.scalars(
+        select(Study).where(Study.patient_id == patient.id).order_by(Study.study_date, Study.id)
+    )
+    return Person(
+        pseudonym=patient.pseudonym,
+        names=tuple(dict.fromkeys(names)),
+        birth_date=patient.birth_date,
+        sex=patient.sex,
+        identifiers=tuple((i, v) for i, v in identifiers),
+        studies=tuple(
+            StudyRecord(
+                s.original_study_uid,
+                s.new_study_uid,
+                s.original_accession,
+                s.new_accession,
+                s.study_date,
+                s.shifted_date,
+                s.job_id,
+            )
+            for s in studies
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """A forward look-up: the pseudonym, or None; ``candidates`` when ambiguous."""
+
+    pseudonym: str | None
+    status: str
+    candidates: tuple[str, ...]
+
+
+def lookup(
+    registry: Registry,
+    identity: PatientIdentity,
+    *,
+    actor: str,
+    reason: str = "",
+) -> LookupResult:
+    """The pseudonym of a person (never registers anyone); audited, found or not."""
+    result = registry.find(identity)
+    pseudonym = result.pseudonym if result.status == "matched" else None
+    status = "found" if pseudonym else result.status if result.status == "ambiguous" else "none"
+    with registry.store.session() as session:
+        record_event(
+            session,
+            action="lookup",
+            actor=actor,
+            reason=(reason or "").strip() or "forward lookup",
+            subject=pseudonym,
+            found=pseudonym is not None,
+            details={"status": status, "candidates": list(result.candidates)},
+        )
+    logger.info("forward lookup: %s", status)
+    return LookupResult(pseudonym, status, result.candidates if status == "ambiguous" else ())

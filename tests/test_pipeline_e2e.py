@@ -1,0 +1,300 @@
+"""End to end: ``dicomdrop process`` over a generated corpus, checked by a scan written here.
+
+The scan below deliberately shares nothing with dicomdrop's own verifier: it walks every output
+file (DICOM or not) and every path in every delivered archive, and looks for any identity token
+of any person in the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import unicodedata
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import write_config
+from corpus import (
+    MUELLER,
+    MUELLER_RESPELLED,
+    OKONKWO,
+    SMITH_JOAN,
+    SMITH_JOHN,
+    Person,
+    sevenzip_folder,
+    uid,
+    write_leftovers,
+    write_series,
+    zip_folder,
+)
+from pydicom.dataset import Dataset
+
+from dicomdrop.cli import main
+from dicomdrop.config import load_settings
+from dicomdrop.deid.keyed import derive_uid
+from dicomdrop.secret import load_key
+
+PEOPLE = (MUELLER, SMITH_JOHN, SMITH_JOAN, OKONKWO)
+
+
+def fold(text: str) -> str:
+    """Lower case, without diacritics; umlauts also as their two-letter forms."""
+    text = text.casefold().replace("ß", "ss")
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def identity_tokens(person: Person) -> set[str]:
+    """Names (with umlauts folded both ways), IDs, birth date and accession numbers."""
+    tokens = {fold(t) for t in person.tokens()}
+    tokens.add(fold(person.family.replace("ü", "ue")))
+    tokens.update(fold(f"ACC{person.number:03d}{study:03d}") for study in (1, 2))
+    return tokens
+
+
+# Any original UID of the corpus shares this root: finding it means a UID was not replaced.
+ORIGINAL_UID_ROOT = uid(0).rsplit(".", 1)[0] + "."
+ALL_TOKENS = set().union(*(identity_tokens(p) for p in PEOPLE)) | {ORIGINAL_UID_ROOT}
+
+
+def texts_of_dataset(ds: Dataset) -> list[str]:
+    """Every value of every element at every depth, as text, bytes decoded two ways."""
+    out: list[str] = []
+
+    def visit(dataset: Dataset) -> None:
+        for elem in dataset.iterall():
+            if elem.tag == 0x7FE00010 or elem.VR == "SQ":
+                continue
+            value = elem.value
+            if isinstance(value, bytes):
+                out.append(value.decode("latin-1"))
+                out.append(value.decode("utf-8", "replace"))
+            else:
+                out.append(str(value))
+
+    if hasattr(ds, "file_meta"):
+        visit(ds.file_meta)
+    visit(ds)
+    return out
+
+
+def scan_outbox(outbox: Path, extract_to: Path) -> tuple[list[str], dict[str, list[Dataset]]]:
+    """Unzip every archive; return (hits, datasets by pseudonym)."""
+    hits: list[str] = []
+    by_pseudonym: dict[str, list[Dataset]] = {}
+    for archive in sorted(outbox.glob("*.zip")):
+        target = extract_to / archive.stem
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                for token in ALL_TOKENS:
+                    if token in fold(name):
+                        hits.append(f"{archive.name}:{name}: path has {token!r}")
+            zf.extractall(target)
+        for path in sorted(target.rglob("*")):
+            if not path.is_file():
+                continue
+            raw = path.read_bytes()
+            texts = [raw.decode("latin-1"), raw.decode("utf-8", "replace")]
+            if path.suffix == ".dcm":
+                ds = pydicom.dcmread(path)
+                texts += texts_of_dataset(ds)
+                by_pseudonym.setdefault(str(ds.PatientID), []).append(ds)
+            for text in texts:
+                folded = fold(text)
+                for token in ALL_TOKENS:
+                    if token in folded:
+                        hits.append(f"{archive.name}:{path.name}: has {token!r}")
+    return hits, by_pseudonym
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> tuple[list[Path], dict[Person, int]]:
+    """Five drops: a folder with two patients, a zip, a 7z, a zip in a zip, a flat mixed folder."""
+    src = tmp_path / "src"
+    planted: Counter[Person] = Counter()
+
+    drop_a = src / "drop-a"
+    planted[MUELLER] += len(write_series(drop_a / "Müller Hans" / "MR 1", MUELLER, 1, 1, 3))
+    write_leftovers(drop_a / "Müller Hans", MUELLER)
+    planted[SMITH_JOHN] += len(write_series(drop_a / "Smith Johnathan", SMITH_JOHN, 1, 1, 2))
+
+    b = src / "b"
+    planted[MUELLER] += len(write_series(b / "MUELLER HANS" / "S2", MUELLER_RESPELLED, 2, 1, 2))
+    drop_b = zip_folder(b, src / "Mueller_Hans_followup.zip")
+
+    c = src / "c"
+    planted[SMITH_JOAN] += len(write_series(c / "Smith Joanna", SMITH_JOAN, 1, 1, 2))
+    write_leftovers(c / "Smith Joanna", SMITH_JOAN)
+    drop_c = sevenzip_folder(c, src / "Smith_Joanna.7z")
+
+    d_inner = src / "d-inner"
+    planted[OKONKWO] += len(write_series(d_inner / "Okonkwo", OKONKWO, 1, 1, 2))
+    (src / "d-outer").mkdir()
+    zip_folder(d_inner, src / "d-outer" / "Okonkwo_inner.zip")
+    drop_d = zip_folder(src / "d-outer", src / "nested.zip")
+
+    drop_e = src / "flat"
+    planted[SMITH_JOHN] += len(write_series(drop_e, SMITH_JOHN, 2, 1, 2))
+    planted[OKONKWO] += len(write_series(drop_e, OKONKWO, 2, 3, 1))
+
+    return [drop_a, drop_b, drop_c, drop_d, drop_e], dict(planted)
+
+
+def test_process_delivers_every_instance_with_no_trace_of_identity(
+    tmp_path: Path, corpus: tuple[list[Path], dict[Person, int]]
+) -> None:
+    drops, planted = corpus
+    config = write_config(tmp_path / "site")
+    assert main(["init", "--config", str(config)]) == 0
+    settings = load_settings(config)
+    key = load_key(settings.security.key_file)
+
+    assert main(["process", "--config", str(config), "--workers", "1", *map(str, drops)]) == 0
+
+    hits, by_pseudonym = scan_outbox(settings.paths.outbox, tmp_path / "extracted")
+    assert hits == []
+    leftovers = [p for p in settings.paths.outbox.rglob("*") if p.is_file() and p.suffix != ".zip"]
+    assert leftovers == [], "temporary files left in the outbox"
+
+    # One pseudonym per person across drops; the two Smiths kept apart.
+    pseudonym_of: dict[Person, set[str]] = {}
+    for pseudonym, datasets in by_pseudonym.items():
+        for ds in datasets:
+            person = next(p for p in PEOPLE if ds.SOPInstanceUID in _new_uids(p, key))
+            pseudonym_of.setdefault(person, set()).add(pseudonym)
+    assert {p: len(s) for p, s in pseudonym_of.items()} == dict.fromkeys(PEOPLE, 1)
+    assert pseudonym_of[SMITH_JOHN] != pseudonym_of[SMITH_JOAN]
+
+    # Every planted instance delivered exactly once; nothing quarantined for this clean corpus.
+    delivered = Counter(
+        next(p for p in PEOPLE if ds.SOPInstanceUID in _new_uids(p, key))
+        for datasets in by_pseudonym.values()
+        for ds in datasets
+    )
+    assert dict(delivered) == planted
+    assert list(settings.paths.quarantine.iterdir()) == []
+
+
+def _new_uids(person: Person, key: bytes) -> set[str]:
+    return {
+        derive_uid(key, uid(person.number, study, series, i))
+        for study in (1, 2)
+        for series in (1, 3)
+        for i in range(1, 5)
+    }
+
+
+def test_pixel_data_and_references_survive(
+    tmp_path: Path, corpus: tuple[list[Path], dict[Person, int]]
+) -> None:
+    drops, _ = corpus
+    config = write_config(tmp_path / "site")
+    assert main(["init", "--config", str(config)]) == 0
+    settings = load_settings(config)
+    key = load_key(settings.security.key_file)
+    originals = {
+        str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p) for p in drops[0].rglob("*.dcm"))
+    }
+    assert main(["process", "--config", str(config), "--workers", "1", str(drops[0])]) == 0
+    _, by_pseudonym = scan_outbox(settings.paths.outbox, tmp_path / "x")
+    outputs = {str(ds.SOPInstanceUID): ds for dss in by_pseudonym.values() for ds in dss}
+    assert len(outputs) == len(originals)
+    for old_uid, original in originals.items():
+        new = outputs[derive_uid(key, old_uid)]
+        assert new.PixelData == original.PixelData
+        assert new.file_meta.MediaStorageSOPInstanceUID == new.SOPInstanceUID
+        assert new.StudyInstanceUID == derive_uid(key, original.StudyInstanceUID)
+        if "ReferencedImageSequence" in original:
+            ref = new.ReferencedImageSequence[0].ReferencedSOPInstanceUID
+            assert ref == derive_uid(
+                key, original.ReferencedImageSequence[0].ReferencedSOPInstanceUID
+            )
+            assert ref in outputs
+
+
+def test_archives_hold_the_documented_layout_and_a_manifest(
+    tmp_path: Path, corpus: tuple[list[Path], dict[Person, int]]
+) -> None:
+    drops, _ = corpus
+    config = write_config(tmp_path / "site")
+    assert main(["init", "--config", str(config)]) == 0
+    assert main(["process", "--config", str(config), str(drops[1])]) == 0
+    settings = load_settings(config)
+    (archive,) = settings.paths.outbox.glob("*.zip")
+    pseudonym = archive.stem.split("_")[0]
+    with zipfile.ZipFile(archive) as zf:
+        names = sorted(zf.namelist())
+        manifest = json.loads(zf.read("manifest.json"))
+    assert names == sorted(
+        [
+            "manifest.json",
+            f"{pseudonym}/study-1/series-1/instance-1.dcm",
+            f"{pseudonym}/study-1/series-1/instance-2.dcm",
+        ]
+    )
+    assert manifest["pseudonym"] == pseudonym
+    assert manifest["instances"] == 2
+    # The original drop is kept for the retention period.
+    job = archive.stem.split("_", 1)[1]
+    assert (settings.paths.originals / job / drops[1].name).is_file()
+
+
+def test_leftovers_are_deleted_and_counted(
+    tmp_path: Path, corpus: tuple[list[Path], dict[Person, int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    drops, _ = corpus
+    config = write_config(tmp_path / "site")
+    assert main(["init", "--config", str(config)]) == 0
+    assert main(["process", "--config", str(config), str(drops[0]), str(drops[2])]) == 0
+    out = capsys.readouterr().out
+    assert "deleted: csv 2, pdf 2, txt 2" in out
+    for person in PEOPLE:
+        assert fold(person.family) not in fold(out)
+
+
+def test_interrupted_process_command_line_and_bad_input(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "site")
+    assert main(["init", "--config", str(config)]) == 0
+    encrypted_like = tmp_path / "broken.zip"
+    encrypted_like.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dicomdrop",
+            "process",
+            "--config",
+            str(config),
+            str(encrypted_like),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    settings = load_settings(config)
+    (entry,) = settings.paths.quarantine.iterdir()
+    reason = json.loads((entry / "reason.json").read_text())
+    assert reason["code"].startswith("archive.")
+    assert (entry / "drop" / "broken.zip").is_file()
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dicomdrop",
+            "process",
+            "--config",
+            str(config),
+            str(tmp_path / "nope"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip().count("\n") == 0
