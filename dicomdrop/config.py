@@ -155,7 +155,7 @@ class ArchiveSettings:
     free_space_margin_bytes: int = _size(1024**3)
     output_format: Literal["zip", "7z", "folder"] = "zip"
     zip_compression: Literal["deflate", "stored"] = "deflate"
-    zip_level: int = _num(6, minimum=0, maximum=9)
+    zip_level: int = _num(1, minimum=0, maximum=9)
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
 
 from dicomdrop.archives import pack_tree, unpack_drop
+from dicomdrop.archives.pack import INCOMING_DIR
 from dicomdrop.config import Settings, load_settings
+from dicomdrop.daemon import metrics
 from dicomdrop.deid.verify import build_identity_tokens, require_clean, verify_tree
 from dicomdrop.errors import QuarantineError, StoreError
 from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
@@ -164,7 +167,12 @@ class Pipeline:
         if record.state in FINAL_STATES:
             return self._load_outcome(job_id, record.state)
         folder = job_dir(self.settings, job_id)
-        drop = self._drop_path(folder)
+        drop = self._drop_path(folder, job_id)
+        if drop is None:
+            message = "the claimed drop is gone from work, originals and quarantine"
+            self.jobs.set_state(job_id, "failed", error_code="job.drop_missing", message=message)
+            log.error("job %s: %s", job_id, message)
+            return JobOutcome(job_id=job_id, state="failed")
         self.jobs.set_state(job_id, "running")
         outcome = JobOutcome(job_id=job_id, state="running")
         log.info("job %s: started", job_id)
@@ -345,7 +353,11 @@ class Pipeline:
             return result
 
         with self._stage(job_id, "verify", group=index) as details:
-            report = verify_tree(tree, self._identity_tokens(group, output, variants, ids))
+            report = verify_tree(
+                tree,
+                self._identity_tokens(group, output, variants, ids),
+                executor=self.executor,
+            )
             details.update(files=report.files_scanned)
             try:
                 require_clean(report)
@@ -368,11 +380,22 @@ class Pipeline:
     def _screen(
         self, unpacked: Path, group: PatientGroup
     ) -> tuple[list[Path], dict[str, tuple[str, ...]]]:
-        result = screen_files(unpacked, group.files, self.settings.screen)
+        files = list(group.files)
+        executor = self.executor if len(files) > 32 else None
+        if executor is not None:
+            chunks = [files[i : i + 64] for i in range(0, len(files), 64)]
+            parts = list(
+                executor.map(screen_files, repeat(unpacked), chunks, repeat(self.settings.screen))
+            )
+        else:
+            parts = [screen_files(unpacked, files, self.settings.screen)]
+        passed: list[Path] = []
         screened: dict[str, list[str]] = {}
-        for rel, verdict in result.rejected:
-            screened.setdefault(verdict.code, []).append(str(rel))
-        return list(result.passed), {code: tuple(files) for code, files in screened.items()}
+        for part in parts:
+            passed.extend(part.passed)
+            for rel, verdict in part.rejected:
+                screened.setdefault(verdict.code, []).append(str(rel))
+        return passed, {code: tuple(files) for code, files in screened.items()}
 
     def _linked_accession(self, group: PatientGroup, files: list[Path]) -> str | None:
         """With accession links on, the serial that replaces the group's accession number."""
@@ -431,6 +454,12 @@ class Pipeline:
         outbox = self.settings.paths.outbox
         suffix = {"zip": ".zip", "7z": ".7z", "folder": ""}[self.settings.archives.output_format]
         final = outbox / f"{stem}{suffix}"
+        # A crash while packing leaves a staging file: remove this archive's leftovers.
+        for stale in (outbox / INCOMING_DIR).glob(f"{stem}{suffix}.*.part"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         if final.exists():
             return final
         return pack_tree(tree, outbox, stem, self.settings.archives)
@@ -491,11 +520,20 @@ class Pipeline:
             )
         return JobOutcome(job_id=job_id, state=state)
 
-    def _drop_path(self, folder: Path) -> Path:
-        entries = sorted((folder / "drop").iterdir()) if (folder / "drop").is_dir() else []
-        if len(entries) != 1:
-            raise StoreError(f"job folder {folder.name} has no claimed drop to process")
-        return entries[0]
+    def _drop_path(self, folder: Path, job_id: str) -> Path | None:
+        """The claimed drop; after a crash in ``_finish`` it may already sit in originals or
+        in quarantine (moved there before the job's final state was recorded)."""
+        for place in (
+            folder / "drop",
+            self.settings.paths.originals / job_id,
+            self.quarantine.folder(job_id) / "drop",
+        ):
+            entries = (
+                [p for p in place.iterdir() if p.name != "outcome.json"] if place.is_dir() else []
+            )
+            if len(entries) == 1:
+                return entries[0]
+        return None
 
     def _check_free_space(self, drop: Path) -> None:
         margin = self.settings.archives.free_space_margin_bytes
@@ -582,9 +620,49 @@ def run_job(config_path: Path, job_id: str) -> str:
     """Run one claimed job in this process (the daemon's worker entry point); its final state."""
     settings = load_settings(config_path)
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    pipeline = Pipeline(
+        settings, load_key(settings.security.key_file), store, on_stage=_observe_stage
+    )
+    try:
+        before = pipeline.jobs.get(job_id)
+        outcome = pipeline.run(job_id)
+        if before is None or before.state not in FINAL_STATES:
+            _count_outcome(outcome)
+        return outcome.state
+    finally:
+        pipeline.close()
+        store.close()
+
+
+def _observe_stage(job_id: str, stage: str, seconds: float) -> None:
+    metrics.observe("dicomdrop_stage_duration_seconds", seconds, stage=stage)
+
+
+def _count_outcome(outcome: JobOutcome) -> None:
+    """Report a job's quarantines and files to the daemon's metrics (no-op outside a worker)."""
+    for code in outcome.quarantined:
+        metrics.count("dicomdrop_quarantines_total", code=code)
+    counts = {
+        "delivered": sum(g.instances for g in outcome.delivered),
+        "quarantined": sum(outcome.quarantined.values()),
+        "deleted": sum(outcome.deleted.values()),
+    }
+    for kind, n in counts.items():
+        if n:
+            metrics.count("dicomdrop_files_total", n, outcome=kind)
+
+
+def process_job(config_path: Path, job_id: str) -> JobOutcome:
+    """Run one claimed job in this process with per-file work in-process; its outcome.
+
+    ``dicomdrop process`` runs several drops in parallel through this function, one job per
+    worker process, so that every stage (not only de-identification) uses all cores.
+    """
+    settings = load_settings(config_path)
+    store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     pipeline = Pipeline(settings, load_key(settings.security.key_file), store)
     try:
-        return pipeline.run(job_id).state
+        return pipeline.run(job_id)
     finally:
         pipeline.close()
         store.close()

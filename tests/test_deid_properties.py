@@ -29,7 +29,7 @@ lo_values = st.text(alphabet=string.ascii_letters + string.digits + " -", max_si
     str.strip
 )
 da_values = st.dates().map(lambda d: d.strftime("%Y%m%d").zfill(8))
-ui_values = st.lists(st.integers(min_value=1, max_value=10**12), min_size=2, max_size=6).map(
+ui_values = st.lists(st.integers(min_value=1, max_value=10**12), min_size=2, max_size=4).map(
     lambda parts: "1." + ".".join(str(p) for p in parts)
 )
 

@@ -367,7 +367,8 @@ def test_symbolic_link_in_output_is_a_finding(tmp_path):
 
 # --- property -----------------------------------------------------------------------------------
 
-TEXT_KEYWORDS = ["StudyDescription", "ImageComments", "InstitutionName", "ProtocolName"]
+# Text elements whose value length allows a token with filler on both sides (LT and ST).
+TEXT_KEYWORDS = ["ImageComments", "AdditionalPatientHistory", "DerivationDescription"]
 FILLER = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789 .-", max_size=20)
 TOKENS = patient_tokens()
 PLANTABLE = [*TOKENS.names, *TOKENS.patient_ids, *TOKENS.accession_numbers, *TOKENS.uids]

@@ -64,6 +64,7 @@ def _check_folders(settings: Settings) -> None:
 
 def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
+    from dicomdrop.daemon.recovery import fail_vanished_jobs
     from dicomdrop.daemon.service import Daemon
     from dicomdrop.pipeline import run_job
     from dicomdrop.store.db import Store
@@ -76,10 +77,18 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
         settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms, upgrade=True
     )
     try:
+        jobs = JobStore(store)
+
+        def resume() -> list[str]:
+            # Claimed or running jobs resume from work/<job>/; those whose folder is gone fail.
+            fail_vanished_jobs(settings, jobs)
+            return [job.id for job in jobs.unfinished()]
+
         daemon = Daemon(
             settings,
-            registry=JobStore(store),
+            registry=jobs,
             runner=functools.partial(run_job, ctx.config_path.resolve()),
+            resume=resume,
             on_ready=lambda line: print(line, file=sys.stderr, flush=True),
         )
         daemon.install_signal_handlers()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.errors import DicomdropError
-from dicomdrop.pipeline import JobOutcome, Pipeline, claim_copy, purge_originals
+from dicomdrop.pipeline import JobOutcome, Pipeline, claim_copy, process_job, purge_originals
 from dicomdrop.quarantine import Quarantine
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
@@ -83,20 +86,33 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
     key = ctx.key
     for folder in settings.paths.folders().values():
         folder.mkdir(parents=True, exist_ok=True)
+    workers = _workers(args, ctx)
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
-    pipeline = Pipeline(settings, key, store, file_workers=_workers(args, ctx))
     progress = Progress(len(args.paths))
     outcomes: list[JobOutcome] = []
     try:
         jobs = JobStore(store)
-        for path in args.paths:
-            job_id = claim_copy(path, settings, jobs, move=args.move)
-            progress.step(f"job {job_id}")
-            outcomes.append(pipeline.run(job_id))
+        job_ids = [claim_copy(path, settings, jobs, move=args.move) for path in args.paths]
+        if workers > 1 and len(job_ids) > 1:
+            # Several drops: one job per worker process, so every stage runs in parallel.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(job_ids)), mp_context=context) as pool:
+                config = ctx.config_path.resolve()
+                for outcome in pool.map(process_job, repeat(config), job_ids):
+                    progress.step(f"job {outcome.job_id}")
+                    outcomes.append(outcome)
+        else:
+            # One drop: its files are de-identified and verified by a pool of processes.
+            pipeline = Pipeline(settings, key, store, file_workers=workers)
+            try:
+                for job_id in job_ids:
+                    progress.step(f"job {job_id}")
+                    outcomes.append(pipeline.run(job_id))
+            finally:
+                pipeline.close()
         purge_originals(settings)
     finally:
         progress.done()
-        pipeline.close()
         store.close()
     print_summary(outcomes)
     return 0

@@ -8,6 +8,11 @@ Two kinds of leftovers, both recognised on disk (CTP's ``active/`` folder idea):
 * a ``work/<job>/`` folder without a job row: the process died between the rename and the row.
   It is adopted (``job.json`` completed if missing, then registered).
 
+* a ``work/<job>/`` folder of a job the store already shows finished: the process died between
+  recording the end state and removing the folder. It is removed.
+* a job row in state claimed or running whose ``work/<job>/`` is gone (removed by hand, or a
+  disk replaced): nothing can resume it, so it is marked failed (``job.work_missing``).
+
 Only leftovers of this daemon are touched: ``job.json``/``claim.json`` name the host, and a
 folder that names no host is adopted only once it is older than ``orphan_grace_seconds`` (another
 daemon on a shared work folder may be between its rename and its ``job.json`` right now).
@@ -20,7 +25,9 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from dicomdrop.config import Settings
 from dicomdrop.daemon.claim import (
@@ -32,7 +39,7 @@ from dicomdrop.daemon.claim import (
     read_job_file,
     write_job_file,
 )
-from dicomdrop.daemon.jobs import JobRegistry
+from dicomdrop.daemon.jobs import FINISHED_STATES, JobRecord, JobRegistry
 from dicomdrop.daemon.settle import CLAIM_PREFIX
 
 log = logging.getLogger(__name__)
@@ -102,6 +109,78 @@ def adopt_orphans(settings: Settings, registry: JobRegistry, register: Register)
         adopted.append(job_id)
         log.warning("job %s: adopted a claimed drop that had no job row", job_id)
     return adopted
+
+
+def remove_finished_work(settings: Settings, registry: JobRegistry) -> list[str]:
+    """Remove this daemon's work folders whose job is finished in the store; return their ids.
+
+    The pipeline records a job's end state before removing its work folder; a crash in between
+    leaves the folder behind.
+    """
+    removed: list[str] = []
+    me = host_id(settings)
+    work = settings.paths.work
+    for job_dir in sorted(p for p in work.iterdir() if p.is_dir() and JOB_ID_RE.fullmatch(p.name)):
+        record = registry.get(job_dir.name)
+        if record is None or record.state not in FINISHED_STATES | {"waiting"}:
+            continue
+        if _owner(job_dir) != me:
+            continue
+        shutil.rmtree(job_dir, ignore_errors=True)
+        removed.append(job_dir.name)
+        log.info("job %s: work folder of a finished job removed", job_dir.name)
+    return removed
+
+
+class JobStates(Protocol):
+    """The part of the job store that marks jobs failed."""
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job's row, or None."""
+
+    def unfinished(self) -> Sequence[JobRecord]:
+        """Jobs not in a finished state."""
+
+    def set_state(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        stage: str | None = None,
+        error_code: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Change a job's state."""
+
+
+WORK_MISSING = "job.work_missing"
+
+
+def fail_vanished_jobs(settings: Settings, jobs: JobStates) -> list[str]:
+    """Mark failed every claimed or running job whose work folder is gone; return their ids.
+
+    Such a job cannot be resumed by any daemon (its drop lived in that folder). The row is read
+    again right before it is changed, so a job another daemon finished meanwhile is left alone.
+    """
+    failed: list[str] = []
+    for record in jobs.unfinished():
+        if record.state not in ("claimed", "running"):
+            continue
+        if (settings.paths.work / record.id).exists():
+            continue
+        fresh = jobs.get(record.id)
+        if fresh is None or fresh.state not in ("claimed", "running"):
+            continue
+        jobs.set_state(
+            record.id,
+            "failed",
+            error_code=WORK_MISSING,
+            message="the job's work folder is gone, so it cannot be resumed; "
+            "drop the data again if it was not delivered",
+        )
+        failed.append(record.id)
+        log.error("job %s: work folder missing; marked failed", record.id)
+    return failed
 
 
 def _drop_entries(job_dir: Path) -> list[Path]:

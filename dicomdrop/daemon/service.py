@@ -13,12 +13,14 @@ unfinished in the store and is resumed at the next start, which first runs ``rec
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import multiprocessing
 import os
 import queue
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,7 +35,11 @@ from dicomdrop.daemon.claim import claim_drop, host_id, read_job_file
 from dicomdrop.daemon.http import MonitoringServer
 from dicomdrop.daemon.jobs import JobRegistry, JobRunner
 from dicomdrop.daemon.metrics import MetricEvent, Metrics, labels_of
-from dicomdrop.daemon.recovery import adopt_orphans, recover_interrupted_copies
+from dicomdrop.daemon.recovery import (
+    adopt_orphans,
+    recover_interrupted_copies,
+    remove_finished_work,
+)
 from dicomdrop.daemon.settle import Clock, SettleTracker
 from dicomdrop.daemon.watch import InboxWatcher, Wakeup
 from dicomdrop.errors import ClaimError
@@ -46,6 +52,10 @@ READY_PREFIX = "dicomdrop watch: ready"
 
 #: How often a job whose worker process died is started again in the same run.
 MAX_CRASH_RETRIES = 2
+
+#: How often a job whose runner raised (e.g. the store was briefly locked or unreachable) is
+#: started again in the same run, after 2, 4, 8, ... seconds; then it waits for the next start.
+MAX_ERROR_RETRIES = 5
 
 FreeSpace = Callable[[Path], int]
 
@@ -108,6 +118,8 @@ class Daemon:
         self._running: dict[Future[tuple[str, list[MetricEvent]]], str] = {}
         self._backlog: collections.deque[str] = collections.deque()
         self._crashes: collections.Counter[str] = collections.Counter()
+        self._errors: collections.Counter[str] = collections.Counter()
+        self._retry_at: dict[str, float] = {}
         self._pool: ProcessPoolExecutor | None = None
         self._disk_problem: str | None = None
         self._last_tick = clock()
@@ -206,6 +218,7 @@ class Daemon:
     def _recover(self) -> None:
         recover_interrupted_copies(self.settings)
         adopt_orphans(self.settings, self._registry, self._register)
+        remove_finished_work(self.settings, self._registry)
         resumed = [j for j in dict.fromkeys(self._resume()) if is_own_job(self.settings, j)]
         self._backlog.extend(resumed)
         if resumed:
@@ -240,6 +253,11 @@ class Daemon:
         self._registry.create(job_id, drop_name=drop_name, state="claimed")
 
     def _fill(self) -> None:
+        now = self._clock()
+        for job_id, due in sorted(self._retry_at.items(), key=lambda item: item[1]):
+            if due <= now:
+                del self._retry_at[job_id]
+                self._backlog.append(job_id)
         while self._backlog and len(self._running) < self._workers:
             self._submit(self._backlog.popleft())
         if len(self._running) >= self._workers or not self._disk_ok():
@@ -281,12 +299,17 @@ class Daemon:
     # --- the pool --------------------------------------------------------------------------
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.settings.logging,),
+            initargs=(self.settings.logging, os.getpid()),
         )
+        # Start the workers now, not at the first claim: a spawned worker needs a second or
+        # more to import the pipeline, which would otherwise delay the first drop.
+        for _ in range(self._workers):
+            pool.submit(_warm_up, self._runner)
+        return pool
 
     def _submit(self, job_id: str) -> None:
         assert self._pool is not None
@@ -309,10 +332,12 @@ class Daemon:
                 self._crashed(job_id)
                 continue
             except Exception as exc:
-                # The pipeline records its own failures; an exception here is a bug, and the job
-                # stays unfinished so that the next start resumes it.
+                # The pipeline records its own failures; what it raises is operational (store
+                # locked or unreachable, disk full) or a bug. The job stays unfinished and is
+                # resumed after a pause, a few times, then at the next start.
                 log.error("job %s: runner raised %s", job_id, type(exc).__name__)
                 log.debug("job %s: runner traceback", job_id, exc_info=exc)
+                self._errored(job_id)
                 continue
             for event in events:
                 try:
@@ -337,6 +362,16 @@ class Daemon:
             log.error(
                 "job %s: worker process died again; left unfinished for the next start", job_id
             )
+
+    def _errored(self, job_id: str) -> None:
+        self._errors[job_id] += 1
+        attempt = self._errors[job_id]
+        if attempt <= MAX_ERROR_RETRIES and not self._stop.is_set():
+            delay = 2.0**attempt
+            log.warning("job %s: starting it again in %.0f s", job_id, delay)
+            self._retry_at[job_id] = self._clock() + delay
+        else:
+            log.error("job %s: left unfinished for the next start", job_id)
 
     def _finish_running(self) -> None:
         """Give running jobs stop_timeout_seconds, then kill what still runs."""
@@ -378,11 +413,37 @@ class Daemon:
         )
 
 
-def _init_worker(logging_settings: LoggingSettings) -> None:
+def _init_worker(logging_settings: LoggingSettings, daemon_pid: int) -> None:
     """Worker start-up: logs like the daemon; signals are for the daemon, which decides."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_daemon(daemon_pid)
     setup_logging(logging_settings)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_daemon(daemon_pid: int) -> None:
+    """On Linux, have the kernel kill this worker when the daemon dies (e.g. SIGKILL, OOM).
+
+    Otherwise an orphaned worker would go on with its job while the restarted daemon resumes
+    the same job: two processes working in one work folder.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable", exc_info=True)
+        return
+    if os.getppid() != daemon_pid:
+        os._exit(1)  # the daemon died before the request above took effect
+
+
+def _warm_up(runner: JobRunner) -> None:
+    """Nothing: receiving ``runner`` imports its module (the pipeline) in the worker."""
 
 
 def _run_in_worker(runner: JobRunner, job_id: str) -> tuple[str, list[MetricEvent]]:

@@ -13,16 +13,31 @@
   (Clean Graphics) kept; any other binary value removed, as it cannot be cleaned without decoding.
 - ``U`` UID: each value replaced by ``derive_uid(key, value)``; a sequence is walked.
 - ``P`` the caller's pseudonym (PatientName, PatientID).
+
+``encode_value`` gives the bytes pydicom would write for a value the engine sets, so the engine
+can store it as a raw element: no conversion or validation, and written by copying bytes.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 from datetime import date, timedelta
 from typing import Any, Final
 
 TEXT_VRS: Final = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 BINARY_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+STRING_VRS: Final = TEXT_VRS | frozenset({"AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
+NUMBER_FORMATS: Final = {
+    "US": "H",
+    "SS": "h",
+    "UL": "L",
+    "SL": "l",
+    "UV": "Q",
+    "SV": "q",
+    "FL": "f",
+    "FD": "d",
+}
 DUMMY_TEXT: Final = "ANONYMIZED"
 DUMMY_VALUES: Final[dict[str, Any]] = {
     "AE": DUMMY_TEXT,
@@ -67,6 +82,46 @@ _DT_RE: Final = re.compile(r"^(\d{4})(\d{2})(\d{2})(\d*(?:\.\d*)?)([+-]\d{4})?$"
 def dummy_value(vr: str) -> Any:
     """A value valid for the VR that says nothing about anybody."""
     return DUMMY_VALUES.get(vr, b"\x00\x00")
+
+
+def encode_value(vr: str, value: Any, little_endian: bool) -> bytes | None:
+    """The encoded value as pydicom writes it, or None when pydicom's own encoder is needed.
+
+    Covers what the engine sets: ASCII strings (one, or a list joined by backslashes, padded to
+    even length with a space, or a NUL for UI), bytes of the binary VRs (padded with a NUL),
+    single numbers of the binary numeric VRs, and empty values. Anything else (non-ASCII text,
+    AT, UN, sequences with items, lists of numbers) gives None.
+    """
+    if value is None:
+        return b""
+    if vr in STRING_VRS:
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            text = "\\".join(value)
+        else:
+            return None
+        if not text.isascii():
+            return None
+        data = text.encode("ascii")
+        if len(data) % 2:
+            data += b"\x00" if vr == "UI" else b" "
+        return data
+    if vr in BINARY_VRS:
+        if vr == "UN" or not isinstance(value, bytes):
+            return None
+        return value + b"\x00" if len(value) % 2 else value
+    number_format = NUMBER_FORMATS.get(vr)
+    if number_format is not None and (
+        type(value) is int or (type(value) is float and number_format in "fd")
+    ):
+        try:
+            return struct.pack(("<" if little_endian else ">") + number_format, value)
+        except struct.error:  # out of range for the VR: pydicom's encoder reports it
+            return None
+    if vr == "SQ" and isinstance(value, list) and not value:
+        return b""
+    return None
 
 
 def empty_value(vr: str) -> Any:

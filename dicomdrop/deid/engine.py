@@ -8,6 +8,11 @@ the caller, MediaStorageSOPInstanceUID = the new SOPInstanceUID, and forced site
 
 No file I/O. Pixel data is never decoded: untouched elements keep their raw bytes. Errors name
 the element by its keyword path, never a value.
+
+Speed: the walk reads the dataset's element dict once per level and looks actions up in a plain
+per-profile dict. A value the engine sets on an element that was read from a file is stored as a
+raw element with the encoded bytes (``encode_value``) in the original encoding, so pydicom neither
+converts nor validates it and writes it by copying bytes; other values go through DataElement.
 """
 
 from __future__ import annotations
@@ -16,15 +21,20 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Final
 
+from pydicom import config as pydicom_config
 from pydicom.config import IGNORE
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_sequence
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from dicomdrop import __version__
@@ -33,6 +43,7 @@ from dicomdrop.deid.actions import (
     TEXT_VRS,
     dummy_value,
     empty_value,
+    encode_value,
     shift_da,
     shift_dt,
     shift_range_dash,
@@ -56,6 +67,8 @@ OTHER_IDS: Final = 0x00101000
 MEDIA_SOP_UID: Final = 0x00020003
 META_PRIVATE_INFO: Final = (0x00020100, 0x00020102)
 GRAPHICS_GROUPS: Final = frozenset({0x50, 0x60})
+CODE_SEQUENCE: Final = 0x00120064  # DeidentificationMethodCodeSequence
+MAX_MEMO_TAGS: Final = 20_000  # bound on the per-profile memo of looked-up tags
 
 # Walk modes: inside a D sequence every text is dummied; inside a C sequence text is scrubbed.
 _NORMAL, _DUMMY, _CLEAN = 0, 1, 2
@@ -146,25 +159,77 @@ def deidentify(dataset: Dataset, context: DeidContext) -> DeidResult:
     )
 
 
+class _Plan:
+    """What the walk needs from a profile, prepared once per profile.
+
+    ``actions`` starts as the profile's table and memoizes the action of every other public tag
+    met (repeating groups, K for unlisted tags, overlays dropped with their data).
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.drop_overlays = profile.action_for(0x60003000) == "X"
+        self.actions: dict[int, str] = {
+            tag: self._overlay(tag, action) for tag, action in profile.actions.items()
+        }
+        self.overrides: dict[int, CompiledRule] = dict(profile.overrides)
+        self.private_overrides = any(tag & 0x10000 for tag in self.overrides)
+        self.safe_private = "retain_safe_private" in profile.options
+        # Nothing private can survive: every private element and creator is removed.
+        self.remove_all_private = not (
+            profile.keep_all_private
+            or profile.private_keep
+            or self.safe_private
+            or self.private_overrides
+        )
+        self.shift_dates = "retain_long_modified_dates" in profile.options
+        self.method_text = _method_text(profile)
+        self.method_codes = tuple(profile.method_codes())
+
+    def _overlay(self, tag: int, action: str) -> str:
+        if action == "K" and self.drop_overlays and tag >> 24 == 0x60:
+            return "X"  # an overlay without its data is invalid: drop the whole group
+        return action
+
+    def action(self, tag: int) -> str:
+        """The action for a public tag the table does not list exactly (memoized)."""
+        action = self._overlay(tag, self.profile.action_for(tag))
+        if len(self.actions) < MAX_MEMO_TAGS:
+            self.actions[tag] = action
+        return action
+
+
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan_for(profile: Profile) -> _Plan:
+    plan = _PLANS.get(id(profile))
+    if plan is None or plan.profile is not profile:
+        if len(_PLANS) >= 64:
+            _PLANS.clear()
+        plan = _PLANS[id(profile)] = _Plan(profile)
+    return plan
+
+
 class _Walk:
     """The state of one deidentify call."""
 
     def __init__(self, context: DeidContext, scrubber: NameScrubber) -> None:
         self.context = context
         self.profile = context.profile
+        self.plan = _plan_for(context.profile)
         self.scrubber = scrubber
         self.scrub_retained = self.profile.scrub_names and scrubber.active
         self.counts: Counter[str] = Counter()
         self.uids: dict[str, str] = {}
         self.current: tuple[str, int] = ("", 0)
         self.offset_used: int | None = None
-        self.drop_overlays = self.profile.action_for(0x60003000) == "X"
         self._offset: int | None = None
-        self._handlers: dict[str, Callable[[Dataset, int, str, str, int], None]] = {
+        # K is not here: the walk handles it inline.
+        self._handlers: dict[str, Callable[[Dataset, BaseTag, Any, str, str, int], None]] = {
             "X": self._remove,
             "Z": self._empty,
             "D": self._dummy,
-            "K": self._keep,
             "C": self._clean,
             "U": self._uid,
             "P": self._pseudonym,
@@ -179,108 +244,121 @@ class _Walk:
 
     def dataset(self, ds: Dataset, path: str, mode: int) -> None:
         """Apply the profile to every element of ``ds`` (recursing into sequences)."""
-        private: list[int] = []
-        overrides = self.profile.overrides
-        action_for = self.profile.action_for
-        for element_tag in list(ds._dict):
-            tag = int(element_tag)
+        plan = self.plan
+        actions = plan.actions
+        overrides = plan.overrides
+        handlers = self._handlers
+        scrub_kept = mode == _CLEAN or self.scrub_retained
+        private: list[BaseTag] = []
+        kept = 0
+        # Keys are used as they are (BaseTag) for the element dict; int(key) for our dicts, as
+        # mixing the two makes every lookup call BaseTag.__eq__.
+        for key, elem in list(ds._dict.items()):
+            tag = int(key)
             if tag & 0x10000:
-                private.append(tag)
+                private.append(key)
                 continue
-            if tag & 0xFFFF == 0 or tag in META_PRIVATE_INFO:
+            if not tag & 0xFFFF or tag in META_PRIVATE_INFO:
                 # Group lengths go stale after any change (pydicom recomputes the meta one).
                 if tag != 0x00020000:
-                    _drop(ds, tag)
+                    _drop(ds, key)
                     self.counts["X"] += 1
                 continue
             self.current = (path, tag)
-            rule = overrides.get(tag)
-            if rule is not None:
-                self._apply_rule(ds, tag, rule)
+            if overrides:
+                rule = overrides.get(tag)
+                if rule is not None:
+                    self._apply_rule(ds, key, rule)
+                    continue
+            action = actions.get(tag) or plan.action(tag)
+            vr = elem.VR
+            if type(vr) is not str or len(vr) != 2:
+                vr = _vr_of(ds, tag)
+            if action != "K":
+                handlers[action](ds, key, elem, vr, path, mode)
                 continue
-            action = action_for(tag)
-            if action == "K" and self.drop_overlays and tag >> 24 == 0x60:
-                action = "X"  # an overlay without its data is invalid: drop the whole group
-            self._handlers[action](ds, tag, _vr_of(ds, tag), path, mode)
+            # K, inline: the common case, most often nothing to do.
+            kept += 1
+            if vr == "SQ":
+                self._items(ds, key, path, mode)
+            elif vr in TEXT_VRS:
+                if mode == _DUMMY:
+                    _set(ds, key, elem, vr, dummy_value(vr))
+                elif scrub_kept:
+                    self._scrub(ds, key, vr)
+            elif (
+                scrub_kept
+                and vr in BINARY_VRS
+                and tag >> 16 != 0x7FE0  # never pixel data
+                and tag >> 24 not in GRAPHICS_GROUPS  # nor overlay data
+            ):
+                self._scrub(ds, key, vr)
+        if kept:
+            self.counts["K"] += kept
         if private:
             self._private(ds, private, path, mode)
 
-    def _items(self, ds: Dataset, tag: int, path: str, mode: int) -> None:
-        sequence = ds[tag].value
-        where = path + keyword_or_tag(tag)
+    def _items(self, ds: Dataset, key: BaseTag, path: str, mode: int) -> None:
+        sequence = ds[key].value
+        where = path + keyword_or_tag(key)
         for index, item in enumerate(sequence):
             if isinstance(item, Dataset):
                 self.dataset(item, f"{where}[{index}].", mode)
 
     # --- actions --------------------------------------------------------------------------------
 
-    def _remove(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
-        _drop(ds, tag)
+    def _remove(self, ds: Dataset, key: BaseTag, elem: Any, vr: str, path: str, mode: int) -> None:
+        _drop(ds, key)
         self.counts["X"] += 1
 
-    def _empty(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
-        _put(ds, tag, vr, empty_value(vr))
+    def _empty(self, ds: Dataset, key: BaseTag, elem: Any, vr: str, path: str, mode: int) -> None:
+        _set(ds, key, elem, vr, empty_value(vr))
         self.counts["Z"] += 1
 
-    def _dummy(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
+    def _dummy(self, ds: Dataset, key: BaseTag, elem: Any, vr: str, path: str, mode: int) -> None:
         self.counts["D"] += 1
         if vr == "SQ":
-            self._items(ds, tag, path, _DUMMY)
+            self._items(ds, key, path, _DUMMY)
         elif vr == "UI":
-            self._replace_uids(ds, tag)
+            self._replace_uids(ds, key, elem)
         else:
-            _put(ds, tag, vr, dummy_value(vr))
+            _set(ds, key, elem, vr, dummy_value(vr))
 
-    def _keep(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
-        self.counts["K"] += 1
-        if vr == "SQ":
-            self._items(ds, tag, path, mode)
-        elif vr in TEXT_VRS:
-            if mode == _DUMMY:
-                _put(ds, tag, vr, dummy_value(vr))
-            elif mode == _CLEAN or self.scrub_retained:
-                self._scrub(ds, tag, vr)
-        elif (
-            vr in BINARY_VRS
-            and (mode == _CLEAN or self.scrub_retained)
-            and tag >> 16 != 0x7FE0  # never pixel data
-            and tag >> 24 not in GRAPHICS_GROUPS  # nor overlay data
-        ):
-            self._scrub(ds, tag, vr)
-
-    def _clean(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
+    def _clean(self, ds: Dataset, key: BaseTag, elem: Any, vr: str, path: str, mode: int) -> None:
         self.counts["C"] += 1
         if vr == "SQ":
-            self._items(ds, tag, path, _CLEAN)
+            self._items(ds, key, path, _CLEAN)
         elif vr in ("DA", "DT"):
-            if "retain_long_modified_dates" in self.profile.options:
-                self._shift_dates(ds, tag, vr)
+            if self.plan.shift_dates:
+                self._shift_dates(ds, key, elem, vr)
         elif vr in TEXT_VRS or vr == "CS":
-            self._scrub(ds, tag, vr)
-        elif vr in BINARY_VRS and (tag >> 24) not in GRAPHICS_GROUPS:
-            del ds[tag]
+            self._scrub(ds, key, vr)
+        elif vr in BINARY_VRS and (key >> 24) not in GRAPHICS_GROUPS:
+            del ds[key]
 
-    def _uid(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
+    def _uid(self, ds: Dataset, key: BaseTag, elem: Any, vr: str, path: str, mode: int) -> None:
         self.counts["U"] += 1
         if vr == "SQ":
-            self._items(ds, tag, path, mode)
+            self._items(ds, key, path, mode)
         elif vr == "UI":
-            self._replace_uids(ds, tag)
+            self._replace_uids(ds, key, elem)
         else:
-            _put(ds, tag, vr, empty_value(vr))
+            _set(ds, key, elem, vr, empty_value(vr))
 
-    def _pseudonym(self, ds: Dataset, tag: int, vr: str, path: str, mode: int) -> None:
+    def _pseudonym(
+        self, ds: Dataset, key: BaseTag, elem: Any, vr: str, path: str, mode: int
+    ) -> None:
         self.counts["P"] += 1
-        _put(ds, tag, vr if vr in TEXT_VRS else "LO", self.context.pseudonym)
+        _set(ds, key, elem, vr if vr in TEXT_VRS else "LO", self.context.pseudonym)
 
     # --- values ---------------------------------------------------------------------------------
 
-    def _replace_uids(self, ds: Dataset, tag: int) -> None:
-        values = _strings(ds, tag)
+    def _replace_uids(self, ds: Dataset, key: BaseTag, elem: Any) -> None:
+        values = _element_strings(ds, key, elem)
         if not values or values == [""]:
             return
         new = [self._new_uid(v) for v in values]
-        _put(ds, tag, "UI", new[0] if len(new) == 1 else new)
+        _set(ds, key, elem, "UI", new[0] if len(new) == 1 else new)
 
     def _new_uid(self, uid: str) -> str:
         if not uid.strip():
@@ -301,11 +379,15 @@ class _Walk:
         self.offset_used = self._offset
         return self._offset
 
-    def _shift_dates(self, ds: Dataset, tag: int, vr: str) -> None:
-        value = ds[tag].value
-        if value in (None, ""):
+    def _shift_dates(self, ds: Dataset, key: BaseTag, elem: Any, vr: str) -> None:
+        values = _raw_date_values(elem)
+        if values is None:
+            value = ds[key].value
+            if value in (None, ""):
+                return
+            values = list(value) if isinstance(value, MultiValue | list) else [value]
+        elif values == [""]:
             return
-        values = list(value) if isinstance(value, MultiValue | list) else [value]
         days = self._date_offset()
         shift_one = shift_da if vr == "DA" else shift_dt
         shifted: list[str] = []
@@ -318,12 +400,12 @@ class _Walk:
                 self.counts["date_invalid"] += 1
                 new = str(dummy_value(vr))
             shifted.append(new)
-        _put(ds, tag, vr, shifted[0] if len(shifted) == 1 else shifted)
+        _set(ds, key, elem, vr, shifted[0] if len(shifted) == 1 else shifted)
 
-    def _scrub(self, ds: Dataset, tag: int, vr: str) -> None:
+    def _scrub(self, ds: Dataset, key: BaseTag, vr: str) -> None:
         if not self.scrubber.active:
             return
-        raw: Any = ds.get_item(tag)
+        raw: Any = ds._dict[key]
         if isinstance(raw, RawDataElement) and (
             raw.value is None
             or not (
@@ -333,7 +415,7 @@ class _Walk:
             )(raw.value)
         ):
             return
-        elem = ds[tag]
+        elem = ds[key]
         value = elem.value
         if value is None or value == "":
             return
@@ -350,21 +432,22 @@ class _Walk:
             text, hits = self.scrubber.scrub(_as_text(value))
             if hits:
                 elem.value = text
-        self.counts["scrubbed"] += hits
+        if hits:
+            self.counts["scrubbed"] += hits
 
     # --- site rules -----------------------------------------------------------------------------
 
-    def _apply_rule(self, ds: Dataset, tag: int, rule: CompiledRule) -> None:
+    def _apply_rule(self, ds: Dataset, key: BaseTag, rule: CompiledRule) -> None:
         self.counts[f"rule_{rule.action}"] += 1
         if rule.action == "remove":
-            del ds[tag]
+            del ds[key]
         elif rule.action == "empty":
-            vr = _vr_of(ds, tag)
-            _put(ds, tag, vr, empty_value(vr))
+            vr = _vr_of(ds, int(key))
+            _set(ds, key, ds._dict[key], vr, empty_value(vr))
         elif rule.action == "replace":
-            _put(ds, tag, rule.vr or _vr_of(ds, tag), rule.value)
+            _set(ds, key, ds._dict[key], rule.vr or _vr_of(ds, int(key)), rule.value)
         elif rule.action == "regexp" and rule.pattern is not None:
-            elem = ds[tag]
+            elem = ds[key]
             value = elem.value
             if isinstance(value, MultiValue | list):
                 elem.value = [rule.pattern.sub(rule.replacement, _as_text(v)) for v in value]
@@ -373,12 +456,19 @@ class _Walk:
 
     # --- private elements -----------------------------------------------------------------------
 
-    def _private(self, ds: Dataset, tags: list[int], path: str, mode: int) -> None:
+    def _private(self, ds: Dataset, keys: list[BaseTag], path: str, mode: int) -> None:
+        if self.plan.remove_all_private:
+            for key in keys:
+                self.current = (path, int(key))
+                del ds[key]
+            self.counts["private_removed"] += len(keys)
+            return
         profile = self.profile
-        safe = "retain_safe_private" in profile.options
+        safe = self.plan.safe_private
         creators: dict[int, int] = {}  # creator tag -> number of kept elements in its block
         removed: list[int] = []
-        for tag in tags:
+        for key in keys:
+            tag = int(key)
             element = tag & 0xFFFF
             if 0x10 <= element <= 0xFF:
                 creators.setdefault(tag, 0)
@@ -386,39 +476,43 @@ class _Walk:
             rule = profile.overrides.get(tag)
             self.current = (path, tag)
             if rule is not None:
-                self._apply_rule(ds, tag, rule)
-                if tag in ds:
+                self._apply_rule(ds, key, rule)
+                if key in ds._dict:
                     creators[_creator_tag(tag)] = creators.get(_creator_tag(tag), 0) + 1
                 continue
             if element < 0x1000 or not self._keeps_private(ds, tag, safe):
-                removed.append(tag)
+                removed.append(key)
                 continue
             creators[_creator_tag(tag)] = creators.get(_creator_tag(tag), 0) + 1
             vr = _vr_of(ds, tag)
             if vr == "SQ":
-                self._items(ds, tag, path, mode)
+                self._items(ds, key, path, mode)
             elif vr in TEXT_VRS or vr in BINARY_VRS:
                 self.counts["private_kept"] += 1
                 if mode == _CLEAN or self.scrub_retained:
-                    self._scrub(ds, tag, vr)
+                    self._scrub(ds, key, vr)
         for tag in removed:
             del ds[tag]
         for creator_tag, kept in creators.items():
-            if kept == 0 and creator_tag in ds:
+            creator_key = BaseTag(creator_tag)
+            if kept == 0 and creator_key in ds._dict:
                 removed.append(creator_tag)
-                del ds[creator_tag]
-            elif creator_tag in ds and (self.scrub_retained or mode == _CLEAN):
-                self._scrub(ds, creator_tag, "LO")
+                del ds[creator_key]
+            elif creator_key in ds._dict and (self.scrub_retained or mode == _CLEAN):
+                self._scrub(ds, creator_key, "LO")
         self.counts["private_removed"] += len(removed)
 
     def _keeps_private(self, ds: Dataset, tag: int, safe: bool) -> bool:
         profile = self.profile
         if profile.keep_all_private:
             return True
-        creator_tag = _creator_tag(tag)
-        if creator_tag not in ds:
+        creator_key = BaseTag(_creator_tag(tag))
+        element: Any = ds._dict.get(creator_key)
+        if element is None:
             return False
-        creator = _as_text(ds[creator_tag].value).strip()
+        creator = _raw_creator(element)
+        if creator is None:
+            creator = _as_text(ds[creator_key].value).strip()
         group, offset = tag >> 16, tag & 0xFF
         listed = profile.private_keep.get(creator)
         if listed and ((None, offset) in listed or (group, offset) in listed):
@@ -430,41 +524,42 @@ class _Walk:
     def finish(self, ds: Dataset) -> None:
         """Pseudonym, markers, accession, media storage UID, forced values."""
         profile = self.profile
+        plan = self.plan
         self.current = ("", 0)
         for tag in (PATIENT_NAME, PATIENT_ID):
             rule = profile.overrides.get(tag)
             if rule is None or rule.action != "keep":
-                ds[tag] = DataElement(
-                    tag, "PN" if tag == PATIENT_NAME else "LO", self.context.pseudonym
-                )
-        _put(ds, 0x00120062, "CS", "YES")  # PatientIdentityRemoved
-        _put(ds, 0x00120063, "LO", self._method_text())  # DeidentificationMethod
-        codes = profile.method_codes()
-        if codes:
-            items = DicomSequence([_code_item(value, meaning) for value, meaning in codes])
-            ds[0x00120064] = DataElement(0x00120064, "SQ", items)
-        _put(ds, 0x00280303, "CS", profile.dates_mode)  # LongitudinalTemporalInformationModified
+                vr = "PN" if tag == PATIENT_NAME else "LO"
+                _set_new(ds, tag, vr, self.context.pseudonym, validate=True)
+        _set_new(ds, 0x00120062, "CS", "YES")  # PatientIdentityRemoved
+        _set_new(ds, 0x00120063, "LO", list(plan.method_text))  # DeidentificationMethod
+        if plan.method_codes:
+            _set_code_sequence(ds, plan.method_codes)
+        _set_new(ds, 0x00280303, "CS", profile.dates_mode)  # LongitudinalTemporal...Modified
         if self.context.accession_number is not None:
-            _put(ds, ACCESSION, "SH", self.context.accession_number)
+            _set_new(ds, ACCESSION, "SH", self.context.accession_number)
         meta = getattr(ds, "file_meta", None)
-        if meta is not None and SOP_UID in ds:
-            sop = ds[SOP_UID].value
+        if meta is not None and SOP_UID in ds._dict:
+            sop = _sop_instance_uid(ds)
             if sop:
-                meta.MediaStorageSOPInstanceUID = sop
+                if isinstance(sop, str):
+                    _set_new(meta, MEDIA_SOP_UID, "UI", sop)
+                else:
+                    meta.MediaStorageSOPInstanceUID = sop
         for rule in profile.forced:
             self.counts["rule_force"] += 1
             target = meta if rule.tag >> 16 == 0x0002 and meta is not None else ds
             target[rule.tag] = DataElement(rule.tag, rule.vr or "LO", rule.value)
 
-    def _method_text(self) -> list[str]:
-        profile = self.profile
-        lines = [f"dicomdrop {__version__} preset {profile.preset}"]
-        if profile.basic_profile_applied:
-            lines.append("Basic Application Confidentiality Profile")
-        else:
-            lines.append("names and identifiers pseudonymized")
-        lines += sorted(profile.options)
-        return [line[:64] for line in lines]
+
+def _method_text(profile: Profile) -> tuple[str, ...]:
+    lines = [f"dicomdrop {__version__} preset {profile.preset}"]
+    if profile.basic_profile_applied:
+        lines.append("Basic Application Confidentiality Profile")
+    else:
+        lines.append("names and identifiers pseudonymized")
+    lines += sorted(profile.options)
+    return tuple(line[:64] for line in lines)
 
 
 def _code_item(value: str, meaning: str) -> Dataset:
@@ -475,8 +570,88 @@ def _code_item(value: str, meaning: str) -> Dataset:
     return item
 
 
+def _code_sequence(codes: tuple[tuple[str, str], ...]) -> DicomSequence:
+    return DicomSequence([_code_item(value, meaning) for value, meaning in codes])
+
+
+@lru_cache(maxsize=64)
+def _code_sequence_bytes(
+    codes: tuple[tuple[str, str], ...], implicit_vr: bool, little_endian: bool
+) -> bytes:
+    """The encoded items of the code sequence, as pydicom writes them (built once)."""
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR = implicit_vr
+    buffer.is_little_endian = little_endian
+    element = DataElement(CODE_SEQUENCE, "SQ", _code_sequence(codes))
+    write_sequence(buffer, element, ["iso8859"])
+    return bytes(buffer.getvalue())
+
+
+def _set_code_sequence(ds: Dataset, codes: tuple[tuple[str, str], ...]) -> None:
+    implicit_vr, little_endian = ds.original_encoding
+    if implicit_vr is None or little_endian is None:
+        ds[CODE_SEQUENCE] = DataElement(CODE_SEQUENCE, "SQ", _code_sequence(codes))
+        return
+    data = _code_sequence_bytes(codes, implicit_vr, little_endian)
+    ds[CODE_SEQUENCE] = RawDataElement(
+        BaseTag(CODE_SEQUENCE), "SQ", len(data), data, 0, implicit_vr, little_endian
+    )
+
+
+def _sop_instance_uid(ds: Dataset) -> Any:
+    """The (new) SOPInstanceUID: a str read from the raw bytes when plain, else pydicom's value."""
+    element: Any = ds._dict[SOP_UID]  # type: ignore[index]
+    # An explicit UN is left to pydicom, which gives it its dictionary VR as it converts it.
+    if isinstance(element, RawDataElement) and element.VR in ("UI", None):
+        values = _element_strings(ds, BaseTag(SOP_UID), element)
+        if len(values) == 1:
+            return values[0]
+    return ds[SOP_UID].value
+
+
 def _creator_tag(tag: int) -> int:
     return (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
+
+
+def _set(ds: Dataset, key: BaseTag, old: Any, vr: str, value: Any) -> None:
+    """Replace element ``key``; raw bytes in the element's own encoding when it was read raw."""
+    if isinstance(old, RawDataElement):
+        data = encode_value(vr, value, old.is_little_endian)
+        if data is not None:
+            _store(
+                ds,
+                key,
+                RawDataElement(
+                    key, vr, len(data), data, 0, old.is_implicit_VR, old.is_little_endian
+                ),
+            )
+            return
+    _put(ds, int(key), vr, value)
+
+
+def _set_new(ds: Dataset, tag: int, vr: str, value: Any, validate: bool = False) -> None:
+    """Set an element that may be missing; raw bytes when the dataset was read from bytes.
+
+    ``validate`` keeps pydicom's value validation on the DataElement fallback.
+    """
+    implicit_vr, little_endian = ds.original_encoding
+    if implicit_vr is not None and little_endian is not None:
+        data = encode_value(vr, value, little_endian)
+        if data is not None:
+            key = BaseTag(tag)
+            _store(ds, key, RawDataElement(key, vr, len(data), data, 0, implicit_vr, little_endian))
+            return
+    if validate:
+        ds[tag] = DataElement(tag, vr, value)
+    else:
+        _put(ds, tag, vr, value)
+
+
+def _store(ds: Dataset, key: BaseTag, element: RawDataElement) -> None:
+    if element.VR == "SQ" or key & 0x10000 or key >> 16 == 0x7FE0:
+        ds[key] = element
+    else:
+        ds._dict[key] = element  # the plain case of Dataset.__setitem__, without checks
 
 
 def _put(ds: Dataset, tag: int, vr: str, value: Any) -> None:
@@ -488,12 +663,12 @@ def _put(ds: Dataset, tag: int, vr: str, value: Any) -> None:
         ds._dict[element.tag] = element  # the plain case of Dataset.__setitem__, without checks
 
 
-def _drop(ds: Dataset, tag: int) -> None:
+def _drop(ds: Dataset, key: BaseTag) -> None:
     """Delete an element (the plain case of Dataset.__delitem__ for public non-pixel tags)."""
-    if tag & 0x10000 or tag >> 16 == 0x7FE0:
-        del ds[tag]
+    if key & 0x10000 or key >> 16 == 0x7FE0:
+        del ds[key]
     else:
-        del ds._dict[tag]  # type: ignore[arg-type]
+        del ds._dict[key]
 
 
 def _vr_of(ds: Dataset, tag: int) -> str:
@@ -501,6 +676,11 @@ def _vr_of(ds: Dataset, tag: int) -> str:
     vr = ds._dict[tag].VR  # type: ignore[index]
     if vr:
         return str(vr).split(" or ")[0]
+    return _dictionary_vr(tag)
+
+
+@lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int) -> str:
     try:
         return str(dictionary_VR(tag)).split(" or ")[0]
     except KeyError:
@@ -513,19 +693,49 @@ def _as_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _strings(ds: Dataset, tag: int) -> list[str]:
+def _element_strings(ds: Dataset, key: BaseTag, element: Any) -> list[str]:
     """The values of a string element, read from the raw bytes when they are plain ASCII."""
-    element: Any = ds._dict.get(tag)  # type: ignore[call-overload]
-    if element is None:
-        return []
     if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
         if not element.value:
             return []
         if element.value.isascii():
             return [v.strip(" \x00") for v in element.value.decode("ascii").split("\\")]
-    value = ds[tag].value
+    value = ds[key].value
     values = value if isinstance(value, MultiValue | list) else [value]
     return [_as_text(v).strip(" \x00") for v in values]
+
+
+def _plain_ascii(element: Any) -> bytes | None:
+    """The raw value of a raw element when it is ASCII without ISO 2022 escapes, else None."""
+    if isinstance(element, RawDataElement):
+        value = element.value
+        if isinstance(value, bytes) and value.isascii() and b"\x1b" not in value:
+            return value
+    return None
+
+
+def _raw_date_values(element: Any) -> list[str] | None:
+    """DA/DT values from the raw bytes, as pydicom gives them as text; None: ask pydicom."""
+    value = _plain_ascii(element)
+    if value is None or pydicom_config.datetime_conversion:
+        return None
+    return value.decode("ascii").rstrip(" \x00").split("\\")
+
+
+def _raw_creator(element: Any) -> str | None:
+    """A private creator (one LO value) from the raw bytes; None: ask pydicom."""
+    value = _plain_ascii(element)
+    if value is None or b"\\" in value:
+        return None
+    return value.decode("ascii").rstrip("\x00 ").strip()
+
+
+def _strings(ds: Dataset, tag: int) -> list[str]:
+    """The values of a string element (empty when the element is missing)."""
+    element: Any = ds._dict.get(tag)  # type: ignore[call-overload]
+    if element is None:
+        return []
+    return _element_strings(ds, BaseTag(tag), element)
 
 
 def _text(ds: Dataset, tag: int) -> str:

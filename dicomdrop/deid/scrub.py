@@ -75,6 +75,13 @@ class NameScrubber:
         self._anchors = anchors
         self._anchor_bytes = tuple(a.encode("ascii") for a in anchors if a.isascii())
         self._all_ascii = len(self._anchor_bytes) == len(anchors)
+        # One compiled search instead of lower() and a test per anchor (ASCII case-folding,
+        # the same as bytes.lower()).
+        self._anchor_search = (
+            re.compile(b"|".join(re.escape(a) for a in self._anchor_bytes), re.IGNORECASE).search
+            if self._anchor_bytes
+            else None
+        )
         self.replacement = replacement
 
     @property
@@ -86,10 +93,9 @@ class NameScrubber:
         """Cheap pre-check on an encoded value: False only when no match is possible."""
         if self._pattern is None:
             return False
-        if not raw.isascii() or not self._all_ascii:
+        if not self._all_ascii or not raw.isascii():
             return True
-        lowered = raw.lower()
-        return any(anchor in lowered for anchor in self._anchor_bytes)
+        return self._anchor_search is not None and self._anchor_search(raw) is not None
 
     def may_match_binary(self, raw: bytes) -> bool:
         """Cheap pre-check on binary data (only ASCII spellings are looked for there)."""

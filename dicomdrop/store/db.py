@@ -78,7 +78,11 @@ class Store:
         and hosts (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-level advisory lock).
         Registrations use it so that two processes never create the same patient twice.
         """
-        bind = self.engine.execution_options(**{_EXCLUSIVE: True}) if exclusive else self.engine
+        # SQLite in WAL mode fails a deferred transaction at once ("database is locked", no busy
+        # wait) when it reads, another connection commits, and it then writes; so every unit
+        # that may write takes the write lock at BEGIN (IMMEDIATE) and waits its turn instead.
+        take_lock = exclusive or (self.is_sqlite and not readonly)
+        bind = self.engine.execution_options(**{_EXCLUSIVE: True}) if take_lock else self.engine
         session = self._sessions(bind=bind)
         try:
             if exclusive and not self.is_sqlite:

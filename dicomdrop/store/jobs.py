@@ -154,7 +154,7 @@ class JobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job, or None."""
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             job = session.get(Job, job_id)
             return _record(job) if job is not None else None
 
@@ -165,7 +165,7 @@ class JobStore:
         query = select(Job).order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit)
         if states is not None:
             query = query.where(Job.state.in_(builtins.list(states)))
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             return [_record(j) for j in session.scalars(query)]
 
     def unfinished(self) -> builtins.list[JobRecord]:
@@ -173,18 +173,18 @@ class JobStore:
         query = (
             select(Job).where(Job.state.not_in(sorted(FINISHED_STATES))).order_by(Job.created_at)
         )
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             return [_record(j) for j in session.scalars(query)]
 
     def counts_by_state(self) -> dict[str, int]:
         """Number of jobs in each state (states without jobs are left out)."""
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
             return {state: int(count) for state, count in rows}
 
     def events(self, job_id: str) -> builtins.list[JobEventRecord]:
         """The job's events, oldest first."""
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             rows = session.scalars(
                 select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
             )

@@ -1,0 +1,191 @@
+"""The pipeline's quarantine paths: screening, ambiguous matches, links, verification, retry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import write_config
+from corpus import MUELLER, Person, dicom_bytes, make_person_instance, write_series
+
+from dicomdrop.cli import main
+from dicomdrop.config import Settings, load_settings
+from dicomdrop.store.audit import list_events
+from dicomdrop.store.db import Store
+
+STEPHENSON = Person(7, "Stephenson^Mark", "PID-7007", "19650505", "M")
+STEVENSON = Person(8, "Stevenson^Mark", "PID-8008", "19650505", "M")
+
+
+def site(tmp_path: Path, extra: str = "") -> tuple[Path, Settings]:
+    config = write_config(tmp_path / "site", extra)
+    assert main(["init", "--config", str(config)]) == 0
+    return config, load_settings(config)
+
+
+def reason(settings: Settings) -> dict[str, object]:
+    (entry,) = settings.paths.quarantine.iterdir()
+    return json.loads((entry / "reason.json").read_text())
+
+
+def archives(settings: Settings) -> list[Path]:
+    return sorted(settings.paths.outbox.glob("*.zip"))
+
+
+def test_screened_instances_are_quarantined_and_the_rest_delivered(tmp_path: Path) -> None:
+    config, settings = site(tmp_path)
+    drop = tmp_path / "drop"
+    write_series(drop / "p", MUELLER, 1, 1, 2)
+    burned = make_person_instance(MUELLER, 1, 2, 1)
+    burned.BurnedInAnnotation = "YES"
+    (drop / "p" / "burned.dcm").write_bytes(dicom_bytes(burned))
+
+    assert main(["process", "--config", str(config), str(drop)]) == 0
+
+    (archive,) = archives(settings)
+    with zipfile.ZipFile(archive) as zf:
+        assert json.loads(zf.read("manifest.json"))["instances"] == 2
+    data = reason(settings)
+    assert data["code"] == "screen.burned_in"
+    assert data["entries"][0]["files"] == ["p/burned.dcm"]
+    (entry,) = settings.paths.quarantine.iterdir()
+    assert (entry / "files" / "p" / "burned.dcm").is_file()
+
+
+def test_phi_kept_by_a_site_rule_is_caught_by_verification(tmp_path: Path) -> None:
+    """A rule that keeps a description holding the name must never leak it: verify catches it."""
+    extra = (
+        '[deid]\nscrub_names = false\n[[deid.rules]]\ntag = "StudyDescription"\naction = "keep"\n'
+    )
+    config, settings = site(tmp_path, extra)
+    drop = tmp_path / "drop"
+    write_series(drop / "p", MUELLER, 1, 1, 2)
+
+    assert main(["process", "--config", str(config), str(drop)]) == 0
+
+    assert archives(settings) == []
+    data = reason(settings)
+    assert data["code"] == "verify.phi_found"
+    message = str(data["entries"][0]["message"])  # type: ignore[index]
+    assert "StudyDescription" in message
+    assert "ller" not in message and "Hans" not in message
+    assert not any(settings.paths.work.iterdir()), "work folder left behind"
+
+
+def test_ambiguous_patient_waits_then_retry_after_resolve_delivers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, settings = site(tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_series(first / "p", STEPHENSON, 1, 1, 1)
+    write_series(second / "p", STEVENSON, 1, 1, 1)
+    assert main(["process", "--config", str(config), str(first)]) == 0
+    (delivered,) = archives(settings)
+    pseudonym = delivered.name.split("_")[0]
+
+    assert main(["process", "--config", str(config), str(second)]) == 0
+    assert len(archives(settings)) == 1
+    data = reason(settings)
+    assert data["code"] == "match.ambiguous"
+    job = str(data["job"])
+    capsys.readouterr()
+
+    assert main(["registry", "pending", "--config", str(config)]) == 0
+    pending_line = capsys.readouterr().out.strip().splitlines()[0]
+    assert "Stevenson" not in pending_line and "Stephenson" not in pending_line
+    pending_id = pending_line.split()[0].lstrip("#")
+    resolve = ["registry", "resolve", pending_id, "--link", pseudonym, "--by", "steward"]
+    reason_text = "same person, typo at registration"
+    assert main([*resolve, "--reason", reason_text, "--config", str(config)]) == 0
+    assert main(["quarantine", "retry", job, "--config", str(config)]) == 0
+
+    assert len(archives(settings)) == 2
+    assert all(a.name.startswith(pseudonym + "_") for a in archives(settings))
+    assert list(settings.paths.quarantine.iterdir()) == []
+
+
+def test_accession_links_replace_the_accession_or_quarantine(tmp_path: Path) -> None:
+    config, settings = site(tmp_path, "[registry]\naccession_links = true\n")
+    links = tmp_path / "links.csv"
+    links.write_text("key,serial\nACC001001,SERIAL-0042\n")
+    assert main(["registry", "import-links", str(links), "--config", str(config)]) == 0
+
+    linked, unlinked = tmp_path / "linked", tmp_path / "unlinked"
+    write_series(linked / "p", MUELLER, 1, 1, 1)
+    write_series(unlinked / "p", MUELLER, 2, 1, 1)
+    assert main(["process", "--config", str(config), str(linked), str(unlinked)]) == 0
+
+    (archive,) = archives(settings)
+    with zipfile.ZipFile(archive) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dcm"))
+        zf.extract(name, tmp_path / "x")
+    assert pydicom.dcmread(tmp_path / "x" / name).AccessionNumber == "SERIAL-0042"
+    assert reason(settings)["code"] == "link.missing"
+
+
+def test_quarantine_commands_list_show_release(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, settings = site(tmp_path)
+    corrupt = tmp_path / "scan.zip"
+    corrupt.write_bytes(b"PK\x03\x04garbage" * 10)
+    assert main(["process", "--config", str(config), str(corrupt)]) == 0
+    (entry,) = settings.paths.quarantine.iterdir()
+    capsys.readouterr()
+
+    assert main(["quarantine", "list", "--config", str(config)]) == 0
+    listed = capsys.readouterr().out
+    assert entry.name in listed and "archive." in listed
+    assert main(["quarantine", "show", entry.name, "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out)["job"] == entry.name
+    with pytest.raises(SystemExit) as refused:  # a release without a reason is refused
+        main(["quarantine", "release", entry.name, "--config", str(config)])
+    assert refused.value.code == 2
+    release = ["quarantine", "release", entry.name, "--reason", "junk upload", "--by", "ops"]
+    assert main([*release, "--config", str(config)]) == 0
+    assert not entry.exists()
+    store = Store.open(settings.store_url)
+    try:
+        events = list_events(store)
+    finally:
+        store.close()
+    assert any(e.action == "quarantine.release" and e.actor == "ops" for e in events)
+
+
+def pydicom_test_files() -> list[Path]:
+    """pydicom's bundled test files, listed from its folder (never downloading anything)."""
+    import pydicom.data
+
+    folder = Path(pydicom.data.__file__).parent / "test_files"
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() != ".py")
+
+
+def test_every_pydicom_test_file_is_delivered_or_quarantined(tmp_path: Path) -> None:
+    config, settings = site(tmp_path)
+    drop = tmp_path / "testdata"
+    sources = pydicom_test_files()
+    for i, path in enumerate(sources):
+        target = drop / f"{i:03d}_{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+
+    assert main(["process", "--config", str(config), "--workers", "2", str(drop)]) == 0
+
+    delivered = 0
+    for archive in archives(settings):
+        with zipfile.ZipFile(archive) as zf:
+            delivered += json.loads(zf.read("manifest.json"))["instances"]
+    quarantined = 0
+    for entry in settings.paths.quarantine.iterdir():
+        data = json.loads((entry / "reason.json").read_text())
+        for item in data["entries"]:
+            assert item["code"] and item["stage"] and item["message"]
+            quarantined += len(item["files"])
+    outcome = next(settings.paths.originals.glob("*/outcome.json"))
+    deleted = sum(json.loads(outcome.read_text())["deleted"].values())
+    assert delivered > 50
+    assert delivered + quarantined + deleted == len(sources)
