@@ -336,3 +336,46 @@ def test_stop_timeout_ends_a_job_that_runs_too_long(tmp_path: Path):
     assert results_of(tmp_path) == [], "the job was ended, not finished"
     (job_dir,) = settings.paths.work.iterdir()
     assert (job_dir / "drop" / "slow" / "1.dcm").exists(), "left in work, to be resumed"
+
+
+def test_housekeeping_runs_at_start_and_a_failure_does_not_stop_the_daemon(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    settings = daemon_settings(tmp_path)
+    calls: list[int] = []
+
+    def housekeeping() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("originals folder unreadable")
+
+    daemon = Daemon(
+        settings,
+        registry=MemoryJobRegistry(),
+        runner=marker_runner(settings, tmp_path),
+        tick_seconds=0.05,
+        housekeeping=housekeeping,
+    )
+    with caplog.at_level(logging.ERROR, logger="dicomdrop.daemon.service"):
+        with RunningDaemon(daemon) as running:
+            write_drop(settings.paths.inbox, "after-housekeeping")
+            wait_for(lambda: len(results_of(tmp_path)) >= 1, 30, "a drop processed")
+            assert running.stop() == 0
+    assert calls == [1]
+    assert "housekeeping failed (OSError)" in caplog.text
+    assert "unreadable" not in caplog.text
+
+
+def test_retention_removes_only_originals_older_than_the_limit(tmp_path: Path):
+    from datetime import UTC, datetime, timedelta
+
+    from dicomdrop.pipeline import purge_originals
+
+    settings = daemon_settings(tmp_path)
+    old, new = settings.paths.originals / "old-job", settings.paths.originals / "new-job"
+    for folder in (old, new):
+        (folder / "drop").mkdir(parents=True)
+    past = (datetime.now(UTC) - timedelta(days=settings.delivery.retention_days + 1)).timestamp()
+    os.utime(old, (past, past))
+    assert purge_originals(settings) == 1
+    assert not old.exists() and new.exists()

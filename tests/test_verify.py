@@ -405,3 +405,15 @@ def test_any_planted_token_is_found_at_any_depth(
     ds.save_as(buffer, enforce_file_format=True)
     found = {f.path for f in scan_dataset(dcmread(BytesIO(buffer.getvalue())), TOKENS)}
     assert path in found
+
+
+def test_placeholder_names_of_already_anonymized_input_are_not_searched():
+    tokens = build_identity_tokens(
+        names=["Anonymized", "ANONYMOUS^PATIENT"], patient_ids=["ID-998877"]
+    )
+    assert tokens.names == ()
+    assert {s.reason for s in tokens.skipped} == {"placeholder, names nobody"}
+    assert tokens.kinds_in("ANONYMIZED") == set()
+    assert tokens.kinds_in("ID-998877") == {"patient_id"}
+    real = build_identity_tokens(names=["Anonymized^Hans"])
+    assert real.kinds_in("hans anonymized") == {"name"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import shutil
 import sys
 from collections import Counter
@@ -14,6 +15,8 @@ from dicomdrop.commands import Context, add_config_option
 from dicomdrop.config import Settings
 from dicomdrop.daemon.settle import CLAIM_PREFIX, is_drop_name
 from dicomdrop.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: Job states, as the store knows them.
 JOB_STATES = ("claimed", "running", "delivered", "quarantined", "failed", "waiting")
@@ -90,6 +93,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
             runner=functools.partial(run_job, ctx.config_path.resolve()),
             resume=resume,
             on_ready=lambda line: print(line, file=sys.stderr, flush=True),
+            housekeeping=functools.partial(_purge_originals, settings),
         )
         daemon.install_signal_handlers()
         return daemon.run()
@@ -178,3 +182,11 @@ def _size(n: int) -> str:
             return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
         value /= 1024
     return f"{n} B"  # pragma: no cover
+
+
+def _purge_originals(settings: Settings) -> None:
+    from dicomdrop.pipeline import purge_originals
+
+    removed = purge_originals(settings)
+    if removed:
+        log.info("retention: removed the originals of %d delivered job(s)", removed)

@@ -56,6 +56,8 @@ MAX_CRASH_RETRIES = 2
 #: How often a job whose runner raised (e.g. the store was briefly locked or unreachable) is
 #: started again in the same run, after 2, 4, 8, ... seconds; then it waits for the next start.
 MAX_ERROR_RETRIES = 5
+# Housekeeping (retention of originals) runs at start and then this often.
+HOUSEKEEPING_SECONDS = 900.0
 
 FreeSpace = Callable[[Path], int]
 
@@ -96,8 +98,10 @@ class Daemon:
         on_ready: Callable[[str], None] | None = None,
         clock: Clock = time.monotonic,
         tick_seconds: float = 0.5,
+        housekeeping: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._housekeeping = housekeeping
         self.metrics = metrics or Metrics()
         self._registry = registry
         self._runner = runner
@@ -192,8 +196,12 @@ class Daemon:
                 ).start()
             self._announce_ready()
             next_rescan = self._clock() + settings.daemon.rescan_seconds
+            next_housekeeping = self._clock()
             while not self._stop.is_set():
                 self._last_tick = self._clock()
+                if self._clock() >= next_housekeeping:
+                    self._housekeep()
+                    next_housekeeping = self._clock() + HOUSEKEEPING_SECONDS
                 self._wait_for_events()
                 if self._clock() >= next_rescan:
                     names = watcher.rescan()
@@ -223,6 +231,15 @@ class Daemon:
         self._backlog.extend(resumed)
         if resumed:
             log.info("%d unfinished jobs will be resumed", len(resumed))
+
+    def _housekeep(self) -> None:
+        """Run the periodic housekeeping; a failure is logged and never stops the daemon."""
+        if self._housekeeping is None:
+            return
+        try:
+            self._housekeeping()
+        except Exception as exc:  # housekeeping must never stop the daemon
+            log.error("housekeeping failed (%s); will try again later", type(exc).__name__)
 
     def _announce_ready(self) -> None:
         line = (

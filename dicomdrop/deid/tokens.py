@@ -32,6 +32,15 @@ KIND_ACCESSION = "accession"
 KIND_BIRTH_DATE = "birth_date"
 KIND_UID = "uid"
 
+# Whole names that stand for nobody (already de-identified input): they are not searched for,
+# since they would match the placeholder values de-identification itself writes.
+PLACEHOLDER_NAMES = frozenset(
+    {
+        "anonymized", "anonymised", "anonymous", "anonymized patient", "anonymous patient",
+        "unknown", "unknown patient", "removed", "no name", "noname", "none",
+    }
+)  # fmt: skip
+
 # Letters that compatibility decomposition leaves alone but that a person may type without.
 _TRANSLITERATION = str.maketrans(
     {
@@ -221,11 +230,20 @@ def _name_components(raw: str) -> tuple[list[str], list[str]]:
     return _words(identity) + _apostrophe_parts(identity), _words(honorifics)
 
 
+def _plain_words(name: str) -> str:
+    """A name's words, folded and joined by single spaces ("ANONYMOUS^PATIENT" -> "anonymous
+    patient")."""
+    return " ".join(w for w in _WORD_SEPARATORS.split(fold(name)) if w)
+
+
 def _name_tokens(names: Iterable[str], skipped: list[SkippedToken]) -> set[str]:
     tokens: set[str] = set()
     for raw_name in names:
         for representation in str(raw_name).split("="):
             words, honorifics = _name_components(representation)
+            if _plain_words(representation) in PLACEHOLDER_NAMES:
+                skipped.append(SkippedToken(KIND_NAME, "placeholder, names nobody", representation))
+                continue
             for word in honorifics:
                 skipped.append(SkippedToken(KIND_NAME, "name prefix or suffix", word))
             for word in words:
