@@ -8,9 +8,11 @@ patient, then in the same run times:
 - ``dicomdrop process`` on the zips (default profile with verification, both cores), which
   unpacks, sorts, groups, screens, matches, de-identifies, verifies and packs.
 
-Throughput is reported in files/s and MB/s of input DICOM. Peak memory (max RSS of the
-``dicomdrop process`` process tree) is measured for the full corpus and for a half-size corpus,
-to show that it does not grow with the size of a drop.
+Throughput is reported in files/s and MB/s of input DICOM, with the CPU time of the
+``dicomdrop process`` process tree (CPU seconds / wall seconds = cores kept busy). Peak memory
+(max RSS of one process of that tree) is measured for the full corpus and for a half-size
+corpus, to show that it does not grow with the size of a drop. Other work on the machine skews
+every number: the load average is printed before and after.
 
     python bench/bench_pipeline.py [--mr 2000] [--ct 400] [--workers 2]
 """
@@ -146,8 +148,8 @@ def write_config(folder: Path) -> Path:
     return config
 
 
-def run_process(zips: list[Path], site: Path, workers: int) -> tuple[float, int, int]:
-    """Time `dicomdrop process`; return (seconds, max RSS in KiB of the tree, archives)."""
+def run_process(zips: list[Path], site: Path, workers: int) -> tuple[float, int, int, float]:
+    """Time `dicomdrop process`; return (seconds, max RSS in KiB, archives, CPU seconds)."""
     if site.exists():
         shutil.rmtree(site)
     site.mkdir(parents=True)
@@ -158,7 +160,9 @@ def run_process(zips: list[Path], site: Path, workers: int) -> tuple[float, int,
         "import resource, subprocess, sys\n"
         "r = subprocess.run(sys.argv[1:], capture_output=True)\n"
         "sys.stderr.write(r.stderr.decode()[-2000:] if r.returncode else '')\n"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(u.ru_utime + u.ru_stime)\n"
+        "print(u.ru_maxrss)\n"
         "sys.exit(r.returncode)\n"
     )
     start = time.perf_counter()
@@ -180,9 +184,9 @@ def run_process(zips: list[Path], site: Path, workers: int) -> tuple[float, int,
         text=True,
     )
     elapsed = time.perf_counter() - start
-    rss_kib = int(result.stdout.strip().splitlines()[-1])
+    *_, cpu_line, rss_line = result.stdout.strip().splitlines()
     delivered = len(list((site / "outbox").glob("*.zip")))
-    return elapsed, rss_kib, delivered
+    return elapsed, int(rss_line), delivered, float(cpu_line)
 
 
 def main() -> int:
@@ -194,6 +198,7 @@ def main() -> int:
     args = parser.parse_args()
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="dicomdrop-bench-"))
+    load_before = os.getloadavg()
     try:
         print(f"generating {args.mr} MR (256x256) + {args.ct} CT (512x512) slices ...")
         files, zips = generate(root / "full", args.mr, args.ct)
@@ -203,8 +208,8 @@ def main() -> int:
 
         plain1 = plain_loop(files, root / "plain-out", 1)
         plainn = plain_loop(files, root / "plain-out", args.workers)
-        seconds, rss, delivered = run_process(zips, root / "site", args.workers)
-        _, half_rss, _ = run_process(half_zips, root / "site-half", args.workers)
+        seconds, rss, delivered, cpu = run_process(zips, root / "site", args.workers)
+        _, half_rss, _, _ = run_process(half_zips, root / "site-half", args.workers)
 
         n = len(files)
         rows = [
@@ -224,7 +229,15 @@ def main() -> int:
             f"peak memory (max RSS of one process): full corpus {rss / 1024:.0f} MiB, "
             f"half corpus {half_rss / 1024:.0f} MiB; archives delivered: {delivered}"
         )
-        print(f"load average: {os.getloadavg()[0]:.2f}")
+        print(
+            f"dicomdrop process used {cpu:.1f} CPU seconds in {seconds:.1f} s: "
+            f"{cpu / seconds:.2f} cores busy on average"
+        )
+        before, after = load_before, os.getloadavg()
+        print(
+            f"load average (1/5/15 min): before {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f}, "
+            f"after {after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f}"
+        )
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -38,7 +38,12 @@ from dicomdrop.archives import pack_tree, unpack_drop
 from dicomdrop.archives.pack import INCOMING_DIR
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.daemon import metrics
-from dicomdrop.deid.verify import build_identity_tokens, require_clean, verify_tree
+from dicomdrop.deid.verify import (
+    IdentityTokens,
+    build_identity_tokens,
+    require_clean,
+    verify_tree,
+)
 from dicomdrop.errors import QuarantineError, StoreError
 from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
 from dicomdrop.secret import load_key
@@ -226,7 +231,9 @@ class Pipeline:
                 )
                 outcome.quarantined["sort.unknown_file"] = len(unknown)
         with self._stage(job_id, "group") as details:
-            grouped = group_instances(unpacked, sorted_files.dicom)
+            grouped = group_instances(
+                unpacked, sorted_files.dicom, self.settings.screen, executor=self.executor
+            )
             if grouped.unreadable:
                 files = tuple(str(p) for p in grouped.unreadable)
                 self.quarantine.put_files(
@@ -318,6 +325,8 @@ class Pipeline:
         variants.update(self.registry.name_variants(pseudonym))
         ids = {group.patient_id, *group.other_patient_ids, *self.registry.identifiers(pseudonym)}
         ids.discard("")
+        # Built before de-identification: each output is scanned as it is produced.
+        tokens = self._identity_tokens(group, variants, ids)
         tree = folder / "out" / f"group-{index}"
         with self._stage(job_id, "deid", group=index) as details:
             output = deidentify_group(
@@ -331,6 +340,7 @@ class Pipeline:
                 accession_number=accession,
                 executor=self.executor,
                 manifest={"job": job_id, "profile": self.settings.deid.profile},
+                tokens=tokens,
             )
             failed = tuple(str(Path(o.source).relative_to(unpacked)) for o in output.failed)
             if failed:
@@ -353,11 +363,13 @@ class Pipeline:
             return result
 
         with self._stage(job_id, "verify", group=index) as details:
-            report = verify_tree(
-                tree,
-                self._identity_tokens(group, output, variants, ids),
-                executor=self.executor,
-            )
+            prescanned = output.scanned
+            if not self._tokens_cover(group, output):
+                # An output's original UID or accession number was not in the group headers
+                # (cannot happen for files read alike): rescan everything with all of them.
+                tokens = self._identity_tokens(group, variants, ids, output)
+                prescanned = {}
+            report = verify_tree(tree, tokens, executor=self.executor, prescanned=prescanned)
             details.update(files=report.files_scanned)
             try:
                 require_clean(report)
@@ -380,6 +392,15 @@ class Pipeline:
     def _screen(
         self, unpacked: Path, group: PatientGroup
     ) -> tuple[list[Path], dict[str, tuple[str, ...]]]:
+        if group.verdicts:  # screened while the group's headers were read
+            passed: list[Path] = []
+            rejected: dict[str, list[str]] = {}
+            for relative, verdict in zip(group.files, group.verdicts, strict=True):
+                if verdict is None:
+                    passed.append(relative)
+                else:
+                    rejected.setdefault(verdict.code, []).append(str(relative))
+            return passed, {code: tuple(files) for code, files in rejected.items()}
         files = list(group.files)
         executor = self.executor if len(files) > 32 else None
         if executor is not None:
@@ -389,7 +410,7 @@ class Pipeline:
             )
         else:
             parts = [screen_files(unpacked, files, self.settings.screen)]
-        passed: list[Path] = []
+        passed = []
         screened: dict[str, list[str]] = {}
         for part in parts:
             passed.extend(part.passed)
@@ -415,21 +436,39 @@ class Pipeline:
         return next(iter(serials.values()))
 
     def _identity_tokens(
-        self, group: PatientGroup, output: GroupOutput, variants: set[str], ids: set[str]
-    ) -> Any:
-        profile_keeps_uids = bool(self.settings.deid.retain_uids)
+        self,
+        group: PatientGroup,
+        variants: set[str],
+        ids: set[str],
+        output: GroupOutput | None = None,
+    ) -> IdentityTokens:
+        """The patient's identity tokens: names, IDs, accession numbers, birth date and, unless
+        the profile keeps UIDs, the original study, series and SOP instance UIDs of every file of
+        the group (from its headers, plus those the engine reported for ``output``)."""
         accessions = set(group.accession_numbers)
-        for o in output.outcomes:
-            if o.original_accession:
-                accessions.add(o.original_accession)
+        uids = set(group.original_uids)
+        if output is not None:
+            accessions.update(o.original_accession for o in output.outcomes)
+            uids.update(output.original_uids)
         accessions.discard("")
+        uids.discard("")
         births = {group.birth_date} if group.birth_date else set()
         return build_identity_tokens(
             names=sorted(v for v in variants if v),
             patient_ids=sorted(i for i in ids if i),
             accession_numbers=sorted(accessions),
             birth_dates=sorted(births),
-            uids=() if profile_keeps_uids else sorted(output.original_uids),
+            uids=() if self.settings.deid.retain_uids else sorted(uids),
+        )
+
+    def _tokens_cover(self, group: PatientGroup, output: GroupOutput) -> bool:
+        """True when the group's headers gave every original UID and accession number that the
+        engine reported for ``output`` (so the tokens built from them cover the outputs)."""
+        accessions = {o.original_accession for o in output.outcomes} - {""}
+        if not accessions <= set(group.accession_numbers):
+            return False
+        return bool(self.settings.deid.retain_uids) or output.original_uids <= set(
+            group.original_uids
         )
 
     def _record_studies(self, pseudonym: str, output: GroupOutput, job_id: str) -> None:

@@ -356,11 +356,13 @@ def test_housekeeping_runs_at_start_and_a_failure_does_not_stop_the_daemon(
         tick_seconds=0.05,
         housekeeping=housekeeping,
     )
-    with caplog.at_level(logging.ERROR, logger="dicomdrop.daemon.service"):
-        with RunningDaemon(daemon) as running:
-            write_drop(settings.paths.inbox, "after-housekeeping")
-            wait_for(lambda: len(results_of(tmp_path)) >= 1, 30, "a drop processed")
-            assert running.stop() == 0
+    with (
+        caplog.at_level(logging.ERROR, logger="dicomdrop.daemon.service"),
+        RunningDaemon(daemon) as running,
+    ):
+        write_drop(settings.paths.inbox, "after-housekeeping")
+        wait_for(lambda: len(results_of(tmp_path)) >= 1, 30, "a drop processed")
+        assert running.stop() == 0
     assert calls == [1]
     assert "housekeeping failed (OSError)" in caplog.text
     assert "unreadable" not in caplog.text

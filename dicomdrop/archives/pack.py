@@ -14,7 +14,6 @@ import os
 import shutil
 import stat
 import uuid
-import zipfile
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Final
 
@@ -24,6 +23,7 @@ from py7zr.py7zr import FileInfoDict
 
 from dicomdrop.archives.safety import EXISTS, LINK, SPECIAL_FILE
 from dicomdrop.archives.target import CHUNK_SIZE
+from dicomdrop.archives.zipwrite import DEFLATED, STORED, ZipWriter
 from dicomdrop.config import ArchiveSettings
 from dicomdrop.errors import ArchiveError
 
@@ -94,24 +94,19 @@ def _tree_files(tree: Path) -> list[PurePosixPath]:
 def _write_zip(
     tree: Path, files: list[PurePosixPath], staging: Path, settings: ArchiveSettings
 ) -> None:
-    compression = zipfile.ZIP_DEFLATED if settings.zip_compression == "deflate" else 0
+    compression = DEFLATED if settings.zip_compression == "deflate" else STORED
     with staging.open("xb") as raw:
-        with zipfile.ZipFile(raw, mode="w", compression=compression, allowZip64=True) as archive:
-            for relative in files:
-                source = tree / relative
-                info = zipfile.ZipInfo(relative.as_posix(), date_time=FIXED_DATE_TIME)
-                info.compress_type = compression
-                info.create_system = _UNIX
-                info.external_attr = (stat.S_IFREG | _FILE_MODE) << 16
-                # zipfile takes a per-entry level only from this attribute (before 3.13).
-                info._compresslevel = settings.zip_level  # type: ignore[attr-defined]
-                size = source.stat().st_size
-                info.file_size = size
-                with (
-                    source.open("rb") as stream,
-                    archive.open(info, "w", force_zip64=size >= zipfile.ZIP64_LIMIT) as out,
-                ):
-                    shutil.copyfileobj(stream, out, CHUNK_SIZE)
+        archive = ZipWriter(
+            raw,
+            compression=compression,
+            level=settings.zip_level,
+            date_time=FIXED_DATE_TIME,
+            create_system=_UNIX,
+            external_attr=(stat.S_IFREG | _FILE_MODE) << 16,
+        )
+        for relative in files:
+            archive.add_file(relative.as_posix(), tree / relative)
+        archive.close()
         raw.flush()
         os.fsync(raw.fileno())
 

@@ -8,13 +8,14 @@ import multiprocessing
 import os
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from itertools import repeat
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
+from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError
+from dicomdrop.logs import quiet_library_output
 from dicomdrop.pipeline import JobOutcome, Pipeline, claim_copy, process_job, purge_originals
 from dicomdrop.quarantine import Quarantine
 from dicomdrop.store.db import Store
@@ -92,16 +93,11 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
     outcomes: list[JobOutcome] = []
     try:
         jobs = JobStore(store)
-        job_ids = [claim_copy(path, settings, jobs, move=args.move) for path in args.paths]
-        if workers > 1 and len(job_ids) > 1:
+        if workers > 1 and len(args.paths) > 1:
             # Several drops: one job per worker process, so every stage runs in parallel.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(job_ids)), mp_context=context) as pool:
-                config = ctx.config_path.resolve()
-                for outcome in pool.map(process_job, repeat(config), job_ids):
-                    progress.step(f"job {outcome.job_id}")
-                    outcomes.append(outcome)
+            outcomes = _run_in_parallel(args.paths, settings, jobs, ctx, workers, progress, args)
         else:
+            job_ids = [claim_copy(path, settings, jobs, move=args.move) for path in args.paths]
             # One drop: its files are de-identified and verified by a pool of processes.
             pipeline = Pipeline(settings, key, store, file_workers=workers)
             try:
@@ -116,6 +112,44 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         store.close()
     print_summary(outcomes)
     return 0
+
+
+def _run_in_parallel(
+    paths: list[Path],
+    settings: Settings,
+    jobs: JobStore,
+    ctx: Context,
+    workers: int,
+    progress: Progress,
+    args: argparse.Namespace,
+) -> list[JobOutcome]:
+    """Claim each drop and hand it to a pool of job processes as soon as it is claimed.
+
+    The largest drops go first, so that the pool does not end on one long job while the other
+    workers idle; the workers start (and import) while the remaining drops are being claimed.
+    Outcomes are returned in the order of ``paths``.
+    """
+    order = sorted(range(len(paths)), key=lambda i: -_input_size(paths[i]))
+    config = ctx.config_path.resolve()
+    context = multiprocessing.get_context("spawn")
+    futures: dict[int, Future[JobOutcome]] = {}
+    pool_size = min(workers, len(paths))
+    with ProcessPoolExecutor(
+        pool_size, mp_context=context, initializer=quiet_library_output
+    ) as pool:
+        for i in order:
+            job_id = claim_copy(paths[i], settings, jobs, move=args.move)
+            futures[i] = pool.submit(process_job, config, job_id)
+        for future in as_completed(futures.values()):
+            progress.step(f"job {future.result().job_id}")
+    return [futures[i].result() for i in range(len(paths))]
+
+
+def _input_size(path: Path) -> int:
+    """Bytes of a file, or of the files under a folder (links not followed)."""
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def print_summary(outcomes: list[JobOutcome]) -> None:

@@ -27,7 +27,7 @@ import codecs
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -54,6 +54,7 @@ __all__ = [
     "VerifyReport",
     "build_identity_tokens",
     "require_clean",
+    "scan_bytes",
     "scan_dataset",
     "scan_file",
     "scan_paths",
@@ -336,7 +337,13 @@ def _has_identifying_group(ds: Dataset) -> bool:
     return any(BaseTag(tag).group == 0x0008 for tag in tags)
 
 
-def _scan_bytes(data: bytes, tokens: IdentityTokens) -> list[Finding]:
+def scan_bytes(data: bytes, tokens: IdentityTokens) -> list[Finding]:
+    """Search the bytes of one file: as DICOM when they parse as DICOM, otherwise as raw bytes.
+
+    Findings have an empty ``file``. This is what :func:`verify_tree` does for each file; the
+    de-identify stage calls it on each output's bytes before writing them, and hands the result
+    to :func:`verify_tree` as ``prescanned``.
+    """
     has_preamble = data[128:132] == b"DICM"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -357,7 +364,7 @@ def _scan_bytes(data: bytes, tokens: IdentityTokens) -> list[Finding]:
 
 def scan_file(path: Path, tokens: IdentityTokens) -> list[Finding]:
     """Search one file: as DICOM when it parses as DICOM, otherwise as raw bytes."""
-    return _scan_bytes(path.read_bytes(), tokens)
+    return scan_bytes(path.read_bytes(), tokens)
 
 
 def _parts(relative_path: str) -> tuple[str, ...]:
@@ -392,21 +399,33 @@ def scan_paths(relative_paths: Iterable[str], tokens: IdentityTokens) -> list[Fi
 
 def _scan_path_bytes(path: str, tokens: IdentityTokens) -> tuple[int, list[Finding]]:
     data = Path(path).read_bytes()
-    return len(data), _scan_bytes(data, tokens)
+    return len(data), scan_bytes(data, tokens)
 
 
 def verify_tree(
-    root: Path, tokens: IdentityTokens, *, executor: Executor | None = None
+    root: Path,
+    tokens: IdentityTokens,
+    *,
+    executor: Executor | None = None,
+    prescanned: Mapping[str, tuple[int, Sequence[Finding]]] | None = None,
 ) -> VerifyReport:
     """Scan every file under ``root`` (DICOM or not) and every relative path in it.
 
     Symbolic links are not followed; they, and any other entry that is not a regular file or a
     directory, are ``undecodable`` findings. With an ``executor`` (a process pool), files are
     scanned in parallel; the result is the same.
+
+    ``prescanned`` maps relative paths (``a/b.dcm``) to ``(size, findings)`` of a
+    :func:`scan_bytes` run, with the same ``tokens``, on the exact bytes written there: such a
+    file is not read again. A prescanned path whose file now has another size, and a
+    prescanned path missing from the tree, are ``undecodable`` findings (fail closed).
     """
+    known = dict(prescanned or {})
     findings: list[Finding] = []
     named: list[str] = []
     to_scan: list[tuple[str, Path]] = []
+    files_prescanned = 0
+    bytes_scanned = 0
     for directory, subdirectories, filenames in os.walk(root):
         subdirectories.sort()
         here = Path(directory)
@@ -421,21 +440,31 @@ def verify_tree(
             if path.is_symlink() or not path.is_file():
                 findings.append(Finding(masked, "<not a regular file>", KIND_UNDECODABLE))
                 continue
-            to_scan.append((masked, path))
+            done = known.pop(relative, None)
+            if done is None:
+                to_scan.append((masked, path))
+                continue
+            size, found = done
+            files_prescanned += 1
+            bytes_scanned += size
+            if path.stat().st_size != size:
+                findings.append(Finding(masked, "<changed after scan>", KIND_UNDECODABLE))
+            findings.extend(Finding(masked, f.path, f.kind) for f in found)
+    for relative in sorted(known):  # prescanned, yet not in the tree: something is wrong
+        masked = _masked(_parts(relative), set(_flag_components(_parts(relative), tokens)))
+        findings.append(Finding(masked, "<missing after scan>", KIND_UNDECODABLE))
     paths = [str(path) for _, path in to_scan]
     if executor is not None and len(paths) > 1:
         results = list(executor.map(_scan_path_bytes, paths, repeat(tokens), chunksize=8))
     else:
         results = [_scan_path_bytes(path, tokens) for path in paths]
-    bytes_scanned = 0
     for (masked, _), (size, found) in zip(to_scan, results, strict=True):
         bytes_scanned += size
         findings.extend(Finding(masked, f.path, f.kind) for f in found)
     findings.extend(scan_paths(named, tokens))
-    logger.debug(
-        "verify: %d files, %d bytes, %d findings", len(to_scan), bytes_scanned, len(findings)
-    )
-    return VerifyReport(tuple(sorted(set(findings))), len(to_scan), bytes_scanned)
+    files = len(to_scan) + files_prescanned
+    logger.debug("verify: %d files, %d bytes, %d findings", files, bytes_scanned, len(findings))
+    return VerifyReport(tuple(sorted(set(findings))), files, bytes_scanned)
 
 
 def require_clean(report: VerifyReport) -> None:

@@ -8,6 +8,12 @@ Output layout (no original name anywhere)::
 Study, series and instance numbers are ordinals (1, 2, ...) in the order of the de-identified
 study and series UIDs and of InstanceNumber, so the layout is the same on every run.
 Files are de-identified in a process pool when more than one worker is configured.
+
+Each file is read once: de-identified, encoded to bytes in memory, and, when identity tokens are
+given, those exact bytes are searched by the independent verification scan
+(``dicomdrop.deid.verify.scan_bytes``) before they are written. The findings travel with the
+outcome; ``verify_tree`` takes them as ``prescanned`` and only walks the tree for paths, the
+manifest and anything else. Only one file's bytes are held in memory per worker.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +36,9 @@ from dicomdrop import __version__
 from dicomdrop.config import DeidSettings
 from dicomdrop.deid.engine import DeidContext, deidentify
 from dicomdrop.deid.profile import Profile, compile_profile
+from dicomdrop.deid.verify import Finding, IdentityTokens, scan_bytes
 from dicomdrop.errors import DicomdropError
+from dicomdrop.stages.encode import encode_dataset
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,7 @@ class FileTask:
     name_variants: tuple[str, ...]
     patient_ids: tuple[str, ...]
     accession_number: str | None
+    tokens: IdentityTokens | None = None  # given: the output bytes are scanned before writing
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,8 @@ class FileOutcome:
     shifted_study_date: str | None = None
     instance_number: int = 0
     series_number: int = 0
+    size: int = 0
+    findings: tuple[Finding, ...] | None = None  # None: not scanned
 
 
 @dataclass
@@ -81,6 +93,8 @@ class GroupOutput:
     series: int = 0
     outcomes: list[FileOutcome] = field(default_factory=list)
     failed: list[FileOutcome] = field(default_factory=list)
+    # Output-relative path -> (size, findings) of the files scanned before they were written.
+    scanned: dict[str, tuple[int, tuple[Finding, ...]]] = field(default_factory=dict)
 
     @property
     def original_uids(self) -> set[str]:
@@ -98,10 +112,17 @@ def _profile(settings: DeidSettings) -> Profile:
     return compile_profile(settings)
 
 
+@lru_cache(maxsize=4)
+def _shared_tokens(tokens: IdentityTokens) -> IdentityTokens:
+    """One instance per distinct token set, so a worker compiles its search pattern once."""
+    return tokens
+
+
 def deidentify_file(task: FileTask) -> FileOutcome:
     """De-identify one file into its staging path (runs in a worker process)."""
     try:
-        ds = pydicom.dcmread(task.source, force=True)
+        # One read of the whole file: pydicom parses from memory much faster than from a file.
+        ds = pydicom.dcmread(BytesIO(Path(task.source).read_bytes()), force=True)
         context = DeidContext(
             pseudonym=task.pseudonym,
             key=task.key,
@@ -113,8 +134,15 @@ def deidentify_file(task: FileTask) -> FileOutcome:
         instance_number = _int_or_zero(ds.get("InstanceNumber"))
         series_number = _int_or_zero(ds.get("SeriesNumber"))
         result = deidentify(ds, context)
-        Path(task.staging).parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(task.staging, enforce_file_format=False)
+        data = encode_dataset(ds)  # the bytes of save_as(enforce_file_format=False)
+        del ds
+        findings = None
+        if task.tokens is not None:
+            findings = tuple(scan_bytes(data, _shared_tokens(task.tokens)))
+        staging = Path(task.staging)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        with staging.open("xb") as out:
+            out.write(data)
     except DicomdropError as exc:
         return FileOutcome(task.source, task.staging, error_code=exc.code, error=exc.message)
     except (InvalidDicomError, ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
@@ -138,6 +166,8 @@ def deidentify_file(task: FileTask) -> FileOutcome:
         shifted_study_date=result.new_study_date,
         instance_number=instance_number,
         series_number=series_number,
+        size=len(data),
+        findings=findings,
     )
 
 
@@ -160,8 +190,13 @@ def deidentify_group(
     accession_number: str | None,
     executor: Executor | None = None,
     manifest: dict[str, Any],
+    tokens: IdentityTokens | None = None,
 ) -> GroupOutput:
-    """De-identify ``sources`` into ``tree`` (created anew) and write the manifest."""
+    """De-identify ``sources`` into ``tree`` (created anew) and write the manifest.
+
+    With ``tokens``, each output is scanned before it is written (see the module docstring) and
+    ``GroupOutput.scanned`` holds the results by output-relative path.
+    """
     if tree.exists():
         shutil.rmtree(tree)
     staging = tree.parent / f"{tree.name}.staging"
@@ -180,11 +215,14 @@ def deidentify_group(
             name_variants=variants,
             patient_ids=ids,
             accession_number=accession_number,
+            tokens=tokens,
         )
         for i, src in enumerate(sources)
     ]
     if executor is not None and len(tasks) > 1:
-        results = list(executor.map(deidentify_file, tasks, chunksize=8))
+        # Larger chunks for large groups: the identity tokens travel once per chunk.
+        chunksize = max(8, min(64, len(tasks) // 16))
+        results = list(executor.map(deidentify_file, tasks, chunksize=chunksize))
     else:
         results = [deidentify_file(t) for t in tasks]
     output = GroupOutput(tree=tree)
@@ -234,6 +272,9 @@ def _lay_out(output: GroupOutput, staging: Path, pseudonym: str) -> None:
         )
         target.parent.mkdir(parents=True, exist_ok=True)
         Path(outcome.staging).replace(target)
+        if outcome.findings is not None:
+            relative = target.relative_to(output.tree).as_posix()
+            output.scanned[relative] = (outcome.size, outcome.findings)
     output.files = len(ordered)
     output.studies = len(studies)
     output.series = len(series_index)
@@ -245,4 +286,10 @@ def make_executor(workers: int) -> Executor | None:
         return None
     import multiprocessing
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    from dicomdrop.logs import quiet_library_output
+
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=quiet_library_output,
+    )

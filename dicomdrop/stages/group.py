@@ -2,9 +2,12 @@
 
 One patient per top-level folder of the drop is the expected layout; a folder (or the drop's
 root, for a flat drop) holding several patients is split by PatientID and normalised
-PatientName. Only headers are read. Group keys are internal and hold no patient data: they
-number top folders (``f1``, ``f2``... in sorted order, ``root`` for files at the top) and groups
-within a folder (``f1#1``, ``f1#2``), because folder names are often patient names.
+PatientName. Only headers are read. With screening settings given, each file is screened from
+the same header read (``screen.screen_instance``), so the screen stage reads nothing again.
+
+Group keys are internal and hold no patient data: they number top folders (``f1``, ``f2``... in
+sorted order, ``root`` for files at the top) and groups within a folder (``f1#1``, ``f1#2``),
+because folder names are often patient names.
 """
 
 from __future__ import annotations
@@ -13,14 +16,18 @@ import logging
 import re
 import warnings
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from dicomdrop.config import ScreenSettings
 from dicomdrop.deid.tokens import fold
+from dicomdrop.stages.screen import SCREEN_TAGS, ScreenVerdict, screen_instance
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +44,11 @@ HEADER_TAGS = (
     "OtherPatientNames",
     "AccessionNumber",
     "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
 )
 _NAME_SEPARATORS = re.compile(r"[\W_]+")
+_CHUNK = 64  # files per task when headers are read in worker processes
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,9 @@ class PatientGroup:
     """The files of one patient in one top folder, with the identity read from their headers.
 
     Single-valued fields hold the first non-empty value seen (files in sorted order); tuples hold
-    every distinct value in order of first appearance.
+    every distinct value in order of first appearance. ``original_uids`` are the study, series
+    and SOP instance UIDs of every file. ``verdicts`` (one per file, None when it passed) is set
+    when the group was screened while reading headers, and empty otherwise.
     """
 
     key: str
@@ -61,6 +73,8 @@ class PatientGroup:
     other_patient_names: tuple[str, ...]
     accession_numbers: tuple[str, ...]
     study_uids: tuple[str, ...]
+    original_uids: tuple[str, ...] = ()
+    verdicts: tuple[ScreenVerdict | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,37 +103,79 @@ def _texts(value: Any) -> list[str]:
     return [str(v).strip() for v in value]
 
 
+@dataclass(frozen=True)
+class FileHeader:
+    """What grouping needs from one file's header (small, so worker processes can return it)."""
+
+    relative: Path
+    single: tuple[tuple[str, str], ...]
+    other_patient_ids: tuple[str, ...]
+    other_patient_names: tuple[str, ...]
+    accession_number: str
+    study_uid: str
+    original_uids: tuple[str, ...]
+    verdict: ScreenVerdict | None
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        values = dict(self.single)
+        return values["patient_id"], normalized_name(values["patient_name"])
+
+
+_SINGLE_FIELDS = (
+    ("patient_name", "PatientName"),
+    ("patient_id", "PatientID"),
+    ("issuer", "IssuerOfPatientID"),
+    ("birth_date", "PatientBirthDate"),
+    ("sex", "PatientSex"),
+)
+
+
+def _header(relative: Path, ds: Dataset, verdict: ScreenVerdict | None) -> FileHeader:
+    others = _texts(ds.get("OtherPatientIDs"))
+    others += [_text(item, "PatientID") for item in ds.get("OtherPatientIDsSequence") or []]
+    return FileHeader(
+        relative=relative,
+        single=tuple((field, _text(ds, keyword)) for field, keyword in _SINGLE_FIELDS),
+        other_patient_ids=tuple(others),
+        other_patient_names=tuple(_texts(ds.get("OtherPatientNames"))),
+        accession_number=_text(ds, "AccessionNumber"),
+        study_uid=_text(ds, "StudyInstanceUID"),
+        original_uids=tuple(
+            _text(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+        ),
+        verdict=verdict,
+    )
+
+
 class _Collector:
     """Accumulates one patient's identity over the files of a group."""
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, screened: bool) -> None:
         self.folder = folder
+        self.screened = screened
         self.files: list[Path] = []
+        self.verdicts: list[ScreenVerdict | None] = []
         self.single: dict[str, str] = {}
         self.multi: dict[str, dict[str, None]] = {
             "other_patient_ids": {},
             "other_patient_names": {},
             "accession_numbers": {},
             "study_uids": {},
+            "original_uids": {},
         }
 
-    def add(self, relative: Path, ds: Dataset) -> None:
-        self.files.append(relative)
-        for field, keyword in (
-            ("patient_name", "PatientName"),
-            ("patient_id", "PatientID"),
-            ("issuer", "IssuerOfPatientID"),
-            ("birth_date", "PatientBirthDate"),
-            ("sex", "PatientSex"),
-        ):
+    def add(self, header: FileHeader) -> None:
+        self.files.append(header.relative)
+        self.verdicts.append(header.verdict)
+        for field, value in header.single:
             if not self.single.get(field):
-                self.single[field] = _text(ds, keyword)
-        others = _texts(ds.get("OtherPatientIDs"))
-        others += [_text(item, "PatientID") for item in ds.get("OtherPatientIDsSequence") or []]
-        self._extend("other_patient_ids", others)
-        self._extend("other_patient_names", _texts(ds.get("OtherPatientNames")))
-        self._extend("accession_numbers", [_text(ds, "AccessionNumber")])
-        self._extend("study_uids", [_text(ds, "StudyInstanceUID")])
+                self.single[field] = value
+        self._extend("other_patient_ids", header.other_patient_ids)
+        self._extend("other_patient_names", header.other_patient_names)
+        self._extend("accession_numbers", [header.accession_number])
+        self._extend("study_uids", [header.study_uid])
+        self._extend("original_uids", header.original_uids)
 
     def _extend(self, field: str, values: Iterable[str]) -> None:
         for value in values:
@@ -140,6 +196,8 @@ class _Collector:
             other_patient_names=tuple(self.multi["other_patient_names"]),
             accession_numbers=tuple(self.multi["accession_numbers"]),
             study_uids=tuple(self.multi["study_uids"]),
+            original_uids=tuple(self.multi["original_uids"]),
+            verdicts=tuple(self.verdicts) if self.screened else (),
         )
 
 
@@ -147,16 +205,17 @@ class UnreadableHeaderError(ValueError):
     """A file's header lacks what every composite instance has (it is truncated or not one)."""
 
 
-def read_header(path: Path) -> Dataset:
-    """The identity elements of one file (no pixel data).
+def read_header(path: Path, extra_tags: Sequence[str] = ()) -> Dataset:
+    """The identity elements of one file, and ``extra_tags`` (no pixel data).
 
     Raises when pydicom fails, or when SOPClassUID or StudyInstanceUID (type 1 in every
     composite instance) is missing: pydicom reads a truncated file silently up to the cut.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = dcmread(path, force=True, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
-        for keyword in HEADER_TAGS:  # convert now, so a bad value fails here and not later
+        tags = [*HEADER_TAGS, *extra_tags]
+        ds = dcmread(path, force=True, stop_before_pixels=True, specific_tags=tags)
+        for keyword in tags:  # convert now, so a bad value fails here and not later
             ds.get(keyword)
     if not _text(ds, "SOPClassUID") or not _text(ds, "StudyInstanceUID"):
         raise UnreadableHeaderError("SOPClassUID or StudyInstanceUID missing")
@@ -167,24 +226,56 @@ def _relative(root: Path, path: Path) -> Path:
     return path.relative_to(root) if path.is_absolute() else path
 
 
-def group_instances(root: Path, dicom_files: Sequence[Path]) -> GroupResult:
+def read_headers(
+    root: Path, relatives: Sequence[Path], screen: ScreenSettings | None
+) -> list[FileHeader | None]:
+    """The headers of ``relatives`` (under ``root``), None for each that cannot be read.
+
+    Runs in a worker process when the group stage is given an executor.
+    """
+    extra_tags = SCREEN_TAGS if screen is not None else ()
+    headers: list[FileHeader | None] = []
+    for relative in relatives:
+        try:
+            ds = read_header(root / relative, extra_tags)
+            verdict = screen_instance(ds, screen) if screen is not None else None
+            headers.append(_header(relative, ds, verdict))
+        except Exception:  # any read failure: reported as unreadable, the job goes on
+            headers.append(None)
+    return headers
+
+
+def group_instances(
+    root: Path,
+    dicom_files: Sequence[Path],
+    screen: ScreenSettings | None = None,
+    *,
+    executor: Executor | None = None,
+) -> GroupResult:
     """Group ``dicom_files`` (relative to ``root``, or absolute under it) by patient.
 
     Files directly under ``root`` form groups of folder ``""``. A file whose header cannot be
-    read is listed in ``unreadable``, never raised.
+    read is listed in ``unreadable``, never raised. With ``screen``, every readable file is
+    screened from the same read and the groups carry the ``verdicts``. With an ``executor`` (a
+    process pool), headers are read in parallel; the result is the same.
     """
+    relatives = sorted(_relative(root, Path(p)) for p in dicom_files)
+    if executor is not None and len(relatives) > 2 * _CHUNK:
+        chunks = [relatives[i : i + _CHUNK] for i in range(0, len(relatives), _CHUNK)]
+        parts = executor.map(read_headers, repeat(root), chunks, repeat(screen))
+        headers = [header for part in parts for header in part]
+    else:
+        headers = read_headers(root, relatives, screen)
     by_folder: dict[str, dict[tuple[str, str], _Collector]] = {}
     unreadable: list[Path] = []
-    for relative in sorted(_relative(root, Path(p)) for p in dicom_files):
-        folder = relative.parts[0] if len(relative.parts) > 1 else ""
-        try:
-            ds = read_header(root / relative)
-        except Exception:  # any read failure: reported as unreadable, the job goes on
+    for relative, header in zip(relatives, headers, strict=True):
+        if header is None:
             unreadable.append(relative)
             continue
-        identity = (_text(ds, "PatientID"), normalized_name(_text(ds, "PatientName")))
+        folder = relative.parts[0] if len(relative.parts) > 1 else ""
         patients = by_folder.setdefault(folder, {})
-        patients.setdefault(identity, _Collector(folder)).add(relative, ds)
+        collector = patients.setdefault(header.identity, _Collector(folder, screen is not None))
+        collector.add(header)
     groups = []
     named_folders = sorted(f for f in by_folder if f)
     for folder in sorted(by_folder):

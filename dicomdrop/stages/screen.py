@@ -36,6 +36,17 @@ logger = logging.getLogger(__name__)
 _SAVE_WORD = re.compile(r"\bsave[sd]?\b", re.IGNORECASE)
 _PATIENT_PROTOCOL = re.compile(r"patient\s+protocol", re.IGNORECASE)
 _PLAIN_CODE = re.compile(r"[A-Z0-9_ ]{1,16}")
+# Every element a rule reads (besides the file meta's MediaStorageSOPClassUID): a header read
+# limited to these gives the same verdict as a full one.
+SCREEN_TAGS = (
+    "BurnedInAnnotation",
+    "ImageType",
+    "SeriesDescription",
+    "SOPClassUID",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "Modality",
+)
 
 
 @dataclass(frozen=True)

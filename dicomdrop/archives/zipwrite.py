@@ -1,0 +1,263 @@
+"""A small streaming zip writer for deterministic archives, with a fast deflate.
+
+Python's ``zipfile`` deflates with zlib only; at the fastest level zlib is still the largest single
+cost of delivering a drop. This writer deflates levels 1-3 with ISA-L (``isal``, several times
+faster than zlib at a similar ratio) and levels 0 and 4-9 with zlib; the output is an ordinary zip
+that any reader opens.
+
+Entries are streamed in chunks (memory does not grow with file size): the local header is written
+with placeholders, then patched with the CRC and sizes once the data is written, so the output
+must be seekable. Entries carry the given timestamp and attributes and no extra field except the
+zip64 one, which is added only where a size or offset needs it.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final, Protocol
+
+try:  # ISA-L is a dependency; zlib stands in if the wheel is missing on some platform
+    from isal import isal_zlib
+
+    _HAVE_ISAL = True
+except ImportError:  # pragma: no cover - exercised only where the wheel is missing
+    _HAVE_ISAL = False
+
+STORED: Final = 0
+DEFLATED: Final = 8
+# Like zipfile: beyond this, sizes, offsets and counts go in zip64 records.
+ZIP64_LIMIT: Final = (1 << 31) - 1
+ZIP64_COUNT_LIMIT: Final = 0xFFFF
+_CHUNK: Final = 1 << 20
+_LOCAL: Final = struct.Struct("<4s2H3H3I2H")
+_CENTRAL: Final = struct.Struct("<4s4B4H3I5H2I")
+_END: Final = struct.Struct("<4s4H2IH")
+_END64: Final = struct.Struct("<4sQ2H2I4Q")
+_END64_LOCATOR: Final = struct.Struct("<4sIQI")
+_MAX32: Final = 0xFFFFFFFF
+_UTF8_NAME: Final = 0x800
+_VERSION: Final = 20
+_VERSION_ZIP64: Final = 45
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class _Store:
+    """The identity 'compressor' of stored entries."""
+
+    def compress(self, data: bytes, /) -> bytes:
+        return data
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def raw_deflater(level: int) -> _Compressor:
+    """A raw-deflate compressor (no zlib header) for zip entries at ``level`` (0-9)."""
+    if 1 <= level <= 3 and _HAVE_ISAL:
+        compressor: _Compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
+        return compressor
+    return zlib.compressobj(level, zlib.DEFLATED, -15)
+
+
+def dos_date_time(date_time: tuple[int, int, int, int, int, int]) -> tuple[int, int]:
+    """The MS-DOS (date, time) words of a zip header."""
+    year, month, day, hour, minute, second = date_time
+    return (year - 1980) << 9 | month << 5 | day, hour << 11 | minute << 5 | second // 2
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: bytes
+    flags: int
+    method: int
+    crc: int
+    compressed: int
+    size: int
+    offset: int
+
+
+class ZipWriter:
+    """Writes a zip to a seekable binary stream, one entry at a time; ``close`` ends it."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        *,
+        compression: int,
+        level: int,
+        date_time: tuple[int, int, int, int, int, int],
+        create_system: int,
+        external_attr: int,
+        zip64_limit: int = ZIP64_LIMIT,
+    ) -> None:
+        if compression not in (STORED, DEFLATED):
+            raise ValueError("compression must be STORED or DEFLATED")
+        self._out = out
+        self._compression = compression
+        self._level = level
+        self._date, self._time = dos_date_time(date_time)
+        self._create_system = create_system
+        self._external_attr = external_attr
+        self._limit = zip64_limit
+        self._entries: list[_Entry] = []
+        self._start = out.tell()
+
+    def add_file(self, name: str, source: Path) -> None:
+        """Stream the file ``source`` into the archive as ``name`` (forward slashes)."""
+        with source.open("rb") as stream:
+            size_hint = source.stat().st_size
+            self._add(name, stream, size_hint)
+
+    def _add(self, name: str, stream: BinaryIO, size_hint: int) -> None:
+        encoded, flags = _encode_name(name)
+        offset = self._out.tell() - self._start
+        # The local header's size fields are reserved before the data is known: zip64 there when
+        # the data may reach the limit (deflate can grow incompressible data slightly).
+        local_zip64 = size_hint + size_hint // 100 + 1024 >= self._limit
+        extra = struct.pack("<2H2Q", 1, 16, 0, 0) if local_zip64 else b""
+        header_at = self._out.tell()
+        self._out.write(self._local_header(encoded, flags, 0, 0, 0, extra, local_zip64))
+        self._out.write(encoded + extra)
+        compressor = raw_deflater(self._level) if self._compression == DEFLATED else _Store()
+        crc = size = compressed = 0
+        while chunk := stream.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+            data = compressor.compress(chunk)
+            compressed += len(data)
+            self._out.write(data)
+        tail = compressor.flush()
+        compressed += len(tail)
+        self._out.write(tail)
+        if not local_zip64 and max(size, compressed) >= self._limit:
+            raise ValueError(f"entry grew past the zip64 limit unexpectedly: {name}")
+        end = self._out.tell()
+        self._out.seek(header_at)
+        if local_zip64:
+            extra = struct.pack("<2H2Q", 1, 16, size, compressed)
+        self._out.write(
+            self._local_header(encoded, flags, crc, compressed, size, extra, local_zip64)
+        )
+        self._out.write(encoded + extra)
+        self._out.seek(end)
+        self._entries.append(
+            _Entry(encoded, flags, self._compression, crc, compressed, size, offset)
+        )
+
+    def _local_header(
+        self,
+        name: bytes,
+        flags: int,
+        crc: int,
+        compressed: int,
+        size: int,
+        extra: bytes,
+        zip64: bool,
+    ) -> bytes:
+        return _LOCAL.pack(
+            b"PK\x03\x04",
+            _VERSION_ZIP64 if zip64 else _VERSION,
+            flags,
+            self._compression,
+            self._time,
+            self._date,
+            crc,
+            _MAX32 if zip64 else compressed,
+            _MAX32 if zip64 else size,
+            len(name),
+            len(extra),
+        )
+
+    def close(self) -> None:
+        """Write the central directory and the end records (zip64 ones when needed)."""
+        directory_at = self._out.tell() - self._start
+        for entry in self._entries:
+            self._out.write(self._central_header(entry))
+        directory_size = self._out.tell() - self._start - directory_at
+        count = len(self._entries)
+        zip64 = (
+            count >= ZIP64_COUNT_LIMIT
+            or directory_at >= self._limit
+            or directory_size >= self._limit
+        )
+        if zip64:
+            end64_at = self._out.tell() - self._start
+            self._out.write(
+                _END64.pack(
+                    b"PK\x06\x06",
+                    _END64.size - 12,
+                    _VERSION_ZIP64,
+                    _VERSION_ZIP64,
+                    0,
+                    0,
+                    count,
+                    count,
+                    directory_size,
+                    directory_at,
+                )
+            )
+            self._out.write(_END64_LOCATOR.pack(b"PK\x06\x07", 0, end64_at, 1))
+        self._out.write(
+            _END.pack(
+                b"PK\x05\x06",
+                0,
+                0,
+                min(count, ZIP64_COUNT_LIMIT),
+                min(count, ZIP64_COUNT_LIMIT),
+                _MAX32 if zip64 else directory_size,
+                _MAX32 if zip64 else directory_at,
+                0,
+            )
+        )
+
+    def _central_header(self, entry: _Entry) -> bytes:
+        fields = []
+        size = compressed = offset = 0
+        if entry.size >= self._limit:
+            fields.append(entry.size)
+            size = _MAX32
+        if entry.compressed >= self._limit:
+            fields.append(entry.compressed)
+            compressed = _MAX32
+        if entry.offset >= self._limit:
+            fields.append(entry.offset)
+            offset = _MAX32
+        extra = struct.pack(f"<2H{len(fields)}Q", 1, 8 * len(fields), *fields) if fields else b""
+        version = _VERSION_ZIP64 if fields else _VERSION
+        header = _CENTRAL.pack(
+            b"PK\x01\x02",
+            version,
+            self._create_system,
+            version,
+            0,
+            entry.flags,
+            entry.method,
+            self._time,
+            self._date,
+            entry.crc,
+            compressed or entry.compressed,
+            size or entry.size,
+            len(entry.name),
+            len(extra),
+            0,
+            0,
+            0,
+            self._external_attr,
+            offset or entry.offset,
+        )
+        return header + entry.name + extra
+
+
+def _encode_name(name: str) -> tuple[bytes, int]:
+    try:
+        return name.encode("ascii"), 0
+    except UnicodeEncodeError:
+        return name.encode("utf-8"), _UTF8_NAME

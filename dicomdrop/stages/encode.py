@@ -1,0 +1,94 @@
+"""Encode a dataset to the bytes that ``Dataset.save_as(enforce_file_format=False)`` writes.
+
+pydicom writes every element through a generic path (a buffer, VR checks, length fields) even
+when the element is still the raw bytes read from the file, which is most of a de-identified
+dataset. For the common case, a dataset read from an Explicit VR Little Endian file and written
+back in the same encoding and character set, this module copies such raw elements directly and
+hands every other element to pydicom's own ``write_data_element``. Anything else (another
+transfer syntax, a changed encoding, odd elements) is written by ``save_as`` itself. The result
+is the same bytes either way; the tests compare both on many files.
+"""
+
+from __future__ import annotations
+
+import struct
+from io import BytesIO
+from typing import Final, cast
+
+from pydicom.charset import default_encoding
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+
+_SHORT_HEADER: Final = struct.Struct("<HH2sH")
+_LONG_HEADER: Final = struct.Struct("<HH2sHI")
+_UNDEFINED_LENGTH: Final = 0xFFFFFFFF
+_LONG_VRS: Final = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
+
+
+def encode_dataset(ds: Dataset) -> bytes:
+    """The file bytes of ``ds`` as ``ds.save_as(buffer, enforce_file_format=False)`` gives them.
+
+    Like writing, this may update the file meta's group length in ``ds``.
+    """
+    if not _fast_path_applies(ds):
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=False)
+        return buffer.getvalue()
+    fp = DicomBytesIO()
+    fp.is_implicit_VR = False
+    fp.is_little_endian = True
+    preamble = getattr(ds, "preamble", None)
+    if preamble:
+        fp.write(preamble)
+        fp.write(b"DICM")
+    write_file_meta_info(fp, ds.file_meta, enforce_standard=False)
+    encodings = ds.get("SpecificCharacterSet", default_encoding)
+    for tag in sorted(ds.keys()):
+        if tag.element == 0 and tag.group > 6:
+            continue  # retired group lengths are not written (PS3.5 7.2), as pydicom does
+        # get_item, as pydicom's writer uses: raw elements stay raw (its annotation says otherwise)
+        element = cast(DataElement | RawDataElement, ds.get_item(tag))
+        if isinstance(element, RawDataElement):
+            header = _raw_header(element)
+            if header is not None:
+                fp.write(header)
+                fp.write(cast(bytes, element.value))
+                continue
+        write_data_element(fp, ds[tag] if tag == 0x7FE00010 else element, encodings)
+    return bytes(fp.getvalue())
+
+
+def _fast_path_applies(ds: Dataset) -> bool:
+    file_meta = getattr(ds, "file_meta", None)
+    if not file_meta or file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
+        return False
+    if ds.original_encoding != (False, True):
+        return False
+    if ds.original_character_set != ds._character_set:
+        return False
+    preamble = getattr(ds, "preamble", None)
+    if preamble is not None and len(preamble) != 128:
+        return False
+    return not any(tag >> 16 in (0, 2) for tag in ds._dict)
+
+
+def _raw_header(element: RawDataElement) -> bytes | None:
+    """The explicit VR little endian header of a raw element copied as is, or None when
+    pydicom's writer must handle it (undefined length, unknown VR, value too long)."""
+    vr = element.VR
+    value = element.value
+    if not isinstance(vr, str) or len(vr) != 2 or not isinstance(value, bytes):
+        return None
+    if element.length == _UNDEFINED_LENGTH or len(value) >= _UNDEFINED_LENGTH:
+        return None
+    tag = element.tag
+    encoded_vr = vr.encode("ascii")
+    if vr in _LONG_VRS:
+        return _LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, encoded_vr, 0, len(value))
+    if len(value) > 0xFFFF:
+        return None
+    return _SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, encoded_vr, len(value))

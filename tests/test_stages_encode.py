@@ -1,0 +1,78 @@
+"""The fast encoder writes exactly the bytes of pydicom's save_as, on many kinds of files."""
+
+from __future__ import annotations
+
+import warnings
+from io import BytesIO
+from pathlib import Path
+
+import pydicom
+import pytest
+from factories import make_instance, make_phi_instance
+from pydicom.data import get_testdata_files
+
+from dicomdrop.config import DeidSettings
+from dicomdrop.deid.engine import DeidContext, deidentify
+from dicomdrop.deid.profile import compile_profile
+from dicomdrop.stages.encode import encode_dataset
+
+CONTEXT = DeidContext(pseudonym="DD42", key=b"k" * 32, profile=compile_profile(DeidSettings()))
+
+
+def reference_bytes(ds: pydicom.Dataset) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=False)
+    return buffer.getvalue()
+
+
+def read(data: bytes) -> pydicom.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(BytesIO(data), force=True)
+
+
+def both_ways(data: bytes, *, deidentified: bool) -> tuple[bytes | None, bytes | None]:
+    """(save_as bytes, encode_dataset bytes) of two independent reads; None where writing fails."""
+    results: list[bytes | None] = []
+    for encoder in (reference_bytes, encode_dataset):
+        ds = read(data)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if deidentified:
+                    deidentify(ds, CONTEXT)
+                results.append(encoder(ds))
+        except Exception:  # the same failure is expected both ways
+            results.append(None)
+    return results[0], results[1]
+
+
+def file_bytes(ds: pydicom.Dataset) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+TESTDATA = sorted(p for p in get_testdata_files() if Path(p).is_file())  # shipped, not fetched
+
+
+@pytest.mark.parametrize("deidentified", [False, True])
+def test_same_bytes_as_save_as_on_pydicom_test_files(deidentified: bool) -> None:
+    compared = fast = 0
+    for path in TESTDATA:
+        data = Path(path).read_bytes()
+        expected, actual = both_ways(data, deidentified=deidentified)
+        assert actual == expected, Path(path).name
+        compared += expected is not None
+        fast += expected is not None and read(data).original_encoding == (False, True)
+    assert compared > 50 and fast > 20  # many files, many of them on the fast path
+
+
+@pytest.mark.parametrize("factory", [make_instance, make_phi_instance])
+@pytest.mark.parametrize("deidentified", [False, True])
+def test_same_bytes_as_save_as_on_generated_instances(factory: object, deidentified: bool) -> None:
+    for number in range(1, 4):
+        data = file_bytes(factory(instance=number))  # type: ignore[operator]
+        expected, actual = both_ways(data, deidentified=deidentified)
+        assert expected is not None
+        assert actual == expected
