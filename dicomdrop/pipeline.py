@@ -20,7 +20,6 @@ import errno
 import json
 import logging
 import os
-import secrets
 import shutil
 import time
 from collections import Counter
@@ -38,6 +37,7 @@ from dicomdrop.archives import pack_tree, unpack_drop
 from dicomdrop.archives.pack import INCOMING_DIR
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.daemon import metrics
+from dicomdrop.daemon.claim import new_job_id
 from dicomdrop.deid.verify import (
     IdentityTokens,
     build_identity_tokens,
@@ -87,11 +87,6 @@ class JobOutcome:
     def delivered(self) -> list[GroupResult]:
         """The groups that reached the outbox."""
         return [g for g in self.groups if g.outcome == "delivered"]
-
-
-def new_job_id() -> str:
-    """A sortable, unique job id: UTC time plus random hex."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def job_dir(settings: Settings, job_id: str) -> Path:
