@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
 from dicomdrop.secret import load_key
 from dicomdrop.stages.deidentify import GroupOutput, deidentify_group, make_executor
 from dicomdrop.stages.group import PatientGroup, group_instances
-from dicomdrop.stages.screen import screen_files
 from dicomdrop.stages.sort import sort_tree
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
@@ -279,7 +277,7 @@ class Pipeline:
         result = GroupResult(key=group.key, outcome="delivered")
 
         with self._stage(job_id, "screen", group=index) as details:
-            passed, screened = self._screen(unpacked, group)
+            passed, screened = self._screen(group)
             for code, files in screened.items():
                 self.quarantine.put_files(
                     job_id,
@@ -384,34 +382,20 @@ class Pipeline:
             log.info("job %s: delivered %d instances as %s", job_id, output.files, pseudonym)
         return result
 
-    def _screen(
-        self, unpacked: Path, group: PatientGroup
-    ) -> tuple[list[Path], dict[str, tuple[str, ...]]]:
-        if group.verdicts:  # screened while the group's headers were read
-            passed: list[Path] = []
-            rejected: dict[str, list[str]] = {}
-            for relative, verdict in zip(group.files, group.verdicts, strict=True):
-                if verdict is None:
-                    passed.append(relative)
-                else:
-                    rejected.setdefault(verdict.code, []).append(str(relative))
-            return passed, {code: tuple(files) for code, files in rejected.items()}
-        files = list(group.files)
-        executor = self.executor if len(files) > 32 else None
-        if executor is not None:
-            chunks = [files[i : i + 64] for i in range(0, len(files), 64)]
-            parts = list(
-                executor.map(screen_files, repeat(unpacked), chunks, repeat(self.settings.screen))
-            )
-        else:
-            parts = [screen_files(unpacked, files, self.settings.screen)]
-        passed = []
-        screened: dict[str, list[str]] = {}
-        for part in parts:
-            passed.extend(part.passed)
-            for rel, verdict in part.rejected:
-                screened.setdefault(verdict.code, []).append(str(rel))
-        return passed, {code: tuple(files) for code, files in screened.items()}
+    def _screen(self, group: PatientGroup) -> tuple[list[Path], dict[str, tuple[str, ...]]]:
+        """Split the group by the verdicts taken while its headers were read.
+
+        A group without one verdict per file fails here (strict zip) and is quarantined: no
+        file goes on unscreened.
+        """
+        passed: list[Path] = []
+        rejected: dict[str, list[str]] = {}
+        for relative, verdict in zip(group.files, group.verdicts, strict=True):
+            if verdict is None:
+                passed.append(relative)
+            else:
+                rejected.setdefault(verdict.code, []).append(str(relative))
+        return passed, {code: tuple(files) for code, files in rejected.items()}
 
     def _linked_accession(self, group: PatientGroup, files: list[Path]) -> str | None:
         """With accession links on, the serial that replaces the group's accession number."""

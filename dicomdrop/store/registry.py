@@ -441,7 +441,7 @@ class Registry:
 
     def name_variants(self, pseudonym: str) -> list[str]:
         """Every raw name seen for the patient, oldest first."""
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             patient = self._patient(session, pseudonym)
             rows = session.scalars(
                 select(NameVariant.raw)
@@ -452,7 +452,7 @@ class Registry:
 
     def identifiers(self, pseudonym: str) -> list[str]:
         """The patient's PatientIDs (and other IDs), oldest first."""
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             patient = self._patient(session, pseudonym)
             rows = session.scalars(
                 select(Identifier.value)
@@ -463,7 +463,7 @@ class Registry:
 
     def birth_date(self, pseudonym: str) -> str | None:
         """The patient's birth date (YYYYMMDD), if known."""
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             return self._patient(session, pseudonym).birth_date
 
     def record_study(
@@ -505,7 +505,7 @@ class Registry:
 
     def known_accessions(self, pseudonym: str) -> list[str]:
         """Original AccessionNumbers of the patient's recorded studies."""
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             patient = self._patient(session, pseudonym)
             rows = session.scalars(
                 select(Study.original_accession)
@@ -519,7 +519,7 @@ class Registry:
         accession = (accession or "").strip()
         if not accession:
             return None
-        with self.store.session() as session:
+        with self.store.session(readonly=True) as session:
             return session.scalar(
                 select(AccessionLink.serial).where(AccessionLink.key == accession)
             )
