@@ -69,3 +69,27 @@ def test_a_failing_unit_of_work_is_rolled_back(db_url: str) -> None:
 def test_unsupported_urls_are_refused_with_advice(url: str) -> None:
     with pytest.raises(StoreError, match=r"\[store\] url"):
         Store.open(url)
+
+
+def test_head_revision_constant_is_the_newest_migration() -> None:
+    from alembic.script import ScriptDirectory
+
+    from dicomdrop.store.db import HEAD_REVISION, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
+
+
+def test_opening_a_database_at_head_does_not_run_alembic(tmp_path: Path, monkeypatch) -> None:
+    url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    Store.open(url).close()
+    import alembic.command
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("alembic upgrade ran on a database already at head")
+
+    monkeypatch.setattr(alembic.command, "upgrade", refuse)
+    store = Store.open(url)
+    try:
+        assert store.schema_revision() == "0001"
+    finally:
+        store.close()

@@ -20,6 +20,7 @@ from dicomdrop.deid.verify import (
     Finding,
     build_identity_tokens,
     require_clean,
+    scan_bytes,
     scan_dataset,
     scan_file,
     scan_paths,
@@ -383,9 +384,10 @@ PLANTABLE = [*TOKENS.names, *TOKENS.patient_ids, *TOKENS.accession_numbers, *TOK
     after=FILLER,
     upper=st.booleans(),
     private=st.booleans(),
+    implicit=st.booleans(),
 )
 def test_any_planted_token_is_found_at_any_depth(
-    token, depth, keyword, before, after, upper, private
+    token, depth, keyword, before, after, upper, private, implicit
 ):
     ds = clean_dataset()
     node = ds
@@ -401,10 +403,13 @@ def test_any_planted_token_is_found_at_any_depth(
     else:
         setattr(node, keyword, value)
         path += keyword
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
-    found = {f.path for f in scan_dataset(dcmread(BytesIO(buffer.getvalue())), TOKENS)}
-    assert path in found
+    data = buffer.getvalue()
+    assert path in {f.path for f in scan_dataset(dcmread(BytesIO(data)), TOKENS)}
+    assert path in {f.path for f in scan_bytes(data, TOKENS)}  # walks the bytes itself
 
 
 def test_placeholder_names_of_already_anonymized_input_are_not_searched():
@@ -417,3 +422,23 @@ def test_placeholder_names_of_already_anonymized_input_are_not_searched():
     assert tokens.kinds_in("ID-998877") == {"patient_id"}
     real = build_identity_tokens(names=["Anonymized^Hans"])
     assert real.kinds_in("hans anonymized") == {"name"}
+
+
+def test_uid_tokens_are_found_between_dots_but_not_inside_longer_numbers():
+    tokens = build_identity_tokens(names=[], uids=["1.2.3.4", "1.3.6.1.4.1.9590.100.1.2.1234"])
+    for text in (
+        "1.2.3.4",
+        "x1.2.3.4y",
+        "9.1.2.3.4.5",
+        "uid=1.2.3.4.",
+        "a 1.3.6.1.4.1.9590.100.1.2.1234",
+    ):
+        assert tokens.kinds_in(text) == {"uid"}, text
+    for text in ("11.2.3.4", "1.2.3.45", "1.2.3", "2.25.12341234", "01.2.3.4"):
+        assert tokens.kinds_in(text) == set(), text
+
+
+def test_uid_token_with_letters_is_still_searched():
+    tokens = build_identity_tokens(names=[], uids=["1.2.abc.4"])
+    assert tokens.kinds_in("see 1.2.abc.4 here") == {"uid"}
+    assert tokens.kinds_in("1.2.abd.4") == set()

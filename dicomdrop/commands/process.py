@@ -131,7 +131,7 @@ def _run_in_parallel(
     """
     order = sorted(range(len(paths)), key=lambda i: -_input_size(paths[i]))
     config = ctx.config_path.resolve()
-    context = multiprocessing.get_context("spawn")
+    context = _job_process_context()
     futures: dict[int, Future[JobOutcome]] = {}
     pool_size = min(workers, len(paths))
     with ProcessPoolExecutor(
@@ -143,6 +143,16 @@ def _run_in_parallel(
         for future in as_completed(futures.values()):
             progress.step(f"job {future.result().job_id}")
     return [futures[i].result() for i in range(len(paths))]
+
+
+def _job_process_context() -> multiprocessing.context.BaseContext:
+    """Fork where the platform has it: the job processes start at once with every module
+    already imported (about a second of imports each with spawn). Safe here: this process has
+    no other thread when the pool starts, and the children open their own database connection.
+    """
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 def _input_size(path: Path) -> int:

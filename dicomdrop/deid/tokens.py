@@ -69,6 +69,8 @@ _APOSTROPHES = re.compile("['’`´]")
 _WORD_SEPARATORS = re.compile(r"[\W_]+")
 # Between the words of a full name: none, or a short run of separators (space, ^, comma, ...).
 _NAME_GAP = r"[\W_]{0,3}"
+_NUMERIC_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_DIGITS_AND_DOTS = re.compile(r"[0-9][0-9.]*")
 _NOT_AFTER_LETTER = r"(?<![^\W\d_].)"
 _NOT_BEFORE_LETTER = r"(?![^\W\d_])"
 _NOT_AFTER_DIGIT = r"(?<!\d.)"
@@ -146,16 +148,65 @@ class IdentityTokens:
         for kind, tokens in self.by_kind().items():
             if not tokens:
                 continue
-            pieces = sorted({_token_pattern(kind, t) for t in tokens}, key=len, reverse=True)
-            groups.append(f"(?P<{kind}>{'|'.join(pieces)})")
+            if kind == KIND_UID:
+                tokens = tuple(t for t in tokens if not _NUMERIC_UID.fullmatch(t))
+                if not tokens:
+                    continue  # searched by _numeric_uid_in instead
+            if kind == KIND_NAME:
+                pieces = sorted({_token_pattern(kind, t) for t in tokens}, key=len, reverse=True)
+                body = "|".join(pieces)
+            else:
+                body = _literal_trie_pattern(kind, tokens)
+            groups.append(f"(?P<{kind}>{body})")
         return re.compile("|".join(groups)) if groups else None
+
+    @cached_property
+    def _numeric_uids(self) -> tuple[frozenset[str], frozenset[int]]:
+        """The UIDs made of digits and dots (nearly all), and their lengths. A series has
+        hundreds of them: a set lookup finds them faster than any regex, which also takes
+        long to compile with that many alternatives."""
+        uids = frozenset(t for t in self.uids if _NUMERIC_UID.fullmatch(t))
+        return uids, frozenset(len(u) for u in uids)
+
+    def _numeric_uid_in(self, folded: str) -> bool:
+        """True when a numeric UID token is in ``folded`` with no digit right before or after
+        it, as the regex guards of a digits-only token require (a dot may touch it)."""
+        uids, lengths = self._numeric_uids
+        if not uids:
+            return False
+        shortest = min(lengths)
+        for match in _DIGITS_AND_DOTS.finditer(folded):
+            run = match.group()
+            if len(run) < shortest:
+                continue
+            dots = [i for i, char in enumerate(run) if char == "."]
+            starts = [0, *(i + 1 for i in dots)]
+            ends = [*dots, len(run)]
+            for start in starts:
+                for end in ends:
+                    if end - start in lengths and run[start:end] in uids:
+                        return True
+        return False
+
+    def found_in(self, folded: str) -> bool:
+        """True when any token is in ``folded`` (text already folded)."""
+        pattern = self.pattern
+        if pattern is not None and pattern.search(folded) is not None:
+            return True
+        return self._numeric_uid_in(folded)
 
     def kinds_in(self, text: str) -> set[str]:
         """The kinds of token found in ``text`` (folded here)."""
-        pattern = self.pattern
-        if pattern is None or not text:
+        if not text:
             return set()
-        return {m.lastgroup for m in pattern.finditer(fold(text)) if m.lastgroup}
+        folded = fold(text)
+        pattern = self.pattern
+        kinds: set[str] = set()
+        if pattern is not None:
+            kinds.update(m.lastgroup for m in pattern.finditer(folded) if m.lastgroup)
+        if KIND_UID not in kinds and self._numeric_uid_in(folded):
+            kinds.add(KIND_UID)
+        return kinds
 
 
 def _token_pattern(kind: str, token: str) -> str:
@@ -175,6 +226,54 @@ def _token_pattern(kind: str, token: str) -> str:
     # the regex engine skips positions that cannot start a token, several times faster.
     first = re.escape(token[0])
     return f"{first}{left}{body[len(first) :]}{right}"
+
+
+def _literal_trie_pattern(kind: str, tokens: Iterable[str]) -> str:
+    """The alternation of literal tokens, as ``_token_pattern`` would give each, merged into a
+    trie: the regex engine then follows one path of shared prefixes instead of trying every
+    token at every position (hundreds of UIDs of one series share most of their digits).
+    Longer continuations are tried first, as the longest-first alternation does.
+    """
+    # (first character, its guard) -> trie of the rest; a trie node is (children, end guards)
+    roots: dict[tuple[str, str], _TrieNode] = {}
+    for token in sorted(set(tokens)):
+        has_letter = any(c.isalpha() for c in token)
+        has_digit = any(c.isdigit() for c in token)
+        if has_letter and has_digit:
+            left = right = ""
+        else:
+            left = _guard(token[0], _NOT_AFTER_LETTER, _NOT_AFTER_DIGIT)
+            right = _guard(token[-1], _NOT_BEFORE_LETTER, _NOT_BEFORE_DIGIT)
+            if kind == KIND_BIRTH_DATE and token.isdigit():
+                right = ""
+        node = roots.setdefault((token[0], left), ({}, set()))
+        for char in token[1:]:
+            node = node[0].setdefault(char, ({}, set()))
+        node[1].add(right)
+    branches = [re.escape(first) + left + _emit(node) for (first, left), node in roots.items()]
+    return "|".join(branches)
+
+
+_TrieNode = tuple[dict[str, "_TrieNode"], set[str]]
+
+
+def _emit(node: _TrieNode) -> str:
+    """The regex of one trie node: its children's branches first, then its end guards."""
+    alternatives = []
+    while True:  # a chain of single children needs no group
+        children, ends = node
+        if len(children) == 1 and not ends:
+            ((char, child),) = children.items()
+            alternatives.append(re.escape(char))
+            node = child
+            continue
+        break
+    prefix = "".join(alternatives)
+    branches = [re.escape(char) + _emit(child) for char, child in sorted(children.items())]
+    branches += sorted(ends)
+    if len(branches) == 1:
+        return prefix + branches[0]
+    return f"{prefix}(?:{'|'.join(branches)})"
 
 
 def _guard(char: str, letter_guard: str, digit_guard: str) -> str:

@@ -43,7 +43,8 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
-from dicomdrop.deid.tokens import IdentityTokens, SkippedToken, build_identity_tokens
+from dicomdrop.deid.rawwalk import RawValue, RawWalkError, walk
+from dicomdrop.deid.tokens import IdentityTokens, SkippedToken, build_identity_tokens, fold
 from dicomdrop.errors import VerificationError
 
 __all__ = [
@@ -77,6 +78,7 @@ _MAX_LISTED_FINDINGS = 20
 _TEXT_DELIMITERS = {0x5C, 0x5E, 0x3D, 0x0D, 0x0A, 0x09, 0x0C}
 _ITEM_TAG_LE = b"\xfe\xff\x00\xe0"
 _ITEM_TAG_BE = b"\xff\xfe\xe0\x00"
+_BATCH_CHARS = 1 << 20
 
 
 @dataclass(frozen=True, order=True)
@@ -186,17 +188,49 @@ class _Scanner:
     def __init__(self, tokens: IdentityTokens) -> None:
         self.tokens = tokens
         self._found: dict[Finding, None] = {}
+        # Texts are searched in batches: one search over all of them joined, and each one on
+        # its own only when that search hits (a joined text holds every match of its parts).
+        self._pending: list[tuple[str, str]] = []
+        self._pending_chars = 0
 
     @property
     def findings(self) -> list[Finding]:
+        self._flush()
         return list(self._found)
 
     def add(self, path: str, kind: str) -> None:
         self._found[Finding("", path, kind)] = None
 
     def text(self, path: str, text: str) -> None:
-        for kind in sorted(self.tokens.kinds_in(text)):
-            self.add(path, kind)
+        if not text:
+            return
+        self._pending.append((path, text))
+        self._pending_chars += len(text)
+        if self._pending_chars > _BATCH_CHARS:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending, self._pending_chars = self._pending, [], 0
+        if not pending or self.tokens.empty:
+            return
+        # NUL is neither a letter nor a digit: each text keeps the boundaries it has alone.
+        if not self.tokens.found_in(fold("\x00".join(text for _, text in pending))):
+            return
+        for path, text in pending:
+            for kind in sorted(self.tokens.kinds_in(text)):
+                self.add(path, kind)
+
+    def value(self, raw: RawValue) -> None:
+        """Search one element value read by the raw walker."""
+        vr = raw.vr
+        if vr is None:  # private or unknown element of an implicit VR file: bytes, any content
+            self.blob(raw.path, raw.value, raw.encodings)
+        elif not raw.value or vr in NUMERIC_VRS:
+            return
+        elif vr in TEXT_VRS:
+            self.raw_text(raw.path, raw.value, raw.encodings)
+        else:
+            self.blob(raw.path, raw.value, raw.encodings)
 
     def blob(self, path: str, data: bytes, encodings: tuple[str, ...]) -> None:
         if not data:
@@ -345,6 +379,19 @@ def scan_bytes(data: bytes, tokens: IdentityTokens) -> list[Finding]:
     to :func:`verify_tree` as ``prescanned``.
     """
     has_preamble = data[128:132] == b"DICM"
+    if has_preamble:
+        try:
+            values, preamble = walk(data)
+        except RawWalkError:
+            pass  # parsed by pydicom below
+        else:
+            scanner = _Scanner(tokens)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scanner.blob("<preamble>", preamble, (default_encoding,))
+                for value in values:
+                    scanner.value(value)
+            return scanner.findings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

@@ -18,14 +18,19 @@ import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 from dicomdrop.config import ScreenSettings
+from dicomdrop.deid.rawwalk import RawWalkError, top_level
 from dicomdrop.deid.tokens import fold
 from dicomdrop.stages.screen import SCREEN_TAGS, ScreenVerdict, screen_instance
 
@@ -49,6 +54,8 @@ HEADER_TAGS = (
 )
 _NAME_SEPARATORS = re.compile(r"[\W_]+")
 _CHUNK = 64  # files per task when headers are read in worker processes
+_HEAD_BYTES = 64 * 1024  # enough for almost every header; more is read when it is not
+_SPECIFIC_CHARACTER_SET = 0x00080005
 
 
 @dataclass(frozen=True)
@@ -214,12 +221,49 @@ def read_header(path: Path, extra_tags: Sequence[str] = ()) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tags = [*HEADER_TAGS, *extra_tags]
-        ds = dcmread(path, force=True, stop_before_pixels=True, specific_tags=tags)
+        ds = _read_raw_header(path, tags)
+        if ds is None:
+            ds = dcmread(path, force=True, stop_before_pixels=True, specific_tags=tags)
         for keyword in tags:  # convert now, so a bad value fails here and not later
             ds.get(keyword)
     if not _text(ds, "SOPClassUID") or not _text(ds, "StudyInstanceUID"):
         raise UnreadableHeaderError("SOPClassUID or StudyInstanceUID missing")
     return ds
+
+
+def _read_raw_header(path: Path, keywords: Sequence[str]) -> Dataset | None:
+    """The elements ``keywords`` (and the character set) as pydicom would read them, from the
+    file's first bytes when they hold the whole header; None when pydicom must read the file
+    (no preamble, another byte order, anything unusual)."""
+    with path.open("rb") as stream:
+        data = stream.read(_HEAD_BYTES)
+        try:
+            implicit, elements = top_level(data)
+        except RawWalkError:
+            if len(data) < _HEAD_BYTES:
+                return None
+            data += stream.read()
+            try:
+                implicit, elements = top_level(data)
+            except RawWalkError:
+                return None
+    ds = Dataset()
+    for tag in (_SPECIFIC_CHARACTER_SET, *(_tag(k) for k in keywords)):
+        element = elements.get(tag)
+        if element is not None and tag not in ds:
+            ds[tag] = RawDataElement(
+                BaseTag(tag), element.vr, len(element.value), element.value, 0, implicit, True
+            )
+    ds.set_original_encoding(implicit, True)
+    return ds
+
+
+@lru_cache(maxsize=256)
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return tag
 
 
 def _relative(root: Path, path: Path) -> Path:

@@ -26,12 +26,14 @@ from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
 from dicomdrop.config import SortSettings
+from dicomdrop.deid.rawwalk import RawWalkError, file_meta
 from dicomdrop.errors import QuarantineError
 
 logger = logging.getLogger(__name__)
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _HEAD_BYTES = 4096
+_MEDIA_STORAGE_SOP_CLASS = 0x00020002
 _JSON_PARSE_LIMIT = 1 << 20
 # Extensions that name the same type as a content signature.
 _ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff", "htm": "html"}
@@ -123,7 +125,13 @@ def _text_type(head: bytes, path: Path) -> str:
     return ""
 
 
-def _is_dicomdir_meta(path: Path) -> bool:
+def _is_dicomdir_meta(path: Path, head: bytes) -> bool:
+    try:
+        sop_class = file_meta(head).get(_MEDIA_STORAGE_SOP_CLASS)
+    except RawWalkError:
+        pass  # the file meta does not fit in the first bytes, or is unusual: pydicom reads it
+    else:
+        return sop_class is not None and sop_class.rstrip(b" \x00") == DICOMDIR_SOP_CLASS.encode()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -180,7 +188,7 @@ def classify_file(path: Path, settings: SortSettings) -> Classification:
     with path.open("rb") as stream:
         head = stream.read(_HEAD_BYTES)
     if head[128:132] == b"DICM":
-        if _is_dicomdir_meta(path):
+        if _is_dicomdir_meta(path, head):
             return Classification(FileKind.DICOMDIR, "dicomdir")
         return Classification(FileKind.DICOM)
     file_type = _signature_type(head, path)

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomdrop.errors import StoreError
@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 # Key of the PostgreSQL advisory lock that serialises registrations and migrations.
 _PG_LOCK_KEY = 0x44494344  # "DICD"
 _EXCLUSIVE = "dicomdrop_exclusive"
+# The newest migration shipped (a test checks it against the migrations folder): a database at
+# this revision needs no upgrade, and Alembic is not even imported.
+HEAD_REVISION = "0001"
 
 
 class Store:
@@ -103,6 +106,8 @@ class Store:
 
     def upgrade(self) -> None:
         """Apply every pending Alembic migration (serialised like an exclusive unit)."""
+        if self._at_head():
+            return
         from alembic import command
 
         with self.engine.connect() as conn:
@@ -113,6 +118,15 @@ class Store:
                 config = alembic_config(conn)
                 command.upgrade(config, "head")
         logger.debug("registry database schema is up to date")
+
+    def _at_head(self) -> bool:
+        """True when the database is already at :data:`HEAD_REVISION` (one cheap query)."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        except (OperationalError, ProgrammingError):  # no alembic_version table yet: upgrade
+            return False
+        return [tuple(r) for r in rows] == [(HEAD_REVISION,)]
 
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at (None before the first migration)."""

@@ -1,0 +1,313 @@
+"""Walk the elements of a DICOM file's bytes without building pydicom datasets.
+
+The verification scan searches every value of every output. Parsing each output into pydicom's
+dataset model costs more than everything else the scan does, so for the files the pipeline
+writes (a preamble, file meta, then Explicit or Implicit VR Little Endian) the scan walks the
+bytes here instead: each element's tag, VR and value bytes, at every depth, with the character
+sets in force. Anything this walker does not handle exactly (another byte order, a deflated
+dataset, an undefined length outside sequences and encapsulated pixel data, a length running
+past its container, an unknown VR) raises :class:`RawWalkError`, and the scan falls back to
+pydicom, so nothing is ever skipped.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import lru_cache
+from typing import Final, NamedTuple
+
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+
+IMPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2"
+EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1"
+# Encapsulated (compressed) transfer syntaxes: JPEG family, MPEG, HTJ2K (1.2.840.10008.1.2.4.*)
+# and RLE. Their datasets are Explicit VR Little Endian.
+_ENCAPSULATED_PREFIXES: Final = ("1.2.840.10008.1.2.4.", "1.2.840.10008.1.2.5")
+
+_TAG_AND_SHORT: Final = struct.Struct("<HH2sH")
+_TAG_AND_LONG: Final = struct.Struct("<HHL")
+_LENGTH: Final = struct.Struct("<L")
+_LONG_VRS: Final = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_UNDEFINED: Final = 0xFFFFFFFF
+_ITEM: Final = 0xFFFEE000
+_ITEM_END: Final = 0xFFFEE00D
+_SEQUENCE_END: Final = 0xFFFEE0DD
+_SPECIFIC_CHARACTER_SET: Final = 0x00080005
+_TRANSFER_SYNTAX: Final = 0x00020010
+_PIXEL_TAGS: Final = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+_MAX_DEPTH: Final = 64
+
+
+class RawWalkError(ValueError):
+    """The bytes are not a layout this walker reads exactly; use a full parser instead."""
+
+
+class RawValue(NamedTuple):
+    """One element value: where it is, its VR (None when unknown), bytes and character sets."""
+
+    path: str
+    vr: str | None
+    value: bytes
+    encodings: tuple[str, ...]
+
+
+@lru_cache(maxsize=4096)
+def element_name(tag: int) -> str:
+    """The keyword of a public tag, else ``(gggg,eeee)`` (always for private tags)."""
+    group, element = tag >> 16, tag & 0xFFFF
+    keyword = "" if group % 2 else keyword_for_tag(tag)
+    return keyword or f"({group:04X},{element:04X})"
+
+
+@lru_cache(maxsize=4096)
+def dictionary_vr(tag: int) -> str | None:
+    """The VR of a public tag as the dictionary gives it (the first of ``US or SS``)."""
+    if (tag >> 16) % 2:
+        return None
+    try:
+        vr: str = dictionary_VR(tag)
+    except KeyError:
+        return None
+    return vr.split(" or ")[0]
+
+
+def is_pixel_content(tag: int) -> bool:
+    """Pixel data, float pixel data and overlay data: image content, not text."""
+    return tag in _PIXEL_TAGS or ((tag >> 16) & 0xFF01 == 0x6000 and tag & 0xFFFF == 0x3000)
+
+
+@lru_cache(maxsize=64)
+def _encodings(raw: bytes, inherited: tuple[str, ...]) -> tuple[str, ...]:
+    """The Python codecs of a SpecificCharacterSet value (the inherited ones if it is broken)."""
+    try:
+        terms = [t.strip(" \x00") for t in raw.decode("ascii").split("\\")]
+        return tuple(convert_encodings(terms[0] if len(terms) == 1 else terms))
+    except Exception:  # a broken charset falls back to the inherited one, as pydicom does
+        return inherited
+
+
+def walk(data: bytes) -> tuple[list[RawValue], bytes]:
+    """Every non-pixel, non-sequence element value of a file, in order; and its preamble.
+
+    File meta elements come first (paths as in the dataset: ``TransferSyntaxUID``), then the
+    dataset; nested elements have paths such as ``ReferencedStudySequence[0].(0009,1010)``.
+    Raises :class:`RawWalkError` for anything not read exactly.
+    """
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise RawWalkError("no DICOM preamble")
+    values: list[RawValue] = []
+    meta = _Walker(data, explicit=True, values=values)
+    end, syntax = meta.file_meta(132)
+    if syntax == IMPLICIT_VR_LITTLE_ENDIAN:
+        explicit = False
+    elif syntax == EXPLICIT_VR_LITTLE_ENDIAN or syntax.startswith(_ENCAPSULATED_PREFIXES):
+        explicit = True
+    else:
+        raise RawWalkError("transfer syntax not walked here")
+    walker = _Walker(data, explicit=explicit, values=values)
+    walker.dataset(end, len(data), "", (default_encoding,), in_undefined_item=False, depth=0)
+    return values, data[:128]
+
+
+class TopElement(NamedTuple):
+    """A top-level element as stored: VR (None when implicit) and value bytes. A sequence of
+    undefined length is given as its items without the sequence delimiter."""
+
+    vr: str | None
+    value: bytes
+
+
+def file_meta(data: bytes) -> dict[int, bytes]:
+    """The file meta elements (tag -> value bytes) of a file's first bytes.
+
+    Raises :class:`RawWalkError` when ``data`` has no preamble or ends inside the file meta.
+    """
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise RawWalkError("no DICOM preamble")
+    values: list[RawValue] = []
+    walker = _Walker(data, explicit=True, values=values)
+    end, _ = walker.file_meta(132)
+    if end + 4 > len(data):
+        raise RawWalkError("the bytes end with the file meta: it may go on")
+    return {tag: value.value for tag, value in zip(walker.meta_tags, values, strict=True)}
+
+
+def top_level(data: bytes) -> tuple[bool, dict[int, TopElement]]:
+    """Whether the dataset is implicit VR, and its top-level elements up to the pixel data.
+
+    The elements after the pixel data are not read, so ``data`` may be the file's first bytes
+    only; a value or sequence that runs past the end of ``data`` raises :class:`RawWalkError`.
+    """
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise RawWalkError("no DICOM preamble")
+    meta = _Walker(data, explicit=True, values=[])
+    pos, syntax = meta.file_meta(132)
+    if syntax == IMPLICIT_VR_LITTLE_ENDIAN:
+        explicit = False
+    elif syntax == EXPLICIT_VR_LITTLE_ENDIAN or syntax.startswith(_ENCAPSULATED_PREFIXES):
+        explicit = True
+    else:
+        raise RawWalkError("transfer syntax not walked here")
+    walker = _Walker(data, explicit=explicit, values=[])
+    end = len(data)
+    elements: dict[int, TopElement] = {}
+    while pos < end:
+        tag, vr, length, start = walker.header(pos, end)
+        if tag == 0x7FE00010:
+            break  # pixel data: what follows is not needed (and may not be in ``data``)
+        if tag >> 16 == 0xFFFE:
+            raise RawWalkError("item tag outside a sequence")
+        if length == _UNDEFINED:
+            if vr != "SQ":
+                raise RawWalkError("undefined length outside a sequence")
+            pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
+            elements[tag] = TopElement(vr, data[start : pos - 8])
+            continue
+        if start + length > end:
+            raise RawWalkError("value runs past the end of the bytes")
+        elements[tag] = TopElement(vr, data[start : start + length])
+        pos = start + length
+    return not explicit, elements
+
+
+class _Walker:
+    def __init__(self, data: bytes, *, explicit: bool, values: list[RawValue]) -> None:
+        self.data = data
+        self.explicit = explicit
+        self.values = values
+        self.meta_tags: list[int] = []
+
+    def header(self, pos: int, end: int) -> tuple[int, str | None, int, int]:
+        """(tag, VR, value length, value start) of the element at ``pos``."""
+        if pos + 8 > end:
+            raise RawWalkError("element header runs past its container")
+        data = self.data
+        group, element, length = _TAG_AND_LONG.unpack_from(data, pos)
+        tag = group << 16 | element
+        if group == 0xFFFE:  # item and delimiter tags have no VR in either encoding
+            return tag, None, length, pos + 8
+        if not self.explicit:
+            return tag, dictionary_vr(tag), length, pos + 8
+        _, _, raw_vr, short_length = _TAG_AND_SHORT.unpack_from(data, pos)
+        if raw_vr in _LONG_VRS:
+            if pos + 12 > end:
+                raise RawWalkError("element header runs past its container")
+            return tag, raw_vr.decode("ascii"), _LENGTH.unpack_from(data, pos + 8)[0], pos + 12
+        if not (raw_vr.isalpha() and raw_vr.isupper()):
+            raise RawWalkError("unknown VR")
+        return tag, raw_vr.decode("ascii"), short_length, pos + 8
+
+    def file_meta(self, pos: int) -> tuple[int, str]:
+        """Walk the group 0002 elements from ``pos``; (end of file meta, transfer syntax)."""
+        data, end = self.data, len(self.data)
+        syntax = ""
+        while pos + 4 <= end and data[pos : pos + 2] == b"\x02\x00":
+            tag, vr, length, start = self.header(pos, end)
+            if length == _UNDEFINED or start + length > end or vr == "SQ":
+                raise RawWalkError("unexpected file meta element")
+            value = data[start : start + length]
+            if tag == _TRANSFER_SYNTAX:
+                syntax = value.decode("ascii", errors="replace").strip(" \x00")
+            self.meta_tags.append(tag)
+            self.values.append(RawValue(element_name(tag), vr, value, (default_encoding,)))
+            pos = start + length
+        if not syntax:
+            raise RawWalkError("no transfer syntax")
+        return pos, syntax
+
+    def dataset(
+        self,
+        pos: int,
+        end: int,
+        prefix: str,
+        encodings: tuple[str, ...],
+        *,
+        in_undefined_item: bool,
+        depth: int,
+    ) -> int:
+        """Walk elements from ``pos`` to ``end`` (or the item delimiter); the position after."""
+        if depth > _MAX_DEPTH:
+            raise RawWalkError("sequences nested too deep")
+        data = self.data
+        append = self.values.append
+        while pos < end:
+            tag, vr, length, start = self.header(pos, end)
+            if tag == _ITEM_END and in_undefined_item:
+                return start
+            if tag >> 16 == 0xFFFE:
+                raise RawWalkError("item tag outside a sequence")
+            if length == _UNDEFINED:
+                if vr == "SQ":
+                    pos = self.sequence(
+                        start, None, end, prefix + element_name(tag), encodings, depth
+                    )
+                elif tag == 0x7FE00010:
+                    pos = self.skip_fragments(start, end)
+                else:
+                    raise RawWalkError("undefined length outside a sequence")
+                continue
+            stop = start + length
+            if stop > end:
+                raise RawWalkError("value runs past its container")
+            if vr == "SQ":
+                self.sequence(start, stop, end, prefix + element_name(tag), encodings, depth)
+            elif not is_pixel_content(tag):
+                value = data[start:stop]
+                if tag == _SPECIFIC_CHARACTER_SET:
+                    encodings = _encodings(value, encodings)
+                append(RawValue(prefix + element_name(tag), vr, value, encodings))
+            pos = stop
+        if in_undefined_item:
+            raise RawWalkError("item without its delimiter")
+        return pos
+
+    def sequence(
+        self,
+        pos: int,
+        stop: int | None,
+        end: int,
+        path: str,
+        encodings: tuple[str, ...],
+        depth: int,
+    ) -> int:
+        """Walk the items of a sequence (``stop`` None: undefined length); the position after."""
+        limit = end if stop is None else stop
+        index = 0
+        while stop is None or pos < stop:
+            tag, _, length, start = self.header(pos, limit)
+            if tag == _SEQUENCE_END and stop is None:
+                return start
+            if tag != _ITEM:
+                raise RawWalkError("sequence content is not an item")
+            prefix = f"{path}[{index}]."
+            if length == _UNDEFINED:
+                pos = self.dataset(
+                    start, limit, prefix, encodings, in_undefined_item=True, depth=depth + 1
+                )
+            else:
+                if start + length > limit:
+                    raise RawWalkError("item runs past its sequence")
+                self.dataset(
+                    start,
+                    start + length,
+                    prefix,
+                    encodings,
+                    in_undefined_item=False,
+                    depth=depth + 1,
+                )
+                pos = start + length
+            index += 1
+        return pos
+
+    def skip_fragments(self, pos: int, end: int) -> int:
+        """Skip encapsulated pixel data fragments; the position after the sequence delimiter."""
+        while True:
+            tag, _, length, start = self.header(pos, end)
+            if tag == _SEQUENCE_END:
+                return start
+            if tag != _ITEM or length == _UNDEFINED or start + length > end:
+                raise RawWalkError("damaged encapsulated pixel data")
+            pos = start + length
