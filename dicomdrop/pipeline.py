@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy.exc
 
 from dicomdrop.archives import pack_tree, unpack_drop
-from dicomdrop.archives.pack import INCOMING_DIR
+from dicomdrop.archives.pack import INCOMING_DIR, pack_spooled
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.daemon import metrics
 from dicomdrop.daemon.claim import new_job_id
@@ -41,6 +41,7 @@ from dicomdrop.deid.verify import (
     IdentityTokens,
     build_identity_tokens,
     require_clean,
+    verify_entries,
     verify_tree,
 )
 from dicomdrop.errors import QuarantineError, StoreError
@@ -334,6 +335,11 @@ class Pipeline:
                 executor=self.executor,
                 manifest={"job": job_id, "profile": self.settings.deid.profile},
                 tokens=tokens,
+                zip_entries=(
+                    self.settings.archives
+                    if self.settings.archives.output_format == "zip"
+                    else None
+                ),
             )
             failed = tuple(str(Path(o.source).relative_to(unpacked)) for o in output.failed)
             if failed:
@@ -352,6 +358,7 @@ class Pipeline:
                     result.quarantined[code] = result.quarantined.get(code, 0) + n
             details.update(instances=output.files, failed=len(failed))
         if output.files == 0:
+            output.remove()
             result.outcome = "quarantined"
             return result
 
@@ -362,23 +369,28 @@ class Pipeline:
                 # (cannot happen for files read alike): rescan everything with all of them.
                 tokens = self._identity_tokens(group, variants, ids, output)
                 prescanned = {}
-            report = verify_tree(tree, tokens, executor=self.executor, prescanned=prescanned)
+            if output.spooled:
+                report = verify_entries(
+                    output.entries, output.files_in_memory, tokens, prescanned=prescanned
+                )
+            else:
+                report = verify_tree(tree, tokens, executor=self.executor, prescanned=prescanned)
             details.update(files=report.files_scanned)
             try:
                 require_clean(report)
             except QuarantineError as exc:
-                shutil.rmtree(tree, ignore_errors=True)
+                output.remove()
                 exc.files = [str(p) for p in passed]
                 raise
 
         self._record_studies(pseudonym, output, job_id)
         with self._stage(job_id, "pack", group=index):
             stem = f"{pseudonym}_{job_id}" + (f"_{index + 1}" if index else "")
-            archive = self._deliver(tree, stem)
+            archive = self._deliver(output, stem)
         result.archive = archive.name
         result.instances = output.files
         with self._stage(job_id, "deliver", group=index):
-            shutil.rmtree(tree, ignore_errors=True)
+            output.remove()
             log.info("job %s: delivered %d instances as %s", job_id, output.files, pseudonym)
         return result
 
@@ -467,8 +479,8 @@ class Pipeline:
                 job_id=job_id,
             )
 
-    def _deliver(self, tree: Path, stem: str) -> Path:
-        """Pack ``tree`` into the outbox atomically; an existing final archive means done."""
+    def _deliver(self, output: GroupOutput, stem: str) -> Path:
+        """Pack the outputs into the outbox atomically; an existing final archive means done."""
         outbox = self.settings.paths.outbox
         suffix = {"zip": ".zip", "7z": ".7z", "folder": ""}[self.settings.archives.output_format]
         final = outbox / f"{stem}{suffix}"
@@ -480,7 +492,11 @@ class Pipeline:
                 stale.unlink(missing_ok=True)
         if final.exists():
             return final
-        return pack_tree(tree, outbox, stem, self.settings.archives)
+        if output.spooled:
+            return pack_spooled(
+                output.entries, output.files_in_memory, outbox, stem, self.settings.archives
+            )
+        return pack_tree(output.tree, outbox, stem, self.settings.archives)
 
     # --- quarantine and the end of a job ------------------------------------------------------
 

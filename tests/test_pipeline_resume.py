@@ -21,8 +21,8 @@ class Crash(BaseException):
     """Stands for the process dying: not an Exception, so nothing in the pipeline catches it."""
 
 
-def setup_job(tmp_path: Path) -> tuple[Settings, Store, str]:
-    config = write_config(tmp_path / "site")
+def setup_job(tmp_path: Path, output_format: str = "zip") -> tuple[Settings, Store, str]:
+    config = write_config(tmp_path / "site", f'[archives]\noutput_format = "{output_format}"\n')
     assert main(["init", "--config", str(config)]) == 0
     settings = load_settings(config)
     drop = tmp_path / "drop"
@@ -33,20 +33,23 @@ def setup_job(tmp_path: Path) -> tuple[Settings, Store, str]:
 
 
 @pytest.mark.parametrize(
-    "crash_point",
+    ("crash_point", "output_format"),
     [
-        "dicomdrop.pipeline.unpack_drop",
-        "dicomdrop.pipeline.sort_tree",
-        "dicomdrop.pipeline.deidentify_group",
-        "dicomdrop.pipeline.verify_tree",
-        "dicomdrop.pipeline.pack_tree",
-        "dicomdrop.pipeline.write_json_atomic",
+        ("dicomdrop.pipeline.unpack_drop", "zip"),
+        ("dicomdrop.pipeline.sort_tree", "zip"),
+        ("dicomdrop.pipeline.deidentify_group", "zip"),
+        ("dicomdrop.pipeline.verify_entries", "zip"),  # zip: outputs spooled, then packed
+        ("dicomdrop.pipeline.pack_spooled", "zip"),
+        ("dicomdrop.pipeline.write_json_atomic", "zip"),
+        ("dicomdrop.pipeline.deidentify_group", "7z"),  # 7z: outputs written as a tree
+        ("dicomdrop.pipeline.verify_tree", "7z"),
+        ("dicomdrop.pipeline.pack_tree", "7z"),
     ],
 )
 def test_crash_then_resume_delivers_each_patient_exactly_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_point: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_point: str, output_format: str
 ) -> None:
-    settings, store, job_id = setup_job(tmp_path)
+    settings, store, job_id = setup_job(tmp_path, output_format)
     key = load_key(settings.security.key_file)
     module, name = crash_point.rsplit(".", 1)
     real = getattr(importlib.import_module(module), name)
@@ -72,9 +75,10 @@ def test_crash_then_resume_delivers_each_patient_exactly_once(
     store.close()
 
     assert outcome.state == "delivered"
-    archives = sorted(p.name for p in settings.paths.outbox.glob("*.zip"))
+    archives = sorted(p.name for p in settings.paths.outbox.glob(f"*.{output_format}"))
     assert len(archives) == 2, archives
     assert len({a.split("_")[0] for a in archives}) == 2
+    assert calls["n"] >= 1, "the crash point was never reached"
     incoming = settings.paths.outbox / ".incoming"
     assert not incoming.exists() or not any(incoming.iterdir())
     assert not (settings.paths.work / job_id).exists()

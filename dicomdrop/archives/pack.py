@@ -8,20 +8,23 @@ one fixed timestamp and no owner, uid, gid or extended-timestamp fields.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import shutil
 import stat
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Final
+from typing import IO, Any, BinaryIO, Final
 
 import py7zr
 from py7zr.helpers import ArchiveTimestamp
 from py7zr.py7zr import FileInfoDict
 
 from dicomdrop.archives.safety import EXISTS, LINK, SPECIAL_FILE
+from dicomdrop.archives.spool import SpooledEntry
 from dicomdrop.archives.target import CHUNK_SIZE
 from dicomdrop.archives.zipwrite import DEFLATED, STORED, ZipWriter
 from dicomdrop.config import ArchiveSettings
@@ -46,16 +49,10 @@ def pack_tree(tree: Path, dest_dir: Path, stem: str, settings: ArchiveSettings) 
     overwritten), and ``archive.link``/``archive.special_file`` when the tree holds anything but
     files and folders.
     """
-    if not stem or stem.startswith(".") or "/" in stem or "\\" in stem or "\x00" in stem:
-        raise ValueError("stem must be a plain file name that does not start with '.'")
+    _check_stem(stem)
     suffix = {"zip": ".zip", "7z": ".7z", "folder": ""}[settings.output_format]
-    final = dest_dir / f"{stem}{suffix}"
-    if final.exists() or final.is_symlink():
-        raise _exists_error(final)
+    final, staging = _staging_for(dest_dir, stem, suffix)
     files = _tree_files(tree)
-    incoming = dest_dir / INCOMING_DIR
-    incoming.mkdir(parents=True, exist_ok=True)
-    staging = incoming / f"{stem}{suffix}.{uuid.uuid4().hex}.part"
     try:
         if settings.output_format == "zip":
             _write_zip(tree, files, staging, settings)
@@ -70,6 +67,78 @@ def pack_tree(tree: Path, dest_dir: Path, stem: str, settings: ArchiveSettings) 
     _fsync_dir(dest_dir)
     logger.info("packed %d files as %s", len(files), settings.output_format)
     return final
+
+
+def pack_spooled(
+    entries: Sequence[tuple[str, SpooledEntry]],
+    files: Mapping[str, bytes],
+    dest_dir: Path,
+    stem: str,
+    settings: ArchiveSettings,
+) -> Path:
+    """Write ``dest_dir/<stem>.zip`` from spooled entries and small in-memory ``files``.
+
+    Names are relative paths with forward slashes; the archive is laid out, published and
+    refused like :func:`pack_tree` gives it for a tree holding the same files (entries in the
+    same order, same timestamp and attributes).
+    """
+    if settings.output_format != "zip":
+        raise ValueError("spooled entries are packed into zip archives only")
+    _check_stem(stem)
+    final, staging = _staging_for(dest_dir, stem, ".zip")
+    items: list[tuple[str, SpooledEntry | bytes]] = [*entries, *files.items()]
+    for name, _ in items:
+        if not name or name.startswith("/") or ".." in PurePosixPath(name).parts:
+            raise ValueError(f"not a relative entry name: {name!r}")
+    items.sort(key=lambda item: PurePosixPath(item[0]).parts)
+    spools: dict[str, BinaryIO] = {}
+    try:
+        with contextlib.ExitStack() as stack, staging.open("xb") as raw:
+            archive = _zip_writer(raw, settings)
+            for name, item in items:
+                if isinstance(item, bytes):
+                    archive.add_bytes(name, item)
+                    continue
+                source = spools.get(item.spool)
+                if source is None:
+                    source = spools[item.spool] = stack.enter_context(Path(item.spool).open("rb"))
+                archive.add_spooled(name, item, source)
+            archive.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+        _publish(staging, final)
+    except BaseException:
+        _remove(staging)
+        raise
+    _fsync_dir(dest_dir)
+    logger.info("packed %d files as zip", len(items))
+    return final
+
+
+def _check_stem(stem: str) -> None:
+    if not stem or stem.startswith(".") or "/" in stem or "\\" in stem or "\x00" in stem:
+        raise ValueError("stem must be a plain file name that does not start with '.'")
+
+
+def _staging_for(dest_dir: Path, stem: str, suffix: str) -> tuple[Path, Path]:
+    """The final path (refused when it exists) and a new staging path under ``.incoming``."""
+    final = dest_dir / f"{stem}{suffix}"
+    if final.exists() or final.is_symlink():
+        raise _exists_error(final)
+    incoming = dest_dir / INCOMING_DIR
+    incoming.mkdir(parents=True, exist_ok=True)
+    return final, incoming / f"{stem}{suffix}.{uuid.uuid4().hex}.part"
+
+
+def _zip_writer(raw: BinaryIO, settings: ArchiveSettings) -> ZipWriter:
+    return ZipWriter(
+        raw,
+        compression=DEFLATED if settings.zip_compression == "deflate" else STORED,
+        level=settings.zip_level,
+        date_time=FIXED_DATE_TIME,
+        create_system=_UNIX,
+        external_attr=(stat.S_IFREG | _FILE_MODE) << 16,
+    )
 
 
 def _tree_files(tree: Path) -> list[PurePosixPath]:
@@ -94,16 +163,8 @@ def _tree_files(tree: Path) -> list[PurePosixPath]:
 def _write_zip(
     tree: Path, files: list[PurePosixPath], staging: Path, settings: ArchiveSettings
 ) -> None:
-    compression = DEFLATED if settings.zip_compression == "deflate" else STORED
     with staging.open("xb") as raw:
-        archive = ZipWriter(
-            raw,
-            compression=compression,
-            level=settings.zip_level,
-            date_time=FIXED_DATE_TIME,
-            create_system=_UNIX,
-            external_attr=(stat.S_IFREG | _FILE_MODE) << 16,
-        )
+        archive = _zip_writer(raw, settings)
         for relative in files:
             archive.add_file(relative.as_posix(), tree / relative)
         archive.close()

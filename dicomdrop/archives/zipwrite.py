@@ -16,8 +16,9 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO, Final, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Final, Protocol
 
 try:  # ISA-L is a dependency; zlib stands in if the wheel is missing on some platform
     from isal import isal_zlib
@@ -25,6 +26,9 @@ try:  # ISA-L is a dependency; zlib stands in if the wheel is missing on some pl
     _HAVE_ISAL = True
 except ImportError:  # pragma: no cover - exercised only where the wheel is missing
     _HAVE_ISAL = False
+
+if TYPE_CHECKING:
+    from dicomdrop.archives.spool import SpooledEntry
 
 STORED: Final = 0
 DEFLATED: Final = 8
@@ -115,6 +119,42 @@ class ZipWriter:
         with source.open("rb") as stream:
             size_hint = source.stat().st_size
             self._add(name, stream, size_hint)
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        """Add ``data`` as the entry ``name``, compressed like every other entry."""
+        self._add(name, BytesIO(data), len(data))
+
+    def add_spooled(self, name: str, entry: SpooledEntry, source: BinaryIO) -> None:
+        """Copy an entry compressed beforehand (``entry`` in the open spool file ``source``)."""
+        encoded, flags = _encode_name(name)
+        offset = self._out.tell() - self._start
+        zip64 = max(entry.size, entry.compressed) >= self._limit
+        extra = struct.pack("<2H2Q", 1, 16, entry.size, entry.compressed) if zip64 else b""
+        header = _LOCAL.pack(
+            b"PK\x03\x04",
+            _VERSION_ZIP64 if zip64 else _VERSION,
+            flags,
+            entry.method,
+            self._time,
+            self._date,
+            entry.crc,
+            _MAX32 if zip64 else entry.compressed,
+            _MAX32 if zip64 else entry.size,
+            len(encoded),
+            len(extra),
+        )
+        self._out.write(header + encoded + extra)
+        source.seek(entry.offset)
+        remaining = entry.compressed
+        while remaining:
+            chunk = source.read(min(remaining, _CHUNK))
+            if not chunk:
+                raise OSError(f"spool file ends inside the entry {name}")
+            self._out.write(chunk)
+            remaining -= len(chunk)
+        self._entries.append(
+            _Entry(encoded, flags, entry.method, entry.crc, entry.compressed, entry.size, offset)
+        )
 
     def _add(self, name: str, stream: BinaryIO, size_hint: int) -> None:
         encoded, flags = _encode_name(name)

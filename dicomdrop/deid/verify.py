@@ -43,6 +43,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
+from dicomdrop.archives.spool import SpooledEntry, read_spooled
 from dicomdrop.deid.rawwalk import RawValue, RawWalkError, walk
 from dicomdrop.deid.tokens import IdentityTokens, SkippedToken, build_identity_tokens, fold
 from dicomdrop.errors import VerificationError
@@ -59,6 +60,7 @@ __all__ = [
     "scan_dataset",
     "scan_file",
     "scan_paths",
+    "verify_entries",
     "verify_tree",
 ]
 
@@ -512,6 +514,48 @@ def verify_tree(
     files = len(to_scan) + files_prescanned
     logger.debug("verify: %d files, %d bytes, %d findings", files, bytes_scanned, len(findings))
     return VerifyReport(tuple(sorted(set(findings))), files, bytes_scanned)
+
+
+def verify_entries(
+    entries: Sequence[tuple[str, SpooledEntry]],
+    files: Mapping[str, bytes],
+    tokens: IdentityTokens,
+    *,
+    prescanned: Mapping[str, tuple[int, Sequence[Finding]]] | None = None,
+) -> VerifyReport:
+    """Scan the entries of an archive to be written: spooled entries, in-memory ``files``
+    (the manifest) and every component of every entry name.
+
+    ``prescanned`` is as for :func:`verify_tree`, keyed by entry name: an entry whose prescan
+    is missing or was of another size is read back from its spool and scanned here; a
+    prescanned name that is not an entry is an ``undecodable`` finding (fail closed).
+    """
+    known = dict(prescanned or {})
+    findings: list[Finding] = []
+    bytes_scanned = 0
+    items: list[tuple[str, SpooledEntry | bytes]] = [*entries, *files.items()]
+    for name, item in items:
+        masked = _masked(_parts(name), set(_flag_components(_parts(name), tokens)))
+        done = known.pop(name, None)
+        if isinstance(item, bytes):
+            found: Sequence[Finding] = scan_bytes(item, tokens)
+            bytes_scanned += len(item)
+        elif done is not None and done[0] == item.size:
+            found = done[1]
+            bytes_scanned += item.size
+        else:
+            data = read_spooled(item)
+            found = scan_bytes(data, tokens)
+            bytes_scanned += len(data)
+        findings.extend(Finding(masked, f.path, f.kind) for f in found)
+    for name in sorted(known):
+        masked = _masked(_parts(name), set(_flag_components(_parts(name), tokens)))
+        findings.append(Finding(masked, "<missing after scan>", KIND_UNDECODABLE))
+    findings.extend(scan_paths([name for name, _ in items], tokens))
+    logger.debug(
+        "verify: %d entries, %d bytes, %d findings", len(items), bytes_scanned, len(findings)
+    )
+    return VerifyReport(tuple(sorted(set(findings))), len(items), bytes_scanned)
 
 
 def require_clean(report: VerifyReport) -> None:

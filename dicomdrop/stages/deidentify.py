@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from dicomdrop import __version__
-from dicomdrop.config import DeidSettings
+from dicomdrop.archives.spool import SpooledEntry, SpoolSpec, close_spool, spool_for
+from dicomdrop.archives.zipwrite import DEFLATED, STORED
+from dicomdrop.config import ArchiveSettings, DeidSettings
 from dicomdrop.deid.engine import DeidContext, deidentify
 from dicomdrop.deid.profile import Profile, compile_profile
 from dicomdrop.deid.verify import Finding, IdentityTokens, scan_bytes
@@ -58,6 +61,7 @@ class FileTask:
     patient_ids: tuple[str, ...]
     accession_number: str | None
     tokens: IdentityTokens | None = None  # given: the output bytes are scanned before writing
+    spool: SpoolSpec | None = None  # given: the output is compressed into a spool, not written
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class FileOutcome:
     series_number: int = 0
     size: int = 0
     findings: tuple[Finding, ...] | None = None  # None: not scanned
+    spooled: SpooledEntry | None = None
 
 
 @dataclass
@@ -95,6 +100,22 @@ class GroupOutput:
     failed: list[FileOutcome] = field(default_factory=list)
     # Output-relative path -> (size, findings) of the files scanned before they were written.
     scanned: dict[str, tuple[int, tuple[Finding, ...]]] = field(default_factory=dict)
+    # Spooled outputs (zip delivery): nothing is written under ``tree``; the instances are
+    # compressed entries in ``spool_folder`` and the manifest is in ``files``.
+    spool_folder: Path | None = None
+    entries: list[tuple[str, SpooledEntry]] = field(default_factory=list)
+    files_in_memory: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def spooled(self) -> bool:
+        """True when the outputs are spooled entries rather than files under ``tree``."""
+        return self.spool_folder is not None
+
+    def remove(self) -> None:
+        """Delete the outputs (tree and spool) from the work folder."""
+        shutil.rmtree(self.tree, ignore_errors=True)
+        if self.spool_folder is not None:
+            shutil.rmtree(self.spool_folder, ignore_errors=True)
 
     @property
     def original_uids(self) -> set[str]:
@@ -139,10 +160,14 @@ def deidentify_file(task: FileTask) -> FileOutcome:
         findings = None
         if task.tokens is not None:
             findings = tuple(scan_bytes(data, _shared_tokens(task.tokens)))
-        staging = Path(task.staging)
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        with staging.open("xb") as out:
-            out.write(data)
+        spooled = None
+        if task.spool is not None:
+            spooled = spool_for(task.spool).add(data)
+        else:
+            staging = Path(task.staging)
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            with staging.open("xb") as out:
+                out.write(data)
     except DicomdropError as exc:
         return FileOutcome(task.source, task.staging, error_code=exc.code, error=exc.message)
     except (InvalidDicomError, ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
@@ -168,6 +193,7 @@ def deidentify_file(task: FileTask) -> FileOutcome:
         series_number=series_number,
         size=len(data),
         findings=findings,
+        spooled=spooled,
     )
 
 
@@ -191,18 +217,33 @@ def deidentify_group(
     executor: Executor | None = None,
     manifest: dict[str, Any],
     tokens: IdentityTokens | None = None,
+    zip_entries: ArchiveSettings | None = None,
 ) -> GroupOutput:
     """De-identify ``sources`` into ``tree`` (created anew) and write the manifest.
 
     With ``tokens``, each output is scanned before it is written (see the module docstring) and
-    ``GroupOutput.scanned`` holds the results by output-relative path.
+    ``GroupOutput.scanned`` holds the results by output-relative path. With ``zip_entries``
+    (the archive settings of a zip delivery), outputs are compressed into spool files instead
+    (``dicomdrop.archives.spool``): ``GroupOutput.entries`` names them, and the manifest is
+    kept in ``GroupOutput.files_in_memory``.
     """
-    if tree.exists():
-        shutil.rmtree(tree)
+    for leftover in (tree, *tree.parent.glob(f"{tree.name}.spool-*")):
+        if leftover.exists():
+            shutil.rmtree(leftover)
     staging = tree.parent / f"{tree.name}.staging"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
+    spool = None
+    if zip_entries is not None:
+        # A new folder per attempt: a worker's open spool never mixes two attempts.
+        spool_folder = tree.parent / f"{tree.name}.spool-{uuid.uuid4().hex[:12]}"
+        spool_folder.mkdir()
+        spool = SpoolSpec(
+            str(spool_folder),
+            compression=DEFLATED if zip_entries.zip_compression == "deflate" else STORED,
+            level=zip_entries.zip_level,
+        )
     variants = tuple(name_variants)
     ids = tuple(patient_ids)
     tasks = [
@@ -216,16 +257,20 @@ def deidentify_group(
             patient_ids=ids,
             accession_number=accession_number,
             tokens=tokens,
+            spool=spool,
         )
         for i, src in enumerate(sources)
     ]
-    if executor is not None and len(tasks) > 1:
-        # Larger chunks for large groups: the identity tokens travel once per chunk.
-        chunksize = max(8, min(64, len(tasks) // 16))
-        results = list(executor.map(deidentify_file, tasks, chunksize=chunksize))
-    else:
-        results = [deidentify_file(t) for t in tasks]
-    output = GroupOutput(tree=tree)
+    try:
+        if executor is not None and len(tasks) > 1:
+            # Larger chunks for large groups: the identity tokens travel once per chunk.
+            chunksize = max(8, min(64, len(tasks) // 16))
+            results = list(executor.map(deidentify_file, tasks, chunksize=chunksize))
+        else:
+            results = [deidentify_file(t) for t in tasks]
+    finally:
+        close_spool()  # this process's (in-process work); workers close theirs on their next
+    output = GroupOutput(tree=tree, spool_folder=None if spool is None else Path(spool.folder))
     output.failed = [r for r in results if r.error_code]
     output.outcomes = [r for r in results if not r.error_code]
     _lay_out(output, staging, pseudonym)
@@ -238,14 +283,21 @@ def deidentify_group(
         series=output.series,
         dicomdrop_version=__version__,
     )
-    (tree / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    if output.spooled:
+        output.files_in_memory[MANIFEST] = manifest_bytes
+    else:
+        tree.mkdir(parents=True, exist_ok=True)
+        (tree / MANIFEST).write_bytes(manifest_bytes)
     return output
 
 
 def _lay_out(output: GroupOutput, staging: Path, pseudonym: str) -> None:
-    """Move staged files into ``<pseudonym>/<study-n>/<series-n>/<instance-n>.dcm``."""
+    """Move staged files into ``<pseudonym>/<study-n>/<series-n>/<instance-n>.dcm`` (or, for
+    spooled outputs, give their entries those names)."""
     root = output.tree / pseudonym
-    root.mkdir(parents=True)
+    if not output.spooled:
+        root.mkdir(parents=True)
     studies = sorted({o.new_study_uid for o in output.outcomes})
     study_index = {uid: i + 1 for i, uid in enumerate(studies)}
     series_keys = sorted(
@@ -264,16 +316,17 @@ def _lay_out(output: GroupOutput, staging: Path, pseudonym: str) -> None:
     for outcome in ordered:
         skey = (outcome.new_study_uid, outcome.new_series_uid)
         per_series[skey] = per_series.get(skey, 0) + 1
-        target = (
-            root
-            / f"study-{study_index[outcome.new_study_uid]}"
-            / f"series-{series_index[skey]}"
-            / f"instance-{per_series[skey]}.dcm"
+        relative = (
+            f"{pseudonym}/study-{study_index[outcome.new_study_uid]}"
+            f"/series-{series_index[skey]}/instance-{per_series[skey]}.dcm"
         )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Path(outcome.staging).replace(target)
+        if outcome.spooled is not None:
+            output.entries.append((relative, outcome.spooled))
+        else:
+            target = output.tree / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Path(outcome.staging).replace(target)
         if outcome.findings is not None:
-            relative = target.relative_to(output.tree).as_posix()
             output.scanned[relative] = (outcome.size, outcome.findings)
     output.files = len(ordered)
     output.studies = len(studies)
