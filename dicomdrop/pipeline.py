@@ -15,6 +15,7 @@ delivery even if the process died before recording it. Nothing reaches the outbo
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import json
@@ -690,13 +691,30 @@ def process_job(config_path: Path, job_id: str) -> JobOutcome:
     """Run one claimed job in this process with per-file work in-process; its outcome.
 
     ``dicomdrop process`` runs several drops in parallel through this function, one job per
-    worker process, so that every stage (not only de-identification) uses all cores.
+    worker process, so that every stage (not only de-identification) uses all cores. A worker
+    keeps its settings, key and database connection from one job to the next.
     """
-    settings = load_settings(config_path)
-    store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
-    pipeline = Pipeline(settings, load_key(settings.security.key_file), store)
-    try:
-        return pipeline.run(job_id)
-    finally:
+    return _job_runner(config_path).run(job_id)
+
+
+_runners: dict[Path, Pipeline] = {}
+
+
+def _job_runner(config_path: Path) -> Pipeline:
+    """This process's pipeline for ``config_path``, made on first use and closed at exit."""
+    pipeline = _runners.get(config_path)
+    if pipeline is None:
+        settings = load_settings(config_path)
+        store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+        pipeline = Pipeline(settings, load_key(settings.security.key_file), store)
+        _runners[config_path] = pipeline
+        if len(_runners) == 1:
+            atexit.register(_close_runners)
+    return pipeline
+
+
+def _close_runners() -> None:
+    for pipeline in _runners.values():
         pipeline.close()
-        store.close()
+        pipeline.store.close()
+    _runners.clear()

@@ -13,10 +13,11 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
+from dicomdrop.config import ScreenSettings
 from dicomdrop.deid.rawwalk import RawWalkError, file_meta, top_level, walk
 from dicomdrop.deid.verify import build_identity_tokens, scan_bytes, scan_dataset
 from dicomdrop.stages.group import HEADER_TAGS, _read_raw_header, _text
-from dicomdrop.stages.screen import SCREEN_TAGS
+from dicomdrop.stages.screen import SCREEN_TAGS, screen_instance
 
 from .factories import make_phi_instance
 
@@ -78,6 +79,9 @@ def test_header_read_from_raw_bytes_equals_pydicom_in_every_test_file():
                 except Exception:
                     continue
                 assert _text(raw, keyword) == expected, (path.name, keyword)
+            assert screen_instance(raw, ScreenSettings()) == screen_instance(
+                full, ScreenSettings()
+            ), path.name
         compared += 1
     assert compared > 100
 

@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from dicomdrop.config import ScreenSettings
-from dicomdrop.deid.rawwalk import RawWalkError, top_level
+from dicomdrop.deid.rawwalk import RawWalkError, TopElement, dictionary_vr, top_level
 from dicomdrop.deid.tokens import fold
 from dicomdrop.stages.screen import SCREEN_TAGS, ScreenVerdict, screen_instance
 
@@ -97,7 +97,7 @@ def normalized_name(raw: str) -> str:
     return " ".join(w for w in _NAME_SEPARATORS.split(fold(raw)) if w)
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+def _text(ds: Dataset | HeaderValues, keyword: str) -> str:
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
 
@@ -138,7 +138,7 @@ _SINGLE_FIELDS = (
 )
 
 
-def _header(relative: Path, ds: Dataset, verdict: ScreenVerdict | None) -> FileHeader:
+def _header(relative: Path, ds: HeaderValues, verdict: ScreenVerdict | None) -> FileHeader:
     others = _texts(ds.get("OtherPatientIDs"))
     others += [_text(item, "PatientID") for item in ds.get("OtherPatientIDsSequence") or []]
     return FileHeader(
@@ -212,7 +212,24 @@ class UnreadableHeaderError(ValueError):
     """A file's header lacks what every composite instance has (it is truncated or not one)."""
 
 
-def read_header(path: Path, extra_tags: Sequence[str] = ()) -> Dataset:
+class HeaderValues:
+    """The values of the header elements read for grouping and screening, by keyword.
+
+    ``get`` answers as ``Dataset.get`` does for these keywords (None when absent); ``file_meta``
+    is the file meta when pydicom read the file, else None.
+    """
+
+    def __init__(self, values: dict[str, Any], file_meta: Dataset | None = None) -> None:
+        self._values = values
+        self.file_meta = file_meta
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        """The value of ``keyword``, or ``default`` when the header does not hold it."""
+        value = self._values.get(keyword)
+        return default if value is None else value
+
+
+def read_header(path: Path, extra_tags: Sequence[str] = ()) -> HeaderValues:
     """The identity elements of one file, and ``extra_tags`` (no pixel data).
 
     Raises when pydicom fails, or when SOPClassUID or StudyInstanceUID (type 1 in every
@@ -220,21 +237,26 @@ def read_header(path: Path, extra_tags: Sequence[str] = ()) -> Dataset:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tags = [*HEADER_TAGS, *extra_tags]
-        ds = _read_raw_header(path, tags)
-        if ds is None:
-            ds = dcmread(path, force=True, stop_before_pixels=True, specific_tags=tags)
-        for keyword in tags:  # convert now, so a bad value fails here and not later
-            ds.get(keyword)
-    if not _text(ds, "SOPClassUID") or not _text(ds, "StudyInstanceUID"):
+        keywords = [*HEADER_TAGS, *extra_tags]
+        header = _read_raw_header(path, keywords)
+        if header is None:
+            ds = dcmread(path, force=True, stop_before_pixels=True, specific_tags=keywords)
+            # converted now, so a bad value fails here and not later
+            header = HeaderValues({k: ds.get(k) for k in keywords}, ds.get("file_meta"))
+    if not _text(header, "SOPClassUID") or not _text(header, "StudyInstanceUID"):
         raise UnreadableHeaderError("SOPClassUID or StudyInstanceUID missing")
-    return ds
+    return header
 
 
-def _read_raw_header(path: Path, keywords: Sequence[str]) -> Dataset | None:
-    """The elements ``keywords`` (and the character set) as pydicom would read them, from the
-    file's first bytes when they hold the whole header; None when pydicom must read the file
-    (no preamble, another byte order, anything unusual)."""
+# VRs whose single-valued ASCII value pydicom reads as the text without trailing NULs and spaces.
+_PLAIN_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "LO", "PN", "SH", "UI"})
+
+
+def _read_raw_header(path: Path, keywords: Sequence[str]) -> HeaderValues | None:
+    """The elements ``keywords`` as pydicom would read them, from the file's first bytes when
+    they hold the whole header; None when pydicom must read the file (no preamble, another byte
+    order, anything unusual). Plain ASCII values are decoded here; pydicom converts the rest
+    (character sets, multiple values, sequences) exactly as it does when reading a file."""
     with path.open("rb") as stream:
         data = stream.read(_HEAD_BYTES)
         try:
@@ -247,15 +269,35 @@ def _read_raw_header(path: Path, keywords: Sequence[str]) -> Dataset | None:
                 implicit, elements = top_level(data)
             except RawWalkError:
                 return None
-    ds = Dataset()
-    for tag in (_SPECIFIC_CHARACTER_SET, *(_tag(k) for k in keywords)):
+    values: dict[str, Any] = {}
+    ds: Dataset | None = None
+    for keyword in keywords:
+        tag = _tag(keyword)
         element = elements.get(tag)
-        if element is not None and tag not in ds:
-            ds[tag] = RawDataElement(
-                BaseTag(tag), element.vr, len(element.value), element.value, 0, implicit, True
-            )
-    ds.set_original_encoding(implicit, True)
-    return ds
+        if element is None:
+            continue
+        vr = element.vr or dictionary_vr(tag)
+        raw = element.value
+        if vr in _PLAIN_TEXT_VRS and raw.isascii() and b"\\" not in raw and b"\x1b" not in raw:
+            values[keyword] = raw.decode("ascii").rstrip("\x00 ")
+            continue
+        if ds is None:
+            ds = Dataset()
+            charset = elements.get(_SPECIFIC_CHARACTER_SET)
+            if charset is not None:
+                ds[_SPECIFIC_CHARACTER_SET] = _raw_element(
+                    _SPECIFIC_CHARACTER_SET, charset, implicit
+                )
+            ds.set_original_encoding(implicit, True)
+        ds[tag] = _raw_element(tag, element, implicit)
+        values[keyword] = ds.get(keyword)  # converted now, so a bad value fails here
+    return HeaderValues(values)
+
+
+def _raw_element(tag: int, element: TopElement, implicit: bool) -> RawDataElement:
+    return RawDataElement(
+        BaseTag(tag), element.vr, len(element.value), element.value, 0, implicit, True
+    )
 
 
 @lru_cache(maxsize=256)

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -49,6 +50,13 @@ SCREEN_TAGS = (
 )
 
 
+class Screened(Protocol):
+    """What screening reads: values by keyword (a pydicom Dataset, or the group stage's
+    header values)."""
+
+    def get(self, keyword: str, default: Any = None) -> Any: ...
+
+
 @dataclass(frozen=True)
 class ScreenVerdict:
     """Why an instance is held back: a stable code and a message without patient data."""
@@ -65,7 +73,7 @@ class ScreenResult:
     rejected: tuple[tuple[Path, ScreenVerdict], ...]
 
 
-def _values(ds: Dataset, keyword: str) -> list[str]:
+def _values(ds: Screened, keyword: str) -> list[str]:
     value = ds.get(keyword)
     if value is None:
         return []
@@ -74,17 +82,17 @@ def _values(ds: Dataset, keyword: str) -> list[str]:
     return [str(v).strip() for v in value]
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+def _text(ds: Screened, keyword: str) -> str:
     return " ".join(_values(ds, keyword))
 
 
-def _burned_in(ds: Dataset) -> ScreenVerdict | None:
+def _burned_in(ds: Screened) -> ScreenVerdict | None:
     if _text(ds, "BurnedInAnnotation").upper() in ("YES", "Y"):
         return ScreenVerdict("screen.burned_in", "BurnedInAnnotation is YES: text in the pixels")
     return None
 
 
-def _screen_capture(ds: Dataset) -> ScreenVerdict | None:
+def _screen_capture(ds: Screened) -> ScreenVerdict | None:
     if any("SAVE" in value.upper() for value in _values(ds, "ImageType")):
         return ScreenVerdict("screen.screen_capture", "ImageType contains SAVE: a screen capture")
     if _SAVE_WORD.search(_text(ds, "SeriesDescription")):
@@ -94,7 +102,7 @@ def _screen_capture(ds: Dataset) -> ScreenVerdict | None:
     return None
 
 
-def _patient_protocol(ds: Dataset) -> ScreenVerdict | None:
+def _patient_protocol(ds: Screened) -> ScreenVerdict | None:
     if _PATIENT_PROTOCOL.search(_text(ds, "SeriesDescription")):
         return ScreenVerdict(
             "screen.patient_protocol", "SeriesDescription is a patient protocol page"
@@ -102,7 +110,7 @@ def _patient_protocol(ds: Dataset) -> ScreenVerdict | None:
     return None
 
 
-def _sop_class(ds: Dataset, denied: Sequence[str]) -> ScreenVerdict | None:
+def _sop_class(ds: Screened, denied: Sequence[str]) -> ScreenVerdict | None:
     sop_class = _text(ds, "SOPClassUID")
     file_meta = getattr(ds, "file_meta", None)
     if not sop_class and isinstance(file_meta, Dataset):
@@ -113,7 +121,7 @@ def _sop_class(ds: Dataset, denied: Sequence[str]) -> ScreenVerdict | None:
 
 
 def _suspect_device(
-    ds: Dataset, manufacturers: Sequence[str], models: Sequence[str]
+    ds: Screened, manufacturers: Sequence[str], models: Sequence[str]
 ) -> ScreenVerdict | None:
     manufacturer = _text(ds, "Manufacturer").lower()
     for suspect in manufacturers:
@@ -132,7 +140,7 @@ def _suspect_device(
     return None
 
 
-def _modality(ds: Dataset, allowed: Sequence[str]) -> ScreenVerdict | None:
+def _modality(ds: Screened, allowed: Sequence[str]) -> ScreenVerdict | None:
     modalities = [m.upper() for m in _values(ds, "Modality") if m]
     if not modalities:
         return ScreenVerdict("screen.modality", "Modality is missing")
@@ -144,7 +152,7 @@ def _modality(ds: Dataset, allowed: Sequence[str]) -> ScreenVerdict | None:
     return None
 
 
-def screen_instance(ds: Dataset, settings: ScreenSettings) -> ScreenVerdict | None:
+def screen_instance(ds: Screened, settings: ScreenSettings) -> ScreenVerdict | None:
     """The first screening rule ``ds`` fails, or None when it may be delivered."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

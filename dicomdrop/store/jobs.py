@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -132,24 +132,33 @@ class JobStore:
 
     def stage_started(self, job_id: str, stage: str) -> None:
         """Record that ``stage`` began."""
-        with self.store.session() as session:
-            job = self._job(session, job_id)
-            now = utcnow()
-            job.stage = stage
-            job.updated_at = now
-            session.add(JobEvent(job_id=job_id, at=now, kind="stage_started", stage=stage))
+        self._stage_event(job_id, stage, "stage_started", {"stage": stage}, None)
 
     def stage_finished(
         self, job_id: str, stage: str, *, details: dict[str, object] | None = None
     ) -> None:
         """Record that ``stage`` ended (``details``: PHI-free counts and the like)."""
+        self._stage_event(job_id, stage, "stage_finished", {"last_finished_stage": stage}, details)
+
+    def _stage_event(
+        self,
+        job_id: str,
+        stage: str,
+        kind: str,
+        changes: dict[str, str],
+        details: dict[str, object] | None,
+    ) -> None:
+        # Two statements, no ORM load: stage events are the most frequent writes of a job.
         with self.store.session() as session:
-            job = self._job(session, job_id)
             now = utcnow()
-            job.last_finished_stage = stage
-            job.updated_at = now
-            session.add(
-                JobEvent(job_id=job_id, at=now, kind="stage_finished", stage=stage, details=details)
+            updated = session.execute(
+                update(Job).where(Job.id == job_id).values(updated_at=now, **changes)
+            )
+            if getattr(updated, "rowcount", 1) != 1:
+                raise StoreError(f"no job {job_id} in the store", code="jobs.unknown")
+            extra = {} if details is None else {"details": details}
+            session.execute(
+                insert(JobEvent).values(job_id=job_id, at=now, kind=kind, stage=stage, **extra)
             )
 
     def get(self, job_id: str) -> JobRecord | None:
