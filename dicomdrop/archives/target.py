@@ -74,6 +74,7 @@ class ExtractionTarget:
         self.scope = scope
         self.dropped = 0
         self._files: set[PurePosixPath] = set()
+        self._dirs: set[PurePosixPath] = set()
 
     def accept(self, raw_name: str) -> PurePosixPath | None:
         """The checked relative path for a member name; None when it is skipped (macOS junk)."""
@@ -87,10 +88,13 @@ class ExtractionTarget:
 
     def make_dir(self, path: PurePosixPath) -> None:
         """Create a member folder (and its parents)."""
+        if path in self._dirs:
+            return  # made here before (asking the file system again costs an exception)
         try:
             (self.root / path).mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise self._conflict(path) from None
+        self._dirs.add(path)
 
     def open_file(self, path: PurePosixPath, declared_size: int | None) -> EntryWriter:
         """Create a member file for writing; it must not exist yet."""

@@ -17,7 +17,7 @@ from typing import Final, cast
 
 from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
@@ -26,6 +26,8 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 _SHORT_HEADER: Final = struct.Struct("<HH2sH")
 _LONG_HEADER: Final = struct.Struct("<HH2sHI")
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
+_GROUP_LENGTH: Final = 0x00020000
+_GROUP_LENGTH_HEADER: Final = struct.Struct("<HH2sHI")
 _LONG_VRS: Final = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 
 
@@ -45,7 +47,7 @@ def encode_dataset(ds: Dataset) -> bytes:
     if preamble:
         fp.write(preamble)
         fp.write(b"DICM")
-    write_file_meta_info(fp, ds.file_meta, enforce_standard=False)
+    _write_file_meta(fp, ds.file_meta)
     encodings = ds.get("SpecificCharacterSet", default_encoding)
     for tag in sorted(ds.keys()):
         if tag.element == 0 and tag.group > 6:
@@ -60,6 +62,31 @@ def encode_dataset(ds: Dataset) -> bytes:
                 continue
         write_data_element(fp, ds[tag] if tag == 0x7FE00010 else element, encodings)
     return bytes(fp.getvalue())
+
+
+def _write_file_meta(fp: DicomBytesIO, file_meta: FileMetaDataset) -> None:
+    """What ``write_file_meta_info(enforce_standard=False)`` writes, raw elements copied."""
+    if any(tag >> 16 != 0x0002 for tag in file_meta._dict):
+        write_file_meta_info(fp, file_meta, enforce_standard=False)  # it raises, as before
+        return
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR = False
+    buffer.is_little_endian = True
+    for tag in sorted(file_meta.keys()):
+        if tag == _GROUP_LENGTH:
+            continue  # written below, once the length is known
+        element = cast(DataElement | RawDataElement, file_meta.get_item(tag))
+        header = _raw_header(element) if isinstance(element, RawDataElement) else None
+        if header is None:
+            write_data_element(buffer, file_meta[tag])
+        else:
+            buffer.write(header)
+            buffer.write(cast(bytes, element.value))
+    body = buffer.getvalue()
+    if _GROUP_LENGTH in file_meta:
+        file_meta.FileMetaInformationGroupLength = len(body)  # as pydicom's writer updates it
+        fp.write(_GROUP_LENGTH_HEADER.pack(0x0002, 0x0000, b"UL", 4, len(body)))
+    fp.write(body)
 
 
 def _fast_path_applies(ds: Dataset) -> bool:
