@@ -14,6 +14,8 @@ from pydicom.data import get_testdata_files
 from dicomdrop.config import DeidSettings
 from dicomdrop.deid.engine import DeidContext, deidentify
 from dicomdrop.deid.profile import compile_profile
+from dicomdrop.deid.rawwalk import RawWalkError, whole_file
+from dicomdrop.stages.deidentify import read_dataset
 from dicomdrop.stages.encode import encode_dataset
 
 CONTEXT = DeidContext(pseudonym="DD42", key=b"k" * 32, profile=compile_profile(DeidSettings()))
@@ -76,3 +78,42 @@ def test_same_bytes_as_save_as_on_generated_instances(factory: object, deidentif
         expected, actual = both_ways(data, deidentified=deidentified)
         assert expected is not None
         assert actual == expected
+
+
+def _deidentified_bytes(ds: pydicom.Dataset) -> bytes | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            deidentify(ds, CONTEXT)
+            return encode_dataset(ds)
+    except Exception:  # the same failure is expected both ways
+        return None
+
+
+def test_walker_read_gives_the_output_of_pydicoms_read_on_every_test_file() -> None:
+    walked = 0
+    for path in TESTDATA:
+        data = Path(path).read_bytes()
+        try:
+            whole_file(data)
+        except RawWalkError:
+            continue
+        walked += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fast = read_dataset(data)
+        assert _deidentified_bytes(fast) == _deidentified_bytes(read(data)), path
+    assert walked > 100
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+@pytest.mark.parametrize("factory", [make_instance, make_phi_instance])
+def test_walker_read_gives_the_output_of_pydicoms_read_on_generated_instances(
+    factory: object, implicit: bool
+) -> None:
+    ds = factory(1, 1, 1, 1)  # type: ignore[operator]
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    data = file_bytes(ds)
+    assert _deidentified_bytes(read_dataset(data)) == _deidentified_bytes(read(data))
+    assert encode_dataset(read_dataset(data)) == data

@@ -13,6 +13,7 @@ pydicom, so nothing is ever skipped.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Final, NamedTuple
 
@@ -113,11 +114,13 @@ def walk(data: bytes) -> tuple[list[RawValue], bytes]:
 
 
 class TopElement(NamedTuple):
-    """A top-level element as stored: VR (None when implicit) and value bytes. A sequence of
-    undefined length is given as its items without the sequence delimiter."""
+    """A top-level element as stored: VR (None when implicit) and value bytes. A value of
+    undefined length (a sequence, encapsulated pixel data) is given without its delimiter."""
 
     vr: str | None
     value: bytes
+    undefined: bool = False
+    offset: int = 0
 
 
 def file_meta(data: bytes) -> dict[int, bytes]:
@@ -141,6 +144,52 @@ def top_level(data: bytes) -> tuple[bool, dict[int, TopElement]]:
     The elements after the pixel data are not read, so ``data`` may be the file's first bytes
     only; a value or sequence that runs past the end of ``data`` raises :class:`RawWalkError`.
     """
+    walker, pos = _dataset_walker(data)
+    elements = {tag: element for tag, element in _top_elements(walker, pos, stop_at_pixels=True)}
+    return not walker.explicit, elements
+
+
+class FileElement(NamedTuple):
+    """A top-level element of a whole file, as pydicom's reader yields it raw."""
+
+    tag: int
+    vr: str | None
+    length: int  # 0xFFFFFFFF for undefined (the value then excludes the delimiter)
+    value: bytes
+    offset: int  # of the value in the file
+
+
+class RawFile(NamedTuple):
+    """A whole file split into preamble, file meta and top-level elements (all raw)."""
+
+    preamble: bytes
+    implicit: bool
+    meta: list[FileElement]
+    elements: list[FileElement]
+
+
+def whole_file(data: bytes) -> RawFile:
+    """Split a file into its raw parts, every top-level element to the end included.
+
+    Raises :class:`RawWalkError` for anything not read exactly (see the module docstring).
+    """
+    walker, pos = _dataset_walker(data)
+    meta: list[FileElement] = []
+    meta_walker = _Walker(data, explicit=True, values=[])
+    at = 132
+    while at < pos:
+        tag, vr, length, start = meta_walker.header(at, pos)
+        meta.append(FileElement(tag, vr, length, data[start : start + length], start))
+        at = start + length
+    elements: list[FileElement] = []
+    for tag, element in _top_elements(walker, pos, stop_at_pixels=False):
+        length = _UNDEFINED if element.undefined else len(element.value)
+        elements.append(FileElement(tag, element.vr, length, element.value, element.offset))
+    return RawFile(data[:128], not walker.explicit, meta, elements)
+
+
+def _dataset_walker(data: bytes) -> tuple[_Walker, int]:
+    """A walker for the dataset of ``data`` and where the dataset starts."""
     if len(data) < 132 or data[128:132] != b"DICM":
         raise RawWalkError("no DICOM preamble")
     meta = _Walker(data, explicit=True, values=[])
@@ -151,26 +200,34 @@ def top_level(data: bytes) -> tuple[bool, dict[int, TopElement]]:
         explicit = True
     else:
         raise RawWalkError("transfer syntax not walked here")
-    walker = _Walker(data, explicit=explicit, values=[])
+    return _Walker(data, explicit=explicit, values=[]), pos
+
+
+def _top_elements(
+    walker: _Walker, pos: int, *, stop_at_pixels: bool
+) -> Iterator[tuple[int, TopElement]]:
+    data = walker.data
     end = len(data)
-    elements: dict[int, TopElement] = {}
     while pos < end:
         tag, vr, length, start = walker.header(pos, end)
-        if tag == 0x7FE00010:
-            break  # pixel data: what follows is not needed (and may not be in ``data``)
+        if tag == 0x7FE00010 and stop_at_pixels:
+            return  # what follows is not needed (and may not be in ``data``)
         if tag >> 16 == 0xFFFE:
             raise RawWalkError("item tag outside a sequence")
         if length == _UNDEFINED:
-            if vr != "SQ":
+            if vr == "SQ":
+                pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
+            elif tag == 0x7FE00010:
+                pos = walker.skip_fragments(start, end)
+            else:
                 raise RawWalkError("undefined length outside a sequence")
-            pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
-            elements[tag] = TopElement(vr, data[start : pos - 8])
+            # The value as pydicom keeps it: up to the sequence delimiter, excluded.
+            yield tag, TopElement(vr, data[start : pos - 8], undefined=True, offset=start)
             continue
         if start + length > end:
             raise RawWalkError("value runs past the end of the bytes")
-        elements[tag] = TopElement(vr, data[start : start + length])
+        yield tag, TopElement(vr, data[start : start + length], offset=start)
         pos = start + length
-    return not explicit, elements
 
 
 class _Walker:

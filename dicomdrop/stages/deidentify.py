@@ -31,7 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 
 from dicomdrop import __version__
 from dicomdrop.archives.spool import SpooledEntry, SpoolSpec, close_spool, spool_for
@@ -39,6 +42,7 @@ from dicomdrop.archives.zipwrite import DEFLATED, STORED
 from dicomdrop.config import ArchiveSettings, DeidSettings
 from dicomdrop.deid.engine import DeidContext, deidentify
 from dicomdrop.deid.profile import Profile, compile_profile
+from dicomdrop.deid.rawwalk import FileElement, RawWalkError, whole_file
 from dicomdrop.deid.verify import Finding, IdentityTokens, scan_bytes
 from dicomdrop.errors import DicomdropError
 from dicomdrop.stages.encode import encode_dataset
@@ -142,8 +146,7 @@ def _shared_tokens(tokens: IdentityTokens) -> IdentityTokens:
 def deidentify_file(task: FileTask) -> FileOutcome:
     """De-identify one file into its staging path (runs in a worker process)."""
     try:
-        # One read of the whole file: pydicom parses from memory much faster than from a file.
-        ds = pydicom.dcmread(BytesIO(Path(task.source).read_bytes()), force=True)
+        ds = read_dataset(Path(task.source).read_bytes())
         context = DeidContext(
             pseudonym=task.pseudonym,
             key=task.key,
@@ -195,6 +198,39 @@ def deidentify_file(task: FileTask) -> FileOutcome:
         findings=findings,
         spooled=spooled,
     )
+
+
+def read_dataset(data: bytes) -> Dataset:
+    """The dataset of a whole file's bytes, as ``pydicom.dcmread(..., force=True)`` gives it.
+
+    Files in the layouts the raw walker reads exactly (preamble, file meta, Little Endian) are
+    split by it into raw elements, which pydicom converts on access as it does after its own
+    read; anything else is read by pydicom.
+    """
+    try:
+        raw = whole_file(data)
+    except RawWalkError:
+        raw = None
+    # pydicom's reader replaces UN by the dictionary VR of public elements: left to it.
+    if raw is None or any(e.vr == "UN" and not (e.tag >> 16) % 2 for e in raw.elements):
+        return pydicom.dcmread(BytesIO(data), force=True)
+    file_meta = FileMetaDataset(_raw_elements(raw.meta, implicit=False))
+    file_meta.set_original_encoding(False, True, file_meta._character_set)  # as pydicom's reader
+    elements = _raw_elements(raw.elements, implicit=raw.implicit)
+    ds = FileDataset("", Dataset(elements), raw.preamble, file_meta, raw.implicit, True)
+    ds.set_original_encoding(raw.implicit, True, ds._character_set)
+    return ds
+
+
+def _raw_elements(
+    elements: Iterable[FileElement], *, implicit: bool
+) -> dict[BaseTag, DataElement | RawDataElement]:
+    return {
+        BaseTag(e.tag): RawDataElement(
+            BaseTag(e.tag), e.vr, e.length, e.value, e.offset, implicit, True
+        )
+        for e in elements
+    }
 
 
 def _int_or_zero(value: Any) -> int:
