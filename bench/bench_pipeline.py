@@ -14,7 +14,10 @@ Throughput is reported in files/s and MB/s of input DICOM, with the CPU time of 
 corpus, to show that it does not grow with the size of a drop. Other work on the machine skews
 every number: the load average is printed before and after.
 
-    python bench/bench_pipeline.py [--mr 2000] [--ct 400] [--workers 2]
+Rounds alternate the 1-process plain loop and ``dicomdrop process`` (3 by default) and the
+medians are compared, so that a machine whose speed drifts during the run skews both alike.
+
+    python bench/bench_pipeline.py [--mr 2000] [--ct 400] [--workers 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -195,6 +199,7 @@ def main() -> int:
     parser.add_argument("--ct", type=int, default=400)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--keep", type=Path, default=None, help="generate into this folder")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds")
     args = parser.parse_args()
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="dicomdrop-bench-"))
@@ -206,10 +211,25 @@ def main() -> int:
         half_files, half_zips = generate(root / "half", args.mr // 2, args.ct // 2)
         del half_files
 
-        plain1 = plain_loop(files, root / "plain-out", 1)
+        # Rounds alternate the plain loop and dicomdrop, so that a machine whose speed drifts
+        # (other work, a noisy neighbour) skews both alike; the medians are reported.
+        plain1_runs: list[float] = []
+        process_runs: list[tuple[float, int, int, float]] = []
+        for round_number in range(1, args.rounds + 1):
+            plain1_runs.append(plain_loop(files, root / "plain-out", 1))
+            process_runs.append(run_process(zips, root / "site", args.workers))
+            print(
+                f"round {round_number}: plain 1 process {plain1_runs[-1]:.1f} s, "
+                f"dicomdrop {process_runs[-1][0]:.1f} s "
+                f"({plain1_runs[-1] / process_runs[-1][0]:.0%})"
+            )
         plainn = plain_loop(files, root / "plain-out", args.workers)
-        seconds, rss, delivered, cpu = run_process(zips, root / "site", args.workers)
         _, half_rss, _, _ = run_process(half_zips, root / "site-half", args.workers)
+        plain1 = statistics.median(plain1_runs)
+        seconds = statistics.median(run[0] for run in process_runs)
+        rss = max(run[1] for run in process_runs)
+        delivered = process_runs[-1][2]
+        cpu = statistics.median(run[3] for run in process_runs)
 
         n = len(files)
         rows = [
@@ -217,7 +237,8 @@ def main() -> int:
             (f"plain read+write, {args.workers} processes", plainn),
             (f"dicomdrop process, {args.workers} workers", seconds),
         ]
-        print(f"\n{n} files, {megabytes:.0f} MB of DICOM, {len(zips)} zipped drops\n")
+        print(f"\n{n} files, {megabytes:.0f} MB of DICOM, {len(zips)} zipped drops")
+        print(f"medians of {args.rounds} alternating rounds\n")
         print("| run | seconds | files/s | MB/s |\n|---|---|---|---|")
         for label, secs in rows:
             print(f"| {label} | {secs:.1f} | {n / secs:.1f} | {megabytes / secs:.1f} |")

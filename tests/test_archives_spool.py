@@ -6,6 +6,7 @@ import multiprocessing
 import shutil
 import subprocess
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import archive_factories as af
@@ -77,12 +78,18 @@ def test_spooled_zip_passes_unzip_test(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
 def test_entries_from_spools_of_several_processes_are_packed(tmp_path: Path) -> None:
     folder = tmp_path / "spool"
     folder.mkdir()
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(2) as pool:
-        spooled = pool.starmap(_spool_in_child, [(str(folder), c) for c in INSTANCES.values()])
+    # fork: the children run this module's function without importing the test module
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
+        spooled = list(
+            pool.map(_spool_in_child, [str(folder)] * len(INSTANCES), INSTANCES.values())
+        )
     assert len({e.spool for e in spooled}) >= 1
     entries = list(zip(INSTANCES, spooled, strict=True))
     final = pack_spooled(entries, {}, tmp_path / "out", "DD1_job", ArchiveSettings())
@@ -139,3 +146,13 @@ def test_verify_entries_scans_what_was_not_prescanned_and_flags_the_rest(tmp_pat
     named = [("Quistgaard/instance-1.dcm", first[1])]
     report = verify_entries(named, {}, tokens)
     assert [(f.file, f.kind) for f in report.findings] == [("[redacted]/instance-1.dcm", "name")]
+
+
+def test_read_spooled_refuses_damaged_compressed_data(tmp_path: Path) -> None:
+    words = b" ".join(b"patient study series image"[i % 20 : i % 20 + 5] for i in range(4000))
+    [(_, entry)] = spool_all(tmp_path / "spool", {"a.dcm": words}, DEFLATED)
+    with Path(entry.spool).open("r+b") as stream:
+        stream.seek(entry.offset + 3)
+        stream.write(b"\xff\x00\xff")
+    with pytest.raises(OSError):
+        read_spooled(entry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import zipfile
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from dicomdrop.archives import detect_format, unpack_drop
 from dicomdrop.config import ArchiveSettings
+from dicomdrop.errors import ArchiveError
 
 ZIP_METHODS = {
     "stored": zipfile.ZIP_STORED,
@@ -184,3 +186,21 @@ def test_detect_format(tmp_path: Path) -> None:
     plain_gz = tmp_path / "IM.dcm.gz"
     plain_gz.write_bytes(gzip.compress(af.dicom_bytes()))
     assert detect_format(plain_gz) is None, "a gzip that holds no tar is no archive"
+
+
+@pytest.mark.parametrize("offset", [45, 100, 1000, 9000])
+def test_damaged_deflate_member_is_corrupt_wherever_the_damage_is(
+    tmp_path: Path, offset: int
+) -> None:
+    rng = random.Random(7)
+    words = [b"patient", b"study", b"series", b"image", b"slice", b"contrast", b"axial"]
+    payload = b" ".join(rng.choice(words) for _ in range(20_000))  # Huffman-coded, not stored
+    source = af.make_zip(tmp_path / "drop.zip", {"a/one.dcm": payload})
+    data = bytearray(source.read_bytes())
+    data[offset] ^= 0xFF
+    data[offset + 1] ^= 0xA5
+    source.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError) as caught:
+        unpack_drop(source, tmp_path / "dest", ArchiveSettings())
+    assert caught.value.code in {"archive.corrupt", "archive.truncated"}
+    assert not (tmp_path / "dest").exists()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from dicomdrop.archives.zipwrite import DEFLATED, STORED, raw_deflater
+from dicomdrop.archives.zipwrite import DEFLATED, STORED, crc32, raw_deflater
 
 try:  # ISA-L is a dependency; zlib stands in if the wheel is missing on some platform
     from isal import isal_zlib
@@ -77,7 +77,7 @@ class EntrySpool:
             offset=offset,
             compressed=len(payload),
             size=len(data),
-            crc=zlib.crc32(data),
+            crc=crc32(data),
             method=self.spec.compression,
         )
 
@@ -116,9 +116,14 @@ def read_spooled(entry: SpooledEntry) -> bytes:
     if len(payload) != entry.compressed:
         raise OSError(f"spool file {entry.spool} is shorter than its entries")
     if entry.method == DEFLATED:
-        data = isal_zlib.decompress(payload, -15) if _HAVE_ISAL else zlib.decompress(payload, -15)
+        try:
+            data = (
+                isal_zlib.decompress(payload, -15) if _HAVE_ISAL else zlib.decompress(payload, -15)
+            )
+        except Exception as exc:  # zlib.error or ISA-L's own error type
+            raise OSError(f"an entry of spool file {entry.spool} does not inflate") from exc
     else:
         data = payload
-    if len(data) != entry.size or zlib.crc32(data) != entry.crc:
+    if len(data) != entry.size or crc32(data) != entry.crc:
         raise OSError(f"an entry of spool file {entry.spool} does not match its checksum")
     return data

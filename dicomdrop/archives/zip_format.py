@@ -14,7 +14,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 import inflate64
 
@@ -22,8 +22,10 @@ try:  # ISA-L is a dependency; zipfile's zlib reader stands in if the wheel is m
     from isal import isal_zlib
 
     _HAVE_ISAL = True
+    _ISAL_ERRORS: tuple[type[Exception], ...] = (cast(type[Exception], isal_zlib.error),)
 except ImportError:  # pragma: no cover - exercised only where the wheel is missing
     _HAVE_ISAL = False
+    _ISAL_ERRORS = ()
 
 from dicomdrop.archives.safety import (
     CORRUPT,
@@ -35,6 +37,7 @@ from dicomdrop.archives.safety import (
     member_path,
 )
 from dicomdrop.archives.target import ExtractionTarget
+from dicomdrop.archives.zipwrite import crc32
 from dicomdrop.errors import ArchiveError
 
 _DEFLATE64: Final = 9
@@ -48,6 +51,13 @@ _FLAG_UTF8: Final = 0x800
 _UNIX: Final = 3
 _UNICODE_PATH_EXTRA: Final = 0x7075
 _RAW_CHUNK: Final = 64 * 1024
+# What inflating a damaged or cut member raises (ISA-L has its own error type).
+_READ_ERRORS: Final[tuple[type[Exception], ...]] = (
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    *_ISAL_ERRORS,
+)
 _OUT_CHUNK: Final = 1024 * 1024  # most bytes one read may inflate (bounds a bomb's first bite)
 
 
@@ -68,7 +78,7 @@ def extract_zip(archive: Path, target: ExtractionTarget) -> None:
                     target.copy_file(path, stream, info.file_size)
     except zipfile.BadZipFile as exc:
         raise _damaged(target, exc) from exc
-    except (EOFError, zlib.error, lzma.LZMAError) as exc:
+    except _READ_ERRORS as exc:
         raise ArchiveError(
             TRUNCATED if isinstance(exc, EOFError) else CORRUPT,
             "a zip archive could not be read to the end: it is truncated or damaged",
@@ -247,7 +257,7 @@ class _InflatingMember:
             self._pending = self._inflater.unconsumed_tail
             self._capped = len(data) >= _OUT_CHUNK
             if data:
-                self._crc = zlib.crc32(data, self._crc)
+                self._crc = crc32(data, self._crc)
                 self._size += len(data)
                 if self._size > self._expected_size:
                     raise zipfile.BadZipFile("member inflates beyond its declared size")

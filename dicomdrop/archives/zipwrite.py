@@ -63,6 +63,14 @@ class _Store:
         return b""
 
 
+def crc32(data: bytes, value: int = 0) -> int:
+    """The CRC-32 of zip entries (ISA-L's is several times faster than zlib's)."""
+    if _HAVE_ISAL:
+        result: int = isal_zlib.crc32(data, value)
+        return result
+    return zlib.crc32(data, value)
+
+
 def raw_deflater(level: int) -> _Compressor:
     """A raw-deflate compressor (no zlib header) for zip entries at ``level`` (0-9)."""
     if 1 <= level <= 3 and _HAVE_ISAL:
@@ -169,7 +177,7 @@ class ZipWriter:
         compressor = raw_deflater(self._level) if self._compression == DEFLATED else _Store()
         crc = size = compressed = 0
         while chunk := stream.read(_CHUNK):
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
             size += len(chunk)
             data = compressor.compress(chunk)
             compressed += len(data)

@@ -216,7 +216,9 @@ class _Scanner:
         if not pending or self.tokens.empty:
             return
         # NUL is neither a letter nor a digit: each text keeps the boundaries it has alone.
-        if not self.tokens.found_in(fold("\x00".join(text for _, text in pending))):
+        # Folding works character by character: folding the texts one by one keeps the NFKD
+        # pass for the few that are not ASCII.
+        if not self.tokens.found_in("\x00".join(fold(text) for _, text in pending)):
             return
         for path, text in pending:
             for kind in sorted(self.tokens.kinds_in(text)):
