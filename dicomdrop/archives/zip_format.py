@@ -50,7 +50,7 @@ _FLAG_STRONG_ENCRYPTION: Final = 0x40
 _FLAG_UTF8: Final = 0x800
 _UNIX: Final = 3
 _UNICODE_PATH_EXTRA: Final = 0x7075
-_RAW_CHUNK: Final = 64 * 1024
+_RAW_CHUNK: Final = 1024 * 1024  # compressed bytes per read (output is capped separately)
 # What inflating a damaged or cut member raises (ISA-L has its own error type).
 _READ_ERRORS: Final[tuple[type[Exception], ...]] = (
     EOFError,
