@@ -109,7 +109,12 @@ def claim_copy(source: Path, settings: Settings, jobs: JobStore, *, move: bool =
     elif source.is_dir():
         shutil.copytree(source, target, symlinks=True)
     else:
-        shutil.copy2(source, target)
+        try:
+            # Same file system: a second name for the same bytes, nothing copied. The job only
+            # reads its drop, and moving or deleting the link later leaves the input alone.
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
     write_json_atomic(
         folder / JOB_FILE,
         {"job": job_id, "drop_name": source.name, "claimed_at": _now(), "pid": os.getpid()},

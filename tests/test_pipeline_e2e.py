@@ -298,3 +298,16 @@ def test_interrupted_process_command_line_and_bad_input(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1
     assert missing.stderr.strip().count("\n") == 0
+
+
+def test_process_leaves_its_input_archive_as_it_was(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "site", "[delivery]\nretention_days = 0\n")
+    assert main(["init", "--config", str(config)]) == 0
+    write_series(tmp_path / "study" / "a", MUELLER, 1, 1, 3)
+    archive = zip_folder(tmp_path / "study", tmp_path / "input.zip")
+    before = archive.read_bytes()
+    assert main(["process", "--config", str(config), str(archive)]) == 0
+    settings = load_settings(config)
+    assert len(list(settings.paths.outbox.glob("*.zip"))) == 1
+    assert not any(settings.paths.originals.iterdir())  # retention 0: purged at the end
+    assert archive.read_bytes() == before  # the claimed link or copy went; the input stays
