@@ -142,6 +142,13 @@ def plain_loop(files: list[Path], out: Path, workers: int) -> float:
     return elapsed
 
 
+def settle_disk() -> None:
+    """Write out what earlier runs left in the page cache, so that no timed run pays for the
+    write-back of another one."""
+    os.sync()
+    time.sleep(1.0)
+
+
 def write_config(folder: Path) -> Path:
     config = folder / "config.toml"
     config.write_text(
@@ -216,14 +223,18 @@ def main() -> int:
         plain1_runs: list[float] = []
         process_runs: list[tuple[float, int, int, float]] = []
         for round_number in range(1, args.rounds + 1):
+            settle_disk()
             plain1_runs.append(plain_loop(files, root / "plain-out", 1))
+            settle_disk()
             process_runs.append(run_process(zips, root / "site", args.workers))
             print(
                 f"round {round_number}: plain 1 process {plain1_runs[-1]:.1f} s, "
                 f"dicomdrop {process_runs[-1][0]:.1f} s "
                 f"({plain1_runs[-1] / process_runs[-1][0]:.0%})"
             )
+        settle_disk()
         plainn = plain_loop(files, root / "plain-out", args.workers)
+        settle_disk()
         _, half_rss, _, _ = run_process(half_zips, root / "site-half", args.workers)
         plain1 = statistics.median(plain1_runs)
         seconds = statistics.median(run[0] for run in process_runs)
@@ -245,6 +256,11 @@ def main() -> int:
         print(
             f"\ndicomdrop throughput = {plain1 / seconds:.0%} of the 1-process loop, "
             f"{plainn / seconds:.0%} of the {args.workers}-process loop (target: >= 60%)"
+        )
+        ratios = [p / r[0] for p, r in zip(plain1_runs, process_runs, strict=True)]
+        print(
+            f"per round: median {statistics.median(ratios):.0%}, "
+            f"lowest {min(ratios):.0%}, highest {max(ratios):.0%} of the 1-process loop"
         )
         print(
             f"peak memory (max RSS of one process): full corpus {rss / 1024:.0f} MiB, "
