@@ -97,18 +97,8 @@ def walk(data: bytes) -> tuple[list[RawValue], bytes]:
     dataset; nested elements have paths such as ``ReferencedStudySequence[0].(0009,1010)``.
     Raises :class:`RawWalkError` for anything not read exactly.
     """
-    if len(data) < 132 or data[128:132] != b"DICM":
-        raise RawWalkError("no DICOM preamble")
     values: list[RawValue] = []
-    meta = _Walker(data, explicit=True, values=values)
-    end, syntax = meta.file_meta(132)
-    if syntax == IMPLICIT_VR_LITTLE_ENDIAN:
-        explicit = False
-    elif syntax == EXPLICIT_VR_LITTLE_ENDIAN or syntax.startswith(_ENCAPSULATED_PREFIXES):
-        explicit = True
-    else:
-        raise RawWalkError("transfer syntax not walked here")
-    walker = _Walker(data, explicit=explicit, values=values)
+    walker, end = _dataset_walker(data, values)
     walker.dataset(end, len(data), "", (default_encoding,), in_undefined_item=False, depth=0)
     return values, data[:128]
 
@@ -188,11 +178,13 @@ def whole_file(data: bytes) -> RawFile:
     return RawFile(data[:128], not walker.explicit, meta, elements)
 
 
-def _dataset_walker(data: bytes) -> tuple[_Walker, int]:
-    """A walker for the dataset of ``data`` and where the dataset starts."""
+def _dataset_walker(data: bytes, values: list[RawValue] | None = None) -> tuple[_Walker, int]:
+    """A walker for the dataset of ``data`` and where the dataset starts. The file meta values
+    go to ``values`` (which the dataset walker appends to as well)."""
+    values = [] if values is None else values
     if len(data) < 132 or data[128:132] != b"DICM":
         raise RawWalkError("no DICOM preamble")
-    meta = _Walker(data, explicit=True, values=[])
+    meta = _Walker(data, explicit=True, values=values)
     pos, syntax = meta.file_meta(132)
     if syntax == IMPLICIT_VR_LITTLE_ENDIAN:
         explicit = False
@@ -200,7 +192,7 @@ def _dataset_walker(data: bytes) -> tuple[_Walker, int]:
         explicit = True
     else:
         raise RawWalkError("transfer syntax not walked here")
-    return _Walker(data, explicit=explicit, values=[]), pos
+    return _Walker(data, explicit=explicit, values=values), pos
 
 
 def _top_elements(
