@@ -364,3 +364,11 @@ def test_undecodable_value_is_a_deid_error_naming_the_element_not_the_value():
     assert caught.value.code == "deid.failed"
     assert "ReferencedSOPInstanceUID" in caught.value.message
     assert not re.search(r"\d\.\d", caught.value.message)
+
+
+def test_preamble_is_zeroed_whatever_it_held():
+    ds = make_phi_instance()
+    ds.preamble = patient_name(1).encode().ljust(128, b"\x01")
+    run(ds)
+    assert ds.preamble == bytes(128)
+    assert written(ds)[:128] == bytes(128)

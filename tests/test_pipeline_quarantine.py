@@ -189,3 +189,33 @@ def test_every_pydicom_test_file_is_delivered_or_quarantined(tmp_path: Path) -> 
     deleted = sum(json.loads(outcome.read_text())["deleted"].values())
     assert delivered > 50
     assert delivered + quarantined + deleted == len(sources)
+
+
+def test_a_name_in_the_codestream_comment_of_compressed_pixels_is_caught(tmp_path: Path) -> None:
+    """Pixel data is delivered byte-identical, so a name a device wrote into the JPEG 2000
+    comment segment must stop the file at verification; the untouched file is delivered."""
+    source = Path(pydicom.data.__file__).parent / "test_files" / "MR_small_jp2klossless.dcm"
+    original = source.read_bytes()
+    comment = b"Created by GDCM/OpenJPEG version 2.0"
+    assert original.count(comment) == 1
+    named = original.replace(comment, b"Compressedsamples scan".ljust(len(comment), b"."))
+    config, settings = site(tmp_path)
+    drop = tmp_path / "drop"
+    (drop / "named").mkdir(parents=True)
+    (drop / "named" / "mr.dcm").write_bytes(named)
+
+    assert main(["process", "--config", str(config), str(drop)]) == 0
+
+    assert archives(settings) == []
+    data = reason(settings)
+    assert data["code"] == "verify.phi_found"
+    assert "PixelData<fragment 1 J2K COM> (name)" in data["entries"][0]["message"]
+
+    clean_drop = tmp_path / "clean"
+    (clean_drop / "plain").mkdir(parents=True)
+    (clean_drop / "plain" / "mr.dcm").write_bytes(original)
+    assert main(["process", "--config", str(config), str(clean_drop)]) == 0
+    (archive,) = archives(settings)
+    with zipfile.ZipFile(archive) as zf:
+        (name,) = [n for n in zf.namelist() if n.endswith(".dcm")]
+        assert comment in zf.read(name)

@@ -69,6 +69,7 @@ META_PRIVATE_INFO: Final = (0x00020100, 0x00020102)
 GRAPHICS_GROUPS: Final = frozenset({0x50, 0x60})
 CODE_SEQUENCE: Final = 0x00120064  # DeidentificationMethodCodeSequence
 MAX_MEMO_TAGS: Final = 20_000  # bound on the per-profile memo of looked-up tags
+_ZERO_PREAMBLE: Final = bytes(128)
 
 # Walk modes: inside a D sequence every text is dummied; inside a C sequence text is scrubbed.
 _NORMAL, _DUMMY, _CLEAN = 0, 1, 2
@@ -538,6 +539,7 @@ class _Walk:
         _set_new(ds, 0x00280303, "CS", profile.dates_mode)  # LongitudinalTemporal...Modified
         if self.context.accession_number is not None:
             _set_new(ds, ACCESSION, "SH", self.context.accession_number)
+        _clear_preamble(ds)
         meta = getattr(ds, "file_meta", None)
         if meta is not None and SOP_UID in ds._dict:
             sop = _sop_instance_uid(ds)
@@ -550,6 +552,14 @@ class _Walk:
             self.counts["rule_force"] += 1
             target = meta if rule.tag >> 16 == 0x0002 and meta is not None else ds
             target[rule.tag] = DataElement(rule.tag, rule.vr or "LO", rule.value)
+
+
+def _clear_preamble(ds: Dataset) -> None:
+    """Zero the 128-byte preamble: applications may store anything there (a TIFF header, a
+    name), and no profile rule covers it."""
+    preamble = getattr(ds, "preamble", None)
+    if preamble is not None and preamble != _ZERO_PREAMBLE:
+        ds.preamble = _ZERO_PREAMBLE
 
 
 def _method_text(profile: Profile) -> tuple[str, ...]:

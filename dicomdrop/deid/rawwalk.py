@@ -47,12 +47,17 @@ class RawWalkError(ValueError):
 
 
 class RawValue(NamedTuple):
-    """One element value: where it is, its VR (None when unknown), bytes and character sets."""
+    """One element value: where it is, its VR (None when unknown), bytes and character sets.
+
+    ``encapsulated`` marks an encapsulated pixel data value (its items, without the sequence
+    delimiter): image content, of which only the codestream headers hold text.
+    """
 
     path: str
     vr: str | None
     value: bytes
     encodings: tuple[str, ...]
+    encapsulated: bool = False
 
 
 @lru_cache(maxsize=4096)
@@ -92,6 +97,8 @@ def _encodings(raw: bytes, inherited: tuple[str, ...]) -> tuple[str, ...]:
 
 def walk(data: bytes) -> tuple[list[RawValue], bytes]:
     """Every non-pixel, non-sequence element value of a file, in order; and its preamble.
+
+    Encapsulated pixel data is given too, marked ``encapsulated`` (its headers may hold text).
 
     File meta elements come first (paths as in the dataset: ``TransferSyntaxUID``), then the
     dataset; nested elements have paths such as ``ReferencedStudySequence[0].(0009,1010)``.
@@ -295,6 +302,8 @@ class _Walker:
                     )
                 elif tag == 0x7FE00010:
                     pos = self.skip_fragments(start, end)
+                    value = data[start : pos - 8]  # without the sequence delimiter
+                    append(RawValue(prefix + element_name(tag), vr, value, encodings, True))
                 else:
                     raise RawWalkError("undefined length outside a sequence")
                 continue

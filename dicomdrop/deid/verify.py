@@ -10,7 +10,9 @@ private elements, file meta, the preamble), and every path component of the outp
   declared character set, Latin-1, UTF-8 and, when they contain NUL bytes, UTF-16 at both byte
   alignments.
 - Pixel data (PixelData, FloatPixelData, DoubleFloatPixelData, OverlayData) is image content, not
-  text, and is skipped; burned-in text is the screening stage's concern.
+  text, and is skipped; burned-in text is the screening stage's concern. Of encapsulated
+  pixel data, the codestream header segments that hold text (JPEG COM and APPn, JPEG 2000 COM)
+  are searched (``dicomdrop.deid.codestream``).
 - Binary numbers (US, SS, UL, SL, UV, SV, FL, FD, AT) are numbers, not text, and are skipped.
 - Anything that cannot be read is a finding of kind ``undecodable``: a value pydicom cannot
   convert, text that decodes neither by its character set nor as UTF-8, a file with a DICOM
@@ -44,6 +46,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from dicomdrop.archives.spool import SpooledEntry, read_spooled
+from dicomdrop.deid.codestream import text_segments
 from dicomdrop.deid.rawwalk import RawValue, RawWalkError, walk
 from dicomdrop.deid.tokens import IdentityTokens, SkippedToken, build_identity_tokens, fold
 from dicomdrop.errors import VerificationError
@@ -227,7 +230,9 @@ class _Scanner:
     def value(self, raw: RawValue) -> None:
         """Search one element value read by the raw walker."""
         vr = raw.vr
-        if vr is None:  # private or unknown element of an implicit VR file: bytes, any content
+        if raw.encapsulated:
+            self.codestream(raw.path, raw.value)
+        elif vr is None:  # private or unknown element of an implicit VR file: bytes, any content
             self.blob(raw.path, raw.value, raw.encodings)
         elif not raw.value or vr in NUMERIC_VRS:
             return
@@ -253,11 +258,19 @@ class _Scanner:
             self.text(path, data.decode("utf-16-le", errors="replace"))
             self.text(path, data[1:].decode("utf-16-le", errors="replace"))
 
+    def codestream(self, path: str, value: bytes) -> None:
+        """Search the text-bearing header segments of encapsulated pixel data. Their bytes are
+        the codec's, not in the dataset's character set."""
+        for label, payload in text_segments(value):
+            self.blob(f"{path}<{label}>", payload, (default_encoding,))
+
     def dataset(self, ds: Dataset, prefix: str, inherited: tuple[str, ...]) -> None:
         encodings = _encodings_of(ds, inherited)
         for stored in list(ds.elements()):
             tag = BaseTag(stored.tag)
             if _is_pixel_content(tag):
+                if _is_encapsulated(stored) and isinstance(stored.value, bytes):
+                    self.codestream(prefix + _element_name(tag), stored.value)
                 continue
             path = prefix + _element_name(tag)
             if isinstance(stored, RawDataElement):
@@ -331,6 +344,13 @@ class _Scanner:
         self.text(path, text)
         if raw and element.VR in TEXT_VRS:
             self.raw_text(path, raw, encodings)
+
+
+def _is_encapsulated(stored: DataElement | RawDataElement) -> bool:
+    """True for a pixel data element of undefined length (encapsulated fragments)."""
+    if isinstance(stored, RawDataElement):
+        return bool(stored.tag == 0x7FE00010 and stored.length == 0xFFFFFFFF)
+    return bool(stored.tag == 0x7FE00010 and stored.is_undefined_length)
 
 
 def _malformed_sequence(raw: RawDataElement) -> bool:
