@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -40,6 +41,11 @@ def register(sub: Any) -> None:
     add_config_option(p)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--move", action="store_true", help="move the inputs instead of copying them")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on a terminal; show the INFO log lines instead",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -89,8 +95,16 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         folder.mkdir(parents=True, exist_ok=True)
     workers = _workers(args, ctx)
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
-    progress = Progress(len(args.paths))
+    progress = Progress(len(args.paths), enabled=not args.no_progress and sys.stderr.isatty())
     outcomes: list[JobOutcome] = []
+    # The bar replaces the INFO lines on a terminal (the summary says the same); warnings and
+    # errors are still shown, each erasing the bar first. Job processes forked below inherit both.
+    logger = logging.getLogger("dicomdrop")
+    level, formatters = logger.level, {h: h.formatter for h in logger.handlers}
+    if progress.enabled:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+        for handler, formatter in formatters.items():
+            handler.setFormatter(_BarErasingFormatter(formatter))
     try:
         jobs = JobStore(store)
         if workers > 1 and len(args.paths) > 1:
@@ -99,16 +113,25 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         else:
             job_ids = [claim_copy(path, settings, jobs, move=args.move) for path in args.paths]
             # One drop: its files are de-identified and verified by a pool of processes.
-            pipeline = Pipeline(settings, key, store, file_workers=workers)
+            pipeline = Pipeline(
+                settings,
+                key,
+                store,
+                file_workers=workers,
+                on_stage=lambda job, stage, _: progress.note(f"job {job}: {stage} done"),
+            )
             try:
                 for job_id in job_ids:
-                    progress.step(f"job {job_id}")
                     outcomes.append(pipeline.run(job_id))
+                    progress.step(f"job {job_id}")
             finally:
                 pipeline.close()
         purge_originals(settings)
     finally:
         progress.done()
+        logger.setLevel(level)
+        for handler, formatter in formatters.items():
+            handler.setFormatter(formatter)
         store.close()
     print_summary(outcomes)
     return 0
@@ -186,27 +209,48 @@ def _counts(counter: Counter[str]) -> str:
 
 
 class Progress:
-    """A one-line progress bar on stderr, shown only when stderr is a terminal."""
+    """A one-line progress bar on stderr (drops done of all, and what happened last)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, *, enabled: bool) -> None:
         self.total = total
         self.current = 0
-        self.enabled = sys.stderr.isatty()
+        self.enabled = enabled
+        self._drawn = False
 
     def step(self, label: str) -> None:
-        """Advance by one and redraw."""
+        """One more drop done; redraw."""
         self.current += 1
-        if self.enabled:
-            width = 30
-            filled = width * self.current // max(self.total, 1)
-            bar = "#" * filled + "-" * (width - filled)
-            sys.stderr.write(f"\r[{bar}] {self.current}/{self.total} {label}")
-            sys.stderr.flush()
+        self.note(label)
+
+    def note(self, label: str) -> None:
+        """Redraw with a new label, without advancing."""
+        if not self.enabled:
+            return
+        width = 30
+        filled = width * self.current // max(self.total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        # Carriage return and erase-line: a shorter label leaves nothing of the longer one.
+        sys.stderr.write(f"\r\x1b[K[{bar}] {self.current}/{self.total} {label}")
+        sys.stderr.flush()
+        self._drawn = True
 
     def done(self) -> None:
         """End the line."""
-        if self.enabled:
+        if self.enabled and self._drawn:
             sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class _BarErasingFormatter(logging.Formatter):
+    """Another formatter's lines, each starting by erasing the progress bar's line."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The inner formatter's text after a carriage return and erase-line."""
+        return "\r\x1b[K" + self.inner.format(record)
 
 
 def run_quarantine_list(args: argparse.Namespace, ctx: Context) -> int:
