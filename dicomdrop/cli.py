@@ -10,6 +10,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from dicomdrop import __version__
 from dicomdrop.commands import Context, add_config_option, deid, process, registry, reid, setup
@@ -49,6 +52,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dicomdrop: error: {exc.message}", file=sys.stderr)
         logging.getLogger("dicomdrop").debug("command failed", exc_info=True)
         return 1
+    except OSError as exc:
+        # Operational (a full disk, a folder that is a file): no path in the message, since a
+        # path inside a drop may be named after the patient.
+        reason = exc.strerror or type(exc).__name__
+        where = _configured_folder(exc.filename, ctx)
+        print(f"dicomdrop: error: {reason}{where}", file=sys.stderr)
+        logging.getLogger("dicomdrop").debug("command failed", exc_info=True)
+        return 1
+    except SQLAlchemyError as exc:
+        # The message may quote the database URL (a password) or a statement's values.
+        print(f"dicomdrop: error: the store failed ({type(exc).__name__})", file=sys.stderr)
+        logging.getLogger("dicomdrop").debug("command failed", exc_info=True)
+        return 1
     except KeyboardInterrupt:
         print("dicomdrop: interrupted", file=sys.stderr)
         return 130
+
+
+def _configured_folder(filename: object, ctx: Context) -> str:
+    """``: <path>`` when ``filename`` is the config file or one of its folders, else empty."""
+    if not isinstance(filename, str):
+        return ""
+    try:
+        known = {ctx.config_path, *ctx.settings.paths.folders().values()}
+        known.add(ctx.settings.security.key_file)
+    except DicomdropError:
+        known = {ctx.config_path}
+    path = Path(filename)
+    return f": {path}" if any(path == k or path == k.resolve() for k in known) else ""

@@ -67,3 +67,31 @@ def test_python_dash_m_runs_the_cli() -> None:
     )
     assert result.returncode == 0
     assert "init" in result.stdout
+
+
+def test_an_operating_system_error_is_one_line_naming_the_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert main(["init", "--config", str(config)]) == 0
+    outbox = load_settings(config).paths.outbox
+    outbox.rmdir()
+    outbox.write_text("not a folder")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    capsys.readouterr()
+    assert main(["process", "--config", str(config), str(drop)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"dicomdrop: error: File exists: {outbox}\n"
+
+
+def test_an_operating_system_error_never_names_a_path_inside_a_drop(tmp_path: Path) -> None:
+    from dicomdrop.cli import _configured_folder
+    from dicomdrop.commands import Context
+
+    config = write_config(tmp_path)
+    ctx = Context(config_path=config)
+    inbox = ctx.settings.paths.inbox
+    assert _configured_folder(str(inbox / "Mueller_Hans" / "x.dcm"), ctx) == ""
+    assert _configured_folder(str(inbox), ctx) == f": {inbox}"
+    assert _configured_folder(None, ctx) == ""
