@@ -45,7 +45,7 @@ from dicomdrop.deid.verify import (
     verify_entries,
     verify_tree,
 )
-from dicomdrop.errors import QuarantineError, StoreError
+from dicomdrop.errors import ClaimError, QuarantineError, StoreError
 from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
 from dicomdrop.secret import load_key
 from dicomdrop.stages.deidentify import GroupOutput, deidentify_group, make_executor
@@ -104,17 +104,32 @@ def claim_copy(source: Path, settings: Settings, jobs: JobStore, *, move: bool =
     folder = job_dir(settings, job_id)
     target = folder / "drop" / source.name
     target.parent.mkdir(parents=True)
-    if move:
-        shutil.move(source, target)
-    elif source.is_dir():
-        shutil.copytree(source, target, symlinks=True)
-    else:
-        try:
-            # Same file system: a second name for the same bytes, nothing copied. The job only
-            # reads its drop, and moving or deleting the link later leaves the input alone.
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
+    try:
+        if move:
+            shutil.move(source, target)
+        elif source.is_dir():
+            shutil.copytree(source, target, symlinks=True)
+        else:
+            try:
+                # Same file system: a second name for the same bytes, nothing copied. The job
+                # only reads its drop, and moving or deleting the link later leaves the input
+                # alone.
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+    except OSError as exc:
+        # A partial copy must not be adopted later as a drop: the input is still where it
+        # was. After a failed move whose target exists, the input may be partly gone: the
+        # target is kept (no loss), and adopted at the next start of the daemon.
+        if not move or not target.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        # No path in the message: file names inside a drop may name the patient.
+        failures = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else None
+        if isinstance(failures, list):
+            reason = f"{len(failures)} file(s) could not be copied"
+        else:
+            reason = exc.strerror or type(exc).__name__
+        raise ClaimError(f"cannot take an input into the work folder ({reason})") from exc
     write_json_atomic(
         folder / JOB_FILE,
         {"job": job_id, "drop_name": source.name, "claimed_at": _now(), "pid": os.getpid()},

@@ -442,3 +442,49 @@ def test_uid_token_with_letters_is_still_searched():
     tokens = build_identity_tokens(names=[], uids=["1.2.abc.4"])
     assert tokens.kinds_in("see 1.2.abc.4 here") == {"uid"}
     assert tokens.kinds_in("1.2.abd.4") == set()
+
+
+def test_a_latin1_name_in_a_private_sequence_of_an_implicit_file_is_found(tmp_path):
+    """The file does not say (0029,1010) is a sequence: its bytes are read as items, so the
+    item delimiter right after the name (0xFE, a Latin-1 letter) cannot hide it."""
+    ds = clean_dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    item = Dataset()
+    item.add_new(0x00290010, "LO", "ACME")
+    item.add_new(0x00291020, "LO", "Lüdenscheidt")  # even length: no padding after it
+    item.is_undefined_length_sequence_item = True
+    ds.add_new(0x00290010, "LO", "ACME")
+    ds.add_new(0x00291010, "SQ", Sequence([item]))
+    path = written(ds, tmp_path / "implicit.dcm", implicit=True)
+    assert "Lüdenscheidt".encode("latin-1") + b"\xfe\xff\x0d\xe0" in path.read_bytes()
+    found = kinds_at(scan_file(path, patient_tokens()))
+    assert ("(0029,1010)[0].(0029,1020)", "name") in found
+
+
+def test_bytes_that_are_not_items_are_not_read_as_items():
+    from dicomdrop.deid.rawwalk import walk_items
+
+    assert walk_items(b"\xfe\xff\x00\xe0\xff\x00\x00\x00garbage", "x", ("iso8859",)) == ([], [])
+    assert walk_items(b"", "x", ("iso8859",)) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"\x0a" + "Lüdenscheidt".encode("latin-1") + b"\xe8\x03\x00\x00",  # è after the name
+        b"\x00\x05HANS\xc3\xa9\x01",  # UTF-8 é after the name: Ã© in Latin-1
+        b"\xfe\xff" + "MÜLLER".encode("latin-1") + b"\xfe\xff\x00\xe0",  # item-tag bytes
+    ],
+)
+def test_a_name_touching_binary_bytes_that_look_like_letters_is_found(blob):
+    ds = clean_dataset()
+    ds.private_block(0x0011, "ACME BLOB", create=True).add_new(0x10, "OB", blob)
+    assert ("(0011,1010)", "name") in kinds_at(scan_dataset(ds, patient_tokens()))
+
+
+def test_ascii_words_in_binary_values_keep_their_boundaries():
+    tokens = build_identity_tokens(names=["Tim^Eva"])
+    ds = clean_dataset()
+    blob = b"\x01\xfetime evaluation\xe8\x00"
+    ds.private_block(0x0011, "ACME BLOB", create=True).add_new(0x10, "OB", blob)
+    assert scan_dataset(ds, tokens) == []

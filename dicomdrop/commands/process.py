@@ -29,6 +29,39 @@ class InputNotFound(DicomdropError):
     code = "input.not_found"
 
 
+class InputOverlapsFolders(DicomdropError):
+    """A path given to ``dicomdrop process`` holds, or lies in, dicomdrop's own folders."""
+
+    code = "input.overlaps"
+
+
+def check_input(path: Path, settings: Settings) -> None:
+    """Refuse an input that holds one of dicomdrop's folders or its key (``data/`` would copy
+    the registry and the key into a job), or that lies in the work or quarantine folder (jobs
+    in flight; ``quarantine retry`` takes quarantined files)."""
+    if not path.exists():
+        raise InputNotFound(f"{path} does not exist")
+    resolved = path.resolve()
+    own = {
+        f"the {name} folder": folder.resolve() for name, folder in settings.paths.folders().items()
+    }
+    own["the key file"] = settings.security.key_file.resolve()
+    for what, place in own.items():
+        if place.is_relative_to(resolved):
+            relation = "is" if place == resolved else "holds"
+            raise InputOverlapsFolders(
+                f"{path} {relation} {what} of dicomdrop ({place}): give a folder or archive "
+                "that holds only the drop"
+            )
+    for name in ("work", "quarantine"):
+        folder = settings.paths.folders()[name].resolve()
+        if resolved.is_relative_to(folder):
+            raise InputOverlapsFolders(
+                f"{path} is inside the {name} folder ({folder}); for a quarantined job use "
+                "'dicomdrop quarantine retry JOB'"
+            )
+
+
 def register(sub: Any) -> None:
     """Add ``process`` and ``quarantine``."""
     p = sub.add_parser(
@@ -86,10 +119,9 @@ def _workers(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_process(args: argparse.Namespace, ctx: Context) -> int:
     """Process each path as one drop and print a summary."""
-    for path in args.paths:
-        if not path.exists():
-            raise InputNotFound(f"{path} does not exist")
     settings = ctx.settings
+    for path in args.paths:
+        check_input(path, settings)
     key = ctx.key
     for folder in settings.paths.folders().values():
         folder.mkdir(parents=True, exist_ok=True)

@@ -110,6 +110,29 @@ def walk(data: bytes) -> tuple[list[RawValue], bytes]:
     return values, data[:128]
 
 
+def walk_items(
+    data: bytes, path: str, encodings: tuple[str, ...]
+) -> tuple[list[RawValue], list[RawValue]]:
+    """The values of ``data`` read as the items of a sequence, in Implicit and in Explicit VR
+    Little Endian; each list is empty when ``data`` is not exactly that.
+
+    A private sequence in an Implicit VR file, or a sequence stored as UN, reaches the
+    verification scan as bytes: read as items, its values are searched one by one, without the
+    item and element headers around them (whose bytes may look like letters).
+    """
+    results: list[list[RawValue]] = []
+    for explicit in (False, True):
+        values: list[RawValue] = []
+        try:
+            _Walker(data, explicit=explicit, values=values).sequence(
+                0, len(data), len(data), path, encodings, 0
+            )
+        except (RawWalkError, struct.error, UnicodeDecodeError):
+            values = []
+        results.append(values)
+    return results[0], results[1]
+
+
 class TopElement(NamedTuple):
     """A top-level element as stored: VR (None when implicit) and value bytes. A value of
     undefined length (a sequence, encapsulated pixel data) is given without its delimiter."""

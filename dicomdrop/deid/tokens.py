@@ -121,6 +121,8 @@ class IdentityTokens:
     birth_dates: tuple[str, ...] = field(default=(), repr=False)
     uids: tuple[str, ...] = field(default=(), repr=False)
     skipped: tuple[SkippedToken, ...] = field(default=(), repr=False)
+    # The Latin-1 letters outside ASCII that the names are written with (both cases).
+    name_letters: str = field(default="", repr=False)
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{kind}={len(values)}" for kind, values in self.by_kind().items())
@@ -140,6 +142,17 @@ class IdentityTokens:
     def empty(self) -> bool:
         """True when there is nothing to search for."""
         return not any(self.by_kind().values())
+
+    @cached_property
+    def byte_text_mask(self) -> dict[int, str]:
+        """A ``str.translate`` table for bytes decoded as Latin-1: every character from 0x80 to
+        0xFF that is not one of ``name_letters`` becomes a space.
+
+        In binary values a name often touches bytes that decode as Latin-1 letters (``0xFE``
+        of an item tag is ``þ``), which the letter guards would take for the rest of a word.
+        Masked, only the letters the names use stay letters.
+        """
+        return {c: " " for c in range(0x80, 0x100) if chr(c) not in self.name_letters}
 
     @cached_property
     def pattern(self) -> re.Pattern[str] | None:
@@ -456,4 +469,15 @@ def build_identity_tokens(
         birth_dates=tuple(sorted(_birth_date_tokens(birth_dates, skipped))),
         uids=tuple(sorted(_identifier_tokens(KIND_UID, uids, skipped))),
         skipped=tuple(dict.fromkeys(skipped)),
+        name_letters=_latin1_letters(names),
     )
+
+
+def _latin1_letters(names: Sequence[str]) -> str:
+    """The non-ASCII Latin-1 letters of ``names``, in both cases, sorted."""
+    letters: set[str] = set()
+    for name in names:
+        for char in unicodedata.normalize("NFC", name):
+            if not char.isascii() and char.isalpha() and ord(char) < 0x100:
+                letters.update({char, char.lower(), char.upper()})
+    return "".join(sorted(c for c in letters if len(c) == 1 and ord(c) < 0x100))

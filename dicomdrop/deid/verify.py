@@ -47,7 +47,7 @@ from pydicom.valuerep import PersonName
 
 from dicomdrop.archives.spool import SpooledEntry, read_spooled
 from dicomdrop.deid.codestream import text_segments
-from dicomdrop.deid.rawwalk import RawValue, RawWalkError, walk
+from dicomdrop.deid.rawwalk import RawValue, RawWalkError, walk, walk_items
 from dicomdrop.deid.tokens import IdentityTokens, SkippedToken, build_identity_tokens, fold
 from dicomdrop.errors import VerificationError
 
@@ -247,7 +247,11 @@ class _Scanner:
         if data.isascii():
             self.text(path, data.decode("ascii"))
         else:
-            self.text(path, data.decode("latin-1"))
+            latin1 = data.decode("latin-1")
+            self.text(path, latin1)
+            # Again with the high bytes that are not letters of the names as spaces: binary
+            # neighbours of a name must not count as letters of a longer word.
+            self.text(path, latin1.translate(self.tokens.byte_text_mask))
             self.text(path, data.decode("utf-8", errors="replace"))
             if _needs_own_decoding(encodings):
                 try:
@@ -257,6 +261,10 @@ class _Scanner:
         if b"\x00" in data:
             self.text(path, data.decode("utf-16-le", errors="replace"))
             self.text(path, data[1:].decode("utf-16-le", errors="replace"))
+        if data.startswith(_ITEM_TAG_LE):  # an encoded sequence: its values one by one too
+            for values in walk_items(data, path, encodings):
+                for value in values:
+                    self.value(value)
 
     def codestream(self, path: str, value: bytes) -> None:
         """Search the text-bearing header segments of encapsulated pixel data. Their bytes are

@@ -1,0 +1,80 @@
+"""What ``dicomdrop process`` refuses to take, and what a failed copy leaves (nothing)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import write_config
+from corpus import MUELLER, write_series
+
+from dicomdrop.cli import main
+from dicomdrop.config import load_settings
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = write_config(tmp_path / "site")
+    assert main(["init", "--config", str(path)]) == 0
+    return path
+
+
+def process(config: Path, *paths: Path) -> int:
+    return main(["process", "--config", str(config), *map(str, paths)])
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("data", "is the data folder"),
+        ("site", "holds the data folder"),  # the folder of the config, which holds them all
+        ("inbox", "is the inbox folder"),
+        ("work", "is the work folder"),
+        ("work/job", "is inside the work folder"),
+        ("quarantine/job/files", "is inside the quarantine folder"),
+    ],
+)
+def test_inputs_overlapping_dicomdrop_folders_are_refused_before_any_claim(
+    config: Path, capsys: pytest.CaptureFixture[str], given: str, said: str
+) -> None:
+    settings = load_settings(config)
+    site = config.parent
+    path = site.parent / given if given == "site" else site / given
+    path.mkdir(parents=True, exist_ok=True)
+    capsys.readouterr()
+
+    assert process(config, path) == 1
+
+    err = capsys.readouterr().err
+    assert err.startswith("dicomdrop: error: ") and said in err and err.count("\n") == 1
+    assert list(settings.paths.work.rglob("job.json")) == []  # nothing was claimed
+
+
+def test_a_drop_inside_the_inbox_is_accepted(config: Path) -> None:
+    settings = load_settings(config)
+    write_series(settings.paths.inbox / "drop" / "p", MUELLER, 1, 1, 1)
+    assert process(config, settings.paths.inbox / "drop") == 0
+    assert len(list(settings.paths.outbox.glob("*.zip"))) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_failed_copy_claims_nothing_and_leaves_no_partial_drop(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = load_settings(config)
+    drop = tmp_path / "Mueller_Hans"
+    write_series(drop / "p", MUELLER, 1, 1, 2)
+    os.mkfifo(drop / "pipe")  # copytree cannot copy it
+    capsys.readouterr()
+
+    assert process(config, drop) == 1
+
+    err = capsys.readouterr().err
+    assert err == (
+        "dicomdrop: error: cannot take an input into the work folder "
+        "(1 file(s) could not be copied)\n"
+    )
+    assert "Mueller" not in err
+    assert list(settings.paths.work.iterdir()) == []
+    assert (drop / "p").is_dir()  # the input is untouched
