@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.secret import create_key_file, load_key
 
 pytest_plugins = ["pg"]
+
+# Under CI the property tests draw the same examples every run (a landing never depends on
+# luck); elsewhere each run explores new ones, and a failure found is kept in .hypothesis/.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI") == "true":
+    hypothesis_settings.load_profile("ci")
 
 
 def write_config(folder: Path, extra: str = "") -> Path:
