@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -71,6 +72,7 @@ class GroupResult:
     archive: str | None = None
     instances: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0  # byte-identical copies of a delivered instance, not delivered again
 
 
 @dataclass
@@ -209,6 +211,8 @@ class Pipeline:
         for g in outcome.groups:
             for code, n in g.quarantined.items():
                 outcome.quarantined[code] = outcome.quarantined.get(code, 0) + n
+            if g.duplicates:
+                outcome.deleted["duplicate"] = outcome.deleted.get("duplicate", 0) + g.duplicates
         if any(g.outcome == "waiting" for g in outcome.groups):
             outcome.state = "waiting"
         elif outcome.quarantined:
@@ -300,6 +304,10 @@ class Pipeline:
 
         with self._stage(job_id, "screen", group=index) as details:
             passed, screened = self._screen(group)
+            passed, duplicates, conflicting = split_duplicates(group, passed, unpacked)
+            if conflicting:
+                screened["screen.duplicate_uid"] = tuple(str(p) for p in conflicting)
+            result.duplicates = len(duplicates)
             for code, files in screened.items():
                 self.quarantine.put_files(
                     job_id,
@@ -307,7 +315,11 @@ class Pipeline:
                     unpacked,
                 )
                 result.quarantined[code] = len(files)
-            details.update(passed=len(passed), screened=sum(len(f) for f in screened.values()))
+            details.update(
+                passed=len(passed),
+                screened=sum(len(f) for f in screened.values()),
+                duplicates=len(duplicates),
+            )
         if not passed:
             result.outcome = "quarantined"
             return result
@@ -619,7 +631,45 @@ _SCREEN_MESSAGES = {
     "screen.sop_class": "SOP classes that are not delivered (e.g. Secondary Capture)",
     "screen.suspect_manufacturer": "instances from a suspect manufacturer or model",
     "screen.modality": "modality missing or not in the allowed list",
+    "screen.duplicate_uid": "instances that share their SOPInstanceUID with a different instance",
 }
+
+
+def split_duplicates(
+    group: PatientGroup, passed: list[Path], unpacked: Path
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """Split screened files into (kept, duplicates, conflicting) by SOPInstanceUID.
+
+    Files that are byte-identical copies of another with the same UID are duplicates: the first
+    (in path order) is kept, the copies are not delivered. Files sharing a UID with different
+    bytes cannot all be the instance the UID names, and a receiver would keep only one: all
+    of them are conflicting (quarantined for a person to decide). Files without a UID are kept.
+    """
+    if len(group.sop_uids) != len(group.files):  # a group made without headers: nothing to compare
+        return passed, [], []
+    uid_of = dict(zip(group.files, group.sop_uids, strict=True))
+    by_uid: dict[str, list[Path]] = {}
+    for relative in passed:
+        uid = uid_of.get(relative, "")
+        if uid:
+            by_uid.setdefault(uid, []).append(relative)
+    duplicates: set[Path] = set()
+    conflicting: set[Path] = set()
+    for files in by_uid.values():
+        if len(files) < 2:
+            continue
+        digests = {_digest(unpacked / relative) for relative in files}
+        if len(digests) == 1:
+            duplicates.update(sorted(files)[1:])
+        else:
+            conflicting.update(files)
+    kept = [p for p in passed if p not in duplicates and p not in conflicting]
+    return kept, sorted(duplicates), sorted(conflicting)
+
+
+def _digest(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()
 
 
 def _internal(exc: BaseException) -> QuarantineError:

@@ -219,3 +219,30 @@ def test_a_name_in_the_codestream_comment_of_compressed_pixels_is_caught(tmp_pat
     with zipfile.ZipFile(archive) as zf:
         (name,) = [n for n in zf.namelist() if n.endswith(".dcm")]
         assert comment in zf.read(name)
+
+
+def test_identical_copies_are_delivered_once_and_conflicting_uids_quarantined(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, settings = site(tmp_path)
+    drop = tmp_path / "drop"
+    write_series(drop / "p", MUELLER, 1, 1, 3)
+    (first,) = (drop / "p").glob("*_001.dcm")
+    shutil.copyfile(first, drop / "p" / "copy-of-first.dcm")  # the same instance, twice
+    clash = make_person_instance(MUELLER, 1, 1, 2)
+    clash.ImageComments = "another instance under the same SOPInstanceUID"
+    (drop / "p" / "clash.dcm").write_bytes(dicom_bytes(clash))
+    (second,) = (drop / "p").glob("*_002.dcm")  # instance 2, whose UID the clash takes
+    capsys.readouterr()
+
+    assert main(["process", "--config", str(config), "--no-progress", str(drop)]) == 0
+
+    (archive,) = archives(settings)
+    with zipfile.ZipFile(archive) as zf:
+        assert json.loads(zf.read("manifest.json"))["instances"] == 2  # instances 1 and 3
+    data = reason(settings)
+    assert data["code"] == "screen.duplicate_uid"
+    assert sorted(data["entries"][0]["files"]) == sorted(["p/clash.dcm", f"p/{second.name}"])
+    out = capsys.readouterr().out
+    assert "deleted: duplicate 1" in out
+    assert "quarantined: screen.duplicate_uid 2" in out

@@ -65,7 +65,8 @@ class PatientGroup:
     Single-valued fields hold the first non-empty value seen (files in sorted order); tuples hold
     every distinct value in order of first appearance. ``original_uids`` are the study, series
     and SOP instance UIDs of every file. ``verdicts`` (one per file, None when it passed) is set
-    when the group was screened while reading headers, and empty otherwise.
+    when the group was screened while reading headers, and empty otherwise; ``sop_uids`` holds
+    each file's SOPInstanceUID.
     """
 
     key: str
@@ -82,6 +83,7 @@ class PatientGroup:
     study_uids: tuple[str, ...]
     original_uids: tuple[str, ...] = ()
     verdicts: tuple[ScreenVerdict | None, ...] = ()
+    sop_uids: tuple[str, ...] = ()  # one per file ("" when the header has none)
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ class _Collector:
         self.screened = screened
         self.files: list[Path] = []
         self.verdicts: list[ScreenVerdict | None] = []
+        self.sop_uids: list[str] = []
         self.single: dict[str, str] = {}
         self.multi: dict[str, dict[str, None]] = {
             "other_patient_ids": {},
@@ -175,6 +178,7 @@ class _Collector:
     def add(self, header: FileHeader) -> None:
         self.files.append(header.relative)
         self.verdicts.append(header.verdict)
+        self.sop_uids.append(header.original_uids[2])
         for field, value in header.single:
             if not self.single.get(field):
                 self.single[field] = value
@@ -205,6 +209,7 @@ class _Collector:
             study_uids=tuple(self.multi["study_uids"]),
             original_uids=tuple(self.multi["original_uids"]),
             verdicts=tuple(self.verdicts) if self.screened else (),
+            sop_uids=tuple(self.sop_uids),
         )
 
 
