@@ -58,3 +58,21 @@ def test_config_toml_documents_every_key() -> None:
                 )
             )
             assert shown, f"[{section.name}] {f.name} is not documented in config.toml"
+
+
+def test_every_quarantine_code_is_explained() -> None:
+    """Each code the pipeline can quarantine with is in docs/quarantine.md (archive codes are
+    in docs/archives.md, which it points to)."""
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "dicomdrop").rglob("*.py"))
+    codes = set(
+        re.findall(r'"((?:screen|match|link|verify|sort|dicom|drop|deid)\.[a-z_]+)"', source)
+    )
+    codes -= {"drop.partial", "deid.unreadable", "deid.input_missing", "deid.output_inside_input"}
+    codes.add("internal")
+    assert len(codes) > 15
+    quarantine = (ROOT / "docs" / "quarantine.md").read_text(encoding="utf-8")
+    missing = sorted(c for c in codes if f"`{c}`" not in quarantine)
+    assert missing == []
+    archives = (ROOT / "docs" / "archives.md").read_text(encoding="utf-8")
+    archive_codes = set(re.findall(r'"(archive\.[a-z_]+)"', source))
+    assert sorted(c for c in archive_codes if f"`{c}`" not in archives) == []
