@@ -8,6 +8,7 @@ of any person in the corpus.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import unicodedata
@@ -15,6 +16,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
+import py7zr
 import pydicom
 import pytest
 from conftest import write_config
@@ -82,18 +84,31 @@ def texts_of_dataset(ds: Dataset) -> list[str]:
     return out
 
 
+def _extract(delivered: Path, target: Path) -> list[str]:
+    """Extract a delivered zip or 7z, or copy a delivered folder; the entry names."""
+    if delivered.suffix == ".zip":
+        with zipfile.ZipFile(delivered) as zf:
+            zf.extractall(target)
+            return zf.namelist()
+    if delivered.suffix == ".7z":
+        with py7zr.SevenZipFile(delivered) as archive:
+            names = archive.getnames()
+            archive.extractall(target)
+            return names
+    shutil.copytree(delivered, target)
+    return [p.relative_to(target).as_posix() for p in target.rglob("*")]
+
+
 def scan_outbox(outbox: Path, extract_to: Path) -> tuple[list[str], dict[str, list[Dataset]]]:
-    """Unzip every archive; return (hits, datasets by pseudonym)."""
+    """Extract every delivery (zip, 7z or folder); return (hits, datasets by pseudonym)."""
     hits: list[str] = []
     by_pseudonym: dict[str, list[Dataset]] = {}
-    for archive in sorted(outbox.glob("*.zip")):
+    for archive in sorted(p for p in outbox.iterdir() if not p.name.startswith(".")):
         target = extract_to / archive.stem
-        with zipfile.ZipFile(archive) as zf:
-            for name in zf.namelist():
-                for token in ALL_TOKENS:
-                    if token in fold(name):
-                        hits.append(f"{archive.name}:{name}: path has {token!r}")
-            zf.extractall(target)
+        for name in _extract(archive, target):
+            for token in ALL_TOKENS:
+                if token in fold(name):
+                    hits.append(f"{archive.name}:{name}: path has {token!r}")
         for path in sorted(target.rglob("*")):
             if not path.is_file():
                 continue
@@ -144,11 +159,12 @@ def corpus(tmp_path: Path) -> tuple[list[Path], dict[Person, int]]:
     return [drop_a, drop_b, drop_c, drop_d, drop_e], dict(planted)
 
 
+@pytest.mark.parametrize("output_format", ["zip", "7z", "folder"])
 def test_process_delivers_every_instance_with_no_trace_of_identity(
-    tmp_path: Path, corpus: tuple[list[Path], dict[Person, int]]
+    tmp_path: Path, corpus: tuple[list[Path], dict[Person, int]], output_format: str
 ) -> None:
     drops, planted = corpus
-    config = write_config(tmp_path / "site")
+    config = write_config(tmp_path / "site", f'[archives]\noutput_format = "{output_format}"\n')
     assert main(["init", "--config", str(config)]) == 0
     settings = load_settings(config)
     key = load_key(settings.security.key_file)
@@ -157,8 +173,11 @@ def test_process_delivers_every_instance_with_no_trace_of_identity(
 
     hits, by_pseudonym = scan_outbox(settings.paths.outbox, tmp_path / "extracted")
     assert hits == []
-    leftovers = [p for p in settings.paths.outbox.rglob("*") if p.is_file() and p.suffix != ".zip"]
-    assert leftovers == [], "temporary files left in the outbox"
+    incoming = settings.paths.outbox / ".incoming"
+    assert not incoming.exists() or list(incoming.iterdir()) == [], "temporary files left"
+    suffix = {"zip": ".zip", "7z": ".7z", "folder": ""}[output_format]
+    deliveries = [p for p in settings.paths.outbox.iterdir() if p != incoming]
+    assert deliveries and all(p.suffix == suffix for p in deliveries)
 
     # One pseudonym per person across drops; the two Smiths kept apart.
     pseudonym_of: dict[Person, set[str]] = {}
