@@ -333,6 +333,15 @@ class Pipeline:
                 sex=group.sex or None,
                 other_ids=tuple(group.other_patient_ids),
             )
+            if not self.registry.identifiable(identity):
+                raise QuarantineError(
+                    "match.no_identity",
+                    "the instances carry neither a usable PatientName nor a PatientID, so no "
+                    "pseudonym can be kept for this person; add them (or confirm the data is "
+                    "anonymous and release it)",
+                    stage="match",
+                    files=[str(p) for p in passed],
+                )
             match = self.registry.match_or_register(identity, seen_in=f"job:{job_id}")
             if match.status == "ambiguous":
                 raise QuarantineError(

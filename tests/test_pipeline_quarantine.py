@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from conftest import write_config
-from corpus import MUELLER, Person, dicom_bytes, make_person_instance, write_series
+from corpus import MUELLER, SMITH_JOAN, Person, dicom_bytes, make_person_instance, write_series
 
 from dicomdrop.cli import main
 from dicomdrop.config import Settings, load_settings
@@ -246,3 +246,23 @@ def test_identical_copies_are_delivered_once_and_conflicting_uids_quarantined(
     out = capsys.readouterr().out
     assert "deleted: duplicate 1" in out
     assert "quarantined: screen.duplicate_uid 2" in out
+
+
+def test_instances_without_name_and_id_are_quarantined_not_an_error(tmp_path: Path) -> None:
+    """Nobody to give a pseudonym to: a quarantine with its code, and the run goes on."""
+    config, settings = site(tmp_path)
+    drop = tmp_path / "drop"
+    (drop / "anon").mkdir(parents=True)
+    for n in (1, 2):
+        ds = make_person_instance(MUELLER, 1, 1, n)
+        del ds.PatientName, ds.PatientID
+        (drop / "anon" / f"{n}.dcm").write_bytes(dicom_bytes(ds))
+    write_series(drop / "named", SMITH_JOAN, 1, 1, 1)
+
+    assert main(["process", "--config", str(config), str(drop)]) == 0
+
+    assert len(archives(settings)) == 1  # the named patient
+    data = reason(settings)
+    assert data["code"] == "match.no_identity"
+    assert sorted(data["entries"][0]["files"]) == ["anon/1.dcm", "anon/2.dcm"]
+    assert list(settings.paths.work.iterdir()) == []  # the job finished

@@ -138,6 +138,31 @@ def test_resolve_new_then_the_identity_keeps_its_own_patient(registry: Registry)
         resolve(registry, pending.pending_id, actor="t", reason="x", new=True)
 
 
+def test_one_patient_id_given_to_two_people_can_be_resolved_as_a_new_patient(
+    registry: Registry,
+) -> None:
+    """A hospital reused an ID: the data steward says "another person"; both keep their own
+    pseudonym from then on, and the ID stays with its first owner."""
+    first = registry.match_or_register(
+        person("Quarmby^Jonathan", "19700101", "M", patient_id="PX-555"), seen_in="a"
+    )
+    other = person("Vandersloot^Maria", "19850505", "F", patient_id="PX-555")
+    pending = registry.match_or_register(other, seen_in="b")
+    assert pending.status == "ambiguous" and pending.pending_id is not None
+
+    created = resolve(registry, pending.pending_id, actor="t", reason="ID reused", new=True)
+
+    assert created != first.pseudonym
+    again = registry.match_or_register(other, seen_in="c")
+    assert (again.status, again.pseudonym) == ("matched", created)
+    owner = registry.match_or_register(
+        person("Quarmby^Jonathan", "19700101", "M", patient_id="PX-555"), seen_in="d"
+    )
+    assert (owner.status, owner.pseudonym) == ("matched", first.pseudonym)
+    assert set(registry.identifiers(first.pseudonym)) == {"PX-555"}
+    assert "PX-555" not in set(registry.identifiers(created))
+
+
 def test_resolve_needs_a_reason(registry: Registry) -> None:
     registry.match_or_register(person("Smith^John", sex=None), seen_in="a")
     pending = registry.match_or_register(person("Smith^Joan", sex=None), seen_in="b")

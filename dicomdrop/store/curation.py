@@ -117,7 +117,7 @@ def resolve(
             patient = registry.create_patient(session, canonical)
             patient.birth_date = identity.birth_date
             patient.sex = identity.sex
-        registry.record_identity(session, patient, identity, forms, pending.seen_in)
+        registry.record_identity(session, patient, identity, forms, pending.seen_in, decided=True)
         pending.status = "resolved"
         pending.resolution = patient.pseudonym
         pending.resolved_at = utcnow()

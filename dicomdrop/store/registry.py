@@ -121,8 +121,17 @@ class Registry:
 
     # --- matching ---------------------------------------------------------------------------
 
+    @staticmethod
+    def identifiable(identity: PatientIdentity) -> bool:
+        """True when ``identity`` has a usable name or a PatientID: something to match on."""
+        cleaned = identity.cleaned()
+        return bool(cleaned.patient_id or normalize_name(cleaned.name))
+
     def match_or_register(self, identity: PatientIdentity, *, seen_in: str) -> MatchResult:
-        """Link ``identity`` to a known patient, register it, or record it as ambiguous."""
+        """Link ``identity`` to a known patient, register it, or record it as ambiguous.
+
+        Raises StoreError (``registry.no_identity``) unless :meth:`identifiable`.
+        """
         identity = identity.cleaned()
         forms = normalize_name(identity.name)
         if not forms and not identity.patient_id:
@@ -161,7 +170,7 @@ class Registry:
     ) -> MatchResult:
         decided = self._resolved_before(session, identity)
         if decided is not None:
-            self.record_identity(session, decided, identity, forms, seen)
+            self.record_identity(session, decided, identity, forms, seen, decided=True)
             return MatchResult("matched", decided.pseudonym, 100.0, (decided.pseudonym,), None)
         by_id = self._by_identifier(session, identity)
         if by_id is not None:
@@ -406,8 +415,16 @@ class Registry:
         identity: PatientIdentity,
         forms: list[NormalizedName],
         seen: str,
+        *,
+        decided: bool = False,
     ) -> None:
-        """Add the identity's name forms, blocking keys and identifiers to ``patient``."""
+        """Add the identity's name forms, blocking keys and identifiers to ``patient``.
+
+        A PatientID that belongs to another patient raises StoreError
+        (``registry.identifier_taken``), unless a person ``decided`` that this identity is
+        ``patient`` (a resolved pending match): the ID then stays with its first owner, since
+        one hospital gave it to two people.
+        """
         if patient.birth_date is None and identity.birth_date:
             patient.birth_date = identity.birth_date
         if patient.sex is None and identity.sex:
@@ -423,7 +440,12 @@ class Registry:
             )
             if owner is None:
                 session.add(Identifier(patient_id=patient.id, issuer=issuer, value=value))
-            elif owner != patient.id and (issuer, value) == ids[0] and identity.patient_id:
+            elif (
+                owner != patient.id
+                and (issuer, value) == ids[0]
+                and identity.patient_id
+                and not decided
+            ):
                 raise StoreError(
                     "this PatientID already belongs to another patient; merge the two patients "
                     "with 'dicomdrop registry merge' if they are the same person",
