@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import csv
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -59,6 +61,7 @@ from dicomdrop.store.registry import PatientIdentity, Registry
 log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
+REPORT_FILE = "report.csv"  # next to outcome.json: one row per file of the drop
 FINAL_STATES = frozenset({"delivered", "quarantined", "failed", "waiting"})
 
 
@@ -73,6 +76,17 @@ class GroupResult:
     instances: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0  # byte-identical copies of a delivered instance, not delivered again
+    # One row per file of the group: [path in the drop, outcome, code or type, delivered as].
+    report: list[list[str]] = field(default_factory=list)
+
+    def add_rows(self, files: Iterable[str], outcome: str, code: str, output: str = "") -> None:
+        """Report ``files`` with one outcome."""
+        self.report.extend([str(f), outcome, code, output] for f in files)
+
+    @property
+    def reported(self) -> set[str]:
+        """The files that have a row already."""
+        return {row[0] for row in self.report}
 
 
 @dataclass
@@ -84,6 +98,7 @@ class JobOutcome:
     groups: list[GroupResult] = field(default_factory=list)
     deleted: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, int] = field(default_factory=dict)
+    report: list[list[str]] = field(default_factory=list)  # rows of the job-level stages
 
     @property
     def delivered(self) -> list[GroupResult]:
@@ -204,6 +219,7 @@ class Pipeline:
             self._quarantine_drop(job_id, drop, exc)
             outcome.state = "quarantined"
             outcome.quarantined[exc.code] = outcome.quarantined.get(exc.code, 0) + 1
+            outcome.report = [[drop.name, "quarantined", exc.code, ""]]
             self._finish(job_id, folder, outcome, keep_original=False)
             return outcome
         for index, group in enumerate(groups):
@@ -235,6 +251,9 @@ class Pipeline:
         with self._stage(job_id, "sort") as details:
             sorted_files = sort_tree(unpacked, self.settings.sort)
             outcome.deleted = dict(sorted_files.deleted)
+            outcome.report = [
+                [str(f), "deleted", kind, ""] for f, kind in sorted_files.deleted_files
+            ]
             details.update(deleted=dict(sorted_files.deleted), dicom=len(sorted_files.dicom))
             if sorted_files.unknown:
                 unknown = [str(p) for p in sorted_files.unknown]
@@ -249,6 +268,7 @@ class Pipeline:
                     unpacked,
                 )
                 outcome.quarantined["sort.unknown_file"] = len(unknown)
+                outcome.report += [[f, "quarantined", "sort.unknown_file", ""] for f in unknown]
         with self._stage(job_id, "group") as details:
             grouped = group_instances(
                 unpacked, sorted_files.dicom, self.settings.screen, executor=self.executor
@@ -266,6 +286,7 @@ class Pipeline:
                     unpacked,
                 )
                 outcome.quarantined["dicom.unreadable"] = len(files)
+                outcome.report += [[f, "quarantined", "dicom.unreadable", ""] for f in files]
             details.update(groups=len(grouped.groups))
         if not grouped.groups and not outcome.quarantined and not outcome.deleted:
             raise QuarantineError("drop.empty", "the drop holds no files", stage="sort")
@@ -279,28 +300,31 @@ class Pipeline:
             data = json.loads(marker.read_text(encoding="utf-8"))
             return GroupResult(**data)
         unpacked = folder / "unpacked"
+        # Filled as the group goes: a quarantine half-way keeps what was decided before it.
+        result = GroupResult(key=group.key, outcome="delivered")
         try:
-            result = self._process_group(job_id, folder, group, index)
+            self._process_group(job_id, folder, group, index, result)
         except (StoreError, sqlalchemy.exc.OperationalError):
             raise
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            result = self._quarantine_group(job_id, group, unpacked, _internal(exc))
+            self._quarantine_group(job_id, group, unpacked, _internal(exc), result)
         except QuarantineError as exc:
-            result = self._quarantine_group(job_id, group, unpacked, exc)
+            self._quarantine_group(job_id, group, unpacked, exc, result)
         except Exception as exc:
             log.exception("job %s: group %d failed", job_id, index)
-            result = self._quarantine_group(job_id, group, unpacked, _internal(exc))
+            self._quarantine_group(job_id, group, unpacked, _internal(exc), result)
         marker.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(marker, result.__dict__)
         return result
 
     def _process_group(
-        self, job_id: str, folder: Path, group: PatientGroup, index: int
-    ) -> GroupResult:
+        self, job_id: str, folder: Path, group: PatientGroup, index: int, result: GroupResult
+    ) -> None:
+        """Screen, match, de-identify, verify and deliver one group, recording into ``result``;
+        a QuarantineError for the files not yet reported is raised to the caller."""
         unpacked = folder / "unpacked"
-        result = GroupResult(key=group.key, outcome="delivered")
 
         with self._stage(job_id, "screen", group=index) as details:
             passed, screened = self._screen(group)
@@ -308,6 +332,7 @@ class Pipeline:
             if conflicting:
                 screened["screen.duplicate_uid"] = tuple(str(p) for p in conflicting)
             result.duplicates = len(duplicates)
+            result.add_rows(map(str, duplicates), "deleted", "duplicate")
             for code, files in screened.items():
                 self.quarantine.put_files(
                     job_id,
@@ -315,6 +340,7 @@ class Pipeline:
                     unpacked,
                 )
                 result.quarantined[code] = len(files)
+                result.add_rows(files, "quarantined", code)
             details.update(
                 passed=len(passed),
                 screened=sum(len(f) for f in screened.values()),
@@ -322,7 +348,7 @@ class Pipeline:
             )
         if not passed:
             result.outcome = "quarantined"
-            return result
+            return
 
         with self._stage(job_id, "match", group=index):
             identity = PatientIdentity(
@@ -398,11 +424,14 @@ class Pipeline:
                 )
                 for code, n in codes.items():
                     result.quarantined[code] = result.quarantined.get(code, 0) + n
+                for o in output.failed:
+                    relative = str(Path(o.source).relative_to(unpacked))
+                    result.add_rows([relative], "quarantined", o.error_code or "deid.failed")
             details.update(instances=output.files, failed=len(failed))
         if output.files == 0:
             output.remove()
             result.outcome = "quarantined"
-            return result
+            return
 
         with self._stage(job_id, "verify", group=index) as details:
             prescanned = output.scanned
@@ -422,7 +451,7 @@ class Pipeline:
                 require_clean(report)
             except QuarantineError as exc:
                 output.remove()
-                exc.files = [str(p) for p in passed]
+                exc.files = [str(Path(o.source).relative_to(unpacked)) for o in output.outcomes]
                 raise
 
         self._record_studies(pseudonym, output, job_id)
@@ -431,10 +460,12 @@ class Pipeline:
             archive = self._deliver(output, stem)
         result.archive = archive.name
         result.instances = output.files
+        for source, entry in sorted(output.layout.items()):
+            relative = str(Path(source).relative_to(unpacked))
+            result.add_rows([relative], "delivered", "", f"{archive.name}/{entry}")
         with self._stage(job_id, "deliver", group=index):
             output.remove()
             log.info("job %s: delivered %d instances as %s", job_id, output.files, pseudonym)
-        return result
 
     def _screen(self, group: PatientGroup) -> tuple[list[Path], dict[str, tuple[str, ...]]]:
         """Split the group by the verdicts taken while its headers were read.
@@ -543,15 +574,28 @@ class Pipeline:
     # --- quarantine and the end of a job ------------------------------------------------------
 
     def _quarantine_group(
-        self, job_id: str, group: PatientGroup, unpacked: Path, exc: QuarantineError
-    ) -> GroupResult:
-        files = tuple(exc.files) if exc.files else tuple(str(p) for p in group.files)
+        self,
+        job_id: str,
+        group: PatientGroup,
+        unpacked: Path,
+        exc: QuarantineError,
+        result: GroupResult,
+    ) -> None:
+        """Quarantine the files ``exc`` names (else every file of the group not yet reported)
+        and record that in ``result``, keeping what the group decided before."""
+        reported = result.reported
+        named = exc.files or [str(p) for p in group.files]
+        files = tuple(f for f in named if f not in reported)
         self.quarantine.put_files(
             job_id, QuarantineEntry(exc.code, exc.stage or "pipeline", exc.message, files), unpacked
         )
         state = "waiting" if exc.code == "match.ambiguous" else "quarantined"
+        result.outcome = state
+        result.archive = None
+        result.instances = 0
+        result.quarantined[exc.code] = result.quarantined.get(exc.code, 0) + len(files)
+        result.add_rows(files, state, exc.code)
         log.warning("job %s: group quarantined (%s)", job_id, exc.code)
-        return GroupResult(key=group.key, outcome=state, quarantined={exc.code: len(files)})
 
     def _quarantine_drop(self, job_id: str, drop: Path, exc: QuarantineError) -> None:
         self.quarantine.put_drop(
@@ -570,6 +614,7 @@ class Pipeline:
                 shutil.move(drop_root, target)
                 os.utime(target)  # retention counts from delivery, not from the drop's age
         write_json_atomic(folder / "outcome.json", _outcome_json(outcome))
+        _write_report(folder / REPORT_FILE, outcome)
         self.jobs.set_state(
             job_id,
             outcome.state,
@@ -578,8 +623,9 @@ class Pipeline:
         )
         # The outcome is also kept next to the originals: the work folder goes away.
         if keep_original:
-            with contextlib.suppress(OSError):
-                shutil.copy2(folder / "outcome.json", self.settings.paths.originals / job_id)
+            for name in ("outcome.json", REPORT_FILE):
+                with contextlib.suppress(OSError):
+                    shutil.copy2(folder / name, self.settings.paths.originals / job_id)
         shutil.rmtree(folder, ignore_errors=True)
         log.info("job %s: %s", job_id, _summary_line(outcome))
 
@@ -605,7 +651,9 @@ class Pipeline:
             self.quarantine.folder(job_id) / "drop",
         ):
             entries = (
-                [p for p in place.iterdir() if p.name != "outcome.json"] if place.is_dir() else []
+                [p for p in place.iterdir() if p.name not in ("outcome.json", REPORT_FILE)]
+                if place.is_dir()
+                else []
             )
             if len(entries) == 1:
                 return entries[0]
@@ -689,11 +737,27 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _write_report(path: Path, outcome: JobOutcome) -> None:
+    """One CSV row per file of the drop: where it went (delivered, quarantined, deleted) and
+    why. It names the files as they were in the drop, so it lives with the originals."""
+    rows = sorted(
+        [*outcome.report, *(row for g in outcome.groups for row in g.report)],
+        key=lambda row: row[0],
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "outcome", "code", "delivered_as"])
+    writer.writerows(rows)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(buffer.getvalue(), encoding="utf-8")
+    temporary.replace(path)
+
+
 def _outcome_json(outcome: JobOutcome) -> dict[str, Any]:
     return {
         "job": outcome.job_id,
         "state": outcome.state,
-        "groups": [g.__dict__ for g in outcome.groups],
+        "groups": [{k: v for k, v in g.__dict__.items() if k != "report"} for g in outcome.groups],
         "deleted": outcome.deleted,
         "quarantined": outcome.quarantined,
     }

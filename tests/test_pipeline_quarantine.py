@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import pydicom
@@ -189,6 +191,15 @@ def test_every_pydicom_test_file_is_delivered_or_quarantined(tmp_path: Path) -> 
     deleted = sum(json.loads(outcome.read_text())["deleted"].values())
     assert delivered > 50
     assert delivered + quarantined + deleted == len(sources)
+    # The per-file report names every source once, with where it went.
+    with (outcome.parent / "report.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["file"] for r in rows) == sorted(p.name for p in drop.iterdir())
+    by_outcome = Counter(r["outcome"] for r in rows)
+    assert by_outcome["delivered"] == delivered
+    assert by_outcome["quarantined"] == quarantined
+    assert by_outcome["deleted"] == deleted
+    assert all(r["code"] for r in rows if r["outcome"] != "delivered")
 
 
 def test_a_name_in_the_codestream_comment_of_compressed_pixels_is_caught(tmp_path: Path) -> None:

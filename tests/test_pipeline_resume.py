@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib
 from pathlib import Path
 
@@ -83,6 +84,17 @@ def test_crash_then_resume_delivers_each_patient_exactly_once(
     assert not incoming.exists() or not any(incoming.iterdir())
     assert not (settings.paths.work / job_id).exists()
     assert (settings.paths.originals / job_id / "drop").exists()
+    # The per-file report survives the crash: every file once, each delivered.
+    with (settings.paths.originals / job_id / "report.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    dropped = sorted(p.relative_to(tmp_path / "drop").as_posix() for p in drop_files(tmp_path))
+    assert sorted(r["file"] for r in rows) == dropped
+    assert {r["outcome"] for r in rows} == {"delivered"}
+    assert all(r["delivered_as"].startswith(tuple(archives)) for r in rows)
+
+
+def drop_files(tmp_path: Path) -> list[Path]:
+    return [p for p in (tmp_path / "drop").rglob("*") if p.is_file()]
 
 
 def test_a_finished_job_is_not_run_again(tmp_path: Path) -> None:

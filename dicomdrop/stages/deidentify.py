@@ -109,6 +109,8 @@ class GroupOutput:
     spool_folder: Path | None = None
     entries: list[tuple[str, SpooledEntry]] = field(default_factory=list)
     files_in_memory: dict[str, bytes] = field(default_factory=dict)
+    # Source path -> output-relative path of every delivered instance.
+    layout: dict[str, str] = field(default_factory=dict)
 
     @property
     def spooled(self) -> bool:
@@ -356,6 +358,7 @@ def _lay_out(output: GroupOutput, staging: Path, pseudonym: str) -> None:
             f"{pseudonym}/study-{study_index[outcome.new_study_uid]}"
             f"/series-{series_index[skey]}/instance-{per_series[skey]}.dcm"
         )
+        output.layout[outcome.source] = relative
         if outcome.spooled is not None:
             output.entries.append((relative, outcome.spooled))
         else:

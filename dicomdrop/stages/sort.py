@@ -66,6 +66,7 @@ class SortResult:
     deleted: Mapping[str, int] = field(default_factory=dict)
     unknown: tuple[Path, ...] = ()
     folders_without_dicom: tuple[Path, ...] = ()
+    deleted_files: tuple[tuple[Path, str], ...] = ()  # (path, type) of each deleted file
 
 
 def _signature_type(head: bytes, path: Path) -> str:
@@ -252,6 +253,7 @@ def sort_tree(root: Path, settings: SortSettings) -> SortResult:
     dicom: list[Path] = []
     unknown: list[Path] = []
     deleted: Counter[str] = Counter()
+    deleted_files: list[tuple[Path, str]] = []
     for relative in _walk_files(root):
         path = root / relative
         found = classify_file(path, settings)
@@ -262,6 +264,7 @@ def sort_tree(root: Path, settings: SortSettings) -> SortResult:
         else:
             path.unlink()
             deleted[found.file_type or "unknown"] += 1
+            deleted_files.append((relative, found.file_type or "unknown"))
     top_with_dicom = {p.parts[0] for p in dicom if len(p.parts) > 1}
     top_folders = sorted(
         Path(entry.name)
@@ -276,5 +279,9 @@ def sort_tree(root: Path, settings: SortSettings) -> SortResult:
         len(top_folders),
     )
     return SortResult(
-        tuple(dicom), dict(sorted(deleted.items())), tuple(unknown), tuple(top_folders)
+        tuple(dicom),
+        dict(sorted(deleted.items())),
+        tuple(unknown),
+        tuple(top_folders),
+        tuple(deleted_files),
     )
