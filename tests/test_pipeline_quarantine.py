@@ -277,3 +277,26 @@ def test_instances_without_name_and_id_are_quarantined_not_an_error(tmp_path: Pa
     assert data["code"] == "match.no_identity"
     assert sorted(data["entries"][0]["files"]) == ["anon/1.dcm", "anon/2.dcm"]
     assert list(settings.paths.work.iterdir()) == []  # the job finished
+
+
+def test_a_group_quarantined_late_keeps_what_was_screened_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, settings = site(tmp_path)
+    drop = tmp_path / "drop" / "p"
+    drop.mkdir(parents=True)
+    burned = make_person_instance(MUELLER, 1, 1, 1)
+    burned.BurnedInAnnotation = "YES"
+    (drop / "burned.dcm").write_bytes(dicom_bytes(burned))
+    leaky = make_person_instance(MUELLER, 1, 1, 2)
+    leaky.ScanningSequence = "MUELLER"  # kept by the profile (not in Table E.1-1): verify stops it
+    (drop / "leaky.dcm").write_bytes(dicom_bytes(leaky))
+    capsys.readouterr()
+
+    assert main(["process", "--config", str(config), "--no-progress", str(drop.parent)]) == 0
+
+    out = capsys.readouterr().out
+    assert "quarantined: screen.burned_in 1, verify.phi_found 1" in out
+    data = reason(settings)
+    files = {e["code"]: e["files"] for e in data["entries"]}
+    assert files == {"screen.burned_in": ["p/burned.dcm"], "verify.phi_found": ["p/leaky.dcm"]}
