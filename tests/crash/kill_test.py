@@ -16,6 +16,7 @@ nothing delivered twice, no partial archive, one pseudonym per patient.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -240,6 +241,7 @@ def check_result(settings: Settings, table: JobTable) -> list[str]:
         problems.append(f"outbox/.incoming not empty: {sorted(p.name for p in incoming.iterdir())}")
     # drop -> pseudonym -> instances (a patient's studies may come as several archives)
     delivered: dict[str, Counter[str]] = {}
+    delivered_by_job: Counter[str] = Counter()
     for path in sorted(outbox.iterdir()):
         if path.name == ".incoming":
             continue
@@ -249,6 +251,7 @@ def check_result(settings: Settings, table: JobTable) -> list[str]:
             continue
         drop = jobs.get(match["job"], ("?", ""))[0]
         instances, leaks = inspect_archive(path)
+        delivered_by_job[match["job"]] += instances
         if leaks:
             problems.append(f"{path.name} holds patient data: {leaks}")
         delivered.setdefault(drop, Counter())[match["pseudonym"]] += instances
@@ -297,6 +300,23 @@ def check_result(settings: Settings, table: JobTable) -> list[str]:
     )
     if originals != expected_originals:
         problems.append(f"originals {originals}, expected {expected_originals}")
+    # The per-file report next to each original says what the outbox holds, after any kill.
+    for job in originals:
+        report = settings.paths.originals / job / "report.csv"
+        if not report.is_file():
+            problems.append(f"originals/{job}: no report.csv")
+            continue
+        with report.open(encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        files = [r["file"] for r in rows]
+        if len(files) != len(set(files)):
+            problems.append(f"originals/{job}: report.csv names a file twice")
+        reported = sum(1 for r in rows if r["outcome"] == "delivered")
+        if reported != delivered_by_job[job]:
+            problems.append(
+                f"originals/{job}: report.csv has {reported} delivered, "
+                f"the outbox {delivered_by_job[job]}"
+            )
     return problems
 
 
