@@ -17,7 +17,14 @@ from dicomdrop.commands import Context, add_config_option
 from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError
 from dicomdrop.logs import quiet_library_output
-from dicomdrop.pipeline import JobOutcome, Pipeline, claim_copy, process_job, purge_originals
+from dicomdrop.pipeline import (
+    REPORT_FILE,
+    JobOutcome,
+    Pipeline,
+    claim_copy,
+    process_job,
+    purge_originals,
+)
 from dicomdrop.quarantine import Quarantine
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
@@ -165,7 +172,7 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         for handler, formatter in formatters.items():
             handler.setFormatter(formatter)
         store.close()
-    print_summary(outcomes)
+    print_summary(outcomes, settings)
     return 0
 
 
@@ -217,8 +224,9 @@ def _input_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def print_summary(outcomes: list[JobOutcome]) -> None:
-    """Delivered, quarantined by reason, deleted by type: counts only, no patient data."""
+def print_summary(outcomes: list[JobOutcome], settings: Settings) -> None:
+    """Delivered, quarantined by reason, deleted by type: counts only, no patient data; and
+    where each job's per-file report is."""
     delivered = [g for o in outcomes for g in o.delivered]
     quarantined: Counter[str] = Counter()
     deleted: Counter[str] = Counter()
@@ -227,7 +235,9 @@ def print_summary(outcomes: list[JobOutcome]) -> None:
         deleted.update(o.deleted)
     print(f"jobs: {len(outcomes)}")
     for o in outcomes:
-        print(f"  {o.job_id}: {o.state}")
+        report = settings.paths.originals / o.job_id / REPORT_FILE
+        where = f" (per-file report: {report})" if report.is_file() else ""
+        print(f"  {o.job_id}: {o.state}{where}")
     instances = sum(g.instances for g in delivered)
     print(f"delivered: {len(delivered)} patient archive(s), {instances} instance(s)")
     for g in delivered:
@@ -320,7 +330,7 @@ def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
     finally:
         pipeline.close()
         store.close()
-    print_summary([outcome])
+    print_summary([outcome], settings)
     return 0
 
 
