@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -223,7 +223,8 @@ class Pipeline:
             self._finish(job_id, folder, outcome, keep_original=False)
             return outcome
         for index, group in enumerate(groups):
-            outcome.groups.append(self._run_group(job_id, folder, group, index))
+            others = [g for g in groups if g is not group]
+            outcome.groups.append(self._run_group(job_id, folder, group, index, others))
         for g in outcome.groups:
             for code, n in g.quarantined.items():
                 outcome.quarantined[code] = outcome.quarantined.get(code, 0) + n
@@ -294,7 +295,16 @@ class Pipeline:
 
     # --- one patient group ---------------------------------------------------------------------
 
-    def _run_group(self, job_id: str, folder: Path, group: PatientGroup, index: int) -> GroupResult:
+    def _run_group(
+        self,
+        job_id: str,
+        folder: Path,
+        group: PatientGroup,
+        index: int,
+        others: Sequence[PatientGroup],
+    ) -> GroupResult:
+        """Run one patient group (``others``: the drop's other groups, whose identities are
+        searched for too), or return its recorded result when it finished before."""
         marker = folder / "state" / f"group-{index}.json"
         if marker.exists():
             data = json.loads(marker.read_text(encoding="utf-8"))
@@ -303,7 +313,7 @@ class Pipeline:
         # Filled as the group goes: a quarantine half-way keeps what was decided before it.
         result = GroupResult(key=group.key, outcome="delivered")
         try:
-            self._process_group(job_id, folder, group, index, result)
+            self._process_group(job_id, folder, group, index, result, others)
         except (StoreError, sqlalchemy.exc.OperationalError):
             raise
         except OSError as exc:
@@ -320,7 +330,13 @@ class Pipeline:
         return result
 
     def _process_group(
-        self, job_id: str, folder: Path, group: PatientGroup, index: int, result: GroupResult
+        self,
+        job_id: str,
+        folder: Path,
+        group: PatientGroup,
+        index: int,
+        result: GroupResult,
+        others: Sequence[PatientGroup],
     ) -> None:
         """Screen, match, de-identify, verify and deliver one group, recording into ``result``;
         a QuarantineError for the files not yet reported is raised to the caller."""
@@ -388,7 +404,7 @@ class Pipeline:
         ids = {group.patient_id, *group.other_patient_ids, *self.registry.identifiers(pseudonym)}
         ids.discard("")
         # Built before de-identification: each output is scanned as it is produced.
-        tokens = self._identity_tokens(group, variants, ids)
+        tokens = self._identity_tokens(group, variants, ids, others)
         tree = folder / "out" / f"group-{index}"
         with self._stage(job_id, "deid", group=index) as details:
             output = deidentify_group(
@@ -438,7 +454,7 @@ class Pipeline:
             if not self._tokens_cover(group, output):
                 # An output's original UID or accession number was not in the group headers
                 # (cannot happen for files read alike): rescan everything with all of them.
-                tokens = self._identity_tokens(group, variants, ids, output)
+                tokens = self._identity_tokens(group, variants, ids, others, output)
                 prescanned = {}
             if output.spooled:
                 report = verify_entries(
@@ -504,11 +520,13 @@ class Pipeline:
         group: PatientGroup,
         variants: set[str],
         ids: set[str],
+        others: Sequence[PatientGroup],
         output: GroupOutput | None = None,
     ) -> IdentityTokens:
         """The patient's identity tokens: names, IDs, accession numbers, birth date and, unless
         the profile keeps UIDs, the original study, series and SOP instance UIDs of every file of
-        the group (from its headers, plus those the engine reported for ``output``)."""
+        the group (from its headers, plus those the engine reported for ``output``); and the
+        names and IDs of the ``others`` patients of the drop."""
         accessions = set(group.accession_numbers)
         uids = set(group.original_uids)
         if output is not None:
@@ -523,6 +541,12 @@ class Pipeline:
             accession_numbers=sorted(accessions),
             birth_dates=sorted(births),
             uids=() if self.settings.deid.retain_uids else sorted(uids),
+            other_names=sorted(
+                {n for g in others for n in (g.patient_name, *g.other_patient_names) if n}
+            ),
+            other_patient_ids=sorted(
+                {i for g in others for i in (g.patient_id, *g.other_patient_ids) if i}
+            ),
         )
 
     def _tokens_cover(self, group: PatientGroup, output: GroupOutput) -> bool:

@@ -300,3 +300,23 @@ def test_a_group_quarantined_late_keeps_what_was_screened_before(
     data = reason(settings)
     files = {e["code"]: e["files"] for e in data["entries"]}
     assert files == {"screen.burned_in": ["p/burned.dcm"], "verify.phi_found": ["p/leaky.dcm"]}
+
+
+def test_another_patient_of_the_drop_named_in_an_output_is_caught(tmp_path: Path) -> None:
+    """The verification of one patient also searches for the names and IDs of the other
+    patients of the same drop (a folder of a ward, a flat export)."""
+    config, settings = site(tmp_path)
+    drop = tmp_path / "ward"
+    write_series(drop, MUELLER, 1, 1, 1)  # a flat folder: split by patient
+    leaky = make_person_instance(SMITH_JOAN, 1, 1, 1)
+    leaky.ScanningSequence = f"SEE {MUELLER.family.upper()}"  # kept by the profile
+    (drop / "joan.dcm").write_bytes(dicom_bytes(leaky))
+
+    assert main(["process", "--config", str(config), str(drop)]) == 0
+
+    assert len(archives(settings)) == 1  # Müller's own files are clean
+    data = reason(settings)
+    assert data["code"] == "verify.phi_found"
+    assert data["entries"][0]["files"] == ["joan.dcm"]
+    assert "ScanningSequence (other_patient_name)" in data["entries"][0]["message"]
+    assert MUELLER.family not in json.dumps(data["entries"][0]["message"])

@@ -190,7 +190,7 @@ def test_parallel_jobs_report_in_the_order_of_the_inputs(
     assert main(["process", "--config", str(config), "--workers", "2", str(small), str(large)]) == 0
 
     printed = capsys.readouterr().out
-    job_lines = re.findall(r"^  (\S+): (\w+)$", printed, flags=re.MULTILINE)
+    job_lines = re.findall(r"^  (\S+): (\w+) \(per-file report: .+\)$", printed, flags=re.MULTILINE)
     assert [state for _, state in job_lines] == ["delivered", "delivered"]
     settings = load_settings(config)
     counts = []

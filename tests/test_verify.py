@@ -152,6 +152,22 @@ def test_letter_tokens_respect_letter_boundaries():
     assert tokens.kinds_in("TIM_2") == {"name"}
 
 
+def test_the_other_patients_of_a_drop_are_their_own_kinds():
+    tokens = build_identity_tokens(
+        names=["Smith^John"],
+        patient_ids=["PID-1"],
+        other_names=["Smith^Joan", "Okonkwo^Chidinma"],
+        other_patient_ids=["PID-2", "PID-1"],
+    )
+    assert "smith" in tokens.names and "smith" not in tokens.other_names  # shared: own only
+    assert {"joan", "okonkwo", "chidinma"} <= set(tokens.other_names)
+    assert set(tokens.other_ids) == {"pid-2", "pid2"}  # also without separators
+    assert tokens.kinds_in("seen with Joan Smith") == {"other_patient_name"}
+    assert tokens.kinds_in("Okonkwo, Chidinma; PID-2") == {"other_patient_name", "other_patient_id"}
+    assert tokens.kinds_in("JOHN SMITH") == {"name"}
+    assert "joan" not in repr(tokens).lower() and "pid" not in repr(tokens).lower()  # counts only
+
+
 # --- datasets -----------------------------------------------------------------------------------
 
 

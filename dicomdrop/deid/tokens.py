@@ -31,6 +31,10 @@ KIND_PATIENT_ID = "patient_id"
 KIND_ACCESSION = "accession"
 KIND_BIRTH_DATE = "birth_date"
 KIND_UID = "uid"
+# Another patient of the same drop: a name or ID of theirs in this patient's outputs is a leak too.
+KIND_OTHER_NAME = "other_patient_name"
+KIND_OTHER_ID = "other_patient_id"
+_NAME_KINDS = frozenset({KIND_NAME, KIND_OTHER_NAME})
 
 # Whole names that stand for nobody (already de-identified input): they are not searched for,
 # since they would match the placeholder values de-identification itself writes.
@@ -120,6 +124,8 @@ class IdentityTokens:
     accession_numbers: tuple[str, ...] = field(default=(), repr=False)
     birth_dates: tuple[str, ...] = field(default=(), repr=False)
     uids: tuple[str, ...] = field(default=(), repr=False)
+    other_names: tuple[str, ...] = field(default=(), repr=False)
+    other_ids: tuple[str, ...] = field(default=(), repr=False)
     skipped: tuple[SkippedToken, ...] = field(default=(), repr=False)
     # The Latin-1 letters outside ASCII that the names are written with (both cases).
     name_letters: str = field(default="", repr=False)
@@ -136,6 +142,8 @@ class IdentityTokens:
             KIND_ACCESSION: self.accession_numbers,
             KIND_BIRTH_DATE: self.birth_dates,
             KIND_UID: self.uids,
+            KIND_OTHER_NAME: self.other_names,
+            KIND_OTHER_ID: self.other_ids,
         }
 
     @property
@@ -165,7 +173,7 @@ class IdentityTokens:
                 tokens = tuple(t for t in tokens if not _NUMERIC_UID.fullmatch(t))
                 if not tokens:
                     continue  # searched by _numeric_uid_in instead
-            if kind == KIND_NAME:
+            if kind in _NAME_KINDS:
                 pieces = sorted({_token_pattern(kind, t) for t in tokens}, key=len, reverse=True)
                 body = "|".join(pieces)
             else:
@@ -223,7 +231,7 @@ class IdentityTokens:
 
 
 def _token_pattern(kind: str, token: str) -> str:
-    if kind == KIND_NAME:
+    if kind in _NAME_KINDS:
         body = _NAME_GAP.join(re.escape(word) for word in token.split(" "))
     else:
         body = re.escape(token)
@@ -446,6 +454,8 @@ def build_identity_tokens(
     accession_numbers: Sequence[str] = (),
     birth_dates: Sequence[str] = (),
     uids: Sequence[str] = (),
+    other_names: Sequence[str] = (),
+    other_patient_ids: Sequence[str] = (),
 ) -> IdentityTokens:
     """Fold one patient's identity into searchable tokens.
 
@@ -458,18 +468,28 @@ def build_identity_tokens(
     become the usual written date forms. UIDs under the DICOM standard root (SOP classes,
     transfer syntaxes) identify nobody and are skipped. Every skipped value is listed in
     ``skipped`` with its reason.
+
+    ``other_names`` and ``other_patient_ids`` are those of the other patients of the same drop,
+    found as their own kinds; a token this patient has too stays this patient's only.
     """
     skipped: list[SkippedToken] = []
+    own_names = _name_tokens(names, skipped)
+    own_ids = _identifier_tokens(KIND_PATIENT_ID, patient_ids, skipped)
+    ignored: list[SkippedToken] = []  # the other patients' skipped values are not reported
     return IdentityTokens(
-        names=tuple(sorted(_name_tokens(names, skipped))),
-        patient_ids=tuple(sorted(_identifier_tokens(KIND_PATIENT_ID, patient_ids, skipped))),
+        names=tuple(sorted(own_names)),
+        patient_ids=tuple(sorted(own_ids)),
+        other_names=tuple(sorted(_name_tokens(other_names, ignored) - own_names)),
+        other_ids=tuple(
+            sorted(_identifier_tokens(KIND_PATIENT_ID, other_patient_ids, ignored) - own_ids)
+        ),
         accession_numbers=tuple(
             sorted(_identifier_tokens(KIND_ACCESSION, accession_numbers, skipped))
         ),
         birth_dates=tuple(sorted(_birth_date_tokens(birth_dates, skipped))),
         uids=tuple(sorted(_identifier_tokens(KIND_UID, uids, skipped))),
         skipped=tuple(dict.fromkeys(skipped)),
-        name_letters=_latin1_letters(names),
+        name_letters=_latin1_letters([*names, *other_names]),
     )
 
 
