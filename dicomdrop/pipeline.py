@@ -440,8 +440,7 @@ class Pipeline:
                 )
                 for code, n in codes.items():
                     result.quarantined[code] = result.quarantined.get(code, 0) + n
-                for o in output.failed:
-                    relative = str(Path(o.source).relative_to(unpacked))
+                for o, relative in zip(output.failed, failed, strict=True):
                     result.add_rows([relative], "quarantined", o.error_code or "deid.failed")
             details.update(instances=output.files, failed=len(failed))
         if output.files == 0:

@@ -61,7 +61,7 @@ def check_input(path: Path, settings: Settings) -> None:
                 "that holds only the drop"
             )
     for name in ("work", "quarantine"):
-        folder = settings.paths.folders()[name].resolve()
+        folder = own[f"the {name} folder"]
         if resolved.is_relative_to(folder):
             raise InputOverlapsFolders(
                 f"{path} is inside the {name} folder ({folder}); for a quarantined job use "

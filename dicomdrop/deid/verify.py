@@ -251,7 +251,9 @@ class _Scanner:
             self.text(path, latin1)
             # Again with the high bytes that are not letters of the names as spaces: binary
             # neighbours of a name must not count as letters of a longer word.
-            self.text(path, latin1.translate(self.tokens.byte_text_mask))
+            masked = latin1.translate(self.tokens.byte_text_mask)
+            if masked != latin1:
+                self.text(path, masked)
             self.text(path, data.decode("utf-8", errors="replace"))
             if _needs_own_decoding(encodings):
                 try:

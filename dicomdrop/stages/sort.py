@@ -17,8 +17,7 @@ import stat
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -63,10 +62,14 @@ class SortResult:
     """What ``sort_tree`` found and did. Paths are relative to the sorted root."""
 
     dicom: tuple[Path, ...]
-    deleted: Mapping[str, int] = field(default_factory=dict)
+    deleted_files: tuple[tuple[Path, str], ...] = ()  # (path, type) of each deleted file
     unknown: tuple[Path, ...] = ()
     folders_without_dicom: tuple[Path, ...] = ()
-    deleted_files: tuple[tuple[Path, str], ...] = ()  # (path, type) of each deleted file
+
+    @property
+    def deleted(self) -> dict[str, int]:
+        """Deleted files counted by type, sorted by type."""
+        return dict(sorted(Counter(kind for _, kind in self.deleted_files).items()))
 
 
 def _signature_type(head: bytes, path: Path) -> str:
@@ -252,7 +255,6 @@ def sort_tree(root: Path, settings: SortSettings) -> SortResult:
     """
     dicom: list[Path] = []
     unknown: list[Path] = []
-    deleted: Counter[str] = Counter()
     deleted_files: list[tuple[Path, str]] = []
     for relative in _walk_files(root):
         path = root / relative
@@ -263,7 +265,6 @@ def sort_tree(root: Path, settings: SortSettings) -> SortResult:
             unknown.append(relative)
         else:
             path.unlink()
-            deleted[found.file_type or "unknown"] += 1
             deleted_files.append((relative, found.file_type or "unknown"))
     top_with_dicom = {p.parts[0] for p in dicom if len(p.parts) > 1}
     top_folders = sorted(
@@ -275,13 +276,7 @@ def sort_tree(root: Path, settings: SortSettings) -> SortResult:
         "sort: %d DICOM, %d unknown, %d deleted, %d folders without DICOM",
         len(dicom),
         len(unknown),
-        sum(deleted.values()),
+        len(deleted_files),
         len(top_folders),
     )
-    return SortResult(
-        tuple(dicom),
-        dict(sorted(deleted.items())),
-        tuple(unknown),
-        tuple(top_folders),
-        tuple(deleted_files),
-    )
+    return SortResult(tuple(dicom), tuple(deleted_files), tuple(unknown), tuple(top_folders))

@@ -132,13 +132,13 @@ class Registry:
 
         Raises StoreError (``registry.no_identity``) unless :meth:`identifiable`.
         """
-        identity = identity.cleaned()
-        forms = normalize_name(identity.name)
-        if not forms and not identity.patient_id:
+        if not self.identifiable(identity):
             raise StoreError(
                 "a patient without a name and without a PatientID cannot be registered",
                 code="registry.no_identity",
             )
+        identity = identity.cleaned()
+        forms = normalize_name(identity.name)
         with self.store.session(exclusive=True) as session:
             result = self._match(session, identity, forms, seen_in)
         logger.info(
