@@ -49,6 +49,7 @@ from dicomdrop.deid.verify import (
     verify_tree,
 )
 from dicomdrop.errors import ClaimError, QuarantineError, StoreError
+from dicomdrop.fsnames import safe_text
 from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
 from dicomdrop.secret import load_key
 from dicomdrop.stages.deidentify import GroupOutput, deidentify_group, make_executor
@@ -772,7 +773,7 @@ def _write_report(path: Path, outcome: JobOutcome) -> None:
     writer.writerow(["file", "outcome", "code", "delivered_as"])
     writer.writerows(rows)
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(buffer.getvalue(), encoding="utf-8")
+    temporary.write_text(safe_text(buffer.getvalue()), encoding="utf-8")
     temporary.replace(path)
 
 

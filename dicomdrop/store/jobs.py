@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dicomdrop.errors import StoreError
+from dicomdrop.fsnames import safe_text
 from dicomdrop.store.db import Store
 from dicomdrop.store.models import Job, JobEvent, utcnow
 
@@ -81,13 +82,22 @@ class JobStore:
         self.store = store
 
     def create(self, job_id: str, *, drop_name: str, state: str = "claimed") -> None:
-        """Record a newly claimed job. Raises StoreError if the id exists."""
+        """Record a newly claimed job. Raises StoreError if the id exists.
+
+        A drop name that is not UTF-8 is stored in its safe form (``\\xNN`` for such bytes).
+        """
         _check_state(state)
         try:
             with self.store.session() as session:
                 now = utcnow()
                 session.add(
-                    Job(id=job_id, drop_name=drop_name, state=state, created_at=now, updated_at=now)
+                    Job(
+                        id=job_id,
+                        drop_name=safe_text(drop_name),
+                        state=state,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
                 session.flush()
                 session.add(JobEvent(job_id=job_id, at=now, kind="state", state=state))
