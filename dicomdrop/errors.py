@@ -87,3 +87,9 @@ class ClaimError(DicomdropError):
     """A drop could not be moved from the inbox into the work folder; it stays in the inbox."""
 
     code = "claim.failed"
+
+
+class DaemonLockError(DicomdropError):
+    """Another daemon with the same host_id holds the work folder's lock."""
+
+    code = "daemon.duplicate"

@@ -34,6 +34,7 @@ from dicomdrop.daemon import metrics as metric_events
 from dicomdrop.daemon.claim import claim_drop, host_id, read_job_file
 from dicomdrop.daemon.http import MonitoringServer
 from dicomdrop.daemon.jobs import JobRegistry, JobRunner
+from dicomdrop.daemon.lock import DaemonLock
 from dicomdrop.daemon.metrics import MetricEvent, Metrics, labels_of
 from dicomdrop.daemon.recovery import (
     adopt_orphans,
@@ -174,6 +175,16 @@ class Daemon:
 
     def run(self) -> int:
         """Recover, watch and run jobs until a stop is requested; return the exit status."""
+        settings = self.settings
+        # Held for the daemon's life: proof that no other daemon of this host_id runs, so the
+        # unfinished jobs recovery adopts are provably not another live daemon's.
+        lock = DaemonLock(settings).acquire()
+        try:
+            return self._run_locked()
+        finally:
+            lock.release()
+
+    def _run_locked(self) -> int:
         settings = self.settings
         self._recover()
         self._pool = self._new_pool()
