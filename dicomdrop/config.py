@@ -245,6 +245,7 @@ class DaemonSettings:
     http_port: int = _num(0, minimum=0, maximum=65535)
     host_id: str = ""
     orphan_grace_seconds: float = _num(300.0, minimum=0)
+    resource_retry_seconds: float = _num(30.0, minimum=0.1)
 
 
 @dataclass(frozen=True)

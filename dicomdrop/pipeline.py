@@ -51,6 +51,7 @@ from dicomdrop.deid.verify import (
 from dicomdrop.errors import ClaimError, QuarantineError, StoreError
 from dicomdrop.fsnames import safe_text
 from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
+from dicomdrop.resources import note_paused, resource_code
 from dicomdrop.secret import load_key
 from dicomdrop.stages.deidentify import GroupOutput, deidentify_group, make_executor
 from dicomdrop.stages.group import PatientGroup, group_instances
@@ -318,12 +319,14 @@ class Pipeline:
         except (StoreError, sqlalchemy.exc.OperationalError):
             raise
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise
+            if resource_code(exc):
+                raise  # never a verdict on the data: the job pauses
             self._quarantine_group(job_id, group, unpacked, _internal(exc), result)
         except QuarantineError as exc:
             self._quarantine_group(job_id, group, unpacked, exc, result)
         except Exception as exc:
+            if resource_code(exc):
+                raise
             log.exception("job %s: group %d failed", job_id, index)
             self._quarantine_group(job_id, group, unpacked, _internal(exc), result)
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -827,7 +830,11 @@ def run_job(config_path: Path, job_id: str) -> str:
     )
     try:
         before = pipeline.jobs.get(job_id)
-        outcome = pipeline.run(job_id)
+        try:
+            outcome = pipeline.run(job_id)
+        except Exception as exc:
+            note_paused(pipeline.jobs, job_id, exc)  # re-raises a resource error as one
+            raise
         if before is None or before.state not in FINAL_STATES:
             _count_outcome(outcome)
         return outcome.state

@@ -64,7 +64,16 @@ class Installation:
         return target
 
     def wait_idle(self, timeout: float = 90.0) -> None:
-        wait_until(lambda: is_idle(self.settings, self.table), timeout, "the daemon to go idle")
+        try:
+            wait_until(lambda: is_idle(self.settings, self.table), timeout, "the daemon to go idle")
+        except AssertionError as exc:
+            paths = self.settings.paths
+            seen = {
+                "inbox": sorted(p.name for p in paths.inbox.iterdir()),
+                "work": sorted(p.name for p in paths.work.iterdir()),
+                "jobs": self.table.jobs(),
+            }
+            raise AssertionError(f"{exc}: {seen}") from None
 
     def invariant(self) -> list[str]:
         return check_invariant(self.settings, self.dropped, tokens())

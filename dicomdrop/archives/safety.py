@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from dicomdrop.config import ArchiveSettings
-from dicomdrop.errors import ArchiveError
+from dicomdrop.errors import ArchiveError, ResourceError
 
 ENCRYPTED: Final = "archive.encrypted"
 CORRUPT: Final = "archive.corrupt"
@@ -135,8 +135,16 @@ class DropBudget:
         """Refuse when writing ``needed`` more bytes would leave less than the configured margin."""
         if self.free_space_root is None:
             return
-        free = shutil.disk_usage(self.free_space_root).free
+        usage = shutil.disk_usage(self.free_space_root)
+        free = usage.free
         if free - needed < self.limits.free_space_margin_bytes:
+            if needed + self.limits.free_space_margin_bytes <= usage.total:
+                # It would fit on this disk once space is freed: pause, do not judge the drop.
+                raise ResourceError(
+                    f"not enough free disk space to unpack the drop: it declares {needed} more "
+                    f"bytes and {free} are free, {self.limits.free_space_margin_bytes} must "
+                    "remain ([archives] free_space_margin_bytes)"
+                )
             raise ArchiveError(
                 NO_SPACE,
                 f"not enough free disk space to unpack the drop: it declares {needed} more bytes "

@@ -8,7 +8,6 @@ drop leaves nothing behind.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -22,7 +21,6 @@ from dicomdrop.archives.detect import SEVEN_ZIP, ZIP, detect_format, strip_archi
 from dicomdrop.archives.safety import (
     EXISTS,
     LINK,
-    NO_SPACE,
     SPECIAL_FILE,
     UNSUPPORTED,
     ArchiveScope,
@@ -35,11 +33,10 @@ from dicomdrop.archives.tar_format import extract_tar
 from dicomdrop.archives.target import ExtractionTarget
 from dicomdrop.archives.zip_format import extract_zip
 from dicomdrop.config import ArchiveSettings
-from dicomdrop.errors import ArchiveError
+from dicomdrop.errors import ArchiveError, ResourceError
+from dicomdrop.resources import resource_code
 
 logger = logging.getLogger(__name__)
-
-_NO_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass(frozen=True)
@@ -74,9 +71,10 @@ def unpack_drop(source: Path, dest: Path, limits: ArchiveSettings) -> UnpackRepo
         report = run.report()
     except OSError as exc:
         shutil.rmtree(dest, ignore_errors=True)
-        if exc.errno in _NO_SPACE_ERRNOS:
-            raise ArchiveError(
-                NO_SPACE, "the disk filled up while unpacking the drop; free some space"
+        if resource_code(exc):
+            # Never a verdict on the drop: the job pauses and unpacks again later.
+            raise ResourceError(
+                "the disk filled up while unpacking the drop", resource_code(exc) or ""
             ) from exc
         raise
     except BaseException:

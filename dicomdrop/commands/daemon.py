@@ -13,6 +13,7 @@ from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.config import Settings
+from dicomdrop.daemon.lock import daemon_state
 from dicomdrop.daemon.settle import CLAIM_PREFIX, is_drop_name
 from dicomdrop.errors import ConfigError
 
@@ -107,6 +108,10 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
     from dicomdrop.store.jobs import JobStore
 
     settings = ctx.settings
+    running = daemon_state(settings) if settings.paths.work.is_dir() else None
+    if running is not None:
+        pid, state = running
+        print(f"daemon: pid {pid or '?'}, {state or 'running'}")
     inbox = settings.paths.inbox
     names = [p.name for p in inbox.iterdir()] if inbox.is_dir() else []
     waiting = sum(1 for n in names if is_drop_name(n))
@@ -126,6 +131,13 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
         per_state = Counter(j.state for j in recent)
         detail = ", ".join(f"{s} {per_state.get(s, 0)}" for s in FINISHED)
         print(f"last hour: {len(recent)} jobs finished ({detail})")
+        held = [j for j in jobs.unfinished() if (j.error_code or "").startswith("resource.")]
+        if held:
+            codes = ", ".join(sorted({j.error_code or "" for j in held}))
+            print(
+                f"paused: {len(held)} job(s) wait for a resource ({codes}); "
+                "the daemon resumes them by itself once it is back"
+            )
         errors = jobs.list(states=("quarantined", "failed"), limit=max(0, args.errors))
         if errors:
             print("recent errors:")

@@ -6,10 +6,15 @@ would resume jobs the first is running: two processes in one work folder, and fi
 lock makes ownership provable: it is held for the daemon's whole life and the kernel releases it
 when the process dies (even by SIGKILL), so whoever holds it knows that every earlier daemon of
 this host_id is dead and its unfinished jobs may be adopted. A second daemon refuses to start.
+
+The lock file also carries the holder's pid and a one-line state (``running`` or ``paused ...``)
+for ``dicomdrop status``. Its block is written at start, so the state can be rewritten in place
+even when the disk has filled up since.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -21,6 +26,7 @@ from dicomdrop.daemon.claim import host_id
 from dicomdrop.errors import DaemonLockError
 
 LOCK_PREFIX = ".daemon-"
+_RECORD_BYTES = 512  # pid and state line, padded: rewritten in place, never grows
 
 
 def lock_path(settings: Settings) -> Path:
@@ -54,10 +60,19 @@ class DaemonLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        os.ftruncate(fd, 0)
+        self.note("running")
         return self
+
+    def note(self, state: str) -> None:
+        """Record the daemon's one-line state (best effort: a full disk may refuse even this)."""
+        if self._fd is None:
+            return
+        line = " ".join(state.split())
+        record = f"{os.getpid()}\n{line}\n".encode()[: _RECORD_BYTES - 1]
+        with contextlib.suppress(OSError):
+            os.pwrite(self._fd, record.ljust(_RECORD_BYTES, b" "), 0)
 
     def release(self) -> None:
         """Let the lock go (the kernel does it too when the process ends)."""
@@ -79,8 +94,32 @@ class DaemonLock:
 
 
 def _read_holder(fd: int) -> str:
+    pid, _ = _read_record(fd)
+    return f" (pid {pid})" if pid else ""
+
+
+def _read_record(fd: int) -> tuple[str, str]:
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        text = os.pread(fd, _RECORD_BYTES, 0).decode("utf-8", "replace")
     except OSError:
-        return ""
-    return f" (pid {text})" if text.isdigit() else ""
+        return "", ""
+    lines = [line.strip() for line in text.splitlines()]
+    pid = lines[0] if lines and lines[0].isdigit() else ""
+    return pid, lines[1] if len(lines) > 1 else ""
+
+
+def daemon_state(settings: Settings) -> tuple[str, str] | None:
+    """(pid, state line) of the daemon holding this host_id's lock; None if none runs."""
+    try:
+        fd = os.open(lock_path(settings), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_record(fd)  # held: a daemon runs
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

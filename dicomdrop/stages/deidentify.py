@@ -45,6 +45,7 @@ from dicomdrop.deid.profile import Profile, compile_profile
 from dicomdrop.deid.rawwalk import FileElement, RawWalkError, whole_file
 from dicomdrop.deid.verify import Finding, IdentityTokens, scan_bytes
 from dicomdrop.errors import DicomdropError
+from dicomdrop.resources import resource_code
 from dicomdrop.stages.encode import encode_dataset
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,8 @@ def deidentify_file(task: FileTask) -> FileOutcome:
     except DicomdropError as exc:
         return FileOutcome(task.source, task.staging, error_code=exc.code, error=exc.message)
     except (InvalidDicomError, ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+        if resource_code(exc):
+            raise  # a full disk says nothing about the file: the job pauses
         return FileOutcome(
             task.source,
             task.staging,

@@ -27,6 +27,7 @@ from pydicom.filereader import read_file_meta_info
 from dicomdrop.config import SortSettings
 from dicomdrop.deid.rawwalk import RawWalkError, file_meta
 from dicomdrop.errors import QuarantineError
+from dicomdrop.resources import resource_code
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,9 @@ def _office_type(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError) as exc:
+        if resource_code(exc):
+            raise
         return ""
     if "[Content_Types].xml" not in names:
         return ""

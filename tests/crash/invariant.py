@@ -87,6 +87,8 @@ def account(settings: Settings, tokens: Iterable[str]) -> Accounting:
     patient_tokens = [t.encode() for t in tokens if t] + [t.upper().encode() for t in tokens if t]
     outbox = settings.paths.outbox
     for path in sorted(outbox.iterdir()) if outbox.is_dir() else []:
+        if path.name.startswith(".") and path.name != ".incoming":
+            continue  # a test's ballast file
         if path.name == ".incoming":
             left = list(path.iterdir())
             if left:
@@ -105,6 +107,8 @@ def account(settings: Settings, tokens: Iterable[str]) -> Accounting:
                     result.delivered += 1
     quarantine = settings.paths.quarantine
     for folder in sorted(quarantine.iterdir()) if quarantine.is_dir() else []:
+        if folder.name.startswith("."):
+            continue  # a test's ballast file
         reason = folder / "reason.json"
         if not reason.is_file():
             result.problems.append(f"quarantine/{folder.name} has no reason.json")
