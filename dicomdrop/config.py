@@ -246,6 +246,7 @@ class DaemonSettings:
     host_id: str = ""
     orphan_grace_seconds: float = _num(300.0, minimum=0)
     resource_retry_seconds: float = _num(30.0, minimum=0.1)
+    max_job_attempts: int = _num(8, minimum=1)
 
 
 @dataclass(frozen=True)

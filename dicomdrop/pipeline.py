@@ -38,6 +38,7 @@ import sqlalchemy.exc
 
 from dicomdrop.archives import pack_tree, unpack_drop
 from dicomdrop.archives.pack import INCOMING_DIR, pack_spooled
+from dicomdrop.attempts import begin_attempt, forgive_attempt, last_failure, note_failure
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.daemon import metrics
 from dicomdrop.daemon.claim import new_job_id
@@ -198,8 +199,42 @@ class Pipeline:
         """Run (or resume) one job to its final state and return what happened.
 
         Operational failures (store unreachable, disk full) propagate and leave the job
-        unfinished, to be resumed; anything else about the data ends in quarantine.
+        unfinished, to be resumed; anything else about the data ends in quarantine. A job
+        started ``max_job_attempts`` times without finishing is quarantined as ``internal``.
         """
+        folder = job_dir(self.settings, job_id)
+        record = self.jobs.get(job_id)
+        if record is None or record.state in FINAL_STATES or not folder.is_dir():
+            return self._run_attempt(job_id)
+        before = begin_attempt(folder)
+        if before >= self.settings.daemon.max_job_attempts:
+            return self._give_up(job_id, folder, before)
+        try:
+            return self._run_attempt(job_id)
+        except Exception as exc:
+            if resource_code(exc):
+                forgive_attempt(folder)
+            elif folder.is_dir():
+                note_failure(folder, exc)
+            raise
+
+    def _give_up(self, job_id: str, folder: Path, attempts: int) -> JobOutcome:
+        """Quarantine the whole drop as ``internal``: it failed ``attempts`` times."""
+        last = last_failure(folder) or "an unknown error"
+        exc = QuarantineError(
+            "internal",
+            f"the job did not finish in {attempts} attempts (last: {last}); see the daemon log",
+            stage="pipeline",
+        )
+        outcome = JobOutcome(job_id=job_id, state="quarantined", quarantined={"internal": 1})
+        drop = self._drop_path(folder, job_id)
+        if drop is not None:
+            self._quarantine_drop(job_id, drop, exc)
+            outcome.report = [[drop.name, "quarantined", "internal", ""]]
+        self._finish(job_id, folder, outcome, keep_original=False)
+        return outcome
+
+    def _run_attempt(self, job_id: str) -> JobOutcome:
         record = self.jobs.get(job_id)
         if record is None:
             raise StoreError(f"job {job_id} is not in the store")
@@ -625,9 +660,8 @@ class Pipeline:
         log.warning("job %s: group quarantined (%s)", job_id, exc.code)
 
     def _quarantine_drop(self, job_id: str, drop: Path, exc: QuarantineError) -> None:
-        self.quarantine.put_drop(
-            job_id, QuarantineEntry(exc.code, exc.stage or "unpack", exc.message, ()), drop
-        )
+        entry = QuarantineEntry(exc.code, exc.stage or "unpack", exc.message, tuple(exc.files))
+        self.quarantine.put_drop(job_id, entry, drop)
         log.warning("job %s: drop quarantined (%s)", job_id, exc.code)
 
     def _finish(

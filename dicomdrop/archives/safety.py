@@ -8,6 +8,7 @@ actually written, so headers that lie about sizes do not help a zip bomb.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -33,6 +34,11 @@ TOO_MANY_ENTRIES: Final = "archive.too_many_entries"
 TOO_DEEP: Final = "archive.too_deep"
 NO_SPACE: Final = "archive.no_space"
 EXISTS: Final = "archive.exists"
+NAME_TOO_LONG: Final = "archive.name_too_long"
+UNREADABLE: Final = "archive.unreadable"
+
+#: The longest file name (one path part) Linux filesystems accept, in bytes.
+NAME_MAX: Final = 255
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 _MACOS_FOLDER: Final = "__MACOSX"
@@ -67,6 +73,13 @@ def member_path(raw_name: str, *, where: str) -> PurePosixPath | None:
         )
     if not parts:
         return None
+    if any(len(os.fsencode(part)) > NAME_MAX for part in parts):
+        raise ArchiveError(
+            NAME_TOO_LONG,
+            f"the archive holds a member whose name has a part longer than {NAME_MAX} bytes, "
+            "which no filesystem here can store; shorten the names and drop it again",
+            files=[where],
+        )
     return PurePosixPath(*parts)
 
 

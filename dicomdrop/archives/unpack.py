@@ -22,6 +22,7 @@ from dicomdrop.archives.safety import (
     EXISTS,
     LINK,
     SPECIAL_FILE,
+    UNREADABLE,
     UNSUPPORTED,
     ArchiveScope,
     DropBudget,
@@ -198,7 +199,18 @@ class _Unpacking:
                     target.make_dir(path)
                     stack.append((Path(entry.path), path))
                 elif entry.is_file(follow_symlinks=False):
-                    with open(entry.path, "rb") as stream:  # noqa: PTH123
+                    try:
+                        stream = open(entry.path, "rb")  # noqa: PTH123, SIM115
+                    except OSError as exc:
+                        if resource_code(exc):
+                            raise
+                        raise ArchiveError(
+                            UNREADABLE,
+                            f"a file of the drop cannot be read ({exc.strerror}); give the "
+                            "service read access and retry the quarantine entry",
+                            files=[where],
+                        ) from exc
+                    with stream:
                         target.copy_file(path, stream, entry.stat(follow_symlinks=False).st_size)
                 else:
                     raise ArchiveError(
