@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from corpus import MUELLER, SMITH_JOHN, write_series
+from corpus import MUELLER, SMITH_JOHN, write_series, zip_folder
 from crash.invariant import original_uids
 from faults import Installation
 
@@ -91,4 +91,24 @@ def test_recovery_at_start_adopts_an_orphan_with_a_non_utf8_name(installation: I
     inst.wait_idle()
     assert inst.invariant() == []
     assert [s for _, s in inst.table.jobs().values()] == ["delivered"]
+    assert daemon.terminate() == 0
+
+
+@pytest.mark.e2e
+def test_a_symlink_in_the_inbox_is_refused_not_followed(installation: Installation):
+    inst = installation
+    source = inst.staging / "s"
+    write_series(source, MUELLER, 1, 1, 2)
+    outside = inst.root / "elsewhere.zip"
+    zip_folder(source, outside)
+    before = outside.read_bytes()
+    daemon = inst.start()
+    (inst.settings.paths.inbox / "linked.zip").symlink_to(outside)
+    inst.wait_idle()
+    assert inst.invariant() == []
+    assert [s for _, s in inst.table.jobs().values()] == ["quarantined"]
+    assert list(inst.settings.paths.outbox.glob("*.zip")) == []
+    (reason,) = inst.settings.paths.quarantine.glob("*/reason.json")
+    assert '"inbox.link"' in reason.read_text(encoding="utf-8")
+    assert outside.read_bytes() == before  # the link's target is left alone
     assert daemon.terminate() == 0

@@ -36,6 +36,7 @@ NO_SPACE: Final = "archive.no_space"
 EXISTS: Final = "archive.exists"
 NAME_TOO_LONG: Final = "archive.name_too_long"
 UNREADABLE: Final = "archive.unreadable"
+INBOX_LINK: Final = "inbox.link"
 
 #: The longest file name (one path part) Linux filesystems accept, in bytes.
 NAME_MAX: Final = 255

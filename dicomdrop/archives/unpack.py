@@ -20,6 +20,7 @@ from typing import Final
 from dicomdrop.archives.detect import SEVEN_ZIP, ZIP, detect_format, strip_archive_suffix
 from dicomdrop.archives.safety import (
     EXISTS,
+    INBOX_LINK,
     LINK,
     SPECIAL_FILE,
     UNREADABLE,
@@ -63,6 +64,14 @@ def unpack_drop(source: Path, dest: Path, limits: ArchiveSettings) -> UnpackRepo
     stays untouched). Archives inside are unpacked recursively. Raises :class:`ArchiveError`
     (after removing ``dest``) when the drop is hostile, damaged or over a limit.
     """
+    if source.is_symlink():
+        # The inbox is a trust boundary: a link there could point at any file or folder the
+        # service may read. It is refused, never followed, like links inside drops.
+        raise ArchiveError(
+            INBOX_LINK,
+            "the drop is a symbolic link; drop the file or folder itself",
+            files=[source.name],
+        )
     if dest.exists() or dest.is_symlink():
         raise ArchiveError(EXISTS, "the unpack destination already exists; it is never overwritten")
     dest.mkdir()
