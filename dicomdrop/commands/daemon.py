@@ -71,6 +71,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     from dicomdrop.daemon.recovery import fail_vanished_jobs
     from dicomdrop.daemon.service import Daemon
     from dicomdrop.pipeline import run_job
+    from dicomdrop.private import secure_private_paths
     from dicomdrop.store.db import Store
     from dicomdrop.store.jobs import JobStore
 
@@ -81,6 +82,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
         settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms, upgrade=True
     )
     try:
+        secure_private_paths(settings)
         jobs = JobStore(store)
 
         def resume() -> list[str]:

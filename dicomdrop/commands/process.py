@@ -25,6 +25,7 @@ from dicomdrop.pipeline import (
     process_job,
     purge_originals,
 )
+from dicomdrop.private import secure_private_paths
 from dicomdrop.quarantine import Quarantine
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
@@ -134,6 +135,7 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         folder.mkdir(parents=True, exist_ok=True)
     workers = _workers(args, ctx)
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    secure_private_paths(settings)
     progress = Progress(len(args.paths), enabled=not args.no_progress and sys.stderr.isatty())
     outcomes: list[JobOutcome] = []
     # The bar replaces the INFO lines on a terminal (the summary says the same); warnings and

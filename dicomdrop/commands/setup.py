@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
+from dicomdrop.private import secure_private_paths
 from dicomdrop.sample import write_sample_drop
 from dicomdrop.secret import create_key_file, load_key
 
@@ -49,6 +50,7 @@ def run_init(args: argparse.Namespace, ctx: Context) -> int:
     else:
         print(f"key file exists, kept: {key_file}")
     load_key(key_file)
+    secure_private_paths(settings, warn=False)
     return 0
 
 
