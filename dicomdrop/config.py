@@ -79,6 +79,7 @@ class SecuritySettings:
     """The secret key that keys every pseudonym, UID and date derivation."""
 
     key_file: Path = Path("data/secret.key")
+    min_reason_length: int = _num(10, minimum=1)
 
 
 @dataclass(frozen=True)

@@ -338,12 +338,13 @@ def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_quarantine_release(args: argparse.Namespace, ctx: Context) -> int:
     """Delete a quarantine entry after review, recording who and why in the audit log."""
-    from dicomdrop.store.audit import record_event
+    from dicomdrop.store.audit import audit_key_from, record_event
 
     settings = ctx.settings
     quarantine = Quarantine(settings.paths.quarantine)
     record = quarantine.read(args.job)
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    store.audit_key = audit_key_from(ctx.key)
     try:
         by = args.by or _os_user()
         with store.session() as session:
