@@ -58,6 +58,8 @@ MAX_CRASH_RETRIES = 2
 #: How often a job whose runner raised (e.g. the store was briefly locked or unreachable) is
 #: started again in the same run, after 2, 4, 8, ... seconds; then it waits for the next start.
 MAX_ERROR_RETRIES = 5
+#: A drop whose claim failed is tried again after 2, 4, 8, ... seconds, at most this long.
+CLAIM_RETRY_MAX_SECONDS = 300.0
 # Housekeeping (retention of originals) runs at start and then this often.
 HOUSEKEEPING_SECONDS = 900.0
 
@@ -137,6 +139,8 @@ class Daemon:
         self._resource_delay = settings.daemon.resource_retry_seconds
         self._resource_retry_at = 0.0
         self._lock: DaemonLock | None = None
+        # Drops whose claim failed (not for resources): failures so far and when to try again.
+        self._claim_failures: dict[str, tuple[int, float]] = {}
         self._last_tick = clock()
         self.observer_kind = settings.daemon.observer
 
@@ -327,6 +331,9 @@ class Daemon:
         for name in ready:
             if len(self._running) >= self._workers or self._stop.is_set():
                 return
+            failures, not_before = self._claim_failures.get(name, (0, 0.0))
+            if now < not_before:
+                continue  # its claim failed before: wait out the pause
             size = self._tracker.size_of(name)
             try:
                 job = claim_drop(self.settings.paths.inbox / name, self.settings, self._register)
@@ -338,9 +345,12 @@ class Daemon:
                 self._tracker.forget(name)
                 if not isinstance(exc, ClaimError):
                     raise
-                log.error("claim failed [%s]: %s", exc.code, exc.message)
+                delay = min(CLAIM_RETRY_MAX_SECONDS, 2.0 ** (failures + 1))
+                self._claim_failures[name] = (failures + 1, now + delay)
+                log.error("claim failed [%s]: %s; next try in %.0f s", exc.code, exc.message, delay)
                 self.metrics.inc("dicomdrop_claim_errors_total", code=exc.code)
                 continue
+            self._claim_failures.pop(name, None)
             self._tracker.forget(name)
             if job is None:
                 continue  # another daemon was faster
