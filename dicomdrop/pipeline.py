@@ -41,13 +41,6 @@ from dicomdrop.archives.pack import INCOMING_DIR, pack_spooled
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.daemon import metrics
 from dicomdrop.daemon.claim import new_job_id
-from dicomdrop.deid.verify import (
-    IdentityTokens,
-    build_identity_tokens,
-    require_clean,
-    verify_entries,
-    verify_tree,
-)
 from dicomdrop.errors import ClaimError, QuarantineError, StoreError
 from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
 from dicomdrop.secret import load_key
@@ -57,6 +50,13 @@ from dicomdrop.stages.sort import sort_tree
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
 from dicomdrop.store.registry import PatientIdentity, Registry
+from dicomdrop.verify.scan import (
+    IdentityTokens,
+    build_identity_tokens,
+    require_clean,
+    verify_entries,
+    verify_tree,
+)
 
 log = logging.getLogger(__name__)
 

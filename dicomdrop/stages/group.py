@@ -30,9 +30,9 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from dicomdrop.config import ScreenSettings
-from dicomdrop.deid.rawwalk import RawWalkError, TopElement, dictionary_vr, top_level
-from dicomdrop.deid.tokens import fold
+from dicomdrop.dicomio.rawwalk import RawWalkError, TopElement, dictionary_vr, top_level
 from dicomdrop.stages.screen import SCREEN_TAGS, ScreenVerdict, screen_instance
+from dicomdrop.verify.tokens import fold
 
 logger = logging.getLogger(__name__)
 
