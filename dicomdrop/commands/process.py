@@ -16,16 +16,10 @@ from typing import Any
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError
+from dicomdrop.jobs import REPORT_FILE, JobOutcome
 from dicomdrop.logs import quiet_library_output
-from dicomdrop.pipeline import (
-    REPORT_FILE,
-    JobOutcome,
-    Pipeline,
-    claim_copy,
-    process_job,
-    purge_originals,
-)
 from dicomdrop.quarantine import Quarantine
+from dicomdrop.runner import JobRunner, claim_copy, process_job, purge_originals
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
 
@@ -152,19 +146,15 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         else:
             job_ids = [claim_copy(path, settings, jobs, move=args.move) for path in args.paths]
             # One drop: its files are de-identified and verified by a pool of processes.
-            pipeline = Pipeline(
-                settings,
-                key,
-                store,
-                file_workers=workers,
-                on_stage=lambda job, stage, _: progress.note(f"job {job}: {stage} done"),
+            runner = JobRunner(
+                settings, key, store, file_workers=workers, observer=_ProgressObserver(progress)
             )
             try:
                 for job_id in job_ids:
-                    outcomes.append(pipeline.run(job_id))
+                    outcomes.append(runner.run(job_id))
                     progress.step(f"job {job_id}")
             finally:
-                pipeline.close()
+                runner.close()
         purge_originals(settings)
     finally:
         progress.done()
@@ -205,6 +195,20 @@ def _run_in_parallel(
         for future in as_completed(futures.values()):
             progress.step(f"job {future.result().job_id}")
     return [futures[i].result() for i in range(len(paths))]
+
+
+class _ProgressObserver:
+    """Notes each finished stage on the progress bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def stage_finished(self, job_id: str, stage: str, seconds: float) -> None:
+        """Show the stage as done."""
+        self.progress.note(f"job {job_id}: {stage} done")
+
+    def job_finished(self, outcome: JobOutcome) -> None:
+        """Nothing: the bar steps in the command's loop."""
 
 
 def _job_process_context() -> multiprocessing.context.BaseContext:
@@ -320,16 +324,15 @@ def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
     if not source.exists():
         raise DicomdropError(f"quarantine entry {args.job} holds no files to retry")
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
-    pipeline = Pipeline(settings, ctx.key, store)
+    runner = JobRunner(settings, ctx.key, store, owns_store=True)
     try:
         retry_input = source.with_name(f"retry-{args.job}")
         source.rename(retry_input)
-        job_id = claim_copy(retry_input, settings, JobStore(store), move=True)
+        job_id = runner.claim(retry_input, move=True)
         quarantine.remove(args.job)
-        outcome = pipeline.run(job_id)
+        outcome = runner.run(job_id)
     finally:
-        pipeline.close()
-        store.close()
+        runner.close()
     print_summary([outcome], settings)
     return 0
 

@@ -31,7 +31,12 @@ from pydicom.tag import BaseTag
 
 from dicomdrop.config import ScreenSettings
 from dicomdrop.dicomio.rawwalk import RawWalkError, TopElement, dictionary_vr, top_level
-from dicomdrop.stages.screen import SCREEN_TAGS, ScreenVerdict, screen_instance
+from dicomdrop.stages.screen import (
+    SCREEN_TAGS,
+    ScreenVerdict,
+    UnloadedElementError,
+    screen_instance,
+)
 from dicomdrop.verify.tokens import fold
 
 logger = logging.getLogger(__name__)
@@ -220,16 +225,29 @@ class UnreadableHeaderError(ValueError):
 class HeaderValues:
     """The values of the header elements read for grouping and screening, by keyword.
 
-    ``get`` answers as ``Dataset.get`` does for these keywords (None when absent); ``file_meta``
-    is the file meta when pydicom read the file, else None.
+    ``get`` answers as ``Dataset.get`` does for the ``loaded`` keywords (None when absent) and
+    raises ``UnloadedElementError`` for any other: a rule reading an element that was not read
+    must not see "absent" and silently pass. ``file_meta`` is the file meta when pydicom read
+    the file, else None.
     """
 
-    def __init__(self, values: dict[str, Any], file_meta: Dataset | None = None) -> None:
+    def __init__(
+        self,
+        values: dict[str, Any],
+        file_meta: Dataset | None = None,
+        *,
+        loaded: Iterable[str] | None = None,
+    ) -> None:
         self._values = values
+        self._loaded = frozenset(values if loaded is None else loaded)
         self.file_meta = file_meta
 
     def get(self, keyword: str, default: Any = None) -> Any:
         """The value of ``keyword``, or ``default`` when the header does not hold it."""
+        if keyword not in self._loaded:
+            raise UnloadedElementError(
+                f"{keyword} was not read with the header; add it to screen.SCREEN_TAGS"
+            )
         value = self._values.get(keyword)
         return default if value is None else value
 
@@ -247,7 +265,9 @@ def read_header(path: Path, extra_tags: Sequence[str] = ()) -> HeaderValues:
         if header is None:
             ds = dcmread(path, force=True, stop_before_pixels=True, specific_tags=keywords)
             # converted now, so a bad value fails here and not later
-            header = HeaderValues({k: ds.get(k) for k in keywords}, ds.get("file_meta"))
+            header = HeaderValues(
+                {k: ds.get(k) for k in keywords}, ds.get("file_meta"), loaded=keywords
+            )
     if not _text(header, "SOPClassUID") or not _text(header, "StudyInstanceUID"):
         raise UnreadableHeaderError("SOPClassUID or StudyInstanceUID missing")
     return header
@@ -296,7 +316,7 @@ def _read_raw_header(path: Path, keywords: Sequence[str]) -> HeaderValues | None
             ds.set_original_encoding(implicit, True)
         ds[tag] = _raw_element(tag, element, implicit)
         values[keyword] = ds.get(keyword)  # converted now, so a bad value fails here
-    return HeaderValues(values)
+    return HeaderValues(values, loaded=keywords)
 
 
 def _raw_element(tag: int, element: TopElement, implicit: bool) -> RawDataElement:
@@ -331,6 +351,8 @@ def read_headers(
             ds = read_header(root / relative, extra_tags)
             verdict = screen_instance(ds, screen) if screen is not None else None
             headers.append(_header(relative, ds, verdict))
+        except UnloadedElementError:
+            raise  # a rule that reads what was not loaded is a bug, not a bad file
         except Exception:  # any read failure: reported as unreadable, the job goes on
             headers.append(None)
     return headers
