@@ -1,13 +1,17 @@
 """Group the DICOM files of a drop by patient.
 
-One patient per top-level folder of the drop is the expected layout; a folder (or the drop's
-root, for a flat drop) holding several patients is split by PatientID and normalised
-PatientName. Only headers are read. With screening settings given, each file is screened from
+Files are grouped by PatientID and normalised PatientName across the whole drop: a folder (or
+the drop's root, for a flat drop) holding several patients is split, and one patient's files in
+several top-level folders (a CT and an MR folder, say) form one group, so that the patient gets
+one delivery with one numbering of studies and series. Only files that carry neither a
+PatientID nor a PatientName stay grouped by their top folder (nothing else tells them apart).
+Only headers are read. With screening settings given, each file is screened from
 the same header read (``screen.screen_instance``), so the screen stage reads nothing again.
 
 Group keys are internal and hold no patient data: they number top folders (``f1``, ``f2``... in
 sorted order, ``root`` for files at the top) and groups within a folder (``f1#1``, ``f1#2``),
-because folder names are often patient names.
+because folder names are often patient names; a group spread over several folders is keyed by
+the folder of its first file in path order.
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ _SPECIFIC_CHARACTER_SET = 0x00080005
 
 @dataclass(frozen=True)
 class PatientGroup:
-    """The files of one patient in one top folder, with the identity read from their headers.
+    """The files of one patient in the drop, with the identity read from their headers
+    (``folder``: the top folder of its first file).
 
     Single-valued fields hold the first non-empty value seen (files in sorted order); tuples hold
     every distinct value in order of first appearance. ``original_uids`` are the study, series
@@ -379,21 +384,29 @@ def group_instances(
         headers = [header for part in parts for header in part]
     else:
         headers = read_headers(root, relatives, screen)
-    by_folder: dict[str, dict[tuple[str, str], _Collector]] = {}
+    patients: dict[tuple[str, ...], _Collector] = {}
     unreadable: list[Path] = []
+    folders: set[str] = set()
     for relative, header in zip(relatives, headers, strict=True):
         if header is None:
             unreadable.append(relative)
             continue
         folder = relative.parts[0] if len(relative.parts) > 1 else ""
-        patients = by_folder.setdefault(folder, {})
-        collector = patients.setdefault(header.identity, _Collector(folder, screen is not None))
+        folders.add(folder)
+        # One patient, one group in the whole drop; without any identity, one per top folder.
+        patient = header.identity if any(header.identity) else (folder, *header.identity)
+        collector = patients.get(patient)
+        if collector is None:
+            collector = patients[patient] = _Collector(folder, screen is not None)
         collector.add(header)
+    by_folder: dict[str, list[_Collector]] = {}
+    for collector in patients.values():
+        by_folder.setdefault(collector.folder, []).append(collector)
     groups = []
-    named_folders = sorted(f for f in by_folder if f)
+    named_folders = sorted(f for f in folders if f)
     for folder in sorted(by_folder):
         label = f"f{named_folders.index(folder) + 1}" if folder else "root"
-        for number, collector in enumerate(by_folder[folder].values(), start=1):
+        for number, collector in enumerate(by_folder[folder], start=1):
             groups.append(collector.build(f"{label}#{number}"))
     logger.info("group: %d patient groups, %d unreadable files", len(groups), len(unreadable))
     return GroupResult(tuple(groups), tuple(unreadable))
