@@ -97,7 +97,7 @@ class PatientGroup:
 
 
 @dataclass(frozen=True)
-class GroupResult:
+class Grouping:
     """Patient groups, and the files whose header could not be read (relative paths)."""
 
     groups: tuple[PatientGroup, ...]
@@ -369,7 +369,7 @@ def group_instances(
     screen: ScreenSettings | None = None,
     *,
     executor: Executor | None = None,
-) -> GroupResult:
+) -> Grouping:
     """Group ``dicom_files`` (relative to ``root``, or absolute under it) by patient.
 
     Files directly under ``root`` form groups of folder ``""``. A file whose header cannot be
@@ -409,4 +409,4 @@ def group_instances(
         for number, collector in enumerate(by_folder[folder], start=1):
             groups.append(collector.build(f"{label}#{number}"))
     logger.info("group: %d patient groups, %d unreadable files", len(groups), len(unreadable))
-    return GroupResult(tuple(groups), tuple(unreadable))
+    return Grouping(tuple(groups), tuple(unreadable))
