@@ -29,8 +29,6 @@ from dicomdrop.errors import ClaimError
 from dicomdrop.fsutil import fsync_dir, write_json_atomic
 from dicomdrop.jobs import JOB_FILE, new_job_id
 
-__all__ = ["JOB_FILE", "fsync_dir", "new_job_id"]  # and the claim functions below
-
 log = logging.getLogger(__name__)
 
 CLAIM_FILE = "claim.json"

@@ -7,10 +7,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from dicomdrop.jobs import FINISHED_STATES
-
-__all__ = ["FINISHED_STATES", "JobFunction", "JobRecord", "JobRegistry"]
-
 #: ``runner(job_id) -> end state`` runs one claimed job to its end; it must be picklable
 #: (a module-level function or a functools.partial of one), as it runs in a worker process.
 JobFunction = Callable[[str], str]
