@@ -55,6 +55,11 @@ def register(sub: Any) -> None:
         help="only jobs in this state (repeat for several)",
     )
     p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N jobs (50)")
+    p.add_argument(
+        "--drop",
+        metavar="NAME",
+        help="only the jobs of the drop named NAME in the inbox (names are never printed)",
+    )
     p.set_defaults(func=run_jobs)
 
 
@@ -170,20 +175,24 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
 def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
     """Print one line per job."""
     from dicomdrop.store.db import Store
-    from dicomdrop.store.jobs import JobStore
+    from dicomdrop.store.jobs import JobStore, drop_label
 
     settings = ctx.settings
+    key = ctx.key
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     try:
-        records = JobStore(store).list(states=args.state, limit=max(0, args.limit))
+        records = JobStore(store).list(
+            states=args.state, limit=max(0, args.limit), drop_name=args.drop
+        )
     finally:
         store.close()
+    # A drop's name is often a patient's: operators see a keyed label of it, never the name.
     print(f"{'JOB':<23}  {'STATE':<11}  {'STAGE':<10}  {'ERROR':<22}  {'UPDATED':<20}  DROP")
     for job in records:
         when = _aware(job.updated_at).strftime("%Y-%m-%d %H:%M:%SZ")
         print(
             f"{job.id:<23}  {job.state:<11}  {job.stage or '-':<10}  "
-            f"{job.error_code or '-':<22}  {when:<20}  {job.drop_name}"
+            f"{job.error_code or '-':<22}  {when:<20}  {drop_label(key, job.drop_name)}"
         )
     return 0
 

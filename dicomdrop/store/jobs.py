@@ -1,12 +1,15 @@
 """Jobs and their events: the pipeline records every state change and stage boundary here.
 
-``drop_name`` is the drop's original name in the inbox: it may hold patient data, so it is shown
-to operators but never logged.
+``drop_name`` is the drop's original name in the inbox: it may hold patient data, so it stays in
+this database (the re-identification key) and is never logged; operators are shown
+:func:`drop_label`, a keyed hash of it, and find a drop's jobs by its name (``jobs --drop``).
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
+import hmac
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dicomdrop.errors import StoreError
-from dicomdrop.fsnames import safe_text
+from dicomdrop.fsnames import name_bytes, safe_text
 from dicomdrop.jobs import FINISHED_STATES, JobState
 from dicomdrop.store.db import Store
 from dicomdrop.store.models import Job, JobEvent, utcnow
@@ -65,6 +68,13 @@ def _record(job: Job) -> JobRecord:
         updated_at=job.updated_at,
         last_finished_stage=job.last_finished_stage,
     )
+
+
+def drop_label(key: bytes, drop_name: str) -> str:
+    """What operators are shown instead of a drop's name (often a patient's): ``drop-`` and 12
+    hex digits of a keyed hash of the name. The same name always gives the same label."""
+    digest = hmac.new(key, b"drop-name:" + name_bytes(drop_name), hashlib.sha256).hexdigest()
+    return f"drop-{digest[:12]}"
 
 
 def _check_state(state: str) -> str:
@@ -180,12 +190,19 @@ class JobStore:
             return _record(job) if job is not None else None
 
     def list(
-        self, states: Iterable[str] | None = None, limit: int = 100
+        self,
+        states: Iterable[str] | None = None,
+        limit: int = 100,
+        *,
+        drop_name: str | None = None,
     ) -> builtins.list[JobRecord]:
-        """The most recently updated jobs, optionally only those in ``states``."""
+        """The most recently updated jobs, optionally only those in ``states`` or of the drop
+        named ``drop_name``."""
         query = select(Job).order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit)
         if states is not None:
             query = query.where(Job.state.in_(builtins.list(states)))
+        if drop_name is not None:
+            query = query.where(Job.drop_name == safe_text(drop_name))
         with self.store.session(readonly=True) as session:
             return [_record(j) for j in session.scalars(query)]
 
