@@ -63,5 +63,5 @@ def secure_private_paths(settings: Settings, *, warn: bool = True) -> list[str]:
         if _set_mode(file, 0o600):
             changed.append(file.name)
     for name in changed if warn else ():
-        log.warning("%s was readable by other users; made private to the service user", name)
+        log.info("%s was readable by other users; made private to the service user", name)
     return changed
