@@ -126,7 +126,7 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         folder.mkdir(parents=True, exist_ok=True)
     workers = _workers(args, ctx)
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
-    secure_private_paths(settings)
+    secure_private_paths(settings, warn=False)  # the bar below replaces INFO lines
     progress = Progress(len(args.paths), enabled=not args.no_progress and sys.stderr.isatty())
     outcomes: list[JobOutcome] = []
     # The bar replaces the INFO lines on a terminal (the summary says the same); warnings and
