@@ -79,3 +79,18 @@ def test_paths_left_out_resolve_against_the_config_folder_not_the_cwd(tmp_path: 
         assert folder.is_absolute() and folder.is_relative_to(site), (key, folder)
         assert folder.is_dir()
     assert settings.security.key_file == site / "data" / "secret.key"
+
+
+@pytest.mark.e2e
+def test_the_daemon_refuses_to_start_on_overlapping_folders_with_one_line(tmp_path: Path):
+    config = config_with(tmp_path, quarantine="shared", outbox="shared")
+    done = subprocess.run(
+        [sys.executable, "-m", "dicomdrop", "watch", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dicomdrop: error: [paths] outbox"), lines
