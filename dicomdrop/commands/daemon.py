@@ -56,13 +56,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_jobs)
 
 
-def _check_folders(settings: Settings) -> None:
-    for key in ("inbox", "work", "outbox", "quarantine", "originals"):
-        folder = getattr(settings.paths, key)
-        if not folder.is_dir():
-            raise ConfigError(
-                f"[paths] {key} = {folder} does not exist; create the folders with 'dicomdrop init'"
-            )
+def check_before_start(settings: Settings) -> None:
+    """Refuse to start on anything ``dicomdrop check-config`` would report (the database is
+    checked when the daemon opens and upgrades it)."""
+    from dicomdrop.preflight import run_checks
+
+    for result in run_checks(settings, store=False):
+        if not result.ok:
+            raise ConfigError(f"{result.name}: {result.detail} (see 'dicomdrop check-config')")
 
 
 def run_watch(args: argparse.Namespace, ctx: Context) -> int:
@@ -74,8 +75,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     from dicomdrop.store.jobs import JobStore
 
     settings = ctx.settings
-    _check_folders(settings)
-    ctx.key  # noqa: B018 (fail now, not in every worker, if the key file is missing or open)
+    check_before_start(settings)
     store = Store.open(
         settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms, upgrade=True
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from dicomdrop.errors import PortInUseError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,12 @@ class MonitoringServer:
         self, render_metrics: Callable[[], str], health: HealthCheck, *, port: int = 0
     ) -> None:
         handler = _handler_class(render_metrics, health)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        try:
+            self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUseError(port_in_use_message(port)) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="dicomdrop-http", daemon=True
@@ -53,6 +61,29 @@ class MonitoringServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def port_in_use_message(port: int) -> str:
+    """What to say when ``[daemon] http_port`` is taken."""
+    return (
+        f"[daemon] http_port = {port} is in use on 127.0.0.1 (another dicomdrop watch or "
+        "another program listens there); stop it, choose another port, or set 0 to switch "
+        "the metrics off"
+    )
+
+
+def port_is_free(port: int) -> bool:
+    """True when ``port`` on 127.0.0.1 can be bound now (0 always can)."""
+    if port == 0:
+        return True
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), BaseHTTPRequestHandler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return False
+        raise
+    server.server_close()
+    return True
 
 
 def _handler_class(

@@ -42,7 +42,7 @@ from dicomdrop.daemon.recovery import (
 )
 from dicomdrop.daemon.settle import Clock, SettleTracker
 from dicomdrop.daemon.watch import InboxWatcher, Wakeup
-from dicomdrop.errors import ClaimError
+from dicomdrop.errors import ClaimError, ConfigError
 from dicomdrop.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,10 @@ class Daemon:
                 self._reap(block=False)
                 self._fill()
                 self._publish_gauges()
+        except ConfigError:
+            # A mistake the operator can fix (a port taken since the start check): the command
+            # line prints its one-line message.
+            raise
         except Exception:
             log.exception("daemon stopping after an unexpected error")
             status = 1
