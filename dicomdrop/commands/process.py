@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
+from dicomdrop.commands.jsonout import add_json_option, emit
 from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError
 from dicomdrop.logs import quiet_library_output
@@ -76,8 +77,11 @@ def register(sub: Any) -> None:
         help="process folders or archives as if they had been dropped in the inbox",
         description="Each PATH (a folder, .zip, .7z, .tar...) becomes one job: unpacked, sorted, "
         "grouped by patient, screened, matched, de-identified, verified and delivered to the "
-        "outbox, or quarantined with a reason. Exit status 0 when every drop was handled.",
+        "outbox, or quarantined with a reason. Exit status 0 when every input was delivered "
+        "(or deleted as a leftover), 3 when processing finished but some inputs were "
+        "quarantined or wait for 'registry resolve', 1 on an operational error.",
     )
+    add_json_option(p)
     add_config_option(p)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--move", action="store_true", help="move the inputs instead of copying them")
@@ -100,16 +104,19 @@ def register(sub: Any) -> None:
     qsub.required = True
     ql = qsub.add_parser("list", help="one line per quarantined job: job id and reason codes")
     add_config_option(ql)
+    add_json_option(ql)
     ql.set_defaults(func=run_quarantine_list)
     qs = qsub.add_parser("show", help="the reason.json of a job")
     add_config_option(qs)
     qs.add_argument("job")
+    add_json_option(qs)
     qs.set_defaults(func=run_quarantine_show)
     qr = qsub.add_parser(
         "retry", help="process a quarantined job's files again (e.g. after registry resolve)"
     )
     add_config_option(qr)
     qr.add_argument("job")
+    add_json_option(qr)
     qr.set_defaults(func=run_quarantine_retry)
     qd = qsub.add_parser("release", help="delete a reviewed quarantine entry (audited)")
     add_config_option(qd)
@@ -172,8 +179,8 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         for handler, formatter in formatters.items():
             handler.setFormatter(formatter)
         store.close()
-    print_summary(outcomes, settings)
-    return 0
+    report_summary(outcomes, settings, as_json=args.json)
+    return exit_status(outcomes)
 
 
 def _run_in_parallel(
@@ -222,6 +229,62 @@ def _input_size(path: Path) -> int:
     if not path.is_dir():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+#: Exit status of ``process`` and ``quarantine retry`` when they finished, but some inputs were
+#: quarantined (or wait for ``registry resolve``): a script can tell this from success (0) and
+#: from an operational error (1).
+EXIT_QUARANTINED = 3
+
+
+def exit_status(outcomes: list[JobOutcome]) -> int:
+    """0 when every input was delivered or deleted, else :data:`EXIT_QUARANTINED`."""
+    if any(o.state != "delivered" or any(o.quarantined.values()) for o in outcomes):
+        return EXIT_QUARANTINED
+    return 0
+
+
+def report_summary(outcomes: list[JobOutcome], settings: Settings, *, as_json: bool) -> None:
+    """The summary as text, or as the ``dicomdrop.process`` JSON document."""
+    if not as_json:
+        print_summary(outcomes, settings)
+        return
+    quarantined: Counter[str] = Counter()
+    deleted: Counter[str] = Counter()
+    for o in outcomes:
+        quarantined.update(o.quarantined)
+        deleted.update(o.deleted)
+    jobs = []
+    for o in outcomes:
+        report = settings.paths.originals / o.job_id / REPORT_FILE
+        jobs.append(
+            {
+                "job": o.job_id,
+                "state": o.state,
+                "report": str(report) if report.is_file() else None,
+                "quarantined": dict(sorted(o.quarantined.items())),
+                "deleted": dict(sorted(o.deleted.items())),
+            }
+        )
+    emit(
+        "process",
+        {
+            "exit_status": exit_status(outcomes),
+            "jobs": jobs,
+            "delivered": [
+                {
+                    "job": o.job_id,
+                    "pseudonym": g.pseudonym,
+                    "archive": g.archive,
+                    "instances": g.instances,
+                }
+                for o in outcomes
+                for g in o.delivered
+            ],
+            "quarantined": dict(sorted(quarantined.items())),
+            "deleted": dict(sorted(deleted.items())),
+        },
+    )
 
 
 def print_summary(outcomes: list[JobOutcome], settings: Settings) -> None:
@@ -297,7 +360,20 @@ class _BarErasingFormatter(logging.Formatter):
 
 def run_quarantine_list(args: argparse.Namespace, ctx: Context) -> int:
     """One line per quarantined job."""
-    for record in Quarantine(ctx.settings.paths.quarantine).list():
+    records = Quarantine(ctx.settings.paths.quarantine).list()
+    if args.json:
+        entries = [
+            {
+                "job": r.job_id,
+                "created_at": r.created_at,
+                "codes": r.codes,
+                "files": sum(len(e.files) for e in r.entries),
+            }
+            for r in records
+        ]
+        emit("quarantine-list", {"entries": entries})
+        return 0
+    for record in records:
         files = sum(len(e.files) for e in record.entries)
         print(f"{record.job_id}\t{record.created_at}\t{','.join(record.codes)}\t{files} file(s)")
     return 0
@@ -306,6 +382,9 @@ def run_quarantine_list(args: argparse.Namespace, ctx: Context) -> int:
 def run_quarantine_show(args: argparse.Namespace, ctx: Context) -> int:
     """Print reason.json."""
     record = Quarantine(ctx.settings.paths.quarantine).read(args.job)
+    if args.json:
+        emit("quarantine-show", {"record": record.to_json()})
+        return 0
     print(json.dumps(record.to_json(), indent=2, sort_keys=True))
     return 0
 
@@ -330,8 +409,8 @@ def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
     finally:
         pipeline.close()
         store.close()
-    print_summary([outcome], settings)
-    return 0
+    report_summary([outcome], settings, as_json=args.json)
+    return exit_status([outcome])
 
 
 def run_quarantine_release(args: argparse.Namespace, ctx: Context) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
+from dicomdrop.commands.jsonout import add_json_option, emit, timestamp
 from dicomdrop.store.audit import current_user
 from dicomdrop.store.db import Store
 
@@ -83,6 +84,7 @@ def register(sub: Any) -> None:
 
     p = rsub.add_parser("pending", help="list ambiguous matches waiting for 'registry resolve'")
     p.add_argument("--show-names", action="store_true", help="also print names and birth dates")
+    add_json_option(p)
     add_config_option(p)
     p.set_defaults(func=run_pending)
 
@@ -192,6 +194,27 @@ def run_pending(args: argparse.Namespace, ctx: Context) -> int:
         pending = list_pending(registry)
     finally:
         registry.store.close()
+    if args.json:
+        items = []
+        for item in pending:
+            entry: dict[str, Any] = {
+                "id": item.id,
+                "created_at": timestamp(item.created_at),
+                "seen_in": item.seen_in,
+                "score": item.score,
+                "candidates": [{"pseudonym": p, "score": sc} for p, sc in item.candidates],
+            }
+            if args.show_names:
+                who = item.identity
+                entry["identity"] = {
+                    "name": who.name,
+                    "birth_date": who.birth_date,
+                    "sex": who.sex,
+                    "patient_id": who.patient_id,
+                }
+            items.append(entry)
+        emit("registry-pending", {"pending": items})
+        return 0
     if not pending:
         print("no pending matches")
     for item in pending:

@@ -177,6 +177,24 @@ class AuditEvent(Base):
     details: Mapped[dict[str, object] | None] = mapped_column(JSON)
 
 
+class DaemonHeartbeat(Base):
+    """A running ``dicomdrop watch``: who it is, since when, and when it last said it lives.
+
+    The row is written at start, refreshed every few seconds and deleted at a clean stop; a row
+    whose ``beat_at`` is old belongs to a daemon that was killed or lost its host.
+    """
+
+    __tablename__ = "daemon_heartbeats"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    beat_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    version: Mapped[str] = mapped_column(String(40))
+    workers: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class AccessionLink(Base):
     """dicom_pseudon's link: a study whose AccessionNumber is ``key`` gets ``serial``."""
 
