@@ -49,6 +49,7 @@ from dicomdrop.deid.verify import (
     verify_tree,
 )
 from dicomdrop.errors import ClaimError, QuarantineError, StoreError
+from dicomdrop.job_progress import FileProgress
 from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
 from dicomdrop.secret import load_key
 from dicomdrop.stages.deidentify import GroupOutput, deidentify_group, make_executor
@@ -166,6 +167,7 @@ class Pipeline:
         *,
         file_workers: int = 1,
         on_stage: Callable[[str, str, float], None] | None = None,
+        on_progress: Callable[[str, str, int, int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.key = key
@@ -176,6 +178,7 @@ class Pipeline:
         self.file_workers = file_workers
         self._executor: Executor | None = None
         self._on_stage = on_stage
+        self._on_progress = on_progress
 
     def close(self) -> None:
         """Stop the per-file worker pool, if any."""
@@ -424,6 +427,7 @@ class Pipeline:
                     if self.settings.archives.output_format == "zip"
                     else None
                 ),
+                on_file=FileProgress(self.jobs, job_id, "deid", self._on_progress),
             )
             failed = tuple(str(Path(o.source).relative_to(unpacked)) for o in output.failed)
             if failed:

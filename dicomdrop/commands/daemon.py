@@ -155,6 +155,15 @@ def status_report(settings: Settings, *, errors: int = 5) -> dict[str, Any]:
             }
             for beat in Heartbeats(store).list()
         ]
+        report["running"] = [
+            {
+                "job": job.id,
+                "stage": job.stage,
+                "files_done": job.files_done,
+                "files_total": job.files_total,
+            }
+            for job in jobs.list(states=("claimed", "running"), limit=1000)
+        ]
         report["recent_errors"] = [
             {
                 "job": job.id,
@@ -207,6 +216,8 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
                 "and start 'dicomdrop watch' again on that host"
             )
     print("jobs: " + ", ".join(f"{s} {n}" for s, n in report["jobs"].items()))
+    for r in report["running"]:
+        print(f"  running: {r['job']}  {r['stage'] or '-':<10} {_progress(r)}")
     hour = report["last_hour"]
     detail = ", ".join(f"{s} {hour[s]}" for s in FINISHED)
     print(f"last hour: {hour['finished']} jobs finished ({detail})")
@@ -251,20 +262,37 @@ def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
                         "created_at": timestamp(job.created_at),
                         "updated_at": timestamp(job.updated_at),
                         "drop_name": job.drop_name,
+                        "files_done": job.files_done,
+                        "files_total": job.files_total,
                     }
                     for job in records
                 ]
             },
         )
         return 0
-    print(f"{'JOB':<23}  {'STATE':<11}  {'STAGE':<10}  {'ERROR':<22}  {'UPDATED':<20}  DROP")
+    print(
+        f"{'JOB':<23}  {'STATE':<11}  {'STAGE':<10}  {'FILES':<11}  {'ERROR':<22}  "
+        f"{'UPDATED':<20}  DROP"
+    )
     for job in records:
         when = _aware(job.updated_at).strftime("%Y-%m-%d %H:%M:%SZ")
+        files = (
+            _progress({"files_done": job.files_done, "files_total": job.files_total})
+            if job.state in ("claimed", "running")
+            else "-"
+        )
         print(
-            f"{job.id:<23}  {job.state:<11}  {job.stage or '-':<10}  "
+            f"{job.id:<23}  {job.state:<11}  {job.stage or '-':<10}  {files:<11}  "
             f"{job.error_code or '-':<22}  {when:<20}  {job.drop_name}"
         )
     return 0
+
+
+def _progress(row: dict[str, Any]) -> str:
+    """``done/total`` files of the running stage, or ``-``."""
+    if row["files_total"] is None:
+        return "-"
+    return f"{row['files_done']}/{row['files_total']}"
 
 
 def _aware(moment: datetime) -> datetime:

@@ -165,6 +165,7 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
                 store,
                 file_workers=workers,
                 on_stage=lambda job, stage, _: progress.note(f"job {job}: {stage} done"),
+                on_progress=progress.files,
             )
             try:
                 for job_id in job_ids:
@@ -314,28 +315,42 @@ def _counts(counter: Counter[str]) -> str:
 
 
 class Progress:
-    """A one-line progress bar on stderr (drops done of all, and what happened last)."""
+    """A one-line progress bar on stderr: drops done of all, and what happened last; while a
+    drop's files are de-identified, files done of the drop's files."""
 
     def __init__(self, total: int, *, enabled: bool) -> None:
         self.total = total
         self.current = 0
         self.enabled = enabled
         self._drawn = False
+        self._files: tuple[int, int] | None = None
 
     def step(self, label: str) -> None:
         """One more drop done; redraw."""
         self.current += 1
+        self._files = None
         self.note(label)
+
+    def files(self, job_id: str, stage: str, done: int, total: int) -> None:
+        """``done`` of ``total`` files of the running drop are through ``stage``; redraw."""
+        self._files = (done, total)
+        self.note(f"job {job_id}: {stage}")
 
     def note(self, label: str) -> None:
         """Redraw with a new label, without advancing."""
         if not self.enabled:
             return
         width = 30
-        filled = width * self.current // max(self.total, 1)
+        if self._files is not None:
+            done, total = self._files
+            filled = width * done // max(total, 1)
+            count = f"{done}/{total} files, drop {self.current + 1}/{self.total}"
+        else:
+            filled = width * self.current // max(self.total, 1)
+            count = f"{self.current}/{self.total}"
         bar = "#" * filled + "-" * (width - filled)
         # Carriage return and erase-line: a shorter label leaves nothing of the longer one.
-        sys.stderr.write(f"\r\x1b[K[{bar}] {self.current}/{self.total} {label}")
+        sys.stderr.write(f"\r\x1b[K[{bar}] {count} {label}")
         sys.stderr.flush()
         self._drawn = True
 

@@ -144,6 +144,9 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(80))
     message: Mapped[str | None] = mapped_column(Text)
     last_finished_stage: Mapped[str | None] = mapped_column(String(40))
+    # Progress of the running stage (files done of total), for status and jobs.
+    files_done: Mapped[int | None] = mapped_column(Integer)
+    files_total: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

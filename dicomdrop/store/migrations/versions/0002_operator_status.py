@@ -1,6 +1,7 @@
-"""Daemon heartbeats: which ``dicomdrop watch`` processes run, on which host, since when.
+"""What an operator sees: daemon heartbeats (which ``dicomdrop watch`` processes run, on which
+host, since when) and the per-file progress of running jobs.
 
-Revision ID: 0002_daemon_heartbeats
+Revision ID: 0002_operator_status
 Revises: 0001
 Create Date: 2026-12-04 23:40:00
 """
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0002_daemon_heartbeats'
+revision = '0002_operator_status'
 down_revision = '0001'
 branch_labels = None
 depends_on = None
@@ -28,7 +29,13 @@ def upgrade() -> None:
     sa.Column('workers', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_daemon_heartbeats'))
     )
+    with op.batch_alter_table('jobs') as batch:
+        batch.add_column(sa.Column('files_done', sa.Integer(), nullable=True))
+        batch.add_column(sa.Column('files_total', sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('jobs') as batch:
+        batch.drop_column('files_total')
+        batch.drop_column('files_done')
     op.drop_table('daemon_heartbeats')
