@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
 REPORT_FILE = "report.csv"  # next to outcome.json: one row per file of the drop
-FINAL_STATES = frozenset({"delivered", "quarantined", "failed", "waiting"})
+FINAL_STATES = frozenset({"delivered", "quarantined", "failed", "waiting", "retried", "released"})
 
 
 @dataclass

@@ -20,7 +20,9 @@ from dicomdrop.errors import ConfigError
 log = logging.getLogger(__name__)
 
 #: Job states, as the store knows them.
-JOB_STATES = ("claimed", "running", "delivered", "quarantined", "failed", "waiting")
+JOB_STATES = (
+    "claimed", "running", "delivered", "quarantined", "failed", "waiting", "retried", "released",
+)  # fmt: skip
 FINISHED = ("delivered", "quarantined", "failed")
 
 

@@ -418,8 +418,10 @@ def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
     try:
         retry_input = source.with_name(f"retry-{args.job}")
         source.rename(retry_input)
-        job_id = claim_copy(retry_input, settings, JobStore(store), move=True)
+        jobs = JobStore(store)
+        job_id = claim_copy(retry_input, settings, jobs, move=True)
         quarantine.remove(args.job)
+        end_quarantined_job(jobs, args.job, "retried", f"retried as job {job_id}")
         outcome = pipeline.run(job_id)
     finally:
         pipeline.close()
@@ -444,13 +446,23 @@ def run_quarantine_release(args: argparse.Namespace, ctx: Context) -> int:
                 action="quarantine.release",
                 actor=by,
                 reason=args.reason,
+                subject=args.job,
                 details={"job": args.job, "codes": record.codes},
             )
         quarantine.remove(args.job)
+        end_quarantined_job(JobStore(store), args.job, "released", f"released by {by}")
     finally:
         store.close()
     print(f"released {args.job}")
     return 0
+
+
+def end_quarantined_job(jobs: JobStore, job_id: str, state: str, message: str) -> None:
+    """Mark a quarantined, waiting or failed job as ``retried`` or ``released``, so that it no
+    longer waits nor counts among the recent errors (a job unknown to the store is left be)."""
+    record = jobs.get(job_id)
+    if record is not None and record.state in ("quarantined", "waiting", "failed"):
+        jobs.set_state(job_id, state, message=message)
 
 
 def _os_user() -> str:

@@ -54,6 +54,7 @@ def register(sub: Any) -> None:
         "ambiguous rows are listed and wait for 'registry resolve'.",
     )
     p.add_argument("csv", type=Path)
+    add_actor_options(p)
     add_config_option(p)
     p.set_defaults(func=run_import_demographics)
 
@@ -66,6 +67,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("csv", type=Path)
     p.add_argument("out_dir", type=Path)
+    add_actor_options(p)
     add_config_option(p)
     p.set_defaults(func=run_export_demographics)
 
@@ -134,7 +136,9 @@ def run_import_demographics(args: argparse.Namespace, ctx: Context) -> int:
 
     registry = open_registry(ctx)
     try:
-        report = import_demographics(registry, args.csv)
+        report = import_demographics(
+            registry, args.csv, actor=args.by or current_user(), reason=args.reason
+        )
     finally:
         registry.store.close()
     print(
@@ -155,7 +159,12 @@ def run_export_demographics(args: argparse.Namespace, ctx: Context) -> int:
     registry = open_registry(ctx)
     try:
         export = export_demographics(
-            registry, args.csv, args.out_dir, drop_columns=ctx.settings.registry.export_drop_columns
+            registry,
+            args.csv,
+            args.out_dir,
+            drop_columns=ctx.settings.registry.export_drop_columns,
+            actor=args.by or current_user(),
+            reason=args.reason,
         )
     finally:
         registry.store.close()

@@ -22,8 +22,13 @@ from dicomdrop.store.models import Job, JobEvent, utcnow
 
 logger = logging.getLogger(__name__)
 
-JOB_STATES = ("claimed", "running", "delivered", "quarantined", "failed", "waiting")
-FINISHED_STATES = frozenset({"delivered", "quarantined", "failed"})
+JOB_STATES = (
+    "claimed", "running", "delivered", "quarantined", "failed", "waiting", "retried", "released",
+)  # fmt: skip
+# "retried": an operator retried the job's quarantined files as a new job; "released": an
+# operator deleted its quarantine entry after review. Both end the job for good, so that it
+# neither waits nor stays among the recent errors.
+FINISHED_STATES = frozenset({"delivered", "quarantined", "failed", "retried", "released"})
 
 
 @dataclass(frozen=True)
