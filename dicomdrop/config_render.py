@@ -34,6 +34,8 @@ def render_toml(settings: Settings) -> str:
                 tables.append((f.name, item))
             elif item is None:
                 lines.append(f"# {f.name} is not set (the preset decides)")
+            elif f.name.endswith("_mode") and isinstance(item, int):
+                lines.append(f"{f.name} = 0o{item:o}")
             else:
                 lines.append(f"{f.name} = {toml_value(item)}")
         if section.name == "store":

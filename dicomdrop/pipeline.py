@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import csv
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -48,6 +49,7 @@ from dicomdrop.deid.verify import (
     verify_entries,
     verify_tree,
 )
+from dicomdrop.delivery_access import apply_delivery_access
 from dicomdrop.errors import ClaimError, QuarantineError, StoreError
 from dicomdrop.job_progress import FileProgress
 from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
@@ -592,11 +594,17 @@ class Pipeline:
                 stale.unlink(missing_ok=True)
         if final.exists():
             return final
+        access = functools.partial(apply_delivery_access, settings=self.settings.delivery)
         if output.spooled:
             return pack_spooled(
-                output.entries, output.files_in_memory, outbox, stem, self.settings.archives
+                output.entries,
+                output.files_in_memory,
+                outbox,
+                stem,
+                self.settings.archives,
+                finish=access,
             )
-        return pack_tree(output.tree, outbox, stem, self.settings.archives)
+        return pack_tree(output.tree, outbox, stem, self.settings.archives, finish=access)
 
     # --- quarantine and the end of a job ------------------------------------------------------
 

@@ -106,6 +106,19 @@ def check_folders(settings: Settings) -> list[CheckResult]:
     return results
 
 
+def check_delivery(settings: Settings) -> list[CheckResult]:
+    """``[delivery] group`` exists on this host."""
+    from dicomdrop.delivery_access import group_id
+
+    try:
+        gid = group_id(settings.delivery.group)
+    except DicomdropError as exc:
+        return [CheckResult("delivery group", False, exc.message)]
+    if gid is None:
+        return []
+    return [CheckResult("delivery group", True, f"{settings.delivery.group} (gid {gid})")]
+
+
 def check_ports(settings: Settings) -> list[CheckResult]:
     """``[daemon] http_port`` is free (0: monitoring off).
 
@@ -171,6 +184,7 @@ CHECKS: tuple[Callable[[Settings], list[CheckResult]], ...] = (
     check_key,
     check_folders,
     check_store,
+    check_delivery,
     check_ports,
 )
 

@@ -47,9 +47,12 @@ def register(sub: Any) -> None:
 def run_init(args: argparse.Namespace, ctx: Context) -> int:
     """Create folders and key; check the key's permissions."""
     settings = ctx.settings
+    from dicomdrop.delivery_access import apply_inbox_access
+
     for name, folder in settings.paths.folders().items():
         folder.mkdir(parents=True, exist_ok=True)
         print(f"folder {name}: {folder}")
+    apply_inbox_access(settings.paths.inbox, settings.delivery)
     key_file = settings.security.key_file
     if create_key_file(key_file):
         print(f"key file created: {key_file} (back it up: pseudonyms depend on it)")
