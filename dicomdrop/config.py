@@ -189,7 +189,8 @@ class SortSettings:
 
     blacklist_extensions: tuple[str, ...] = tuple(
         [
-            "pdf", "doc", "docx", "txt", "csv", "xls", "xlsx", "rtf", "jpg", "jpeg", "png",
+            "pdf", "doc", "docx", "txt", "csv", "xls", "xlsx", "ppt", "pptx", "odt", "ods",
+            "odp", "odg", "rtf", "jpg", "jpeg", "png",
             "bmp", "gif", "tif", "tiff", "xml", "html", "htm", "json", "mp4", "avi",
             ".DS_Store", "Thumbs.db",
         ]

@@ -249,15 +249,25 @@ class Pipeline:
     ) -> list[PatientGroup]:
         """Unpack, sort and group: redone from the claimed drop on every (re)start."""
         unpacked = folder / "unpacked"
+        rejected = folder / "rejected"
         with self._stage(job_id, "unpack"):
-            if unpacked.exists():
-                shutil.rmtree(unpacked)
+            for leftover in (unpacked, rejected):
+                if leftover.exists():
+                    shutil.rmtree(leftover)
             self._check_free_space(drop)
-            unpack_drop(drop, unpacked, self.settings.archives)
+            unpacked_report = unpack_drop(
+                drop, unpacked, self.settings.archives, rejected_dir=rejected
+            )
+            # A damaged archive inside the drop goes to quarantine alone; the rest goes on.
+            for member in unpacked_report.rejected:
+                entry = QuarantineEntry(member.code, "unpack", member.message, (member.path,))
+                self.quarantine.put_files(job_id, entry, rejected)
+                outcome.quarantined[member.code] = outcome.quarantined.get(member.code, 0) + 1
+                outcome.report.append([member.path, "quarantined", member.code, ""])
         with self._stage(job_id, "sort") as details:
             sorted_files = sort_tree(unpacked, self.settings.sort)
             outcome.deleted = dict(sorted_files.deleted)
-            outcome.report = [
+            outcome.report += [
                 [str(f), "deleted", kind, ""] for f, kind in sorted_files.deleted_files
             ]
             details.update(deleted=dict(sorted_files.deleted), dicom=len(sorted_files.dicom))
