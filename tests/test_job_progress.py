@@ -12,7 +12,8 @@ from corpus import MUELLER, write_series
 from dicomdrop.cli import main
 from dicomdrop.commands.daemon import status_report
 from dicomdrop.config import Settings
-from dicomdrop.pipeline import Pipeline, claim_copy
+from dicomdrop.pipeline import Pipeline
+from dicomdrop.runner import claim_copy
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
 

@@ -16,14 +16,14 @@ from dicomdrop.commands.jsonout import add_json_option, emit, timestamp
 from dicomdrop.config import Settings
 from dicomdrop.daemon.settle import CLAIM_PREFIX, is_drop_name
 from dicomdrop.errors import ConfigError
+from dicomdrop.jobs import JobState
 
 log = logging.getLogger(__name__)
 
 #: Job states, as the store knows them.
-JOB_STATES = (
-    "claimed", "running", "delivered", "quarantined", "failed", "waiting", "retried", "released",
-)  # fmt: skip
-FINISHED = ("delivered", "quarantined", "failed")
+JOB_STATES = tuple(JobState)
+# What a job's processing ended in (retried and released are an operator's later decisions).
+FINISHED = (JobState.DELIVERED, JobState.QUARANTINED, JobState.FAILED)
 
 
 def register(sub: Any) -> None:
@@ -75,9 +75,10 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
     from dicomdrop import __version__
     from dicomdrop.daemon.claim import host_id
+    from dicomdrop.daemon.metrics import MetricsObserver
     from dicomdrop.daemon.recovery import fail_vanished_jobs
     from dicomdrop.daemon.service import Daemon, worker_count
-    from dicomdrop.pipeline import run_job
+    from dicomdrop.runner import run_job
     from dicomdrop.store.db import Store
     from dicomdrop.store.heartbeats import HEARTBEAT_SECONDS, Heartbeats
     from dicomdrop.store.jobs import JobStore
@@ -102,7 +103,9 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
         daemon = Daemon(
             settings,
             registry=jobs,
-            runner=functools.partial(run_job, ctx.config_path.resolve()),
+            runner=functools.partial(
+                run_job, ctx.config_path.resolve(), observer=MetricsObserver()
+            ),
             resume=resume,
             on_ready=lambda line: print(line, file=sys.stderr, flush=True),
             housekeeping=functools.partial(_purge_originals, settings),
@@ -312,7 +315,7 @@ def _size(n: int) -> str:
 
 
 def _purge_originals(settings: Settings) -> None:
-    from dicomdrop.pipeline import purge_originals
+    from dicomdrop.runner import purge_originals
 
     removed = purge_originals(settings)
     if removed:
