@@ -124,7 +124,7 @@ def check_ports(settings: Settings) -> list[CheckResult]:
 
     Only meaningful while no daemon of this config runs: a running daemon holds the port.
     """
-    from dicomdrop.daemon.http import port_in_use_message, port_is_free
+    from dicomdrop.ports import port_in_use_message, port_is_free
 
     port = settings.daemon.http_port
     if port == 0:

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from dicomdrop.errors import PortInUseError
+from dicomdrop.ports import port_in_use_message
 
 log = logging.getLogger(__name__)
 
@@ -61,29 +62,6 @@ class MonitoringServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def port_in_use_message(port: int) -> str:
-    """What to say when ``[daemon] http_port`` is taken."""
-    return (
-        f"[daemon] http_port = {port} is in use on 127.0.0.1 (another dicomdrop watch or "
-        "another program listens there); stop it, choose another port, or set 0 to switch "
-        "the metrics off"
-    )
-
-
-def port_is_free(port: int) -> bool:
-    """True when ``port`` on 127.0.0.1 can be bound now (0 always can)."""
-    if port == 0:
-        return True
-    try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), BaseHTTPRequestHandler)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            return False
-        raise
-    server.server_close()
-    return True
 
 
 def _handler_class(
