@@ -60,3 +60,26 @@ def test_the_process_bar_advances_per_file(config_file: Path, tmp_path: Path, mo
     for done in range(1, 5):
         assert f"] {done}/4 files, drop 1/1 job " in text
     assert "] 1/1 job " in text
+
+
+def test_drops_running_in_job_processes_show_their_files_from_the_store(
+    settings: Settings, tmp_path: Path, monkeypatch
+) -> None:
+    from dicomdrop.commands.process import Progress, _show_running
+
+    store = Store.open(settings.store_url)
+    jobs = JobStore(store)
+    ids = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.bin").write_bytes(b"x")
+        ids.append(claim_copy(tmp_path / name, settings, jobs))
+    jobs.set_progress(ids[0], 300, 1500)
+    jobs.set_progress(ids[1], 20, 100)  # the third has no count yet
+    stderr = Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    progress = Progress(4, enabled=True)
+    progress.step("job x")
+    _show_running(progress, jobs, ids)
+    store.close()
+    assert "] 320/1600 files of 3 running drop(s), 1/4 drops done" in stderr.getvalue()

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,7 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
                 workers,
                 move=args.move,
                 on_done=lambda outcome: progress.step(f"job {outcome.job_id}"),
+                on_wait=lambda running: _show_running(progress, jobs, running),
             )
         else:
             job_ids = [claim_copy(path, settings, jobs, move=args.move) for path in args.paths]
@@ -181,6 +183,18 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         store.close()
     report_summary(outcomes, settings, as_json=args.json)
     return exit_status(outcomes)
+
+
+def _show_running(progress: Progress, jobs: JobStore, running: Sequence[str]) -> None:
+    """Files done of total over the drops running in job processes, from their rows."""
+    if not progress.enabled:
+        return
+    records = [r for r in (jobs.get(job_id) for job_id in running) if r is not None]
+    counted = [r for r in records if r.files_total]
+    if counted:
+        done = sum(r.files_done or 0 for r in counted)
+        total = sum(r.files_total or 0 for r in counted)
+        progress.running_files(done, total, len(records))
 
 
 class _ProgressObserver:
@@ -289,17 +303,24 @@ class Progress:
         self.enabled = enabled
         self._drawn = False
         self._files: tuple[int, int] | None = None
+        self._running = 0  # drops counted by running_files (job processes), else 0
 
     def step(self, label: str) -> None:
         """One more drop done; redraw."""
         self.current += 1
         self._files = None
+        self._running = 0
         self.note(label)
 
     def files(self, job_id: str, stage: str, done: int, total: int) -> None:
         """``done`` of ``total`` files of the running drop are through ``stage``; redraw."""
         self._files = (done, total)
         self.note(f"job {job_id}: {stage}")
+
+    def running_files(self, done: int, total: int, drops: int) -> None:
+        """``done`` of ``total`` files of the ``drops`` drops running in job processes."""
+        self._files, self._running = (done, total), drops
+        self.note("")
 
     def note(self, label: str) -> None:
         """Redraw with a new label, without advancing."""
@@ -309,7 +330,13 @@ class Progress:
         if self._files is not None:
             done, total = self._files
             filled = width * done // max(total, 1)
-            count = f"{done}/{total} files, drop {self.current + 1}/{self.total}"
+            if self._running:
+                count = (
+                    f"{done}/{total} files of {self._running} running drop(s), "
+                    f"{self.current}/{self.total} drops done"
+                )
+            else:
+                count = f"{done}/{total} files, drop {self.current + 1}/{self.total}"
         else:
             filled = width * self.current // max(self.total, 1)
             count = f"{self.current}/{self.total}"
