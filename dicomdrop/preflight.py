@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError
@@ -136,8 +137,16 @@ def check_ports(settings: Settings) -> list[CheckResult]:
 
 def check_store(settings: Settings) -> list[CheckResult]:
     """The database: driver installed, server reachable, schema at the shipped head revision."""
+    from sqlalchemy.engine import make_url
+
     from dicomdrop.store.db import HEAD_REVISION, Store
 
+    url = make_url(settings.store_url)
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    # A check creates nothing: a missing SQLite file is created at the first start.
+    if database and database != ":memory:" and not Path(database).exists():
+        detail = f"{database} does not exist yet; it is created at the first start"
+        return [CheckResult("store", True, detail)]
     try:
         store = Store.open(
             settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms, upgrade=False

@@ -149,3 +149,10 @@ def test_render_toml_of_every_default_reads_back(tmp_path: Path) -> None:
     again = settings_from_mapping(parsed, base_dir=Path("/elsewhere"), source=settings.source)
     assert again == settings
     assert "# retain_uids is not set" in text
+
+
+def test_check_config_creates_no_database(tmp_path: Path) -> None:
+    settings = load_settings(_initialised(tmp_path))
+    (store,) = [r for r in run_checks(settings) if r.name == "store"]
+    assert store.ok and "created at the first start" in store.detail
+    assert not (settings.paths.data / "dicomdrop.sqlite3").exists()
