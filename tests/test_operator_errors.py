@@ -91,3 +91,25 @@ def test_a_postgresql_url_without_the_driver_says_which_extra_to_install(
     err = _one_line(captured.err)
     assert "dicomdrop[postgres]" in err
     assert "s3cret-pw" not in captured.err + captured.out
+
+
+def test_a_database_upgraded_by_a_newer_version_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy import text
+
+    from dicomdrop.store.db import Store
+
+    config = _initialised_config(tmp_path)
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    store = Store.open(load_settings(config).store_url)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+    store.close()
+    capsys.readouterr()
+    assert main(["status", "--config", str(config)]) == 1
+    err = _one_line(capsys.readouterr().err)
+    assert "0099_from_the_future" in err and "newer" in err
+    capsys.readouterr()
+    assert main(["check-config", "--config", str(config)]) == 1
+    assert "0099_from_the_future" in capsys.readouterr().err

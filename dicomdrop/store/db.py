@@ -127,6 +127,7 @@ class Store:
         if self._at_head():
             return
         from alembic import command
+        from alembic.util import CommandError
 
         with self.engine.connect() as conn:
             conn = conn.execution_options(**{_EXCLUSIVE: True})
@@ -134,7 +135,10 @@ class Store:
                 if not self.is_sqlite:
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
                 config = alembic_config(conn)
-                command.upgrade(config, "head")
+                try:
+                    command.upgrade(config, "head")
+                except CommandError:
+                    raise StoreError(_unknown_revision_message(conn)) from None
         logger.debug("registry database schema is up to date")
 
     def _at_head(self) -> bool:
@@ -168,6 +172,19 @@ def alembic_config(connection: Connection | None = None) -> Any:
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def _unknown_revision_message(conn: Connection) -> str:
+    """What to say when the database's schema revision is not one this version ships."""
+    try:
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError):
+        revision = None
+    return (
+        f"the registry database's schema is at revision {revision}, which this version of "
+        f"dicomdrop does not know (it ships up to {HEAD_REVISION}): a newer dicomdrop upgraded "
+        "it; run that version, or restore a backup made before the upgrade"
+    )
 
 
 def _missing_driver_message(driver: str) -> str:
