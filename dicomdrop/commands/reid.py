@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
+from dicomdrop.commands.jsonout import add_json_option, emit, timestamp
 from dicomdrop.commands.registry import open_registry, open_store
 from dicomdrop.store.audit import audit_key_from, current_user
 
@@ -53,6 +54,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--action", default=None, help="only this action, e.g. reidentify")
+    add_json_option(p)
     add_config_option(p)
     p.set_defaults(func=run_audit)
 
@@ -159,6 +161,23 @@ def run_audit(args: argparse.Namespace, ctx: Context) -> int:
             )
             return 1
         print(f"audit chain intact: {report.rows} rows{older}")
+        return 0
+    if args.json:
+        rows = [
+            {
+                "id": e.id,
+                "at": timestamp(e.at),
+                "actor": e.actor,
+                "action": e.action,
+                "reason": e.reason,
+                "subject": e.subject,
+                "found": e.found,
+                "details": e.details,
+                "os_user": e.os_user,
+            }
+            for e in events
+        ]
+        emit("audit", {"events": rows})
         return 0
     for e in events:
         print(
