@@ -36,14 +36,23 @@ def tokens(people: tuple[Person, ...] = PEOPLE) -> list[str]:
 class Installation:
     """A config, its settings and the daemons started on it (all stopped at the end)."""
 
-    def __init__(self, root: Path, **daemon: object) -> None:
+    def __init__(self, root: Path, *, under: str = "", **daemon: object) -> None:
+        """``under``: a folder of ``root`` (e.g. a small mount) holding inbox, work and staging,
+        which must share one filesystem."""
         self.root = root
         self.config = make_installation(root, **daemon)
+        if under:
+            text = self.config.read_text(encoding="utf-8")
+            for key in ("inbox", "work"):
+                text = text.replace(f'{key} = "{key}"', f'{key} = "{under}/{key}"')
+            self.config.write_text(text, encoding="utf-8")
         self.settings: Settings = load_settings(self.config)
+        for folder in self.settings.paths.folders().values():
+            folder.mkdir(parents=True, exist_ok=True)
         self.table = JobTable(self.settings)
         self.daemons: list[DaemonProcess] = []
         self.dropped: set[str] = set()
-        self.staging = root / "staging"
+        self.staging = root / under / "staging" if under else root / "staging"
         self.staging.mkdir(exist_ok=True)
 
     def start(self, *, wait: bool = True) -> DaemonProcess:

@@ -69,7 +69,7 @@ def test_a_refused_link_is_named_in_reason_json(tmp_path: Path, capsys: pytest.C
     drop.mkdir()
     (drop / "a.dcm").write_bytes(dicom_bytes(make_person_instance(MUELLER, 1, 1, 1)))
     (drop / "elsewhere").symlink_to("/etc/hostname")
-    assert main(["--config", str(config), "process", "--no-progress", str(drop)]) == 0
+    assert main(["--config", str(config), "process", "--no-progress", str(drop)]) == 3  # held
     (reason,) = load_settings(config).paths.quarantine.glob("*/reason.json")
     record = json.loads(reason.read_text(encoding="utf-8"))
     assert record["code"] == "archive.link"
@@ -78,20 +78,15 @@ def test_a_refused_link_is_named_in_reason_json(tmp_path: Path, capsys: pytest.C
 
 @pytest.mark.e2e
 def test_claim_failures_are_retried_with_a_growing_pause(tmp_path: Path):
+    from crash.harness import wait_until
     from faults import Installation, tmpfs
 
-    with tmpfs(tmp_path / "work", "4m"):
-        inst = Installation(tmp_path)
+    inst = Installation(tmp_path)
+    # A drop that is a mount point cannot be renamed into work (EBUSY): its claim fails.
+    with tmpfs(inst.settings.paths.inbox / "ward", "1m") as drop:
         try:
-            daemon = inst.start()
-            drop = inst.staging / "ward"
-            drop.mkdir()
             (drop / "a.dcm").write_bytes(dicom_bytes(make_person_instance(MUELLER, 1, 1, 1)))
-            import os
-
-            os.mkfifo(drop / "pipe")  # a copy claim (work is another filesystem) refuses it
-            inst.drop(drop)
-            from crash.harness import wait_until
+            daemon = inst.start()
 
             def delays() -> list[str]:
                 return [
@@ -103,7 +98,7 @@ def test_claim_failures_are_retried_with_a_growing_pause(tmp_path: Path):
             wait_until(lambda: len(delays()) >= 3, 60, "three claim failures")
             assert delays()[:3] == ["2 s", "4 s", "8 s"]
             assert daemon.proc.poll() is None
-            assert (inst.settings.paths.inbox / "ward").is_dir()  # still there, untouched
+            assert (drop / "a.dcm").is_file()  # still there, untouched
             assert daemon.terminate() == 0
         finally:
             inst.close()

@@ -73,9 +73,10 @@ def mounted(tmp_path: Path) -> Iterator[tuple[Installation, int]]:
     """An installation whose work, outbox and quarantine are tmpfs mounts of a few MB."""
     port = free_port()
     with ExitStack() as stack:
-        for name, size in (("work", "4m"), ("outbox", "4m"), ("quarantine", "4m")):
+        # inbox and work share one filesystem (claims are renames): one mount holds both.
+        for name, size in (("shared", "4m"), ("outbox", "4m"), ("quarantine", "4m")):
             stack.enter_context(tmpfs(tmp_path / name, size))
-        inst = Installation(tmp_path, http_port=port, resource_retry_seconds=0.5)
+        inst = Installation(tmp_path, under="shared", http_port=port, resource_retry_seconds=0.5)
         config = inst.config.read_text(encoding="utf-8")
         archives = '[archives]\nfree_space_margin_bytes = 0\nzip_compression = "stored"\n'
         inst.config.write_text(config + archives, "utf-8")
@@ -99,9 +100,9 @@ def assert_nothing_judged(inst: Installation) -> None:
 @pytest.mark.parametrize(
     ("full", "leave"),
     [
-        ("work", 0.0),  # the claim (a copy: the inbox is another filesystem)
-        ("work", 1.4),  # unpacking
-        ("work", 2.3),  # de-identification
+        ("shared", 0.0),  # unpacking, at once
+        ("shared", 0.6),  # unpacking, half-way
+        ("shared", 1.3),  # de-identification (the outputs are spooled into work)
         ("outbox", 0.0),  # packing
     ],
 )
@@ -111,6 +112,7 @@ def test_a_full_disk_pauses_the_job_and_it_resumes_when_space_returns(
     inst, port = mounted
     drop = write_drop(inst.staging / "ward")
     size = drop_bytes(drop)
+    second = write_drop(inst.staging / "later", study=2)
     daemon = inst.start()
     ballast = fill(inst.root / full, leave=int(size * leave))
     inst.drop(drop)
@@ -119,7 +121,6 @@ def test_a_full_disk_pauses_the_job_and_it_resumes_when_space_returns(
     assert "dicomdrop_paused 1" in metrics(port)
     assert_nothing_judged(inst)
     # Claiming stops: a second drop waits in the inbox.
-    second = write_drop(inst.staging / "later", study=2)
     inst.drop(second)
     status = subprocess.run(
         [sys.executable, "-m", "dicomdrop", "status", "--config", str(inst.config)],

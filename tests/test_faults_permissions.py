@@ -40,7 +40,6 @@ def test_init_creates_private_folders_whatever_the_umask(tmp_path: Path, open_um
     # The default inbox and outbox lie inside data: others may pass through, not list it.
     assert mode(tmp_path / "data") == 0o711
     assert mode(tmp_path / "data" / "secret.key") == 0o600
-    assert mode(tmp_path / "data" / "inbox") == 0o755
 
 
 @pytest.mark.e2e
