@@ -46,7 +46,7 @@ def identity_tokens(
         uids.update(output.original_uids)
     accessions.discard("")
     uids.discard("")
-    births = {group.birth_date} if group.birth_date else set()
+    births = {b for b in (group.birth_date, *group.birth_dates) if b}
     return build_identity_tokens(
         names=sorted(v for v in variants if v),
         patient_ids=sorted(i for i in ids if i),
