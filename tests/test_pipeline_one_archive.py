@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from corpus import (
+from factories import (
     MUELLER,
     MUELLER_RESPELLED,
     SMITH_JOAN,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from corpus import MUELLER, MUELLER_RESPELLED, SMITH_JOAN, write_series
+from corpus import write_series
+from factories import MUELLER, MUELLER_RESPELLED, SMITH_JOAN
 
 from dicomdrop.cli import main
 from dicomdrop.config import Settings, load_settings

@@ -34,17 +34,9 @@ from pathlib import Path
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corpus import (
-    MUELLER,
-    OKONKWO,
-    SMITH_JOHN,
-    dicom_bytes,
-    make_person_instance,
-    sevenzip_folder,
-    write_series,
-    zip_folder,
-)
+from corpus import sevenzip_folder, write_series, zip_folder
 from crash.harness import DaemonProcess, JobTable, is_idle, make_installation, wait_until
+from factories import MUELLER, OKONKWO, SMITH_JOHN, dicom_bytes, make_person_instance
 
 from dicomdrop.config import Settings, load_settings
 
