@@ -449,7 +449,7 @@ class Pipeline:
     ) -> None:
         """Quarantine ``entry.files`` and count and report them under ``entry.code``."""
         self.quarantine.put_files(job_id, entry, unpacked)
-        counts[entry.code] = len(entry.files)
+        counts[entry.code] = counts.get(entry.code, 0) + len(entry.files)
         report += [[f, "quarantined", entry.code, ""] for f in entry.files]
 
     def _quarantine_group(

@@ -163,7 +163,10 @@ def test_one_instance_under_two_spellings_is_held_back_when_the_groups_merge(
     config = write_config(tmp_path / "site")
     assert main(["init", "--config", str(config)]) == 0
     drop = tmp_path / "drop"
-    write_person_study(drop / "CT", MUELLER, 1)
+    write_person_study(drop / "CT", MUELLER, 1, count=3)
+    edited = make_person_instance(MUELLER, 1, 1, 2)
+    edited.ImageComments = "edited"
+    (drop / "CT" / "edited.dcm").write_bytes(dicom_bytes(edited))  # held back in screening
     (drop / "MR").mkdir()
     corrected = make_person_instance(MUELLER_RESPELLED, 1, 1, 1)
     (drop / "MR" / "again.dcm").write_bytes(dicom_bytes(corrected))
@@ -181,4 +184,9 @@ def test_one_instance_under_two_spellings_is_held_back_when_the_groups_merge(
     (entry,) = settings.paths.quarantine.iterdir()
     reason = json.loads((entry / "reason.json").read_text())
     assert reason["codes"] == ["screen.duplicate_uid"]
-    assert sorted(reason["entries"][0]["files"]) == ["CT/001.dcm", "MR/again.dcm"]
+    held_back = sorted(f for e in reason["entries"] for f in e["files"])
+    assert held_back == ["CT/001.dcm", "CT/002.dcm", "CT/edited.dcm", "MR/again.dcm"]
+    (outcome_file,) = settings.paths.originals.glob("*/outcome.json")
+    outcome = json.loads(outcome_file.read_text())
+    assert outcome["quarantined"] == {"screen.duplicate_uid": 4}
+    assert [g["instances"] for g in outcome["groups"]] == [2]
