@@ -130,7 +130,7 @@ def test_quarantine_retry_of_one_patient_spelled_two_ways_gives_one_archive(
 
     write_person_study(second / "CT", STEVENSON, 1)
     write_person_study(second / "MR", STEVENSON_RESPELLED, 2)
-    assert main(["process", "--config", str(config), str(second)]) == 0
+    assert main(["process", "--config", str(config), str(second)]) == 3
     (entry,) = settings.paths.quarantine.iterdir()
     reason = json.loads((entry / "reason.json").read_text())
     assert reason["codes"] == ["match.ambiguous"]
@@ -173,7 +173,7 @@ def test_one_instance_under_two_spellings_is_held_back_when_the_groups_merge(
     (drop / "MR" / "new.dcm").write_bytes(
         dicom_bytes(make_person_instance(MUELLER_RESPELLED, 2, 1, 1))
     )
-    assert main(["process", "--config", str(config), "--workers", "1", str(drop)]) == 0
+    assert main(["process", "--config", str(config), "--workers", "1", str(drop)]) == 3
 
     settings = load_settings(config)
     (archive,) = settings.paths.outbox.glob("*.zip")
