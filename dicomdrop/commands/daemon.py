@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import shutil
 import sys
-from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.config import Settings
-from dicomdrop.daemon.settle import CLAIM_PREFIX, is_drop_name
 from dicomdrop.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -103,49 +100,31 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_status(args: argparse.Namespace, ctx: Context) -> int:
     """Print the state of the inbox, the jobs and the disks."""
+    from dicomdrop.daemon.status import read_status
     from dicomdrop.store.db import Store
-    from dicomdrop.store.jobs import JobStore
 
     settings = ctx.settings
-    inbox = settings.paths.inbox
-    names = [p.name for p in inbox.iterdir()] if inbox.is_dir() else []
-    waiting = sum(1 for n in names if is_drop_name(n))
-    claiming = sum(1 for n in names if n.startswith(CLAIM_PREFIX))
-    print(f"inbox: {waiting} drops waiting" + (f", {claiming} being copied" if claiming else ""))
-
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     try:
-        jobs = JobStore(store)
-        counts = jobs.counts_by_state()
-        shown = ", ".join(f"{s} {counts.get(s, 0)}" for s in JOB_STATES)
-        print(f"jobs: {shown}")
-        since = datetime.now(UTC) - timedelta(hours=1)
-        recent = [
-            j for j in jobs.list(states=FINISHED, limit=100_000) if _aware(j.updated_at) >= since
-        ]
-        per_state = Counter(j.state for j in recent)
-        detail = ", ".join(f"{s} {per_state.get(s, 0)}" for s in FINISHED)
-        print(f"last hour: {len(recent)} jobs finished ({detail})")
-        errors = jobs.list(states=("quarantined", "failed"), limit=max(0, args.errors))
-        if errors:
-            print("recent errors:")
-            for job in errors:
-                when = _aware(job.updated_at).strftime("%Y-%m-%d %H:%M:%SZ")
-                code = job.error_code or "-"
-                print(f"  {job.id}  {job.state:<11} {code:<24} {when}  {job.message or ''}")
+        status = read_status(settings, store, errors=args.errors)
     finally:
         store.close()
-
-    minimum = settings.daemon.min_free_bytes
-    paused = False
-    for key in ("work", "outbox"):
-        folder = getattr(settings.paths, key)
-        free = shutil.disk_usage(folder).free if folder.is_dir() else 0
-        low = free < minimum
-        paused = paused or low
-        print(f"disk {key}: {_size(free)} free{' (below min_free_bytes)' if low else ''}")
-    if paused:
-        print(f"claiming is paused until work and outbox have {_size(minimum)} free")
+    copying = f", {status.drops_copying} being copied" if status.drops_copying else ""
+    print(f"inbox: {status.drops_waiting} drops waiting{copying}")
+    print("jobs: " + ", ".join(f"{s} {n}" for s, n in status.jobs_by_state.items()))
+    detail = ", ".join(f"{s} {n}" for s, n in status.last_hour.items())
+    print(f"last hour: {status.finished_last_hour} jobs finished ({detail})")
+    if status.recent_errors:
+        print("recent errors:")
+        for job in status.recent_errors:
+            when = _aware(job.updated_at).strftime("%Y-%m-%d %H:%M:%SZ")
+            code = job.error_code or "-"
+            print(f"  {job.id}  {job.state:<11} {code:<24} {when}  {job.message or ''}")
+    for disk in status.disks:
+        low = " (below min_free_bytes)" if disk.low else ""
+        print(f"disk {disk.folder}: {_size(disk.free_bytes)} free{low}")
+    if status.paused:
+        print(f"claiming is paused until work and outbox have {_size(status.min_free_bytes)} free")
     return 0
 
 

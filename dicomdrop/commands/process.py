@@ -312,20 +312,13 @@ def run_quarantine_show(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
     """Move a quarantined job's files into a new job and process it."""
+    from dicomdrop.holds import start_retry
+
     settings = ctx.settings
-    quarantine = Quarantine(settings.paths.quarantine)
-    quarantine.read(args.job)
-    folder = quarantine.folder(args.job)
-    source = folder / "files" if (folder / "files").is_dir() else folder / "drop"
-    if not source.exists():
-        raise DicomdropError(f"quarantine entry {args.job} holds no files to retry")
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     pipeline = Pipeline(settings, ctx.key, store)
     try:
-        retry_input = source.with_name(f"retry-{args.job}")
-        source.rename(retry_input)
-        job_id = claim_copy(retry_input, settings, JobStore(store), move=True)
-        quarantine.remove(args.job)
+        job_id = start_retry(settings, store, args.job, actor=_os_user())
         outcome = pipeline.run(job_id)
     finally:
         pipeline.close()
@@ -336,23 +329,13 @@ def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_quarantine_release(args: argparse.Namespace, ctx: Context) -> int:
     """Delete a quarantine entry after review, recording who and why in the audit log."""
-    from dicomdrop.store.audit import record_event
+    from dicomdrop.holds import release
 
     settings = ctx.settings
-    quarantine = Quarantine(settings.paths.quarantine)
-    record = quarantine.read(args.job)
+    Quarantine(settings.paths.quarantine).read(args.job)
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     try:
-        by = args.by or _os_user()
-        with store.session() as session:
-            record_event(
-                session,
-                action="quarantine.release",
-                actor=by,
-                reason=args.reason,
-                details={"job": args.job, "codes": record.codes},
-            )
-        quarantine.remove(args.job)
+        release(settings, store, args.job, actor=args.by or _os_user(), reason=args.reason)
     finally:
         store.close()
     print(f"released {args.job}")
