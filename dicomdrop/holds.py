@@ -81,7 +81,9 @@ def _parse_time(text: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def start_retry(settings: Settings, store: Store, job_id: str, *, actor: str) -> str:
+def start_retry(
+    settings: Settings, store: Store, job_id: str, *, actor: str, reason: str = "retry"
+) -> str:
     """Move a held job's files into a new claimed job (audited) and return the new job's id.
 
     Run the new job with ``Pipeline.run``; until then it is an unfinished job that the next
@@ -104,7 +106,7 @@ def start_retry(settings: Settings, store: Store, job_id: str, *, actor: str) ->
             session,
             action="quarantine.retry",
             actor=actor,
-            reason="retry",
+            reason=reason,
             subject=job_id,
             details={"job": job_id, "new_job": new_job, "codes": record.codes},
         )

@@ -93,9 +93,25 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
             housekeeping=functools.partial(_purge_originals, settings),
         )
         daemon.install_signal_handlers()
-        return daemon.run()
+        console = _start_console(settings, ctx.key, store)
+        try:
+            return daemon.run()
+        finally:
+            if console is not None:
+                console.stop()
     finally:
         store.close()
+
+
+def _start_console(settings: Settings, key: bytes, store: Any) -> Any:
+    """The steward console in a thread of the daemon, when ``[web] enabled = true``."""
+    if not settings.web.enabled:
+        return None
+    from dicomdrop.web.server import ConsoleThread
+
+    console = ConsoleThread(settings, key, store).start()
+    print(f"dicomdrop watch: console on {console.url}", file=sys.stderr, flush=True)
+    return console
 
 
 def run_status(args: argparse.Namespace, ctx: Context) -> int:

@@ -285,9 +285,9 @@ class Console:
         request.session["flash"] = f"Job {job_id} is being retried as job {new_job}."
         return RedirectResponse(f"/jobs/{new_job}", status_code=303)
 
-    async def _retry(self, job_id: str, who: ConsoleIdentity) -> str:
+    async def _retry(self, job_id: str, who: ConsoleIdentity, reason: str = "retry") -> str:
         new_job = await run_in_threadpool(
-            start_retry, self.settings, self.store, job_id, actor=who.name
+            lambda: start_retry(self.settings, self.store, job_id, actor=who.name, reason=reason)
         )
         self.retries.submit(new_job)
         log.info("console: %s retried job %s as %s", who.name, job_id, new_job)
@@ -391,7 +391,9 @@ class Console:
             if still_open:
                 message += f" Job {job_id} waits for {still_open} more pending match(es)."
             elif held.is_file():
-                new_job = await self._retry(job_id, who)
+                new_job = await self._retry(
+                    job_id, who, f"pending match #{pending_id} resolved as {pseudonym}"
+                )
                 message += f" Job {job_id} is being retried as job {new_job}."
                 target = f"/jobs/{new_job}"
         request.session["flash"] = message
