@@ -70,3 +70,35 @@ def test_web_settings_are_checked(tmp_path: Path) -> None:
         settings_from_mapping({"web": {"listen": "8765"}}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match="together"):
         settings_from_mapping({"web": {"tls_cert_file": "c.pem"}}, base_dir=tmp_path)
+
+
+def test_users_and_audit_search_on_both_databases(db_url: str) -> None:
+    from dicomdrop.store.audit import list_events
+    from dicomdrop.store.db import Store
+    from dicomdrop.store.users import (
+        UserError,
+        active_user,
+        add_user,
+        authenticate,
+        disable_user,
+        has_active_user,
+    )
+
+    store = Store.open(db_url)
+    try:
+        assert not has_active_user(store)
+        add_user(store, "anna", "steward", "a long passphrase", actor="root")
+        with pytest.raises(UserError, match="exists"):
+            add_user(store, "anna", "operator", "a long passphrase", actor="root")
+        assert authenticate(store, "anna", "a long passphrase") is not None
+        assert authenticate(store, "anna", "wrong passphrase") is None
+        assert authenticate(store, "nobody", "a long passphrase") is None
+        disable_user(store, "anna", actor="root")
+        assert active_user(store, "anna") is None
+        assert authenticate(store, "anna", "a long passphrase") is None
+        assert not has_active_user(store)
+        found = list_events(store, text="ROLE STEWARD")
+        assert [(e.action, e.subject) for e in found] == [("user.add", "anna")]
+        assert [e.action for e in list_events(store, actor="root")] == ["user.disable", "user.add"]
+    finally:
+        store.close()
