@@ -119,8 +119,11 @@ def test_steward_links_a_pending_match_and_operator_sees_no_names(
             _login(steward, url, ROLE_USERS["steward"])
             steward.wait_for_selector("#live")
             steward.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)
-            steward.get_by_role("link", name="Pending matches").click()
-            steward.get_by_role("link", name="Compare #1").click()
+            steward.get_by_role("link", name="Holds", exact=True).click()
+            steward.get_by_role("link", name=site.held_job).first.click()
+            expect(steward.get_by_role("button", name="Release")).to_be_visible()
+            steward.screenshot(path=str(screenshots / "hold-steward.png"), full_page=True)
+            steward.get_by_role("link", name="Pending match #1").click()
             expect(steward.get_by_text("Stevenson^Mark")).to_be_visible()
             expect(steward.get_by_text("Stephenson^Mark")).to_be_visible()
             steward.screenshot(path=str(screenshots / "pending.png"), full_page=True)
@@ -157,6 +160,7 @@ def test_steward_links_a_pending_match_and_operator_sees_no_names(
     assert sorted(p.name for p in screenshots.iterdir()) == [
         "audit.png",
         "dashboard.png",
+        "hold-steward.png",
         "holds-operator.png",
         "job-delivered.png",
         "pending.png",

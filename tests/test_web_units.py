@@ -51,12 +51,14 @@ def test_chart_has_a_bar_per_state_and_day_scaled_to_the_peak() -> None:
 
 
 def test_login_throttle_blocks_by_client_and_by_name() -> None:
-    throttle = LoginThrottle(attempts=2, window=60)
+    throttle = LoginThrottle(attempts=2, window=60, client_attempts=3)
     throttle.failed("10.0.0.1", "anna")
     assert not throttle.blocked("10.0.0.1", "anna")
     throttle.failed("10.0.0.2", "anna")
     assert throttle.blocked("10.0.0.3", "Anna")  # the name, from any address
+    assert not throttle.blocked("10.0.0.1", "carl")  # the address has attempts left
     throttle.failed("10.0.0.1", "bert")
+    throttle.failed("10.0.0.1", "dora")
     assert throttle.blocked("10.0.0.1", "carl")  # the address, for any name
     throttle.succeeded("10.0.0.9", "anna")
     assert not throttle.blocked("10.0.0.9", "anna")

@@ -77,11 +77,16 @@ def check_csrf(request: Request, submitted: object) -> None:
 
 
 class LoginThrottle:
-    """At most ``attempts`` failed logins per client address and per user name within
-    ``window`` seconds; further attempts are refused until the window has passed."""
+    """At most ``attempts`` failed logins per user name, and ``client_attempts`` per client
+    address, within ``window`` seconds; further attempts are refused until the window has
+    passed. The address allows more: behind a reverse proxy every user shares one address, and
+    one person's typos must not lock out the whole department."""
 
-    def __init__(self, attempts: int = 5, window: float = 900.0) -> None:
+    def __init__(
+        self, attempts: int = 5, window: float = 900.0, *, client_attempts: int | None = None
+    ) -> None:
         self.attempts = attempts
+        self.client_attempts = client_attempts if client_attempts is not None else 4 * attempts
         self.window = window
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
@@ -93,13 +98,14 @@ class LoginThrottle:
         """True when either key has used up its attempts."""
         now = time.monotonic()
         with self._lock:
-            for key in self._keys(client, name):
+            client_key, name_key = self._keys(client, name)
+            for key, limit in ((client_key, self.client_attempts), (name_key, self.attempts)):
                 failures = self._failures.get(key)
                 if failures is None:
                     continue
                 while failures and failures[0] < now - self.window:
                     failures.popleft()
-                if len(failures) >= self.attempts:
+                if len(failures) >= limit:
                     return True
         return False
 
