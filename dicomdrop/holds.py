@@ -4,7 +4,7 @@ One implementation for the command line (``dicomdrop quarantine ...``) and the s
 so that both record the same audit rows and move files the same way. A retry is split in two
 steps: :func:`start_retry` turns the held files into a new claimed job at once (cheap, safe to
 interrupt: a claimed job is resumed by the next ``dicomdrop watch``), and the caller runs that job
-with its pipeline, in the foreground (CLI) or in the background (console).
+with a ``JobRunner``, in the foreground (CLI) or in the background (console).
 """
 
 from __future__ import annotations
@@ -86,10 +86,10 @@ def start_retry(
 ) -> str:
     """Move a held job's files into a new claimed job (audited) and return the new job's id.
 
-    Run the new job with ``Pipeline.run``; until then it is an unfinished job that the next
+    Run the new job with ``JobRunner.run``; until then it is an unfinished job that the next
     ``dicomdrop watch`` resumes.
     """
-    from dicomdrop.pipeline import claim_copy
+    from dicomdrop.runner import claim_copy
 
     quarantine = Quarantine(settings.paths.quarantine)
     record = quarantine.read(job_id)

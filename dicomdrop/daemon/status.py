@@ -13,11 +13,13 @@ from datetime import UTC, date, datetime, timedelta
 
 from dicomdrop.config import Settings
 from dicomdrop.daemon.settle import CLAIM_PREFIX, is_drop_name
+from dicomdrop.jobs import FINISHED_STATES, JobState
 from dicomdrop.store.db import Store
-from dicomdrop.store.jobs import FINISHED_STATES, JOB_STATES, JobRecord, JobStore
+from dicomdrop.store.jobs import JobRecord, JobStore
 
-#: The finished states, in the order status shows them.
-FINISHED = ("delivered", "quarantined", "failed")
+#: Every job state, and the finished ones, in the order status shows them.
+JOB_STATES = tuple(state.value for state in JobState)
+FINISHED = tuple(state.value for state in JobState if state in FINISHED_STATES)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def finished_per_day(store: Store, *, days: int = 14) -> list[tuple[date, dict[s
     today = datetime.now(UTC).date()
     first = today - timedelta(days=days - 1)
     table: dict[date, Counter[str]] = {first + timedelta(days=i): Counter() for i in range(days)}
-    states = (*sorted(FINISHED_STATES), "waiting")
+    states = (*FINISHED, JobState.WAITING.value)
     for job in JobStore(store).list(states=states, limit=1_000_000):
         day = aware(job.updated_at).date()
         if day in table:

@@ -1,8 +1,8 @@
 """Retries started from the console run here, one at a time, in a background thread.
 
 The request only claims the held files as a new job (:func:`dicomdrop.holds.start_retry`, which
-is quick) and answers at once; this runner then processes the job with the same pipeline as
-``dicomdrop quarantine retry``. If the console stops before the job ends, the job stays claimed
+is quick) and answers at once; this runner then processes the job with the same ``JobRunner``
+as ``dicomdrop quarantine retry``. If the console stops before the job ends, the job stays claimed
 in the store and in ``work/``, and the next ``dicomdrop watch`` resumes it like any other.
 """
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class RetryRunner:
-    """Runs claimed jobs to their end with a pipeline of its own, in one worker thread."""
+    """Runs claimed jobs to rest with a ``JobRunner`` of its own, in one worker thread."""
 
     def __init__(self, settings: Settings, key: bytes, store: Store) -> None:
         self.settings = settings
@@ -31,16 +31,16 @@ class RetryRunner:
         return self._pool.submit(self._run, job_id)
 
     def _run(self, job_id: str) -> str:
-        from dicomdrop.pipeline import Pipeline
+        from dicomdrop.runner import JobRunner
 
-        pipeline = Pipeline(self.settings, self.key, self.store)
+        runner = JobRunner(self.settings, self.key, self.store)
         try:
-            outcome = pipeline.run(job_id)
+            outcome = runner.run(job_id)
         except Exception:
             log.exception("console retry: job %s stopped; 'dicomdrop watch' resumes it", job_id)
             raise
         finally:
-            pipeline.close()
+            runner.close()
         log.info("console retry: job %s %s", job_id, outcome.state)
         return outcome.state
 
