@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -17,7 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from web_support import IDENTITY_TEXT, PASSWORD, ROLE_USERS, Site, make_site
+from conftest import write_config
+from crash.harness import DaemonProcess, make_installation
+from web_support import IDENTITY_TEXT, PASSWORD, ROLE_USERS, Site, add_user, make_site
+
+from dicomdrop.cli import main
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -183,9 +188,6 @@ def _login(page: object, url: str, name: str) -> None:
 def test_watch_serves_the_console_when_enabled(tmp_path: Path) -> None:
     """``[web] enabled = true``: the daemon serves the console from a thread, and stops it on
     SIGTERM with exit status 0."""
-    from crash.harness import DaemonProcess, make_installation
-    from web_support import add_user
-
     port = _free_port()
     config = make_installation(tmp_path / "site")
     text = config.read_text(encoding="utf-8")
@@ -199,3 +201,43 @@ def test_watch_serves_the_console_when_enabled(tmp_path: Path) -> None:
         assert daemon.terminate() == 0
     finally:
         daemon.ensure_dead()
+
+
+def test_web_serves_https_with_secure_cookies(tmp_path: Path) -> None:
+    """With a certificate and key, ``dicomdrop web`` speaks only TLS and marks its session
+    cookie Secure."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = _free_port()
+    config = write_config(
+        tmp_path / "site",
+        f'[web]\nlisten = "127.0.0.1:{port}"\ntls_cert_file = "{cert}"\ntls_key_file = "{key}"\n',
+    )
+    assert main(["init", "--config", str(config)]) == 0
+    assert add_user(config, "anna", "steward") == 0
+    command = [sys.executable, "-m", "dicomdrop", "web", "--config", str(config)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, "dicomdrop web exited"
+            try:
+                url = f"https://127.0.0.1:{port}/login"
+                with urllib.request.urlopen(url, context=context, timeout=2) as response:
+                    cookie = response.headers["set-cookie"].lower()
+                    break
+            except (OSError, ssl.SSLError):
+                assert time.monotonic() < deadline, "dicomdrop web did not serve HTTPS"
+                time.sleep(0.2)
+        assert "secure" in cookie and "httponly" in cookie
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5)
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,15 +275,29 @@ def test_the_proxy_user_header_is_ignored_unless_configured(site: Site) -> None:
 def test_steward_links_a_pending_match_and_the_held_job_is_delivered(
     site: Site, client: TestClient
 ) -> None:
+    link_and_deliver(site, client)
+
+
+@pytest.mark.postgres
+def test_the_console_works_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    site = make_site(tmp_path, f'[store]\nurl = "{pg_url}"\n')
+    for client in client_for(site):
+        link_and_deliver(site, client)
+
+
+def link_and_deliver(site: Site, client: TestClient) -> None:
+    """The steward compares the pending match, links it; the held job is retried and delivered."""
     login(client, ROLE_USERS["steward"])
     listing = client.get("/pending").text
     assert site.held_job in listing
-    page = client.get("/pending/1")
+    match = re.search(r'href="/pending/(\d+)"', listing)
+    assert match
+    page = client.get(f"/pending/{match.group(1)}")
     assert page.status_code == 200
     assert "Stevenson^Mark" in page.text and "Stephenson^Mark" in page.text
     assert "PID-8008" in page.text and "MR brain for Mark Stevenson" in page.text
     response = client.post(
-        "/pending/1/resolve",
+        f"/pending/{match.group(1)}/resolve",
         data={
             "csrf": csrf_of(page.text),
             "how": "link",
