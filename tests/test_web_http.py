@@ -493,3 +493,29 @@ def test_the_console_refuses_to_start_without_a_user(
             build_server(settings, load_key(settings.security.key_file), store)
     finally:
         store.close()
+
+
+def test_a_session_ends_session_minutes_after_the_login(
+    shared_site: Site, shared_client: TestClient
+) -> None:
+    """Even a correctly signed cookie is refused once its login is older than the lifetime."""
+    import base64
+    import json
+
+    from itsdangerous import TimestampSigner
+
+    from dicomdrop.web.auth import session_secret
+
+    signer = TimestampSigner(session_secret(shared_site.key))
+    lifetime = shared_site.settings.web.session_minutes * 60
+
+    def cookie(since: float) -> str:
+        data = {"user": ROLE_USERS["steward"], "sid": "s1", "since": int(since), "csrf": "t"}
+        return signer.sign(base64.b64encode(json.dumps(data).encode())).decode()
+
+    shared_client.cookies.clear()
+    shared_client.cookies.set("dicomdrop_console", cookie(time.time() - 60))
+    assert shared_client.get("/pending").status_code == 200
+    shared_client.cookies.clear()
+    shared_client.cookies.set("dicomdrop_console", cookie(time.time() - lifetime - 60))
+    assert shared_client.get("/pending").status_code == 303

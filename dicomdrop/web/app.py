@@ -15,6 +15,7 @@ import io
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,15 @@ class Console:
         if name is None:
             stored = request.session.get("user")
             sid = request.session.get("sid")
-            if isinstance(stored, str) and isinstance(sid, str) and sid not in self._revoked:
+            since = request.session.get("since")
+            lifetime = self.settings.web.session_minutes * 60
+            if (
+                isinstance(stored, str)
+                and isinstance(sid, str)
+                and sid not in self._revoked
+                and isinstance(since, int)
+                and 0 <= time.time() - since <= lifetime
+            ):
                 name = stored
         if name is None:
             raise NotLoggedIn("log in first")
@@ -193,7 +202,9 @@ class Console:
             )
         self.throttle.succeeded(client, name)
         request.session.clear()
-        request.session.update(user=record.name, sid=secrets.token_urlsafe(16))
+        request.session.update(
+            user=record.name, sid=secrets.token_urlsafe(16), since=int(time.time())
+        )
         csrf_token(request)
         log.info("console: %s logged in (%s)", record.name, record.role)
         return RedirectResponse("/", status_code=303)

@@ -1,7 +1,8 @@
 """Who is asking: sessions, roles, CSRF tokens and the login rate limit.
 
 Sessions are Starlette's signed cookies (HttpOnly, SameSite=Strict, Secure under TLS) holding
-only the user name, a random session id and the CSRF token: the role is read from the store on
+only the user name, a random session id, the login time and the CSRF token: a login ends
+``[web] session_minutes`` after it began, however active, and the role is read from the store on
 every request, so a disabled user or a changed role takes effect at once. The signing key is
 derived from dicomdrop's secret key, so no second secret has to be kept, and a new secret key
 ends every session.
