@@ -58,7 +58,7 @@ def run_check_config(args: argparse.Namespace, ctx: Context) -> int:
     print(f"config: {settings.source}")
     for section in (
         "paths", "store", "security", "deid", "archives", "registry", "sort", "screen",
-        "delivery", "daemon", "logging",
+        "delivery", "daemon", "web", "logging",
     ):  # fmt: skip
         print(f"[{section}] {getattr(settings, section)}")
     print(f"store url: {_redact_url(settings.store_url)}")

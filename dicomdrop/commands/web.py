@@ -25,14 +25,18 @@ def register(sub: Any) -> None:
 
 def run_web(args: argparse.Namespace, ctx: Context) -> int:
     """Serve until stopped."""
-    from dicomdrop.web.server import serve, url_of
+    from dicomdrop.web.server import build_server, url_of
 
     settings = ctx.settings
     key = ctx.key
     store = open_store(ctx)
     try:
+        server, retries = build_server(settings, key, store)
         print(f"dicomdrop web: serving on {url_of(settings)}", file=sys.stderr, flush=True)
-        serve(settings, key, store)
+        try:
+            server.run()
+        finally:
+            retries.close()
     finally:
         store.close()
     return 0

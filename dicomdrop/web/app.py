@@ -520,7 +520,7 @@ def create_app(
     retries: RetryRunner | None = None,
     throttle: LoginThrottle | None = None,
 ) -> Starlette:
-    """The console as an ASGI application (serve it with :func:`dicomdrop.web.server.serve`)."""
+    """The console as an ASGI application (served by :func:`dicomdrop.web.server.build_server`)."""
     console = Console(settings, key, store, retries=retries, throttle=throttle)
     c = console
     routes = [

@@ -64,16 +64,6 @@ def url_of(settings: Settings) -> str:
     return f"{scheme}://{host}:{settings.web.port}/"
 
 
-def serve(settings: Settings, key: bytes, store: Store) -> None:
-    """Serve until SIGINT or SIGTERM (uvicorn handles both in the main thread)."""
-    server, retries = build_server(settings, key, store)
-    log.info("console: serving on %s", url_of(settings))
-    try:
-        server.run()
-    finally:
-        retries.close()
-
-
 class ConsoleThread:
     """The console in a background thread (inside ``dicomdrop watch``)."""
 
