@@ -430,6 +430,9 @@ def test_audit_search_and_csv_export(shared_site: Site, shared_client: TestClien
     assert all(r[2] == "admin" for r in rows[1:])
     only = shared_client.get("/audit.csv", params={"q": "role steward"})
     assert [r[4] for r in list(csv.reader(io.StringIO(only.text)))[1:]] == [ROLE_USERS["steward"]]
+    params = {"action": "audit.export", "actor": ROLE_USERS["auditor"]}
+    exports = shared_client.get("/audit.csv", params=params)
+    assert len(list(csv.reader(io.StringIO(exports.text)))[1:]) >= 2  # the two exports above
 
 
 def test_audit_csv_cells_never_start_a_formula(site: Site, client: TestClient) -> None:

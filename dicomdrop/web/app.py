@@ -484,6 +484,7 @@ class Console:
         who = await self.user(request, AUDIT)
         query = self._audit_query(request)
         events = await run_in_threadpool(lambda: list_events(self.store, limit=1_000_000, **query))
+        await run_in_threadpool(self._audit_export, who, len(events), query)
         log.info("console: %s exported %d audit rows", who.name, len(events))
         rows: list[list[object]] = [["id", "at", "actor", "action", "subject", "found", "reason"]]
         rows += [
@@ -495,6 +496,19 @@ class Console:
             media_type="text/csv; charset=utf-8",
             headers={**NO_STORE, "Content-Disposition": 'attachment; filename="audit.csv"'},
         )
+
+    def _audit_export(self, who: ConsoleIdentity, rows: int, query: dict[str, Any]) -> None:
+        """An export of the audit log is itself audited (who took which rows)."""
+        from dicomdrop.store.audit import record_event
+
+        with self.store.session() as session:
+            record_event(
+                session,
+                action="audit.export",
+                actor=who.name,
+                reason="CSV export",
+                details={"rows": rows, **{k: v for k, v in query.items() if v}},
+            )
 
 
 def _csv(rows: Iterable[Iterable[object]]) -> str:
