@@ -522,3 +522,34 @@ def test_a_session_ends_session_minutes_after_the_login(
     shared_client.cookies.clear()
     shared_client.cookies.set("dicomdrop_console", cookie(time.time() - lifetime - 60))
     assert shared_client.get("/pending").status_code == 303
+
+
+def test_cohort_on_the_command_line_gives_the_console_rows(
+    shared_site: Site, shared_client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    login(shared_client, ROLE_USERS["steward"])
+    token = csrf_of(shared_client.get("/reidentify").text)
+    store = Store.open(shared_site.settings.store_url)
+    try:
+        from sqlalchemy import select
+
+        from dicomdrop.store.models import Study
+
+        with store.session(readonly=True) as session:
+            keys = [*session.scalars(select(Study.original_accession)), "UNKNOWN-2"]
+    finally:
+        store.close()
+    data = {"csrf": token, "keys": "\n".join(k or "" for k in keys), "reason": "cohort 7"}
+    console_rows = list(csv.reader(io.StringIO(shared_client.post("/cohort", data=data).text)))
+    saved = sys.stdin
+    sys.stdin = io.StringIO("\n".join(k or "" for k in keys))
+    try:
+        command = ["registry", "cohort", "-", "--reason", "cohort 7", "--by", "cli"]
+        assert main([*command, "--config", str(shared_site.config)]) == 0
+    finally:
+        sys.stdin = saved
+    cli_rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert cli_rows == console_rows
+    assert cli_rows[1][1] == shared_site.pseudonym and cli_rows[-1] == ["UNKNOWN-2", "", "", ""]
