@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError
+from dicomdrop.jobs import JobState
 from dicomdrop.quarantine import Quarantine, QuarantineRecord
 from dicomdrop.store.audit import record_event
 from dicomdrop.store.db import Store
@@ -99,8 +100,10 @@ def start_retry(
         raise NothingToRetry(f"quarantine entry {job_id} holds no files to retry")
     retry_input = source.with_name(f"retry-{job_id}")
     source.rename(retry_input)
-    new_job = claim_copy(retry_input, settings, JobStore(store), move=True)
+    jobs = JobStore(store)
+    new_job = claim_copy(retry_input, settings, jobs, move=True)
     quarantine.remove(job_id)
+    end_quarantined_job(jobs, job_id, JobState.RETRIED, f"retried as job {new_job}")
     with store.session() as session:
         record_event(
             session,
@@ -126,6 +129,16 @@ def release(settings: Settings, store: Store, job_id: str, *, actor: str, reason
             action="quarantine.release",
             actor=actor,
             reason=reason,
+            subject=job_id,
             details={"job": job_id, "codes": record.codes},
         )
     quarantine.remove(job_id)
+    end_quarantined_job(JobStore(store), job_id, JobState.RELEASED, f"released by {actor}")
+
+
+def end_quarantined_job(jobs: JobStore, job_id: str, state: str, message: str) -> None:
+    """Mark a quarantined, waiting or failed job as ``retried`` or ``released``, so that it no
+    longer waits nor counts among the recent errors (a job unknown to the store is left be)."""
+    record = jobs.get(job_id)
+    if record is not None and record.state in ("quarantined", "waiting", "failed"):
+        jobs.set_state(job_id, state, message=message)

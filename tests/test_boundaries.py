@@ -28,6 +28,9 @@ TIERS: dict[str, int] = {
     "secret": 0,
     "quarantine": 0,
     "sample": 0,
+    "ports": 0,
+    "config_render": 0,
+    "delivery_access": 0,
     "dicomio": 1,
     "deid": 1,
     "verify": 1,
@@ -35,6 +38,8 @@ TIERS: dict[str, int] = {
     "delivery": 1,
     "store": 1,
     "stages": 2,
+    "job_progress": 2,
+    "preflight": 2,
     "pipeline": 3,
     "runner": 4,
     "holds": 4,
@@ -45,7 +50,7 @@ TIERS: dict[str, int] = {
     "__main__": 6,
 }
 # Parts whose modules only the listed parts (besides themselves) may import.
-ONLY_FROM: dict[str, set[str]] = {"daemon": {"commands", "cli", "web"}}
+ONLY_FROM: dict[str, set[str]] = {"daemon": {"commands", "cli"}}
 NEVER: set[tuple[str, str]] = {("verify", "deid")}
 
 

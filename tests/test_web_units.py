@@ -104,3 +104,24 @@ def test_users_and_audit_search_on_both_databases(db_url: str) -> None:
         assert [e.action for e in list_events(store, actor="root")] == ["user.disable", "user.add"]
     finally:
         store.close()
+
+
+def test_per_day_counts_state_changes_so_a_retried_hold_stays_counted(db_url: str) -> None:
+    from dicomdrop.store.db import Store
+    from dicomdrop.store.jobs import JobStore
+    from dicomdrop.web.dashboard import per_day
+
+    store = Store.open(db_url)
+    try:
+        jobs = JobStore(store)
+        jobs.create("job-a", drop_name="a")
+        jobs.set_state("job-a", "waiting", error_code="match.ambiguous")
+        jobs.set_state("job-a", "retried", message="retried as job job-b")
+        jobs.create("job-b", drop_name="b")
+        jobs.set_state("job-b", "delivered")
+        days = per_day(store, days=3)
+    finally:
+        store.close()
+    assert [d for d, _ in days] == sorted(d for d, _ in days) and len(days) == 3
+    assert days[-1][1] == {"delivered": 1, "quarantined": 1, "failed": 0}
+    assert days[0][1] == {"delivered": 0, "quarantined": 0, "failed": 0}

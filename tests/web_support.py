@@ -14,6 +14,7 @@ from conftest import write_config
 from corpus import Person, write_series
 
 from dicomdrop.cli import main
+from dicomdrop.commands.process import EXIT_QUARANTINED
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.secret import load_key
 
@@ -57,7 +58,8 @@ def make_site(root: Path, extra: str = "", *, users: bool = True) -> Site:
     write_series(second / "p", STEVENSON, 1, 1, 2)
     assert main(["process", "--no-progress", "--config", str(config), str(first)]) == 0
     (delivered,) = settings.paths.outbox.glob("*.zip")
-    assert main(["process", "--no-progress", "--config", str(config), str(second)]) == 0
+    status = main(["process", "--no-progress", "--config", str(config), str(second)])
+    assert status == EXIT_QUARANTINED
     (held,) = [p.name for p in settings.paths.quarantine.iterdir()]
     if users:
         for role, name in ROLE_USERS.items():

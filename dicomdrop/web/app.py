@@ -17,6 +17,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -237,12 +238,13 @@ class Console:
         return self.render(request, "_live.html", who, **await self._live_context())
 
     async def _live_context(self) -> dict[str, Any]:
-        from dicomdrop.daemon.status import finished_per_day, read_status
         from dicomdrop.web.chart import per_day_svg
+        from dicomdrop.web.dashboard import per_day, status
 
-        status = await run_in_threadpool(read_status, self.settings, self.store)
-        days = await run_in_threadpool(finished_per_day, self.store)
-        return {"status": status, "days": days, "chart": per_day_svg(days)}
+        report = await run_in_threadpool(status, self.settings)
+        days = await run_in_threadpool(per_day, self.store)
+        now = datetime.now(UTC)
+        return {"status": report, "days": days, "chart": per_day_svg(days), "now": now}
 
     # --- holds -----------------------------------------------------------------------------
 

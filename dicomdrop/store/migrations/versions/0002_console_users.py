@@ -1,7 +1,7 @@
 """Console users: local accounts of the steward console with a role and an Argon2 hash.
 
 Revision ID: 0002_console_users
-Revises: 0001
+Revises: 0002_operator_status
 Create Date: 2026-12-04 23:40:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision = '0002_console_users'
-down_revision = '0001'
+down_revision = '0002_operator_status'
 branch_labels = None
 depends_on = None
 
