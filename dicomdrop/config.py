@@ -253,6 +253,37 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The steward console (``dicomdrop web``, or inside ``dicomdrop watch`` when enabled)."""
+
+    listen: str = "127.0.0.1:8765"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    session_minutes: int = _num(480, minimum=1)
+    enabled: bool = False
+    trusted_user_header: str = ""
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f'[web] listen = {self.listen!r} is not HOST:PORT; use e.g. "127.0.0.1:8765"'
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("[web] tls_cert_file and tls_key_file must be given together")
+
+    @property
+    def host(self) -> str:
+        """The address to listen on (brackets of an IPv6 address removed)."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The TCP port to listen on."""
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     """Log output. Logs never contain names, IDs or dates of patients."""
 
@@ -274,6 +305,7 @@ class Settings:
     screen: ScreenSettings = field(default_factory=ScreenSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     source: Path | None = None
 
