@@ -87,3 +87,11 @@ class ClaimError(DicomdropError):
     """A drop could not be moved from the inbox into the work folder; it stays in the inbox."""
 
     code = "claim.failed"
+
+
+class TruncatedError(QuarantineError):
+    """A DICOM file is cut short: its pixel data is shorter than its header says, or its
+    encapsulated fragments end early (``dicom.truncated``)."""
+
+    def __init__(self, message: str, *, files: list[str] | None = None) -> None:
+        super().__init__("dicom.truncated", message, stage="deid", files=files)

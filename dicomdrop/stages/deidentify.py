@@ -22,6 +22,7 @@ import json
 import logging
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -44,12 +45,14 @@ from dicomdrop.deid.engine import DeidContext, deidentify
 from dicomdrop.deid.profile import Profile, compile_profile
 from dicomdrop.deid.rawwalk import FileElement, RawWalkError, whole_file
 from dicomdrop.deid.verify import Finding, IdentityTokens, scan_bytes
-from dicomdrop.errors import DicomdropError
+from dicomdrop.errors import DicomdropError, TruncatedError
+from dicomdrop.pixels.integrity import check_pixel_data
 from dicomdrop.stages.encode import encode_dataset
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+_CUT_SHORT = "End of file reached before delimiter"  # pydicom's warning for a cut file
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ def deidentify_file(task: FileTask) -> FileOutcome:
     """De-identify one file into its staging path (runs in a worker process)."""
     try:
         ds = read_dataset(Path(task.source).read_bytes())
+        check_pixel_data(ds)  # a file cut short is never delivered as if it were whole
         context = DeidContext(
             pseudonym=task.pseudonym,
             key=task.key,
@@ -215,7 +219,15 @@ def read_dataset(data: bytes) -> Dataset:
         raw = None
     # pydicom's reader replaces UN by the dictionary VR of public elements: left to it.
     if raw is None or any(e.vr == "UN" and not (e.tag >> 16) % 2 for e in raw.elements):
-        return pydicom.dcmread(BytesIO(data), force=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(BytesIO(data), force=True)
+        if any(_CUT_SHORT in str(w.message) for w in caught):
+            # pydicom keeps what it read so far and drops the element it could not finish.
+            raise TruncatedError("the file ends before the delimiter of an undefined length")
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return ds
     file_meta = FileMetaDataset(_raw_elements(raw.meta, implicit=False))
     file_meta.set_original_encoding(False, True, file_meta._character_set)  # as pydicom's reader
     elements = _raw_elements(raw.elements, implicit=raw.implicit)
