@@ -6,6 +6,12 @@ words: the words of a name in either order (``Doe^John``, ``John DOE``, ``DOE, J
 word of 3 characters or more on its own. Shorter words are only matched next to another word of
 the same name. Patient IDs of 3 characters or more are matched anywhere, case-insensitively. Each
 match is replaced by the replacement text (the pseudonym).
+
+Initials go with the name they stand next to: one or two single letters (with or without a
+dot) that are initials of the same person's name, before or after a matched word (``J. Doe``,
+``Doe, J.``, ``Doe j brain research``), are part of the match. Otherwise the initial would stay
+behind and, with the context, point at the person. A letter that stands alone elsewhere, or is
+no initial of the name, is left as it is.
 """
 
 from __future__ import annotations
@@ -159,6 +165,19 @@ def build_scrubber(
     return _cached_scrubber(names, ids, replacement)
 
 
+def _with_initials(words: list[str]) -> set[str]:
+    """Patterns of each long word of a name with one or two of the name's initials beside it."""
+    initials = "|".join(sorted({re.escape(w[0]) for w in words}))
+    initial = rf"(?:{initials})\.?"
+    patterns: set[str] = set()
+    for word in words:
+        if len(word) >= MIN_TOKEN:
+            escaped = re.escape(word)
+            patterns.add(rf"{escaped}(?:{_SEPARATORS}{initial}){{1,2}}")
+            patterns.add(rf"(?:{initial}{_SEPARATORS}){{1,2}}{escaped}")
+    return patterns
+
+
 @lru_cache(maxsize=256)
 def _cached_scrubber(
     names: tuple[str, ...], ids: tuple[str, ...], replacement: str
@@ -173,6 +192,8 @@ def _cached_scrubber(
             for seq in sequences:
                 alternatives.add(_SEPARATORS.join(re.escape(w) for w in seq))
         alternatives.update(re.escape(w) for w in words if len(w) >= MIN_TOKEN)
+        if len(words) > 1:
+            alternatives.update(_with_initials(words))
     word_alts = sorted(alternatives, key=len, reverse=True)
     id_alts = sorted(
         {re.escape(fold(i)) for i in ids if len(i) >= MIN_TOKEN}, key=len, reverse=True
