@@ -40,13 +40,16 @@ from pydicom.tag import BaseTag
 from dicomdrop import __version__
 from dicomdrop.archives.spool import SpooledEntry, SpoolSpec, close_spool, spool_for
 from dicomdrop.archives.zipwrite import DEFLATED, STORED
-from dicomdrop.config import ArchiveSettings, DeidSettings
+from dicomdrop.config import ArchiveSettings, DeidSettings, MaskRule, PixelSettings
 from dicomdrop.deid.engine import DeidContext, deidentify
 from dicomdrop.deid.profile import Profile, compile_profile
 from dicomdrop.deid.rawwalk import FileElement, RawWalkError, whole_file
 from dicomdrop.deid.verify import Finding, IdentityTokens, scan_bytes
+from dicomdrop.deid.verify_pixels import scan_pixels
 from dicomdrop.errors import DicomdropError, TruncatedError
 from dicomdrop.pixels.integrity import check_pixel_data
+from dicomdrop.pixels.mask import apply_mask
+from dicomdrop.pixels.scan import plan_for
 from dicomdrop.stages.encode import encode_dataset
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class FileTask:
     accession_number: str | None
     tokens: IdentityTokens | None = None  # given: the output bytes are scanned before writing
     spool: SpoolSpec | None = None  # given: the output is compressed into a spool, not written
+    pixels: PixelSettings | None = None  # given: burned-in text policy (dicomdrop.pixels.scan)
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,10 @@ def deidentify_file(task: FileTask) -> FileOutcome:
     try:
         ds = read_dataset(Path(task.source).read_bytes())
         check_pixel_data(ds)  # a file cut short is never delivered as if it were whole
+        # Planned on the input header: de-identification removes the device a mask rule names.
+        plan = plan_for(ds, task.pixels) if task.pixels is not None else None
+        if plan is not None and plan.rule is not None:
+            apply_mask(ds, plan.rule.boxes)
         context = DeidContext(
             pseudonym=task.pseudonym,
             key=task.key,
@@ -169,6 +177,11 @@ def deidentify_file(task: FileTask) -> FileOutcome:
         findings = None
         if task.tokens is not None:
             findings = tuple(scan_bytes(data, _shared_tokens(task.tokens)))
+        if plan is not None and plan.scan and task.pixels is not None:
+            refused = _check_pixels(task, data, plan.rule)
+            if isinstance(refused, FileOutcome):
+                return refused
+            findings = (*(findings or ()), *refused)
         spooled = None
         if task.spool is not None:
             spooled = spool_for(task.spool).add(data)
@@ -204,6 +217,35 @@ def deidentify_file(task: FileTask) -> FileOutcome:
         findings=findings,
         spooled=spooled,
     )
+
+
+def _check_pixels(
+    task: FileTask, data: bytes, rule: MaskRule | None
+) -> FileOutcome | tuple[Finding, ...]:
+    """OCR the output's at-risk frames (the verification's pixel scan): its findings, or the
+    outcome that sends the instance to a person when it shows text and no mask rule cleared it.
+    """
+    assert task.pixels is not None
+    tokens = _shared_tokens(task.tokens) if task.tokens is not None else None
+    masked = rule.boxes if rule is not None else ()
+    findings, boxes = scan_pixels(data, tokens, task.pixels, masked)
+    if findings and task.tokens is None:  # nobody verifies the findings later: stop here
+        return FileOutcome(
+            task.source,
+            task.staging,
+            error_code="verify.phi_in_pixels",
+            error=f"burned-in text at {findings[0].path}",
+        )
+    if not findings and boxes and rule is None:
+        shown = ", ".join(b.describe() for b in boxes[:5])
+        return FileOutcome(
+            task.source,
+            task.staging,
+            error_code="screen.text_in_pixels",
+            error=f"{len(boxes)} line(s) of text in the pixels ({shown}); look at them, then "
+            "write a [[pixels.masks]] rule or release the instance",
+        )
+    return tuple(findings)
 
 
 def read_dataset(data: bytes) -> Dataset:
@@ -268,6 +310,7 @@ def deidentify_group(
     manifest: dict[str, Any],
     tokens: IdentityTokens | None = None,
     zip_entries: ArchiveSettings | None = None,
+    pixels: PixelSettings | None = None,
 ) -> GroupOutput:
     """De-identify ``sources`` into ``tree`` (created anew) and write the manifest.
 
@@ -308,6 +351,7 @@ def deidentify_group(
             accession_number=accession_number,
             tokens=tokens,
             spool=spool,
+            pixels=pixels,
         )
         for i, src in enumerate(sources)
     ]

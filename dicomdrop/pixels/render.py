@@ -1,0 +1,97 @@
+"""Frames as 8-bit grey images, the way a person would see the text drawn into them.
+
+The OCR engine reads grey images. A frame is decoded by pydicom (native data, RLE, and through
+Pillow JPEG baseline/extended and JPEG 2000); colour is turned into luma, MONOCHROME1 is
+inverted, and the stored values are stretched to 0-255 between the frame's 0.5th and 99.5th
+percentiles, so that text drawn in the brightest values of a 12-bit image stays as legible as
+text in an 8-bit screen capture. Which frames: the first (where devices put their annotation
+headers), the last, and evenly spaced others up to the configured number.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+from pydicom.pixels.utils import pixel_array
+
+from dicomdrop.errors import DicomdropError
+
+
+class RenderError(DicomdropError):
+    """A frame cannot be decoded (no decoder for its transfer syntax, damaged data)."""
+
+    code = "screen.pixels_unchecked"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One rendered frame: its 0-based index and its grey pixels (rows x columns, uint8)."""
+
+    index: int
+    grey: NDArray[np.uint8]
+
+
+def frame_count(ds: Dataset) -> int:
+    """NumberOfFrames (1 when missing or not a number)."""
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def frames_to_scan(count: int, wanted: int) -> list[int]:
+    """The first frame, the last, and evenly spaced ones between: ``wanted`` indices at most."""
+    if count <= wanted:
+        return list(range(count))
+    if wanted == 1:
+        return [0]
+    step = (count - 1) / (wanted - 1)
+    return sorted({round(i * step) for i in range(wanted)})
+
+
+def to_grey(values: NDArray[np.generic], photometric: str) -> NDArray[np.uint8]:
+    """A decoded frame (rows x columns, or rows x columns x samples) as stretched 8-bit grey."""
+    data = values.astype(np.float32)
+    if data.ndim == 3:
+        if data.shape[2] >= 3:
+            data = 0.299 * data[..., 0] + 0.587 * data[..., 1] + 0.114 * data[..., 2]
+        else:
+            data = data[..., 0]
+    low, high = np.percentile(data, (0.5, 99.5)) if data.size else (0.0, 0.0)
+    if high <= low:
+        low, high = float(data.min(initial=0)), float(data.max(initial=0))
+    if high <= low:
+        grey = np.zeros(data.shape, dtype=np.uint8)
+    else:
+        grey = (np.clip((data - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+    if photometric.strip().upper() == "MONOCHROME1":
+        grey = 255 - grey
+    return grey
+
+
+def decode_frame(ds: Dataset, index: int) -> NDArray[np.generic]:
+    """One decoded frame in RGB (colour) or stored values (grey); RenderError if impossible."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pixel_array(ds, index=index)
+    except Exception as exc:  # any decoder failure means the frame cannot be looked at
+        raise RenderError(
+            f"frame {index + 1} cannot be decoded ({type(exc).__name__}); the pixels were not "
+            "checked for burned-in text"
+        ) from exc
+
+
+def render_frames(ds: Dataset, wanted: int) -> list[Frame]:
+    """The frames to scan of ``ds``, rendered; RenderError when one cannot be decoded."""
+    if "PixelData" not in ds:
+        return []
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    return [
+        Frame(index, to_grey(decode_frame(ds, index), photometric))
+        for index in frames_to_scan(frame_count(ds), wanted)
+    ]
