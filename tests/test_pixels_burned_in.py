@@ -140,3 +140,18 @@ def test_scan_off_quarantines_unchecked_at_risk_instances(tmp_path):
     )
     assert files_of(entries, "screen.pixels_unchecked") == ["p/us.dcm"]
     assert len(delivered) == 1
+
+
+def test_show_text_prints_the_boxes_the_scanner_sees(tmp_path, capsys):
+    config = write_config(tmp_path / "site")
+    assert main(["init", "--config", str(config)]) == 0
+    path = tmp_path / "us.dcm"
+    write(burned_instance("us", 3), path)
+    capsys.readouterr()
+    assert main(["deid", "--config", str(config), "--show-text", str(path)]) == 0
+    printed = capsys.readouterr().out
+    family, given, patient_id, _ = person(3)
+    assert "us.dcm: at risk; 480x640 (rows x columns); no mask rule;" in printed
+    assert "frame 1 box [" in printed
+    assert given in printed  # the text itself, for the person writing the rule
+    assert main(["deid", "--config", str(config), str(path)]) == 2  # OUT and pseudonym missing
