@@ -150,7 +150,7 @@ def test_show_text_prints_the_boxes_the_scanner_sees(tmp_path, capsys):
     capsys.readouterr()
     assert main(["deid", "--config", str(config), "--show-text", str(path)]) == 0
     printed = capsys.readouterr().out
-    family, given, patient_id, _ = person(3)
+    _, given, _, _ = person(3)
     assert "us.dcm: at risk; 480x640 (rows x columns); no mask rule;" in printed
     assert "frame 1 box [" in printed
     assert given in printed  # the text itself, for the person writing the rule

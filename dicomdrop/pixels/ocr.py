@@ -3,7 +3,8 @@
 The ``tesseract`` binary runs once per frame with its English model (package
 tesseract-ocr-eng), in sparse-text mode (``--psm 11``: annotation text is scattered over the
 image, not laid out as a page), reading a PGM image from standard input and writing TSV. Words
-below the confidence threshold, or without two letters or digits, are dropped; the remaining
+below the confidence threshold, lower than 6 pixels, or with fewer than three letters or
+digits, are dropped; the remaining
 words are joined into lines, each a :class:`TextBox` with the line's bounding box.
 
 Small frames are enlarged twice before OCR: text 8-12 pixels high is read far more reliably at
@@ -27,6 +28,8 @@ from dicomdrop.errors import DicomdropError
 
 TESSERACT = "tesseract"
 UPSCALE_BELOW = 1100  # frames narrower than this are read at twice their size
+MIN_WORD_CHARS = 3  # shorter "words" are mostly noise read into speckle and texture
+MIN_TEXT_HEIGHT = 6  # pixels of the frame: lower "words" are texture, no person reads them
 _TIMEOUT_SECONDS = 120
 
 
@@ -117,7 +120,9 @@ def find_text(grey: NDArray[np.uint8], frame: int, min_confidence: float) -> lis
             left, top, width, height = (int(c) for c in cells[6:10])
         except ValueError:
             continue
-        if confidence < min_confidence or sum(c.isalnum() for c in text) < 2:
+        if confidence < min_confidence or sum(c.isalnum() for c in text) < MIN_WORD_CHARS:
+            continue
+        if height < MIN_TEXT_HEIGHT * scale:
             continue
         key = (cells[1], cells[2], cells[3], cells[4])  # page, block, paragraph, line
         lines.setdefault(key, []).append((left, top, width, height, text, confidence))

@@ -2,9 +2,11 @@
 
 The OCR engine reads grey images. A frame is decoded by pydicom (native data, RLE, and through
 Pillow JPEG baseline/extended and JPEG 2000); colour is turned into luma, MONOCHROME1 is
-inverted, and the stored values are stretched to 0-255 between the frame's 0.5th and 99.5th
-percentiles, so that text drawn in the brightest values of a 12-bit image stays as legible as
-text in an 8-bit screen capture. Which frames: the first (where devices put their annotation
+inverted, and the values are stretched to 0-255 between the frame's own minimum and maximum.
+Devices draw annotation text in the extreme values (white, or the top of a 12-bit range): a
+percentile stretch would clip the text together with the brightest tissue and erase it, a
+min-max stretch keeps it as the brightest thing in the frame. ``text_contrast`` then removes the
+local background before OCR. Which frames: the first (where devices put their annotation
 headers), the last, and evenly spaced others up to the configured number.
 """
 
@@ -15,10 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image, ImageFilter
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import pixel_array
 
 from dicomdrop.errors import DicomdropError
+
+BACKGROUND_RADIUS = 15  # box blur radius (pixels) that estimates the background under text
+NOISE_FLOOR = 24  # grey levels above the local background that are still noise, not text
 
 
 class RenderError(DicomdropError):
@@ -61,9 +67,7 @@ def to_grey(values: NDArray[np.generic], photometric: str) -> NDArray[np.uint8]:
             data = 0.299 * data[..., 0] + 0.587 * data[..., 1] + 0.114 * data[..., 2]
         else:
             data = data[..., 0]
-    low, high = np.percentile(data, (0.5, 99.5)) if data.size else (0.0, 0.0)
-    if high <= low:
-        low, high = float(data.min(initial=0)), float(data.max(initial=0))
+    low, high = float(data.min(initial=0)), float(data.max(initial=0))
     if high <= low:
         grey = np.zeros(data.shape, dtype=np.uint8)
     else:
@@ -71,6 +75,28 @@ def to_grey(values: NDArray[np.generic], photometric: str) -> NDArray[np.uint8]:
     if photometric.strip().upper() == "MONOCHROME1":
         grey = 255 - grey
     return grey
+
+
+def text_contrast(grey: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """What stands out brighter than its surroundings: the frame minus a blurred copy of itself
+    (a white top-hat), less a noise floor, stretched to 0-255.
+
+    Annotation text is thin and brighter than what lies under it, but that background varies: a
+    gradient, a photograph, a bright sector edge. OCR engines binarise the whole image with one
+    threshold, so text over a brighter part of a gradient vanishes. Removing the local
+    background first leaves the text on black, whatever was under it, and flattens smooth
+    tissue and gradients that are not text. The noise floor keeps grain and speckle that rise
+    a little above their surroundings from being stretched into letter-like shapes.
+    """
+    blurred = np.asarray(
+        Image.fromarray(grey).filter(ImageFilter.BoxBlur(BACKGROUND_RADIUS)), dtype=np.int16
+    )
+    residual = np.clip(grey.astype(np.int16) - blurred - NOISE_FLOOR, 0, 255)
+    peak = int(residual.max(initial=0))
+    if peak == 0:
+        return np.zeros(grey.shape, dtype=np.uint8)
+    stretched: NDArray[np.uint8] = (residual * (255.0 / peak)).astype(np.uint8)
+    return stretched
 
 
 def decode_frame(ds: Dataset, index: int) -> NDArray[np.generic]:

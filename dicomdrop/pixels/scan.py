@@ -27,7 +27,7 @@ from dicomdrop.config import MaskRule, PixelSettings
 from dicomdrop.errors import DicomdropError
 from dicomdrop.pixels.mask import matching_rule
 from dicomdrop.pixels.ocr import TextBox, find_text
-from dicomdrop.pixels.render import render_frames
+from dicomdrop.pixels.render import render_frames, text_contrast
 
 
 class PixelsUnchecked(DicomdropError):
@@ -90,7 +90,7 @@ def text_boxes(ds: Dataset, settings: PixelSettings) -> list[TextBox]:
     """Every line of text the OCR engine finds in the frames of ``ds`` that are scanned."""
     boxes: list[TextBox] = []
     for frame in render_frames(ds, settings.scan_frames):
-        boxes += find_text(frame.grey, frame.index, settings.min_confidence)
+        boxes += find_text(text_contrast(frame.grey), frame.index, settings.min_confidence)
     return boxes
 
 
