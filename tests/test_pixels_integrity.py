@@ -142,3 +142,22 @@ def test_truncated_files_are_quarantined_and_intact_ones_delivered(tmp_path):
         "p/short.dcm",
     ]
     assert len(list(settings.paths.outbox.glob("*.zip"))) == 1
+
+
+def test_the_pixel_code_and_its_verification_import_nothing_of_the_engine():
+    """The verification's pixel scan is independent of de-identification: the pixels package
+    imports nothing of dicomdrop.deid, and the verifier side only the verifier and its tokens."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "dicomdrop"
+    allowed = {"dicomdrop.deid.tokens", "dicomdrop.deid.verify"}
+    sources = [*sorted((root / "pixels").glob("*.py")), root / "deid" / "verify_pixels.py"]
+    for source in sources:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        deid = {m for m in modules if m.startswith("dicomdrop.deid")}
+        if source.parent.name == "pixels":
+            assert deid == set(), source.name
+        else:
+            assert deid <= allowed, source.name
