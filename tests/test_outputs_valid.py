@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pydicom.data
 import pytest
+from factories import make_instance, write_instance
 
 from dicomdrop.config import DeidSettings
 from dicomdrop.stages.deidentify import FileTask, deidentify_file
@@ -47,9 +48,16 @@ def complaints(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("preset", ["basic", "research"])
 def test_outputs_have_no_complaint_their_input_did_not_have(tmp_path, preset):
+    # pydicom's samples, and the MR instances the benchmarks generate (tests/factories.py)
+    corpus = tmp_path / "corpus"
+    sources = [TEST_FILES / name for name in SAMPLES]
+    for number in (1, 2):
+        sources.append(
+            write_instance(make_instance(number, 1, 1, number), corpus / f"mr{number}.dcm")
+        )
     new: dict[str, set[str]] = {}
-    for name in SAMPLES:
-        source = TEST_FILES / name
+    for source in sources:
+        name = source.name
         output = tmp_path / preset / name
         outcome = deidentify_file(
             FileTask(

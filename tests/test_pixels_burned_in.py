@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from io import BytesIO
 from pathlib import Path
@@ -12,6 +13,7 @@ import pydicom
 import pytest
 from conftest import write_config
 from pixel_factories import Burn, burned_instance, clean_instance, draw_text, person
+from test_outputs_valid import complaints
 
 from dicomdrop.cli import main
 from dicomdrop.config import load_settings
@@ -123,6 +125,11 @@ def test_a_mask_rule_blanks_the_boxes_and_the_scan_confirms_it(tmp_path, encodin
         assert out.file_meta.TransferSyntaxUID == pydicom.uid.RLELossless  # never lossy
         assert out.PhotometricInterpretation == "RGB" or out.SamplesPerPixel == 1
         assert np.array_equal(masked[70:], decoded[70:])  # exactly the decoded input
+    if shutil.which("dciodvfy"):  # the re-encoded file is as valid as its source
+        write(source, tmp_path / "source.dcm")
+        (tmp_path / "output.dcm").write_bytes(data)
+        added = complaints(tmp_path / "output.dcm") - complaints(tmp_path / "source.dcm")
+        assert added == set()
 
 
 def test_a_mask_rule_that_misses_the_name_is_caught_by_verification(tmp_path):
