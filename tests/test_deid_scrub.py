@@ -82,3 +82,11 @@ def test_a_lone_initial_next_to_a_removed_name_is_scrubbed_with_it(text, expecte
     scrubber = build_scrubber(["Doe^John^Adam"], [], PSEUDONYM)
     assert scrubber.scrub(text)[0] == expected
     assert scrubber.scrub_bytes(text.encode())[0].count(b"*") >= (1 if "Doe" in text else 0)
+
+
+def test_umlauts_written_as_digraphs_are_scrubbed_too():
+    scrubber = build_scrubber(["Müller^Jürgen"], [], PSEUDONYM)
+    assert scrubber.scrub("MUELLER")[0] == PSEUDONYM
+    assert scrubber.scrub("seen: Juergen Mueller")[0] == f"seen: {PSEUDONYM}"
+    assert scrubber.scrub("J. Mueller")[0] == PSEUDONYM
+    assert scrubber.scrub("Muller")[0] == PSEUDONYM
