@@ -3,8 +3,9 @@
 The ``tesseract`` binary runs once per frame with its English model (package
 tesseract-ocr-eng), in sparse-text mode (``--psm 11``: annotation text is scattered over the
 image, not laid out as a page), reading a PGM image from standard input and writing TSV. Words
-below the confidence threshold, lower than 6 pixels, or with fewer than three letters or
-digits, are dropped; the remaining
+below the confidence threshold, lower than 6 pixels, with fewer than three letters or digits,
+or with three or four below a confidence of 80, are dropped (speckle and grain are read as short
+words at low confidence); the remaining
 words are joined into lines, each a :class:`TextBox` with the line's bounding box.
 
 Small frames are enlarged twice before OCR: text 8-12 pixels high is read far more reliably at
@@ -30,6 +31,8 @@ TESSERACT = "tesseract"
 UPSCALE_BELOW = 1100  # frames narrower than this are read at twice their size
 MIN_WORD_CHARS = 3  # shorter "words" are mostly noise read into speckle and texture
 MIN_TEXT_HEIGHT = 6  # pixels of the frame: lower "words" are texture, no person reads them
+SHORT_WORD_CHARS = 5  # words shorter than this are accepted only at SHORT_WORD_CONFIDENCE:
+SHORT_WORD_CONFIDENCE = 80.0  # speckle and grain are read as short words, at low confidence
 _TIMEOUT_SECONDS = 120
 
 
@@ -120,7 +123,10 @@ def find_text(grey: NDArray[np.uint8], frame: int, min_confidence: float) -> lis
             left, top, width, height = (int(c) for c in cells[6:10])
         except ValueError:
             continue
-        if confidence < min_confidence or sum(c.isalnum() for c in text) < MIN_WORD_CHARS:
+        characters = sum(c.isalnum() for c in text)
+        if confidence < min_confidence or characters < MIN_WORD_CHARS:
+            continue
+        if characters < SHORT_WORD_CHARS and confidence < SHORT_WORD_CONFIDENCE:
             continue
         if height < MIN_TEXT_HEIGHT * scale:
             continue

@@ -5,9 +5,20 @@ Pillow JPEG baseline/extended and JPEG 2000); colour is turned into luma, MONOCH
 inverted, and the values are stretched to 0-255 between the frame's own minimum and maximum.
 Devices draw annotation text in the extreme values (white, or the top of a 12-bit range): a
 percentile stretch would clip the text together with the brightest tissue and erase it, a
-min-max stretch keeps it as the brightest thing in the frame. ``text_contrast`` then removes the
-local background before OCR. Which frames: the first (where devices put their annotation
-headers), the last, and evenly spaced others up to the configured number.
+min-max stretch keeps it as the brightest thing in the frame.
+
+Each frame is read in more than one view, because no single one suits every image (measured
+with ``bench/bench_burned_in.py``):
+
+- grey frames: the background-free view (``text_contrast``), and the same after a 3x3 median
+  filter, which removes ultrasound speckle around text drawn over the sector;
+- colour frames: the plain grey frame (OCR binarises it well where the background is smooth),
+  the background-free view, and the background-free view of the *unsaturated* pixels: grey or
+  white text over a saturated photograph has about the luma of its background and shows only
+  as the absence of colour.
+
+Which frames: the first (where devices put their annotation headers), the last, and evenly spaced
+others up to the configured number.
 """
 
 from __future__ import annotations
@@ -35,10 +46,12 @@ class RenderError(DicomdropError):
 
 @dataclass(frozen=True)
 class Frame:
-    """One rendered frame: its 0-based index and its grey pixels (rows x columns, uint8)."""
+    """One rendered frame: its 0-based index, its grey pixels (rows x columns, uint8) and the
+    views of it that are read by OCR."""
 
     index: int
     grey: NDArray[np.uint8]
+    views: tuple[NDArray[np.uint8], ...]
 
 
 def frame_count(ds: Dataset) -> int:
@@ -99,6 +112,31 @@ def text_contrast(grey: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return stretched
 
 
+def _median(grey: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    filtered: NDArray[np.uint8] = np.asarray(
+        Image.fromarray(grey).filter(ImageFilter.MedianFilter(3))
+    )
+    return filtered
+
+
+def _unsaturated(values: NDArray[np.generic]) -> NDArray[np.uint8]:
+    """Bright where a colour pixel is grey or white, dark where it is saturated."""
+    data = values.astype(np.float32)
+    saturation = data.max(axis=2) - data.min(axis=2)
+    peak = float(saturation.max(initial=0)) or 1.0
+    view: NDArray[np.uint8] = (255 - np.clip(saturation * (255.0 / peak), 0, 255)).astype(np.uint8)
+    return view
+
+
+def ocr_views(
+    values: NDArray[np.generic], grey: NDArray[np.uint8]
+) -> tuple[NDArray[np.uint8], ...]:
+    """The views of a decoded frame (and its grey rendering) that OCR reads (module docstring)."""
+    if values.ndim == 3 and values.shape[2] >= 3:
+        return grey, text_contrast(grey), text_contrast(_unsaturated(values))
+    return text_contrast(grey), text_contrast(_median(grey))
+
+
 def decode_frame(ds: Dataset, index: int) -> NDArray[np.generic]:
     """One decoded frame in RGB (colour) or stored values (grey); RenderError if impossible."""
     try:
@@ -117,7 +155,9 @@ def render_frames(ds: Dataset, wanted: int) -> list[Frame]:
     if "PixelData" not in ds:
         return []
     photometric = str(ds.get("PhotometricInterpretation", ""))
-    return [
-        Frame(index, to_grey(decode_frame(ds, index), photometric))
-        for index in frames_to_scan(frame_count(ds), wanted)
-    ]
+    frames: list[Frame] = []
+    for index in frames_to_scan(frame_count(ds), wanted):
+        values = decode_frame(ds, index)
+        grey = to_grey(values, photometric)
+        frames.append(Frame(index, grey, ocr_views(values, grey)))
+    return frames

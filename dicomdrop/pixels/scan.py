@@ -27,7 +27,7 @@ from dicomdrop.config import MaskRule, PixelSettings
 from dicomdrop.errors import DicomdropError
 from dicomdrop.pixels.mask import matching_rule
 from dicomdrop.pixels.ocr import TextBox, find_text
-from dicomdrop.pixels.render import render_frames, text_contrast
+from dicomdrop.pixels.render import render_frames
 
 
 class PixelsUnchecked(DicomdropError):
@@ -90,8 +90,16 @@ def text_boxes(ds: Dataset, settings: PixelSettings) -> list[TextBox]:
     """Every line of text the OCR engine finds in the frames of ``ds`` that are scanned."""
     boxes: list[TextBox] = []
     for frame in render_frames(ds, settings.scan_frames):
-        boxes += find_text(text_contrast(frame.grey), frame.index, settings.min_confidence)
-    return boxes
+        for view in frame.views:
+            for box in find_text(view, frame.index, settings.min_confidence):
+                if not any(_same_line(box, seen) for seen in boxes):
+                    boxes.append(box)
+    return sorted(boxes, key=lambda b: (b.frame, b.top, b.left))
+
+
+def _same_line(box: TextBox, other: TextBox) -> bool:
+    """True when two views read the same text at the same place (shown once)."""
+    return box.frame == other.frame and box.text == other.text and overlaps(box, other.box)
 
 
 def overlaps(box: TextBox, masked: tuple[int, ...]) -> bool:
