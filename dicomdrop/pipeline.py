@@ -48,6 +48,7 @@ from dicomdrop.deid.verify import (
     verify_entries,
     verify_tree,
 )
+from dicomdrop.deid.verify_pixels import keep_pixel_findings
 from dicomdrop.errors import ClaimError, QuarantineError, StoreError
 from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
 from dicomdrop.secret import load_key
@@ -469,6 +470,8 @@ class Pipeline:
                 )
             else:
                 report = verify_tree(tree, tokens, executor=self.executor, prescanned=prescanned)
+            if not prescanned:  # a rescan reads headers only: keep what OCR found in pixels
+                report = keep_pixel_findings(report, output.scanned)
             details.update(files=report.files_scanned)
             try:
                 require_clean(report)

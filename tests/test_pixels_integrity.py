@@ -161,3 +161,25 @@ def test_the_pixel_code_and_its_verification_import_nothing_of_the_engine():
             assert deid == set(), source.name
         else:
             assert deid <= allowed, source.name
+
+
+def test_a_rescan_of_the_headers_keeps_the_findings_ocr_made_in_pixels():
+    from dicomdrop.deid.verify import Finding, VerifyReport, require_clean
+    from dicomdrop.deid.verify_pixels import keep_pixel_findings
+    from dicomdrop.errors import VerificationError
+
+    header_rescan = VerifyReport((), files_scanned=2, bytes_scanned=100)
+    scanned = {
+        "P/study-1/series-1/instance-1.dcm": (
+            50,
+            (Finding("", "PixelData<frame 1 box 1,2,3,4>", "name"),),
+        ),
+        "P/study-1/series-1/instance-2.dcm": (50, (Finding("", "PatientComments", "name"),)),
+    }
+    report = keep_pixel_findings(header_rescan, scanned)
+    assert report.findings == (
+        Finding("P/study-1/series-1/instance-1.dcm", "PixelData<frame 1 box 1,2,3,4>", "name"),
+    )
+    with pytest.raises(VerificationError) as err:
+        require_clean(report)
+    assert err.value.code == "verify.phi_in_pixels"

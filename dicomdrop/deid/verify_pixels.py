@@ -14,14 +14,14 @@ finding to a person (``screen.text_in_pixels``) unless a mask rule cleared it.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from io import BytesIO
 
 from pydicom import dcmread
 
 from dicomdrop.config import PixelSettings
 from dicomdrop.deid.tokens import IdentityTokens
-from dicomdrop.deid.verify import Finding
+from dicomdrop.deid.verify import Finding, VerifyReport
 from dicomdrop.pixels.ocr import TextBox
 from dicomdrop.pixels.scan import overlaps, text_boxes
 
@@ -53,3 +53,23 @@ def scan_pixels(
 def is_pixel_finding(finding: Finding) -> bool:
     """True for a finding in burned-in text."""
     return finding.path.startswith(PIXEL_PATH_PREFIX)
+
+
+def keep_pixel_findings(
+    report: VerifyReport, scanned: Mapping[str, tuple[int, Sequence[Finding]]]
+) -> VerifyReport:
+    """``report`` plus the pixel findings of ``scanned`` (by output-relative path).
+
+    A rescan of the outputs' bytes (when the identity tokens had to be rebuilt) searches the
+    headers again but does not run OCR: the burned-in text found before must not be lost.
+    """
+    pixel = [
+        Finding(relative, f.path, f.kind)
+        for relative, (_, found) in scanned.items()
+        for f in found
+        if is_pixel_finding(f)
+    ]
+    if not pixel:
+        return report
+    findings = tuple(sorted({*report.findings, *pixel}))
+    return VerifyReport(findings, report.files_scanned, report.bytes_scanned)
