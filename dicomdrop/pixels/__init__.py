@@ -7,6 +7,8 @@ frame, a secondary capture of a report). This package owns everything that reads
 - ``render``: frames as 8-bit grey images, the way a person would look at them.
 - ``ocr``: text boxes found in a rendered frame (Debian's ``tesseract``; nothing downloaded).
 - ``mask``: blanking configured rectangles, natively or through a lossless re-encode.
+- ``scan``: which instances are at risk, the fail-closed plan for each, the text boxes of one.
 
-It imports neither ``dicomdrop.deid`` nor the verifier: both call into it.
+It imports nothing of ``dicomdrop.deid``: the de-identify stage and the verification's pixel
+scan (``dicomdrop.deid.verify_pixels``) both call into it. See docs/pixels.md.
 """
