@@ -12,7 +12,7 @@ clean ones), in memory, from fixed seeds:
   measured to show what a scan of them would do).
 
 Each image goes through exactly the function the pipeline runs on an output
-(``dicomdrop.deid.verify_pixels.scan_pixels``) with the patient's identity tokens. Reported:
+(``dicomdrop.verify.pixels.scan_pixels``) with the patient's identity tokens. Reported:
 
 - detection: burned frames held back (any text found), and frames whose name was recognised as
   the patient's (``verify.phi_in_pixels``); every burned frame with text of 12 px or more must
@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pixel_factories import FONTS, Burn, burned_instance, clean_instance, person
 
 from dicomdrop.config import PixelSettings
-from dicomdrop.deid.tokens import build_identity_tokens
-from dicomdrop.deid.verify_pixels import scan_pixels
+from dicomdrop.verify.pixels import scan_pixels
+from dicomdrop.verify.tokens import build_identity_tokens
 
 KINDS = ("us", "sc", "photo")
 ENCODINGS = ("native", "rle", "jpeg")

@@ -145,28 +145,24 @@ def test_truncated_files_are_quarantined_and_intact_ones_delivered(tmp_path):
 
 
 def test_the_pixel_code_and_its_verification_import_nothing_of_the_engine():
-    """The verification's pixel scan is independent of de-identification: the pixels package
-    imports nothing of dicomdrop.deid, and the verifier side only the verifier and its tokens."""
+    """The verification's pixel scan is independent of de-identification: neither the pixels
+    package nor the verifier's pixel scan imports anything of dicomdrop.deid (the import
+    boundaries test covers verify/ as a whole)."""
     import ast
 
     root = Path(__file__).resolve().parent.parent / "dicomdrop"
-    allowed = {"dicomdrop.deid.tokens", "dicomdrop.deid.verify"}
-    sources = [*sorted((root / "pixels").glob("*.py")), root / "deid" / "verify_pixels.py"]
+    sources = [*sorted((root / "pixels").glob("*.py")), root / "verify" / "pixels.py"]
     for source in sources:
         tree = ast.parse(source.read_text(encoding="utf-8"))
         modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        deid = {m for m in modules if m.startswith("dicomdrop.deid")}
-        if source.parent.name == "pixels":
-            assert deid == set(), source.name
-        else:
-            assert deid <= allowed, source.name
+        assert {m for m in modules if m.startswith("dicomdrop.deid")} == set(), source.name
 
 
 def test_a_rescan_of_the_headers_keeps_the_findings_ocr_made_in_pixels():
-    from dicomdrop.deid.verify import Finding, VerifyReport, require_clean
-    from dicomdrop.deid.verify_pixels import keep_pixel_findings
     from dicomdrop.errors import VerificationError
+    from dicomdrop.verify.pixels import keep_pixel_findings
+    from dicomdrop.verify.scan import Finding, VerifyReport, require_clean
 
     header_rescan = VerifyReport((), files_scanned=2, bytes_scanned=100)
     scanned = {

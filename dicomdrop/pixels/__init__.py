@@ -10,5 +10,5 @@ frame, a secondary capture of a report). This package owns everything that reads
 - ``scan``: which instances are at risk, the fail-closed plan for each, the text boxes of one.
 
 It imports nothing of ``dicomdrop.deid``: the de-identify stage and the verification's pixel
-scan (``dicomdrop.deid.verify_pixels``) both call into it. See docs/pixels.md.
+scan (``dicomdrop.verify.pixels``) both call into it. See docs/pixels.md.
 """

@@ -20,10 +20,10 @@ from io import BytesIO
 from pydicom import dcmread
 
 from dicomdrop.config import PixelSettings
-from dicomdrop.deid.tokens import IdentityTokens
-from dicomdrop.deid.verify import Finding, VerifyReport
 from dicomdrop.pixels.ocr import TextBox
 from dicomdrop.pixels.scan import overlaps, text_boxes
+from dicomdrop.verify.scan import Finding, VerifyReport
+from dicomdrop.verify.tokens import IdentityTokens
 
 KIND_MASKED_TEXT = "text_in_masked_box"
 PIXEL_PATH_PREFIX = "PixelData<frame "
