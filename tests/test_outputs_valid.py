@@ -27,6 +27,7 @@ SAMPLES = (
     "rtplan.dcm",
     "liver_1frame.dcm",
     "waveform_ecg.dcm",
+    "rtdose_rle.dcm",  # public elements, UIDs among them, stored with VR UN
 )
 DCIODVFY = shutil.which("dciodvfy")
 pytestmark = pytest.mark.skipif(

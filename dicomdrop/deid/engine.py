@@ -278,6 +278,10 @@ class _Walk:
             vr = elem.VR
             if type(vr) is not str or len(vr) != 2:
                 vr = _vr_of(ds, tag)
+            elif vr == "UN":
+                # A public element written as UN (explicit VR, as some exporters do) holds the
+                # dictionary VR's value: a UID stored as UN is still a UID to remap, not bytes.
+                vr = _dictionary_vr(tag)
             if action != "K":
                 handlers[action](ds, key, elem, vr, path, mode)
                 continue
