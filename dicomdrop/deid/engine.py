@@ -70,6 +70,9 @@ MEDIA_SOP_UID: Final = 0x00020003
 META_PRIVATE_INFO: Final = (0x00020100, 0x00020102)
 GRAPHICS_GROUPS: Final = frozenset({0x50, 0x60})
 CODE_SEQUENCE: Final = 0x00120064  # DeidentificationMethodCodeSequence
+# A code's value and scheme are vocabulary, not free text: a dummied sequence keeps them (a code
+# "ANONYMIZED" in scheme "ANONYMIZED" is invalid, and says nothing more about the patient).
+CODED_VALUE_TAGS: Final = frozenset({0x00080100, 0x00080102, 0x00080103, 0x00080119, 0x00080120})
 MAX_MEMO_TAGS: Final = 20_000  # bound on the per-profile memo of looked-up tags
 _ZERO_PREAMBLE: Final = bytes(128)
 
@@ -290,7 +293,7 @@ class _Walk:
             if vr == "SQ":
                 self._items(ds, key, path, mode)
             elif vr in TEXT_VRS:
-                if mode == _DUMMY:
+                if mode == _DUMMY and tag not in CODED_VALUE_TAGS:
                     _set(ds, key, elem, vr, dummy_value(vr))
                 elif scrub_kept:
                     self._scrub(ds, key, vr)
