@@ -130,7 +130,7 @@ def test_truncated_files_are_quarantined_and_intact_ones_delivered(tmp_path):
         assert jpeg.endswith(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
         (drop / name).write_bytes(jpeg[:-cut])
 
-    assert main(["process", "--config", str(config), str(tmp_path / "drop")]) == 0
+    assert main(["process", "--config", str(config), str(tmp_path / "drop")]) == 3  # quarantined
 
     codes: dict[str, list[str]] = {}
     for entry in settings.paths.quarantine.iterdir():
