@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.data
 import pytest
 from conftest import write_config
 from pixel_factories import Burn, burned_instance, clean_instance, draw_text, person
@@ -165,3 +166,13 @@ def test_show_text_prints_the_boxes_the_scanner_sees(tmp_path, capsys):
     assert "frame 1 box [" in printed
     assert given in printed  # the text itself, for the person writing the rule
     assert main(["deid", "--config", str(config), str(path)]) == 2  # OUT and pseudonym missing
+
+
+def test_pixels_no_installed_decoder_reads_are_held_back_unchecked(tmp_path):
+    """Fail-closed: an at-risk JPEG-LS image (no JPEG-LS decoder is installed) is not guessed."""
+    source = Path(pydicom.data.__file__).parent / "test_files" / "MR_small_jpeg_ls_lossless.dcm"
+    ds = pydicom.dcmread(source)
+    ds.Modality = "US"
+    entries, delivered = run_drop(tmp_path, {"p/us_jpeg_ls.dcm": ds})
+    assert files_of(entries, "screen.pixels_unchecked") == ["p/us_jpeg_ls.dcm"]
+    assert delivered == {}
