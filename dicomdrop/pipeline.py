@@ -397,21 +397,29 @@ class Pipeline:
                 manifest={"job": job_id, "profile": self.settings.deid.profile},
                 tokens=tokens,
                 zip_entries=(self.settings.archives if self.deliverer.spools_zip_entries else None),
+                pixels=self.settings.pixels,
                 on_file=FileProgress(self.jobs, job_id, "deid", self._on_progress),
             )
             failed = tuple(str(Path(o.source).relative_to(unpacked)) for o in output.failed)
             if failed:
                 codes = Counter(o.error_code or "deid.failed" for o in output.failed)
-                self.quarantine.put_files(
-                    job_id,
-                    QuarantineEntry(
-                        codes.most_common(1)[0][0],
-                        "deid",
-                        "instances the de-identification engine could not process",
-                        failed,
-                    ),
-                    unpacked,
-                )
+                for code in codes:
+                    self.quarantine.put_files(
+                        job_id,
+                        QuarantineEntry(
+                            code,
+                            "screen" if code.startswith("screen.") else "deid",
+                            _FILE_MESSAGES.get(
+                                code, "instances the de-identification engine could not process"
+                            ),
+                            tuple(
+                                f
+                                for o, f in zip(output.failed, failed, strict=True)
+                                if (o.error_code or "deid.failed") == code
+                            ),
+                        ),
+                        unpacked,
+                    )
                 for code, n in codes.items():
                     result.quarantined[code] = result.quarantined.get(code, 0) + n
                 for o, relative in zip(output.failed, failed, strict=True):
@@ -606,6 +614,15 @@ def _finished_groups(state: Path) -> dict[str, GroupOutcome]:
         for key in (outcome.key, *outcome.merged):
             finished[key] = outcome
     return finished
+
+
+# Per-file verdicts taken while de-identifying (the file's pixels or structure), by code.
+_FILE_MESSAGES = {
+    "dicom.truncated": "files cut short: the pixel data is incomplete",
+    "screen.text_in_pixels": "at-risk instances with text in their pixels, for a person to review",
+    "screen.pixels_unchecked": "at-risk instances whose pixels could not be checked for text",
+    "verify.phi_in_pixels": "the patient's identity is burned into the pixels",
+}
 
 
 def _internal(exc: BaseException) -> QuarantineError:

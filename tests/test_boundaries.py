@@ -2,13 +2,13 @@
 functions) and fails on any arrow that points up.
 
 commands/cli/web -> daemon -> runner/holds -> pipeline -> stages
-  -> (deid, verify, dicomio, archives, delivery, store) -> base (config, errors, fsutil, jobs...)
+  -> (deid, verify, pixels, dicomio, archives, delivery, store) -> base (config, errors, ...)
 
-Modules in one tier may import each other, with two closer rules for the independent
-verification: verify/ imports only dicomio/, config and errors (never the engine in deid/ it
-checks, the archives' spool, or a stage: it is handed the output bytes through
-``dicomio.output.StoredOutput``), and dicomio/ only config and errors, so nothing reaches the
-engine through it.
+Modules in one tier may import each other, with closer rules for the independent verification:
+verify/ imports only dicomio/, pixels/, config and errors (never the engine in deid/ it checks,
+the archives' spool, or a stage: it is handed the output bytes through
+``dicomio.output.StoredOutput``); pixels/ (rendering, OCR, masks) only dicomio/, verify/,
+config and errors; and dicomio/ only config and errors, so nothing reaches the engine through it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ TIERS: dict[str, int] = {
     "dicomio": 1,
     "deid": 1,
     "verify": 1,
+    "pixels": 1,
     "archives": 1,
     "delivery": 1,
     "store": 1,
@@ -54,11 +55,12 @@ TIERS: dict[str, int] = {
 }
 # Parts whose modules only the listed parts (besides themselves) may import.
 ONLY_FROM: dict[str, set[str]] = {"daemon": {"commands", "cli"}}
-NEVER: set[tuple[str, str]] = {("verify", "deid")}
+NEVER: set[tuple[str, str]] = {("verify", "deid"), ("pixels", "deid")}
 # Parts that may import only the listed parts (besides themselves, and the standard library,
 # pydicom and the other third-party packages).
 ONLY_IMPORTS: dict[str, set[str]] = {
-    "verify": {"dicomio", "config", "errors"},
+    "verify": {"dicomio", "pixels", "config", "errors"},
+    "pixels": {"dicomio", "verify", "config", "errors"},
     "dicomio": {"config", "errors"},
 }
 

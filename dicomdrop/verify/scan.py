@@ -84,6 +84,7 @@ _TEXT_DELIMITERS = {0x5C, 0x5E, 0x3D, 0x0D, 0x0A, 0x09, 0x0C}
 _ITEM_TAG_LE = b"\xfe\xff\x00\xe0"
 _ITEM_TAG_BE = b"\xff\xfe\xe0\x00"
 _BATCH_CHARS = 1 << 20
+_PIXEL_FINDING = "PixelData<frame "  # burned-in text (dicomdrop.verify.pixels)
 
 
 @dataclass(frozen=True, order=True)
@@ -603,8 +604,10 @@ def require_clean(report: VerifyReport) -> None:
     )
     more = len(report.findings) - _MAX_LISTED_FINDINGS
     suffix = f"; and {more} more" if more > 0 else ""
+    in_pixels = all(f.path.startswith(_PIXEL_FINDING) for f in report.findings)
     raise VerificationError(
         f"the verification scan found {len(report.findings)} trace(s) of the patient's identity "
         f"in {len(report.files_with_findings)} output file(s): {listed}{suffix}",
         files=list(report.files_with_findings),
+        code="verify.phi_in_pixels" if in_pixels else "verify.phi_found",
     )
