@@ -83,10 +83,13 @@ class DeidError(QuarantineError):
 
 
 class VerificationError(QuarantineError):
-    """The verification scan found a trace of the patient's identity in an output."""
+    """The verification scan found a trace of the patient's identity in an output
+    (``verify.phi_found``; ``verify.phi_in_pixels`` when every trace is burned-in text)."""
 
-    def __init__(self, message: str, *, files: list[str] | None = None) -> None:
-        super().__init__("verify.phi_found", message, stage="verify", files=files)
+    def __init__(
+        self, message: str, *, files: list[str] | None = None, code: str = "verify.phi_found"
+    ) -> None:
+        super().__init__(code, message, stage="verify", files=files)
 
 
 class ClaimError(DicomdropError):
@@ -113,3 +116,11 @@ class ResourceError(DicomdropError):
     def __init__(self, message: str, code: str = "resource.no_space") -> None:
         super().__init__(message, code=code)
         self.args = (message, code)  # survives pickling between worker and daemon
+
+
+class TruncatedError(QuarantineError):
+    """A DICOM file is cut short: its pixel data is shorter than its header says, or its
+    encapsulated fragments end early (``dicom.truncated``)."""
+
+    def __init__(self, message: str, *, files: list[str] | None = None) -> None:
+        super().__init__("dicom.truncated", message, stage="deid", files=files)

@@ -50,11 +50,17 @@ class Person:
 MIN_REASON_LENGTH = 10
 
 
-def _require_reason(reason: str, minimum: int = MIN_REASON_LENGTH) -> str:
-    """The reason, stripped; refused unless it has ``minimum`` letters and digits and a word."""
+def _require_reason(reason: str, minimum: int = 0) -> str:
+    """The reason, stripped; refused when empty, or (``minimum`` given: re-identification)
+    unless it has ``minimum`` letters and digits and a word of three letters."""
     reason = (reason or "").strip()
+    if not reason:
+        raise StoreError(
+            "a re-identification needs a reason: pass --reason TEXT (it is kept in the audit log)",
+            code="reid.reason_required",
+        )
     substance = sum(1 for c in reason if c.isalnum())
-    if not reason or substance < minimum or not re.search(r"[^\W\d_]{3}", reason):
+    if minimum and (substance < minimum or not re.search(r"[^\W\d_]{3}", reason)):
         raise StoreError(
             "a re-identification needs a reason of some substance: pass --reason TEXT with at "
             f"least {minimum} letters or digits, e.g. a ticket and its purpose (it is kept in "
@@ -175,3 +181,45 @@ def lookup(
         )
     logger.info("forward lookup: %s", status)
     return LookupResult(pseudonym, status, result.candidates if status == "ambiguous" else ())
+
+
+@dataclass(frozen=True)
+class CohortRow:
+    """One study of a cohort: the key asked for and what it became (None: not delivered)."""
+
+    key: str
+    pseudonym: str | None
+    new_study_uid: str | None
+    new_accession: str | None
+
+
+def cohort_pseudonyms(store: Store, keys: list[str], *, actor: str, reason: str) -> list[CohortRow]:
+    """The pseudonym and pseudonymised study identifiers of each original StudyInstanceUID or
+    AccessionNumber in ``keys`` (a study cohort named by the hospital); audited as one export."""
+    reason = _require_reason(reason)
+    wanted = list(dict.fromkeys(k.strip() for k in keys if k.strip()))
+    if not wanted:
+        raise StoreError("give at least one StudyInstanceUID or AccessionNumber", code="reid.query")
+    rows: list[CohortRow] = []
+    with store.session() as session:
+        for key in wanted:
+            found = session.execute(
+                select(Patient.pseudonym, Study.new_study_uid, Study.new_accession)
+                .join(Study, Study.patient_id == Patient.id)
+                .where((Study.original_study_uid == key) | (Study.original_accession == key))
+                .order_by(Study.id)
+            ).all()
+            if not found:
+                rows.append(CohortRow(key, None, None, None))
+            rows.extend(CohortRow(key, p, uid, acc) for p, uid, acc in found)
+        record_event(
+            session,
+            action="cohort.export",
+            actor=actor,
+            reason=reason,
+            subject=None,
+            found=any(r.pseudonym for r in rows),
+            details={"asked": len(wanted), "found": sum(1 for r in rows if r.pseudonym)},
+        )
+    logger.info("cohort export: %d keys", len(wanted))
+    return rows

@@ -1,7 +1,7 @@
 """Audit hash chain: the OS user and the keyed chain hashes of each audit row.
 
 Revision ID: 0003_audit_chain
-Revises: 0002_operator_status
+Revises: 0002_console_users
 Create Date: 2026-12-04 23:59:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision = '0003_audit_chain'
-down_revision = '0002_operator_status'
+down_revision = '0002_console_users'
 branch_labels = None
 depends_on = None
 
