@@ -53,7 +53,7 @@ from dicomdrop.jobs import (
     read_outcome,
     write_outcome,
 )
-from dicomdrop.quarantine import Quarantine, QuarantineEntry
+from dicomdrop.quarantine import PixelRegion, Quarantine, QuarantineEntry
 from dicomdrop.resources import resource_code
 from dicomdrop.stages.deidentify import deidentify_group, make_executor
 from dicomdrop.stages.deliver import deliver
@@ -454,6 +454,12 @@ class Pipeline:
                                 f
                                 for o, f in zip(output.failed, failed, strict=True)
                                 if (o.error_code or "deid.failed") == code
+                            ),
+                            tuple(
+                                PixelRegion(f, frame, (left, top, width, height))
+                                for o, f in zip(output.failed, failed, strict=True)
+                                if (o.error_code or "deid.failed") == code
+                                for frame, left, top, width, height in o.text_regions
                             ),
                         ),
                         unpacked,

@@ -2,20 +2,22 @@
 
 Layout of one entry::
 
-    quarantine/<job>/reason.json     machine-readable: job, entries [{code, stage, message, files}]
+    quarantine/<job>/reason.json     machine-readable: job, entries [{code, stage, message, files,
+                                     regions}]
     quarantine/<job>/files/...       files as they arrived, under their job-relative paths
     quarantine/<job>/drop/<name>     the whole drop, when the job failed before it was unpacked
 
 ``reason.json`` never holds patient data: codes, stage names, PHI-free messages and job-relative
 paths only (paths inside a drop may carry names, so they stay inside the quarantine folder, which
-is as protected as the inbox).
+is as protected as the inbox). ``regions`` says where a reviewer should look in a file's pixels
+(frame and box of each line of text the scan saw), never what the text says.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,20 @@ class QuarantineNotFound(DicomdropError):
 
 
 @dataclass(frozen=True)
+class PixelRegion:
+    """Where text was seen in a quarantined file's pixels: its job-relative path, the 1-based
+    frame and the box ``[left, top, width, height]`` in pixels. Never the text."""
+
+    file: str
+    frame: int
+    box: tuple[int, int, int, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """The reason.json form."""
+        return {"file": self.file, "frame": self.frame, "box": list(self.box)}
+
+
+@dataclass(frozen=True)
 class QuarantineEntry:
     """One reason why something was quarantined."""
 
@@ -40,6 +56,19 @@ class QuarantineEntry:
     stage: str
     message: str
     files: tuple[str, ...] = ()
+    regions: tuple[PixelRegion, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The reason.json form (``regions`` only when there are some)."""
+        data: dict[str, Any] = {
+            "code": self.code,
+            "stage": self.stage,
+            "message": self.message,
+            "files": list(self.files),
+        }
+        if self.regions:
+            data["regions"] = [r.to_json() for r in self.regions]
+        return data
 
 
 @dataclass
@@ -62,7 +91,7 @@ class QuarantineRecord:
             "created_at": self.created_at,
             "code": self.entries[0].code if self.entries else None,
             "codes": self.codes,
-            "entries": [dict(asdict(e), files=list(e.files)) for e in self.entries],
+            "entries": [e.to_json() for e in self.entries],
         }
 
 
@@ -115,7 +144,14 @@ class Quarantine:
             raise QuarantineNotFound(f"no quarantine entry for job {job_id}") from None
         entries = [
             QuarantineEntry(
-                code=e["code"], stage=e["stage"], message=e["message"], files=tuple(e["files"])
+                code=e["code"],
+                stage=e["stage"],
+                message=e["message"],
+                files=tuple(e["files"]),
+                regions=tuple(
+                    PixelRegion(r["file"], int(r["frame"]), _box(r["box"]))
+                    for r in e.get("regions", [])
+                ),
             )
             for e in data.get("entries", [])
         ]
@@ -160,3 +196,8 @@ class Quarantine:
         if entry not in record.entries:
             record.entries.append(entry)
         write_json_atomic(path, record.to_json())
+
+
+def _box(values: list[int]) -> tuple[int, int, int, int]:
+    left, top, width, height = (int(v) for v in values)
+    return (left, top, width, height)

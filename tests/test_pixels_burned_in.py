@@ -106,10 +106,21 @@ def test_text_without_identity_is_held_for_review(tmp_path):
         tmp_path, {"p/text.dcm": text, "p/clean.dcm": clean_instance("us", 2)}
     )
     assert files_of(entries, "screen.text_in_pixels") == ["p/text.dcm"]
-    message = entries["screen.text_in_pixels"][0]["message"]
-    assert "frame 1 box" not in message  # the per-file detail stays in the report, not here
+    item = entries["screen.text_in_pixels"][0]
+    message = item["message"]
+    assert "frame 1 box" not in message  # the per-file detail stays in the regions, not here
     assert "LIVER" not in message
     assert len(delivered) == 1
+    # Where a reviewer should look: the two lines drawn at the top left, never their text.
+    regions = item["regions"]
+    assert {r["file"] for r in regions} == {"p/text.dcm"}
+    assert {r["frame"] for r in regions} == {1}
+    assert len(regions) >= 2
+    for region in regions:
+        assert set(region) == {"file", "frame", "box"}
+        left, top, width, height = region["box"]
+        assert 0 <= left < 400 and 0 <= top < 50 and 10 < width < 400 and 5 < height < 30
+    assert "LIVER" not in json.dumps(regions) and "GAIN" not in json.dumps(regions)
 
 
 @pytest.mark.parametrize("encoding", ["native", "jpeg"])
@@ -169,10 +180,65 @@ def test_show_text_prints_the_boxes_the_scanner_sees(tmp_path, capsys):
 
 
 def test_pixels_no_installed_decoder_reads_are_held_back_unchecked(tmp_path):
-    """Fail-closed: an at-risk JPEG-LS image (no JPEG-LS decoder is installed) is not guessed."""
+    """Fail-closed: an at-risk image in a compression no installed decoder reads (High-Throughput
+    JPEG 2000 needs pylibjpeg-openjpeg, which is not a dependency) is not guessed."""
     source = Path(pydicom.data.__file__).parent / "test_files" / "MR_small_jpeg_ls_lossless.dcm"
     ds = pydicom.dcmread(source)
     ds.Modality = "US"
-    entries, delivered = run_drop(tmp_path, {"p/us_jpeg_ls.dcm": ds})
-    assert files_of(entries, "screen.pixels_unchecked") == ["p/us_jpeg_ls.dcm"]
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.HTJ2KLossless
+    entries, delivered = run_drop(tmp_path, {"p/us_htj2k.dcm": ds})
+    assert files_of(entries, "screen.pixels_unchecked") == ["p/us_htj2k.dcm"]
     assert delivered == {}
+
+
+JPEG_LOSSLESS_FILES = {  # pydicom's own test files: (file, a box to blank [left, top, w, h])
+    "MR_small_jpeg_ls_lossless.dcm": (4, 6, 30, 10),  # JPEG-LS Lossless, 16-bit grey
+    "SC_rgb_jpeg_gdcm.dcm": (50, 40, 40, 20),  # JPEG Lossless SV1, RGB
+    "SC_rgb_jls_lossy_line.dcm": (0, 0, 100, 8),  # JPEG-LS near-lossless, RGB
+}
+
+
+PIXEL_MODULE = (
+    "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration", "Rows", "Columns",
+    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PixelData",
+)  # fmt: skip
+
+
+def with_pixels_of(name: str, number: int):
+    """A clean ultrasound instance of patient ``number`` carrying the pixels (and transfer
+    syntax) of one of pydicom's test files."""
+    source = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files" / name)
+    ds = clean_instance("us", number)
+    for keyword in PIXEL_MODULE:
+        if keyword in ds:
+            del ds[keyword]
+        if keyword in source:
+            ds[keyword] = source[keyword]
+    ds.file_meta.TransferSyntaxUID = source.file_meta.TransferSyntaxUID
+    return ds
+
+
+@pytest.mark.parametrize("name", sorted(JPEG_LOSSLESS_FILES))
+def test_jpeg_ls_and_jpeg_lossless_are_scanned_and_masked(tmp_path, name):
+    """JPEG-LS and JPEG Lossless pixels are decoded (pylibjpeg), scanned, and masked by a rule,
+    re-encoded as RLE Lossless: exactly the decoded pixels outside the box, nothing inside."""
+    source = with_pixels_of(name, 1)
+    plain = with_pixels_of(name, 2)
+    plain.Manufacturer = "OTHER"  # no rule for its device: scanned, not masked
+    decoded = source.pixel_array.copy()
+    left, top, width, height = JPEG_LOSSLESS_FILES[name]
+    rule = MASK_RULE.replace("rows = 480", f"rows = {source.Rows}")
+    rule = rule.replace("columns = 640", f"columns = {source.Columns}")
+    rule = rule.replace("[[0, 0, 400, 70]]", f"[[{left}, {top}, {width}, {height}]]")
+    entries, delivered = run_drop(tmp_path, {"p/masked.dcm": source, "q/plain.dcm": plain}, rule)
+    assert entries == {}  # both decoded and scanned: no text, nothing unchecked
+    outputs = [pydicom.dcmread(BytesIO(data)) for data in delivered.values()]
+    (masked,) = [o for o in outputs if o.file_meta.TransferSyntaxUID == pydicom.uid.RLELossless]
+    (kept,) = [o for o in outputs if o is not masked]
+    assert kept.file_meta.TransferSyntaxUID == source.file_meta.TransferSyntaxUID
+    assert np.array_equal(kept.pixel_array, decoded)
+    out = masked.pixel_array
+    inside = np.zeros(decoded.shape[:2], dtype=bool)
+    inside[top : top + height, left : left + width] = True
+    assert (out[inside] == (decoded.min() if decoded.ndim == 2 else 0)).all()
+    assert np.array_equal(out[~inside], decoded[~inside])

@@ -98,6 +98,8 @@ class FileOutcome:
     size: int = 0
     findings: tuple[Finding, ...] | None = None  # None: not scanned
     spooled: SpooledEntry | None = None
+    #: screen.text_in_pixels: (1-based frame, left, top, width, height) of each line of text seen
+    text_regions: tuple[tuple[int, int, int, int, int], ...] = ()
 
 
 @dataclass
@@ -247,6 +249,7 @@ def _check_pixels(
             error_code="screen.text_in_pixels",
             error=f"{len(boxes)} line(s) of text in the pixels ({shown}); look at them, then "
             "write a [[pixels.masks]] rule or release the instance",
+            text_regions=tuple((b.frame + 1, *b.box) for b in boxes),
         )
     return tuple(findings)
 
