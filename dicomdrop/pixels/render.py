@@ -1,7 +1,8 @@
 """Frames as 8-bit grey images, the way a person would see the text drawn into them.
 
-The OCR engine reads grey images. A frame is decoded by pydicom (native data, RLE, and through
-Pillow JPEG baseline/extended and JPEG 2000); colour is turned into luma, MONOCHROME1 is
+The OCR engine reads grey images. A frame is decoded by pydicom (native data, RLE, through
+Pillow JPEG baseline/extended and JPEG 2000, through pylibjpeg-libjpeg JPEG-LS and JPEG
+Lossless); colour is turned into luma, MONOCHROME1 is
 inverted, and the values are stretched to 0-255 between the frame's own minimum and maximum.
 Devices draw annotation text in the extreme values (white, or the top of a 12-bit range): a
 percentile stretch would clip the text together with the brightest tissue and erase it, a
