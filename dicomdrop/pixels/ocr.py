@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,8 @@ MIN_WORD_CHARS = 3  # shorter "words" are mostly noise read into speckle and tex
 MIN_TEXT_HEIGHT = 6  # pixels of the frame: lower "words" are texture, no person reads them
 SHORT_WORD_CHARS = 5  # words shorter than this are accepted only at SHORT_WORD_CONFIDENCE:
 SHORT_WORD_CONFIDENCE = 80.0  # speckle and grain are read as short words, at low confidence
+VIEW_GAP = 32  # blank rows between two views of a frame read in one call
+MAX_STACK_ROWS = 16_000  # rows of the stacked views of one call (tesseract reads < 32,768)
 _TIMEOUT_SECONDS = 120
 
 
@@ -111,8 +114,51 @@ def run_tesseract(grey: NDArray[np.uint8]) -> str:
 
 def find_text(grey: NDArray[np.uint8], frame: int, min_confidence: float) -> list[TextBox]:
     """The lines of text tesseract finds in one grey frame."""
-    image, scale = _enlarged(grey)
-    lines: dict[tuple[str, str, str, str], list[tuple[int, int, int, int, str, float]]] = {}
+    return find_text_in_views([grey], frame, min_confidence)
+
+
+def _stacks(views: Sequence[NDArray[np.uint8]]) -> list[list[NDArray[np.uint8]]]:
+    """Views grouped into stacks no taller than tesseract reads (one stack per call)."""
+    stacks: list[list[NDArray[np.uint8]]] = []
+    height = 0
+    for view in views:
+        if stacks and height + VIEW_GAP + view.shape[0] <= MAX_STACK_ROWS:
+            stacks[-1].append(view)
+            height += VIEW_GAP + view.shape[0]
+        else:
+            stacks.append([view])
+            height = view.shape[0]
+    return stacks
+
+
+def find_text_in_views(
+    views: Sequence[NDArray[np.uint8]], frame: int, min_confidence: float
+) -> list[TextBox]:
+    """The lines of text tesseract finds in the views of one frame (all of the same size).
+
+    The views are read in one call, stacked one above the other with a blank band between
+    them: starting tesseract and loading its model cost as much as reading a view, so one call
+    per frame instead of one per view saves about half the time. Each word is given back in
+    the coordinates of the view it lies in; lines never span two views.
+    """
+    boxes: list[TextBox] = []
+    for stack in _stacks(views):
+        boxes += _find_in_stack(stack, frame, min_confidence)
+    return sorted(boxes, key=lambda b: (b.frame, b.top, b.left))
+
+
+def _find_in_stack(
+    stack: Sequence[NDArray[np.uint8]], frame: int, min_confidence: float
+) -> list[TextBox]:
+    rows = stack[0].shape[0]
+    bands: list[NDArray[np.uint8]] = []
+    for view in stack:
+        if bands:
+            bands.append(np.zeros((VIEW_GAP, view.shape[1]), dtype=np.uint8))
+        bands.append(view)
+    image, scale = _enlarged(np.vstack(bands) if len(bands) > 1 else stack[0])
+    pitch = (rows + VIEW_GAP) * scale  # rows of the enlarged image from one view to the next
+    lines: dict[tuple[int, str, str, str, str], list[tuple[int, int, int, int, str, float]]] = {}
     for row in run_tesseract(image).splitlines()[1:]:
         cells = row.split("\t")
         if len(cells) != 12 or cells[0] != "5":
@@ -130,7 +176,11 @@ def find_text(grey: NDArray[np.uint8], frame: int, min_confidence: float) -> lis
             continue
         if height < MIN_TEXT_HEIGHT * scale:
             continue
-        key = (cells[1], cells[2], cells[3], cells[4])  # page, block, paragraph, line
+        view = (top + height // 2) // pitch
+        top -= view * pitch
+        if top < 0 or top + height > rows * scale + scale:
+            continue  # across the blank band between two views: no view's text
+        key = (view, cells[1], cells[2], cells[3], cells[4])  # view, page, block, para, line
         lines.setdefault(key, []).append((left, top, width, height, text, confidence))
     boxes: list[TextBox] = []
     for words in lines.values():
@@ -149,4 +199,4 @@ def find_text(grey: NDArray[np.uint8], frame: int, min_confidence: float) -> lis
                 confidence=min(w[5] for w in words),
             )
         )
-    return sorted(boxes, key=lambda b: (b.frame, b.top, b.left))
+    return boxes

@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 from dicomdrop.config import MaskRule, PixelSettings
 from dicomdrop.errors import DicomdropError
 from dicomdrop.pixels.mask import matching_rule
-from dicomdrop.pixels.ocr import TextBox, find_text
+from dicomdrop.pixels.ocr import TextBox, find_text_in_views
 from dicomdrop.pixels.render import render_frames
 
 
@@ -90,10 +90,9 @@ def text_boxes(ds: Dataset, settings: PixelSettings) -> list[TextBox]:
     """Every line of text the OCR engine finds in the frames of ``ds`` that are scanned."""
     boxes: list[TextBox] = []
     for frame in render_frames(ds, settings.scan_frames):
-        for view in frame.views:
-            for box in find_text(view, frame.index, settings.min_confidence):
-                if not any(_same_line(box, seen) for seen in boxes):
-                    boxes.append(box)
+        for box in find_text_in_views(frame.views, frame.index, settings.min_confidence):
+            if not any(_same_line(box, seen) for seen in boxes):
+                boxes.append(box)
     return sorted(boxes, key=lambda b: (b.frame, b.top, b.left))
 
 
