@@ -243,7 +243,10 @@ def test_rarest_keys_are_searched_first(
     monkeypatch.setattr(registry_module, "MAX_CANDIDATES", 5)
     register(
         registry,
-        *(person(f"Smith^{g}", birth_date=None) for g in "Ann Bob Cid Dan Eve Fay".split()),
+        *(
+            person(f"Smith^{g}", birth_date=None)
+            for g in ["Ann", "Bob", "Cid", "Dan", "Eve", "Fay"]
+        ),
     )
     [rare] = register(registry, person("Smith^Wolfgang", birth_date=None))
     result = registry.find(person("Smith^Wolfgagn", birth_date=None, sex=None))
