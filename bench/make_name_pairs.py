@@ -3,7 +3,7 @@
 Usage: python bench/make_name_pairs.py [--seed N] [--persons N] [--out FILE]
 
 Why generated: a hand-written set is small and drifts towards the cases the matcher already
-handles. This script draws registered people from 16 naming traditions and, for each, queries
+handles. This script draws registered people from 19 naming traditions and, for each, queries
 of the kinds that go wrong in practice (typos in short and long words, queries without a birth
 date near a registered name, twins, father and son with and without suffixes, names written in
 one script only, Arabic transliterations, Japanese long vowels, particles, double surnames,
