@@ -13,7 +13,7 @@ from conftest import write_config
 
 from dicomdrop.cli import main
 from dicomdrop.config import load_settings
-from dicomdrop.store.db import Store
+from dicomdrop.store.db import HEAD_REVISION, Store
 from dicomdrop.store.registry import PatientIdentity, Registry
 
 
@@ -38,7 +38,7 @@ def run(config: Path, *args: str) -> int:
 
 def test_db_upgrade(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(config, "db", "upgrade") == 0
-    assert "schema revision: 0001" in capsys.readouterr().out
+    assert f"schema revision: {HEAD_REVISION}" in capsys.readouterr().out
 
 
 def test_reidentify_lookup_and_audit(config: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -575,6 +575,8 @@ class Registry:
         here (the others were found through the birth date).
         """
         undated = select(Patient.id).where(Patient.birth_date.is_(None))
+        if identity.birth_date and session.scalar(undated.limit(1)) is None:
+            return set(), False  # everybody has a birth date: the same-day search found them
         postings: list[tuple[int, str, list[int]]] = []
         for key in keys:
             query = select(NameKey.patient_id).where(NameKey.key == key)
