@@ -328,3 +328,12 @@ def test_find_takes_the_same_decision_and_writes_nothing(registry: Registry) -> 
     for query in (person("Smith^Jon", birth_date=None, sex=None), person("Okafor^Chidi")):
         registry.find(query)
     assert count(registry, Patient) == 1 and count(registry, PendingMatch) == 0
+
+
+def test_every_placeholder_the_verifier_knows_is_a_placeholder_to_the_registry() -> None:
+    from dicomdrop.deid.tokens import PLACEHOLDER_NAMES as VERIFIER_PLACEHOLDERS
+    from dicomdrop.store.names import PLACEHOLDER_NAMES, is_placeholder
+
+    assert VERIFIER_PLACEHOLDERS <= PLACEHOLDER_NAMES
+    assert all(is_placeholder(name.upper().replace(" ", "^")) for name in VERIFIER_PLACEHOLDERS)
+    assert not is_placeholder("Anonymous^Jane") and not is_placeholder("Unknown^Smith")
