@@ -213,8 +213,8 @@ def normalize_group(group: str) -> NormalizedName:
     named = [t for t in tokens if t not in _SUFFIXES or len(tokens) == 1]
     suffixes = {_SUFFIXES[t] for t in tokens if t in _SUFFIXES and len(tokens) > 1}
     suffixes |= {_SUFFIXES[w] for w in suffix_words if w in _SUFFIXES}
-    marked = [SUFFIX_MARK + s for s in sorted(suffixes)]
-    return NormalizedName(tuple(sorted(named)) + tuple(marked))
+    marked = [SUFFIX_MARK + s for s in suffixes]
+    return NormalizedName(tuple(sorted(named + marked)))
 
 
 def family_tokens(raw: str) -> frozenset[str]:
