@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from dicomdrop.config import RegistrySettings
 from dicomdrop.store.db import Store
@@ -96,6 +96,11 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--url", default=None)
+    parser.add_argument(
+        "--no-fill",
+        action="store_true",
+        help="the database at --url was filled by an earlier run with the same --patients",
+    )
     args = parser.parse_args()
     rng = random.Random(1234)
     with tempfile.TemporaryDirectory() as folder:
@@ -103,7 +108,18 @@ def main() -> None:
         store = Store.open(url)
         people = synthetic_people(args.patients, rng)
         started = time.perf_counter()
-        fill(store, people)
+        if not args.no_fill:
+            fill(store, people)
+        if not store.is_sqlite:
+            # The bulk inserts chose the ids: move the sequences past them.
+            with store.session() as session:
+                for table in ("patients", "name_variants", "name_keys"):
+                    session.execute(
+                        text(
+                            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                            f"(SELECT max(id) FROM {table}))"
+                        )
+                    )
         print(
             f"{store.engine.dialect.name}: filled {args.patients} patients in "
             f"{time.perf_counter() - started:.1f} s"

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, literal, or_, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -66,6 +66,8 @@ ID_NAME_FLOOR = 50.0
 FRESH_ISSUER = "(fresh pseudonym per drop)"
 _SEXES = {"M", "F", "O"}
 _BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+# Any pseudonym, whatever prefix and length it was made with: [A-Z0-9_-]{0,16} + base32.
+_PSEUDONYM_SHAPE = re.compile(f"[A-Z0-9_-]{{0,16}}[{_BASE32}]{{6,{MAX_PSEUDONYM_BODY}}}")
 
 
 class Rule(enum.StrEnum):
@@ -275,7 +277,8 @@ class Registry:
     def _already_pseudonymized(self, session: Session, identity: PatientIdentity) -> bool:
         """The name or PatientID is one of our pseudonyms: the data went through dicomdrop."""
         values = {v.strip().upper() for v in (identity.name, identity.patient_id or "") if v}
-        values.discard("")
+        # Only a value that could be a pseudonym (prefix and base32, no separators) is looked up.
+        values = {v for v in values if _PSEUDONYM_SHAPE.fullmatch(v)}
         if not values:
             return False
         if self.settings.pseudonym_prefix and self._pseudonym_pattern.fullmatch(
@@ -513,46 +516,56 @@ class Registry:
         date, the patients sharing the query's rarest name keys.
         """
         compatible = self._compatible(identity)
-        ids = set(
-            session.scalars(
-                select(NameVariant.patient_id)
-                .join(Patient)
-                .where(NameVariant.normalized.in_([f.key for f in forms]), *compatible)
-            )
+        exact = select(NameVariant.patient_id.label("id"), literal(1).label("exact"))
+        exact = exact.join(Patient).where(
+            NameVariant.normalized.in_([f.key for f in forms]), *compatible
         )
+        query = exact
+        if identity.birth_date:
+            same_day = (
+                select(Patient.id.label("id"))
+                .where(Patient.birth_date == identity.birth_date, *compatible)
+                .limit(MAX_SAME_BIRTH_DATE + 1)
+                .subquery()
+            )
+            query = union_all(exact, select(same_day.c.id, literal(0)))  # type: ignore[assignment]
+        ids: set[int] = set()
+        born_that_day: set[int] = set()
+        for patient_id, is_exact in session.execute(query):
+            (ids if is_exact else born_that_day).add(int(patient_id))
         keys = sorted(set().union(*(blocking_keys(f) for f in forms)))
         cut = False
-        if identity.birth_date:
-            same_day = list(
+        if len(born_that_day) <= MAX_SAME_BIRTH_DATE:
+            ids |= born_that_day
+        elif keys:
+            same_birth = select(Patient.id).where(Patient.birth_date == identity.birth_date)
+            ids.update(
                 session.scalars(
-                    select(Patient.id)
-                    .where(Patient.birth_date == identity.birth_date, *compatible)
-                    .limit(MAX_SAME_BIRTH_DATE + 1)
+                    select(NameKey.patient_id)
+                    .where(NameKey.key.in_(keys), NameKey.patient_id.in_(same_birth))
+                    .distinct()
                 )
             )
-            if len(same_day) <= MAX_SAME_BIRTH_DATE:
-                ids.update(same_day)
-            elif keys:
-                same_birth = select(Patient.id).where(Patient.birth_date == identity.birth_date)
-                ids.update(
-                    session.scalars(
-                        select(NameKey.patient_id)
-                        .where(NameKey.key.in_(keys), NameKey.patient_id.in_(same_birth))
-                        .distinct()
-                    )
-                )
         if keys:
             found, cut = self._by_rare_keys(session, identity, keys)
             ids |= found
         if not ids:
             return [], cut
-        variants = self._variants(session, sorted(ids))
-        patients = {
-            p.id: p
-            for p in session.scalars(select(Patient).where(Patient.id.in_(ids)))
-            if births_compatible(p.birth_date, identity.birth_date)
-            and sexes_compatible(p.sex, identity.sex)
-        }
+        patients: dict[int, Patient] = {}
+        variants: dict[int, list[NormalizedName]] = {}
+        rows = session.execute(
+            select(Patient, NameVariant.normalized)
+            .join(NameVariant, NameVariant.patient_id == Patient.id)
+            .where(Patient.id.in_(sorted(ids)))
+        )
+        for patient, normalized in rows:
+            if births_compatible(patient.birth_date, identity.birth_date) and sexes_compatible(
+                patient.sex, identity.sex
+            ):
+                patients[patient.id] = patient
+                variants.setdefault(patient.id, []).append(
+                    NormalizedName(tuple(normalized.split()))
+                )
         floor = min(self.settings.review_threshold, self.settings.match_threshold) - 25
         ranked = []
         for pid, names in variants.items():
