@@ -331,8 +331,8 @@ def test_find_takes_the_same_decision_and_writes_nothing(registry: Registry) -> 
 
 
 def test_every_placeholder_the_verifier_knows_is_a_placeholder_to_the_registry() -> None:
-    from dicomdrop.deid.tokens import PLACEHOLDER_NAMES as VERIFIER_PLACEHOLDERS
     from dicomdrop.store.names import PLACEHOLDER_NAMES, is_placeholder
+    from dicomdrop.verify.tokens import PLACEHOLDER_NAMES as VERIFIER_PLACEHOLDERS
 
     assert VERIFIER_PLACEHOLDERS <= PLACEHOLDER_NAMES
     assert all(is_placeholder(name.upper().replace(" ", "^")) for name in VERIFIER_PLACEHOLDERS)
