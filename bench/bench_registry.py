@@ -1,6 +1,6 @@
 """Time matching one incoming patient against a registry of N patients (default 1,000,000).
 
-Usage: python bench/bench_registry.py [--patients N] [--queries Q] [--url URL]
+Usage: python bench/bench_registry.py [--patients N] [--queries Q] [--url URL] [--no-fill]
 
 Fills a fresh database (SQLite in a temporary folder unless --url, e.g. a PostgreSQL
 ``postgresql+psycopg://...`` of an empty database) with synthetic patients through bulk inserts

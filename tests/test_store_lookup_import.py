@@ -83,11 +83,15 @@ def test_lookup_exit_statuses_are_distinct(
 _WRITER = """
 import sqlite3, sys, time
 connection = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
-connection.execute("BEGIN IMMEDIATE")
-connection.execute("INSERT INTO accession_links (key, serial) VALUES ('k', 's')")
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-connection.execute("COMMIT")
+print("writing", flush=True)
+deadline = time.monotonic() + float(sys.argv[2])
+number = 0
+while time.monotonic() < deadline:  # what a busy daemon does: many short write transactions
+    connection.execute("BEGIN IMMEDIATE")
+    connection.execute("INSERT INTO accession_links (key, serial) VALUES (?, 's')", (str(number),))
+    time.sleep(0.02)
+    connection.execute("COMMIT")
+    number += 1
 """
 
 
@@ -97,11 +101,11 @@ def test_lookup_is_read_only_beside_a_process_that_writes(
     jane = seed(config)["Doe^Jane"]
     database = load_settings(config).store_url.removeprefix("sqlite:///")
     writer = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, database, "3"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _WRITER, database, "4"], stdout=subprocess.PIPE, text=True
     )
     try:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "locked"
-        # An exact name, a near one and an unknown one, while the writer holds the lock: the
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+        # An exact name, a near one and an unknown one, while another process keeps writing: the
         # decision only reads; the audit row waits for the lock (never "database is locked").
         assert run(config, "lookup", "Doe^Jane", "--birth-date", "19700505") == 0
         assert run(config, "lookup", "Deo^Jane", "--birth-date", "19700505") == 0
