@@ -26,8 +26,10 @@ def site(tmp_path: Path, extra: str = "") -> tuple[Path, Settings]:
     return config, load_settings(config)
 
 
-def process(config: Path, *drops: Path) -> None:
-    assert main(["process", "--config", str(config), *map(str, drops)]) == 0
+def process(config: Path, *drops: Path, quarantined: bool = False) -> None:
+    """Run ``dicomdrop process`` (exit 3 when something went to quarantine)."""
+    status = main(["process", "--config", str(config), *map(str, drops)])
+    assert status == (3 if quarantined else 0)
 
 
 def archives(settings: Settings) -> list[Path]:
@@ -99,7 +101,7 @@ def test_placeholder_subjects_without_patient_id_are_quarantined_not_merged(
         write_instances(drop / "p", Person(number, "Subject^X", "", birth, "F"), 1, range(1, 2),
                         name=name)  # fmt: skip
         drops.append(drop)
-    process(config, *drops)
+    process(config, *drops, quarantined=True)
     assert archives(settings) == []
     assert quarantine_codes(settings) == ["match.placeholder_name"] * 3
 
@@ -111,7 +113,7 @@ def test_a_surname_alone_waits_for_review_and_creates_nobody(tmp_path: Path) -> 
     for number in (1, 2):
         drop = tmp_path / f"surname-{number}"
         write_series(drop / "p", Person(41 + number, "Lefèvre^", "", "19900909", "F"), 1, 1, 1)
-        process(config, drop)
+        process(config, drop, quarantined=True)
     assert len(archives(settings)) == 1
     assert quarantine_codes(settings) == ["match.ambiguous"] * 2
 
@@ -136,7 +138,7 @@ def test_data_we_pseudonymised_already_is_quarantined(tmp_path: Path) -> None:
     again = _redrop(settings, tmp_path / "again" / "p")
     sample = pydicom.dcmread(next(again.iterdir()))
     assert str(sample.PatientName) == first and sample.PatientIdentityRemoved == "YES"
-    process(config, tmp_path / "again")
+    process(config, tmp_path / "again", quarantined=True)
     assert len(archives(settings)) == 1
     assert quarantine_codes(settings) == ["match.already_pseudonymized"]
 

@@ -116,7 +116,9 @@ def test_demographics_import_and_export(
         "Smith^Jon;;;;5;y\n",
         encoding="utf-8",
     )
-    assert run(config, "registry", "import", str(demo)) == 1  # one ambiguous row
+    assert (
+        run(config, "registry", "import", str(demo), "--reason", "intake") == 1
+    )  # one ambiguous row
     out = capsys.readouterr().out
     assert "new 4" in out and "ambiguous 1" in out and "row 6: ambiguous" in out
     registry = registry_of(config)
@@ -128,7 +130,18 @@ def test_demographics_import_and_export(
     )  # fmt: skip
     registry.store.close()
     out_dir = tmp_path / "export"
-    assert run(config, "registry", "export-demographics", str(demo), str(out_dir)) == 0
+    assert (
+        run(
+            config,
+            "registry",
+            "export-demographics",
+            str(demo),
+            str(out_dir),
+            "--reason",
+            "handover",
+        )
+        == 0
+    )
 
     def read(name: str) -> list[list[str]]:
         with (out_dir / name).open(encoding="utf-8") as handle:

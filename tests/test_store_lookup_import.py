@@ -159,7 +159,7 @@ def test_registry_import_reads_the_common_date_forms(
         "Ernst^Emma;03/04/1974;female",
         "Falk^Frida;1975/01/02 00:00;w",
     )
-    assert run(config, "registry", "import", str(demo)) == 0
+    assert run(config, "registry", "import", str(demo), "--reason", "site list") == 0
     assert "new 6" in capsys.readouterr().out
     registry = registry_of(config)
     try:
@@ -182,14 +182,17 @@ def test_registry_import_refuses_unreadable_rows_with_their_numbers_and_imports_
         "Dorn^Doris;1972-02-30;F",
         "Ernst^Emma;19700101;X",
     )
-    assert run(config, "registry", "import", str(demo)) == 1
+    assert run(config, "registry", "import", str(demo), "--reason", "site list") == 1
     err = capsys.readouterr().err
     for row in ("row 3:", "row 4:", "row 5:", "row 6:"):
         assert row in err
     assert "row 2:" not in err and "--date-format" in err
     assert "Baum" not in err and "1971" not in err  # the rows are named, not shown
     assert patients(config) == 0
-    assert run(config, "registry", "import", str(demo), "--date-format", "mm/dd/yyyy") == 1
+    assert (
+        run(config, "registry", "import", str(demo), "--reason", "r", "--date-format", "mm/dd/yyyy")
+        == 1
+    )
     assert "row 3:" not in capsys.readouterr().err
 
 
@@ -204,7 +207,7 @@ def test_demographics_spellings_link_to_the_dicom_names_of_the_same_person(
         "Sophie Marie Laurent,1990-05-06,F\n",
         encoding="utf-8",
     )
-    assert run(config, "registry", "import", str(demo)) == 0
+    assert run(config, "registry", "import", str(demo), "--reason", "site list") == 0
     registry = registry_of(config)
     try:
         for name, birth, sex in [

@@ -1,4 +1,4 @@
-"""Migration 0002_names_v2 re-normalises the names a registry stored before names v2."""
+"""Migration 0003_names_v2 re-normalises the names a registry stored before names v2."""
 
 from __future__ import annotations
 

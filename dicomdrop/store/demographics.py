@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import logging
 import os
 import re
@@ -29,6 +30,7 @@ from typing import Any
 from sqlalchemy import select
 
 from dicomdrop.errors import StoreError
+from dicomdrop.store.audit import record_event
 from dicomdrop.store.csvfiles import read_rows, read_text, sniff_delimiter
 from dicomdrop.store.models import Patient, Study
 from dicomdrop.store.registry import MatchRefused, PatientIdentity, Registry
@@ -231,17 +233,33 @@ class UnreadableRowsError(StoreError):
 
 
 def import_demographics(
-    registry: Registry, path: Path, *, date_format: str | None = None
+    registry: Registry,
+    path: Path,
+    *,
+    actor: str,
+    reason: str,
+    date_format: str | None = None,
 ) -> DemographicsImport:
     """Register or link every row; ambiguous rows are recorded as pending matches.
 
     Raises :class:`UnreadableRowsError` (before anything is written) when a birth date or sex
-    cannot be read.
+    cannot be read. Audited (``registry.import``: who, why, the file's name and row count)
+    before the first row is registered, so that no registration by a person happens without its
+    audit row.
     """
     table = read_demographics(path)
     identities, unreadable = table.identities(date_format)
     if unreadable:
         raise UnreadableRowsError(path, unreadable)
+    with registry.store.session() as session:
+        record_event(
+            session,
+            action="registry.import",
+            actor=actor,
+            reason=reason,
+            subject=path.name,
+            details={"rows": len(table.rows), "sha256": _sha256(path)},
+        )
     report = DemographicsImport()
     for number, identity in identities:
         if not identity.name.strip() and not identity.patient_id:
@@ -293,6 +311,8 @@ def export_demographics(
     out_dir: Path,
     *,
     drop_columns: tuple[str, ...],
+    actor: str,
+    reason: str,
     date_format: str | None = None,
 ) -> DemographicsExport:
     """Write the pseudonymised demographics and the steward's files into ``out_dir``.
@@ -303,11 +323,27 @@ def export_demographics(
     - missing_from_dicom.csv (mode 0600): pseudonym and name of rows without any study (and
       rows that match nobody, pseudonym empty);
     - key.csv (mode 0600): pseudonym and name, for the data steward.
+
+    Audited (``registry.export_demographics``: who, why, the input's name, the files written)
+    before any file is written: names leave the registry here.
     """
     table = read_demographics(in_path)
     identities, unreadable = table.identities(date_format)
     if unreadable:
         raise UnreadableRowsError(in_path, unreadable)
+    with registry.store.session() as session:
+        record_event(
+            session,
+            action="registry.export_demographics",
+            actor=actor,
+            reason=reason,
+            subject=in_path.name,
+            details={
+                "rows": len(table.rows),
+                "out_dir": str(out_dir),
+                "files": sorted(EXPORT_FILES.values()),
+            },
+        )
     dropped = {c.lower().replace(" ", "") for c in drop_columns} | {"name"}
     identity_cols = {table.columns["name"]}
     kept = [
@@ -371,3 +407,12 @@ def _open_csv(path: Path, mode: int, delimiter: str) -> Iterator[Any]:
     os.fchmod(fd, mode)
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
         yield csv.writer(handle, delimiter=delimiter)
+
+
+def _sha256(path: Path) -> str:
+    """The file's SHA-256 (which version of a table was imported, without its content)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

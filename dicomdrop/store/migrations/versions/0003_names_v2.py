@@ -6,8 +6,8 @@ ranges kept). A registry written before would hold keys the matcher no longer pr
 exact name would only be found as a fuzzy one. This migration recomputes them from the raw
 names with the normalisation shipped (no schema change). Downgrading leaves the data as it is.
 
-Revision ID: 0002_names_v2
-Revises: 0001
+Revision ID: 0003_names_v2
+Revises: 0002_operator_status
 Create Date: 2026-12-04 23:40:00
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 
 from dicomdrop.store.names import blocking_keys, normalize_name
 
-revision = "0002_names_v2"
-down_revision = "0001"
+revision = "0003_names_v2"
+down_revision = "0002_operator_status"
 branch_labels = None
 depends_on = None
 
