@@ -157,6 +157,20 @@ class _Decision:
     decided: bool = False
 
 
+_RESOLVED, _BY_ID, _EXACT, _SAME_DAY, _UNDATED = range(5)
+
+
+@dataclass
+class _Found:
+    """What :meth:`Registry._look_up` found (patient ids)."""
+
+    resolved: int | None = None
+    by_id: int | None = None
+    exact: set[int] = field(default_factory=set)
+    same_day: set[int] = field(default_factory=set)
+    any_undated: bool = False
+
+
 def canonical_identity(identity: PatientIdentity, forms: list[NormalizedName]) -> str:
     """The string the pseudonym is derived from (see the module documentation)."""
     if identity.patient_id:
@@ -264,15 +278,79 @@ class Registry:
             if not identity.patient_id:
                 return _Decision("refused", Rule.PLACEHOLDER_NAME)
             forms = []  # the PatientID alone identifies; the placeholder is no name
-        decided = self._resolved_before(session, identity)
+        found = self._look_up(session, identity, forms)
+        decided = session.get(Patient, found.resolved) if found.resolved is not None else None
         if decided is not None:
             return _Decision("matched", Rule.RESOLVED_BEFORE, decided, 100.0, decided=True)
-        by_id = self._by_identifier(session, identity)
+        by_id = session.get(Patient, found.by_id) if found.by_id is not None else None
         if by_id is not None:
             return self._decide_by_identifier(session, by_id, identity, forms)
         if not forms:
             return _Decision("new", Rule.NEW_ID_WITHOUT_NAME)
-        return self._decide_by_name(session, identity, forms)
+        return self._decide_by_name(session, identity, forms, found)
+
+    def _look_up(
+        self, session: Session, identity: PatientIdentity, forms: list[NormalizedName]
+    ) -> _Found:
+        """Every indexed look-up a decision starts from, in one round trip to the database: a
+        resolution of exactly this identity, the owner of its PatientID, the patients with the
+        exact name, those born the same day, and whether anybody has no birth date."""
+        resolved = (
+            select(Patient.id.label("id"), literal(_RESOLVED).label("kind"))
+            .join(PendingMatch, PendingMatch.resolution == Patient.pseudonym)
+            .where(PendingMatch.status == "resolved", *_identity_filter(identity))
+            .order_by(PendingMatch.id.desc())
+            .limit(1)
+            .subquery()
+        )
+        parts = [select(resolved.c.id, resolved.c.kind)]
+        if identity.patient_id:
+            owner = (
+                select(Identifier.patient_id.label("id"), literal(_BY_ID).label("kind"))
+                .where(
+                    Identifier.issuer == (identity.issuer or ""),
+                    Identifier.value == identity.patient_id,
+                )
+                .limit(1)
+                .subquery()
+            )
+            parts.append(select(owner.c.id, owner.c.kind))
+        compatible = self._compatible(identity)
+        if forms:
+            parts.append(
+                select(NameVariant.patient_id, literal(_EXACT))
+                .join(Patient)
+                .where(NameVariant.normalized.in_([f.key for f in forms]), *compatible)
+            )
+        if forms and identity.birth_date:
+            same_day = (
+                select(Patient.id.label("id"), literal(_SAME_DAY).label("kind"))
+                .where(Patient.birth_date == identity.birth_date, *compatible)
+                .limit(MAX_SAME_BIRTH_DATE + 1)
+                .subquery()
+            )
+            undated = (
+                select(Patient.id.label("id"), literal(_UNDATED).label("kind"))
+                .where(Patient.birth_date.is_(None))
+                .limit(1)
+                .subquery()
+            )
+            parts += [select(same_day.c.id, same_day.c.kind), select(undated.c.id, undated.c.kind)]
+        found = _Found()
+        for patient_id, kind in session.execute(union_all(*parts)):
+            if kind == _RESOLVED:
+                found.resolved = int(patient_id)
+            elif kind == _BY_ID:
+                found.by_id = int(patient_id)
+            elif kind == _EXACT:
+                found.exact.add(int(patient_id))
+            elif kind == _SAME_DAY:
+                found.same_day.add(int(patient_id))
+            else:
+                found.any_undated = True
+        if not identity.birth_date:
+            found.any_undated = True  # not looked at: the key search has to run anyway
+        return found
 
     def _already_pseudonymized(self, session: Session, identity: PatientIdentity) -> bool:
         """The name or PatientID is one of our pseudonyms: the data went through dicomdrop."""
@@ -319,9 +397,13 @@ class Registry:
         )
 
     def _decide_by_name(
-        self, session: Session, identity: PatientIdentity, forms: list[NormalizedName]
+        self,
+        session: Session,
+        identity: PatientIdentity,
+        forms: list[NormalizedName],
+        found: _Found,
     ) -> _Decision:
-        scored, cut = self._candidates(session, identity, forms)
+        scored, cut = self._candidates(session, identity, forms, found)
         review = self.settings.review_threshold
         best = scored[0] if scored else None
         if all(len(form.words) <= 1 for form in forms):
@@ -454,27 +536,6 @@ class Registry:
             return MatchResult("new", owner.pseudonym, 0.0, (), None, rule)
         return MatchResult("matched", owner.pseudonym, 100.0, (owner.pseudonym,), None, rule)
 
-    def _resolved_before(self, session: Session, identity: PatientIdentity) -> Patient | None:
-        row = session.scalars(
-            select(PendingMatch)
-            .where(PendingMatch.status == "resolved", *_identity_filter(identity))
-            .order_by(PendingMatch.id.desc())
-            .limit(1)
-        ).first()
-        if row is None or not row.resolution:
-            return None
-        return session.scalars(select(Patient).where(Patient.pseudonym == row.resolution)).first()
-
-    def _by_identifier(self, session: Session, identity: PatientIdentity) -> Patient | None:
-        if not identity.patient_id:
-            return None
-        return session.scalars(
-            select(Patient)
-            .join(Identifier)
-            .where(Identifier.issuer == (identity.issuer or ""))
-            .where(Identifier.value == identity.patient_id)
-        ).first()
-
     def _identifier_conflict(
         self, session: Session, patient: Patient, identity: PatientIdentity
     ) -> bool:
@@ -507,7 +568,11 @@ class Registry:
         return conditions
 
     def _candidates(
-        self, session: Session, identity: PatientIdentity, forms: list[NormalizedName]
+        self,
+        session: Session,
+        identity: PatientIdentity,
+        forms: list[NormalizedName],
+        found: _Found | None = None,
     ) -> tuple[list[_Scored], bool]:
         """Compatible patients worth scoring, scored and best first; and whether a list was cut.
 
@@ -515,24 +580,10 @@ class Registry:
         scored, so a typo in any word is found); and, for a query or candidates without a birth
         date, the patients sharing the query's rarest name keys.
         """
-        compatible = self._compatible(identity)
-        exact = select(NameVariant.patient_id.label("id"), literal(1).label("exact"))
-        exact = exact.join(Patient).where(
-            NameVariant.normalized.in_([f.key for f in forms]), *compatible
-        )
-        query = exact
-        if identity.birth_date:
-            same_day = (
-                select(Patient.id.label("id"))
-                .where(Patient.birth_date == identity.birth_date, *compatible)
-                .limit(MAX_SAME_BIRTH_DATE + 1)
-                .subquery()
-            )
-            query = union_all(exact, select(same_day.c.id, literal(0)))  # type: ignore[assignment]
-        ids: set[int] = set()
-        born_that_day: set[int] = set()
-        for patient_id, is_exact in session.execute(query):
-            (ids if is_exact else born_that_day).add(int(patient_id))
+        if found is None:
+            found = self._look_up(session, identity, forms)
+        ids = set(found.exact)
+        born_that_day = found.same_day
         keys = sorted(set().union(*(blocking_keys(f) for f in forms)))
         cut = False
         if len(born_that_day) <= MAX_SAME_BIRTH_DATE:
@@ -546,9 +597,9 @@ class Registry:
                     .distinct()
                 )
             )
-        if keys:
-            found, cut = self._by_rare_keys(session, identity, keys)
-            ids |= found
+        if keys and found.any_undated:
+            by_keys, cut = self._by_rare_keys(session, identity, keys)
+            ids |= by_keys
         if not ids:
             return [], cut
         patients: dict[int, Patient] = {}
@@ -588,8 +639,6 @@ class Registry:
         here (the others were found through the birth date).
         """
         undated = select(Patient.id).where(Patient.birth_date.is_(None))
-        if identity.birth_date and session.scalar(undated.limit(1)) is None:
-            return set(), False  # everybody has a birth date: the same-day search found them
         postings: list[tuple[int, str, list[int]]] = []
         for key in keys:
             query = select(NameKey.patient_id).where(NameKey.key == key)
