@@ -4,7 +4,9 @@ The normalisation of dicomdrop/store/names.py changed (generational suffixes kep
 a lone letter is an initial and no longer a particle, kana keep their marks, more ideograph
 ranges kept). A registry written before would hold keys the matcher no longer produces: an
 exact name would only be found as a fuzzy one. This migration recomputes them from the raw
-names with the normalisation shipped (no schema change). Downgrading leaves the data as it is.
+names with the normalisation shipped (no schema change), rewriting only the patients whose
+forms change (a registry of a million patients is read once, and few are written).
+Downgrading leaves the data as it is.
 
 Revision ID: 0003_names_v2
 Revises: 0002_operator_status
@@ -75,10 +77,11 @@ def upgrade() -> None:
                     }
                 )
         current = [(str(r.raw), str(r.normalized)) for r in variants]
-        if current != [(str(w["raw"]), str(w["normalized"])) for w in wanted]:
-            connection.execute(sa.delete(_variants).where(_variants.c.patient_id == patient_id))
-            if wanted:
-                connection.execute(sa.insert(_variants), wanted)
+        if current == [(str(w["raw"]), str(w["normalized"])) for w in wanted]:
+            continue  # the same forms give the same keys: most patients need nothing
+        connection.execute(sa.delete(_variants).where(_variants.c.patient_id == patient_id))
+        if wanted:
+            connection.execute(sa.insert(_variants), wanted)
         connection.execute(sa.delete(_keys).where(_keys.c.patient_id == patient_id))
         if keys:
             connection.execute(
