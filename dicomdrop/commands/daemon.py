@@ -113,13 +113,29 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
             heartbeat_seconds=HEARTBEAT_SECONDS,
         )
         daemon.install_signal_handlers()
-        return daemon.run()
+        console = _start_console(settings, ctx.key, store)
+        try:
+            return daemon.run()
+        finally:
+            if console is not None:
+                console.stop()
     finally:
         try:
             beats.remove(beat_id)
         except Exception as exc:  # the row goes stale instead; status says so
             log.warning("heartbeat row not removed (%s)", type(exc).__name__)
         store.close()
+
+
+def _start_console(settings: Settings, key: bytes, store: Any) -> Any:
+    """The steward console in a thread of the daemon, when ``[web] enabled = true``."""
+    if not settings.web.enabled:
+        return None
+    from dicomdrop.web.server import ConsoleThread
+
+    console = ConsoleThread(settings, key, store).start()
+    print(f"dicomdrop watch: console on {console.url}", file=sys.stderr, flush=True)
+    return console
 
 
 def status_report(settings: Settings, *, errors: int = 5) -> dict[str, Any]:

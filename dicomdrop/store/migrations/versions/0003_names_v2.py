@@ -9,7 +9,7 @@ forms change (a registry of a million patients is read once, and few are written
 Downgrading leaves the data as it is.
 
 Revision ID: 0003_names_v2
-Revises: 0002_operator_status
+Revises: 0002_console_users
 Create Date: 2026-12-04 23:40:00
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from dicomdrop.store.names import blocking_keys, normalize_name
 
 revision = "0003_names_v2"
-down_revision = "0002_operator_status"
+down_revision = "0002_console_users"
 branch_labels = None
 depends_on = None
 
