@@ -137,7 +137,7 @@ def test_data_we_pseudonymised_already_is_quarantined(tmp_path: Path) -> None:
     (first,) = pseudonyms(settings)
     again = _redrop(settings, tmp_path / "again" / "p")
     sample = pydicom.dcmread(next(again.iterdir()))
-    assert str(sample.PatientName) == first and sample.PatientIdentityRemoved == "YES"
+    assert str(sample.PatientName).rstrip("^") == first and sample.PatientIdentityRemoved == "YES"
     process(config, tmp_path / "again", quarantined=True)
     assert len(archives(settings)) == 1
     assert quarantine_codes(settings) == ["match.already_pseudonymized"]

@@ -61,7 +61,12 @@ def test_placeholder_name_with_patient_id_is_matched_by_the_id_alone(registry: R
 
 def test_already_pseudonymized_data_is_refused(registry: Registry) -> None:
     pseudonym = registry.match_or_register(person("Doe^Jane"), seen_in="a").pseudonym or ""
-    for identity in (person(pseudonym), person("X", patient_id=pseudonym), person("DDAAAAAAAAAA")):
+    for identity in (
+        person(pseudonym),
+        person(pseudonym + "^"),
+        person("X", patient_id=pseudonym),
+        person("DDAAAAAAAAAA"),
+    ):
         with pytest.raises(MatchRefused) as refused:
             registry.match_or_register(identity, seen_in="job:2")
         assert refused.value.code == "match.already_pseudonymized"

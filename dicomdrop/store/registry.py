@@ -354,14 +354,14 @@ class Registry:
 
     def _already_pseudonymized(self, session: Session, identity: PatientIdentity) -> bool:
         """The name or PatientID is one of our pseudonyms: the data went through dicomdrop."""
-        values = {v.strip().upper() for v in (identity.name, identity.patient_id or "") if v}
+        # A pseudonym written as a PN keeps its empty components ("DDAB2C...^"): strip them.
+        name = identity.name.strip().strip("^= ").upper()
+        values = {v for v in (name, (identity.patient_id or "").strip().upper()) if v}
         # Only a value that could be a pseudonym (prefix and base32, no separators) is looked up.
         values = {v for v in values if _PSEUDONYM_SHAPE.fullmatch(v)}
         if not values:
             return False
-        if self.settings.pseudonym_prefix and self._pseudonym_pattern.fullmatch(
-            identity.name.strip().upper()
-        ):
+        if self.settings.pseudonym_prefix and self._pseudonym_pattern.fullmatch(name):
             return True
         known = session.scalar(select(Patient.id).where(Patient.pseudonym.in_(sorted(values))))
         return known is not None
