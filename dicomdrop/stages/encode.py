@@ -56,7 +56,7 @@ def encode_dataset(ds: Dataset) -> bytes:
             continue  # retired group lengths are not written (PS3.5 7.2), as pydicom does
         # What get_item gives, as pydicom's writer uses: raw elements stay raw (its annotation
         # says otherwise); a deferred raw element (no value) is read by get_item.
-        element = cast(DataElement | RawDataElement, elements[tag])
+        element = elements[tag]
         if isinstance(element, RawDataElement) and element.value is None:
             element = cast(DataElement | RawDataElement, ds.get_item(tag))
         if isinstance(element, RawDataElement):
