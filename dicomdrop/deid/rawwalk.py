@@ -32,6 +32,14 @@ _LENGTH: Final = struct.Struct("<L")
 _LONG_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
+# The text of the VRs of PS3.5 (a header with another upper-case VR is still read, decoded).
+_VR_TEXT: Final = {
+    vr.encode("ascii"): vr
+    for vr in (
+        "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI "
+        "UL UN UR US UT UV"
+    ).split()
+}
 _UNDEFINED: Final = 0xFFFFFFFF
 _ITEM: Final = 0xFFFEE000
 _ITEM_END: Final = 0xFFFEE00D
@@ -202,9 +210,28 @@ def whole_file(data: bytes) -> RawFile:
         meta.append(FileElement(tag, vr, length, data[start : start + length], start))
         at = start + length
     elements: list[FileElement] = []
-    for tag, element in _top_elements(walker, pos, stop_at_pixels=False):
-        length = _UNDEFINED if element.undefined else len(element.value)
-        elements.append(FileElement(tag, element.vr, length, element.value, element.offset))
+    append = elements.append
+    # The loop of _top_elements, without its intermediate TopElement (a file has ~150).
+    end = len(data)
+    header = walker.header
+    while pos < end:
+        tag, vr, length, start = header(pos, end)
+        if tag >> 16 == 0xFFFE:
+            raise RawWalkError("item tag outside a sequence")
+        if length == _UNDEFINED:
+            if vr == "SQ":
+                pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
+            elif tag == 0x7FE00010:
+                pos = walker.skip_fragments(start, end)
+            else:
+                raise RawWalkError("undefined length outside a sequence")
+            # The value as pydicom keeps it: up to the sequence delimiter, excluded.
+            append(FileElement(tag, vr, _UNDEFINED, data[start : pos - 8], start))
+            continue
+        pos = start + length
+        if pos > end:
+            raise RawWalkError("value runs past the end of the bytes")
+        append(FileElement(tag, vr, length, data[start:pos], start))
     return RawFile(data[:128], not walker.explicit, meta, elements)
 
 
@@ -264,20 +291,26 @@ class _Walker:
         if pos + 8 > end:
             raise RawWalkError("element header runs past its container")
         data = self.data
-        group, element, length = _TAG_AND_LONG.unpack_from(data, pos)
-        tag = group << 16 | element
-        if group == 0xFFFE:  # item and delimiter tags have no VR in either encoding
-            return tag, None, length, pos + 8
         if not self.explicit:
+            group, element, length = _TAG_AND_LONG.unpack_from(data, pos)
+            tag = group << 16 | element
+            if group == 0xFFFE:  # item and delimiter tags have no VR in either encoding
+                return tag, None, length, pos + 8
             return tag, dictionary_vr(tag), length, pos + 8
-        _, _, raw_vr, short_length = _TAG_AND_SHORT.unpack_from(data, pos)
+        group, element, raw_vr, short_length = _TAG_AND_SHORT.unpack_from(data, pos)
+        tag = group << 16 | element
+        if group == 0xFFFE:
+            return tag, None, _LENGTH.unpack_from(data, pos + 4)[0], pos + 8
         if raw_vr in _LONG_VRS:
             if pos + 12 > end:
                 raise RawWalkError("element header runs past its container")
-            return tag, raw_vr.decode("ascii"), _LENGTH.unpack_from(data, pos + 8)[0], pos + 12
-        if not (raw_vr.isalpha() and raw_vr.isupper()):
-            raise RawWalkError("unknown VR")
-        return tag, raw_vr.decode("ascii"), short_length, pos + 8
+            return tag, _VR_TEXT[raw_vr], _LENGTH.unpack_from(data, pos + 8)[0], pos + 12
+        vr = _VR_TEXT.get(raw_vr)
+        if vr is None:
+            if not (raw_vr.isalpha() and raw_vr.isupper()):
+                raise RawWalkError("unknown VR")
+            vr = raw_vr.decode("ascii")
+        return tag, vr, short_length, pos + 8
 
     def file_meta(self, pos: int) -> tuple[int, str]:
         """Walk the group 0002 elements from ``pos``; (end of file meta, transfer syntax)."""
