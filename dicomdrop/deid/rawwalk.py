@@ -33,13 +33,10 @@ _LONG_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 # The text of the VRs of PS3.5 (a header with another upper-case VR is still read, decoded).
-_VR_TEXT: Final = {
-    vr.encode("ascii"): vr
-    for vr in (
-        "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI "
-        "UL UN UR US UT UV"
-    ).split()
-}
+_VR_NAMES: Final = (
+    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN"
+)
+_VR_TEXT: Final = {vr.encode("ascii"): vr for vr in (*_VR_NAMES.split(" "), "UR", "US", "UT", "UV")}
 _UNDEFINED: Final = 0xFFFFFFFF
 _ITEM: Final = 0xFFFEE000
 _ITEM_END: Final = 0xFFFEE00D
