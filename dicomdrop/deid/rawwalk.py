@@ -13,7 +13,6 @@ pydicom, so nothing is ever skipped.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from functools import lru_cache
 from typing import Final, NamedTuple
 
@@ -170,7 +169,27 @@ def top_level(data: bytes) -> tuple[bool, dict[int, TopElement]]:
     only; a value or sequence that runs past the end of ``data`` raises :class:`RawWalkError`.
     """
     walker, pos = _dataset_walker(data)
-    elements = {tag: element for tag, element in _top_elements(walker, pos, stop_at_pixels=True)}
+    elements: dict[int, TopElement] = {}
+    # One object per element (a header has ~150), nothing kept of nested values.
+    end = len(data)
+    header = walker.header
+    while pos < end:
+        tag, vr, length, start = header(pos, end)
+        if tag == 0x7FE00010:
+            break  # what follows is not needed (and may not be in ``data``)
+        if tag >> 16 == 0xFFFE:
+            raise RawWalkError("item tag outside a sequence")
+        if length == _UNDEFINED:
+            if vr != "SQ":
+                raise RawWalkError("undefined length outside a sequence")
+            pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
+            # The value as pydicom keeps it: up to the sequence delimiter, excluded.
+            elements[tag] = TopElement(vr, data[start : pos - 8], undefined=True, offset=start)
+            continue
+        pos = start + length
+        if pos > end:
+            raise RawWalkError("value runs past the end of the bytes")
+        elements[tag] = TopElement(vr, data[start:pos], offset=start)
     return not walker.explicit, elements
 
 
@@ -200,7 +219,7 @@ def whole_file(data: bytes) -> RawFile:
     """
     walker, pos = _dataset_walker(data)
     meta: list[FileElement] = []
-    meta_walker = _Walker(data, explicit=True, values=[])
+    meta_walker = _Walker(data, explicit=True, values=None)
     at = 132
     while at < pos:
         tag, vr, length, start = meta_walker.header(at, pos)
@@ -208,7 +227,7 @@ def whole_file(data: bytes) -> RawFile:
         at = start + length
     elements: list[FileElement] = []
     append = elements.append
-    # The loop of _top_elements, without its intermediate TopElement (a file has ~150).
+    # One object per element (a file has ~150), nothing kept of nested values.
     end = len(data)
     header = walker.header
     while pos < end:
@@ -234,8 +253,8 @@ def whole_file(data: bytes) -> RawFile:
 
 def _dataset_walker(data: bytes, values: list[RawValue] | None = None) -> tuple[_Walker, int]:
     """A walker for the dataset of ``data`` and where the dataset starts. The file meta values
-    go to ``values`` (which the dataset walker appends to as well)."""
-    values = [] if values is None else values
+    go to ``values`` (which the dataset walker appends to as well); None: no values are kept,
+    the walk only checks the layout and finds where elements end."""
     if len(data) < 132 or data[128:132] != b"DICM":
         raise RawWalkError("no DICOM preamble")
     meta = _Walker(data, explicit=True, values=values)
@@ -249,35 +268,8 @@ def _dataset_walker(data: bytes, values: list[RawValue] | None = None) -> tuple[
     return _Walker(data, explicit=explicit, values=values), pos
 
 
-def _top_elements(
-    walker: _Walker, pos: int, *, stop_at_pixels: bool
-) -> Iterator[tuple[int, TopElement]]:
-    data = walker.data
-    end = len(data)
-    while pos < end:
-        tag, vr, length, start = walker.header(pos, end)
-        if tag == 0x7FE00010 and stop_at_pixels:
-            return  # what follows is not needed (and may not be in ``data``)
-        if tag >> 16 == 0xFFFE:
-            raise RawWalkError("item tag outside a sequence")
-        if length == _UNDEFINED:
-            if vr == "SQ":
-                pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
-            elif tag == 0x7FE00010:
-                pos = walker.skip_fragments(start, end)
-            else:
-                raise RawWalkError("undefined length outside a sequence")
-            # The value as pydicom keeps it: up to the sequence delimiter, excluded.
-            yield tag, TopElement(vr, data[start : pos - 8], undefined=True, offset=start)
-            continue
-        if start + length > end:
-            raise RawWalkError("value runs past the end of the bytes")
-        yield tag, TopElement(vr, data[start : start + length], offset=start)
-        pos = start + length
-
-
 class _Walker:
-    def __init__(self, data: bytes, *, explicit: bool, values: list[RawValue]) -> None:
+    def __init__(self, data: bytes, *, explicit: bool, values: list[RawValue] | None) -> None:
         self.data = data
         self.explicit = explicit
         self.values = values
@@ -321,7 +313,8 @@ class _Walker:
             if tag == _TRANSFER_SYNTAX:
                 syntax = value.decode("ascii", errors="replace").strip(" \x00")
             self.meta_tags.append(tag)
-            self.values.append(RawValue(element_name(tag), vr, value, (default_encoding,)))
+            if self.values is not None:
+                self.values.append(RawValue(element_name(tag), vr, value, (default_encoding,)))
             pos = start + length
         if not syntax:
             raise RawWalkError("no transfer syntax")
@@ -341,7 +334,7 @@ class _Walker:
         if depth > _MAX_DEPTH:
             raise RawWalkError("sequences nested too deep")
         data = self.data
-        append = self.values.append
+        values = self.values  # None: nothing is kept (nor paths built), only the layout checked
         while pos < end:
             tag, vr, length, start = self.header(pos, end)
             if tag == _ITEM_END and in_undefined_item:
@@ -350,13 +343,14 @@ class _Walker:
                 raise RawWalkError("item tag outside a sequence")
             if length == _UNDEFINED:
                 if vr == "SQ":
-                    pos = self.sequence(
-                        start, None, end, prefix + element_name(tag), encodings, depth
-                    )
+                    path = "" if values is None else prefix + element_name(tag)
+                    pos = self.sequence(start, None, end, path, encodings, depth)
                 elif tag == 0x7FE00010:
                     pos = self.skip_fragments(start, end)
-                    value = data[start : pos - 8]  # without the sequence delimiter
-                    append(RawValue(prefix + element_name(tag), vr, value, encodings, True))
+                    if values is not None:
+                        value = data[start : pos - 8]  # without the sequence delimiter
+                        path = prefix + element_name(tag)
+                        values.append(RawValue(path, vr, value, encodings, True))
                 else:
                     raise RawWalkError("undefined length outside a sequence")
                 continue
@@ -364,12 +358,13 @@ class _Walker:
             if stop > end:
                 raise RawWalkError("value runs past its container")
             if vr == "SQ":
-                self.sequence(start, stop, end, prefix + element_name(tag), encodings, depth)
-            elif not is_pixel_content(tag):
+                path = "" if values is None else prefix + element_name(tag)
+                self.sequence(start, stop, end, path, encodings, depth)
+            elif values is not None and not is_pixel_content(tag):
                 value = data[start:stop]
                 if tag == _SPECIFIC_CHARACTER_SET:
                     encodings = _encodings(value, encodings)
-                append(RawValue(prefix + element_name(tag), vr, value, encodings))
+                values.append(RawValue(prefix + element_name(tag), vr, value, encodings))
             pos = stop
         if in_undefined_item:
             raise RawWalkError("item without its delimiter")
@@ -393,7 +388,7 @@ class _Walker:
                 return start
             if tag != _ITEM:
                 raise RawWalkError("sequence content is not an item")
-            prefix = f"{path}[{index}]."
+            prefix = "" if self.values is None else f"{path}[{index}]."
             if length == _UNDEFINED:
                 pos = self.dataset(
                     start, limit, prefix, encodings, in_undefined_item=True, depth=depth + 1
