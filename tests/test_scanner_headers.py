@@ -16,9 +16,9 @@ from scanner_headers import SCANNER_PATIENTS, scanner_slice
 from dicomdrop.config import DeidSettings
 from dicomdrop.deid.engine import DeidContext, deidentify
 from dicomdrop.deid.profile import compile_profile
-from dicomdrop.deid.verify import IdentityTokens, build_identity_tokens, scan_bytes, scan_dataset
+from dicomdrop.dicomio.encode import encode_dataset
 from dicomdrop.stages.deidentify import read_dataset
-from dicomdrop.stages.encode import encode_dataset
+from dicomdrop.verify.scan import IdentityTokens, build_identity_tokens, scan_bytes, scan_dataset
 
 STUDY, SERIES = generate_uid(), generate_uid()
 

@@ -14,7 +14,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dicomdrop.deid.tokens import IdentityTokens, build_identity_tokens, fold
+from dicomdrop.verify.tokens import IdentityTokens, build_identity_tokens, fold
 
 PROPERTY_SETTINGS = settings(
     max_examples=int(os.environ.get("DICOMDROP_PROPERTY_EXAMPLES", "200")),
