@@ -304,7 +304,7 @@ def print_stage_table(results: list[dict[str, Any]]) -> None:
             rows += [(f"  {step}", step) for step, _, _ in DEID_STEPS]
             rows.append(("  (rest of the stage)", "deid rest"))
     rows += [("outside the stages", "outside"), ("**total**", "total"),
-             ("plain dcmread + save_as", "plain")]  # fmt: skip
+             ("plain dcmread + save_as (to memory)", "plain")]  # fmt: skip
     for r in profiled:
         stages = r["stages"]
         stages["deid rest"] = stages.get("stage deid", 0.0) - sum(
