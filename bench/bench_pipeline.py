@@ -224,6 +224,9 @@ DEID_STEPS = (
     ("encode", "dicomdrop.stages.deidentify", "encode_dataset"),
     ("verification scan", "dicomdrop.stages.deidentify", "scan_bytes"),
     ("compress (spool)", "dicomdrop.archives.spool.EntrySpool", "add"),
+    ("pixel checks", "dicomdrop.stages.deidentify", "check_pixel_data"),
+    ("pixel checks", "dicomdrop.stages.deidentify", "plan_for"),
+    ("pixel checks", "dicomdrop.stages.deidentify", "_check_pixels"),
 )
 
 
@@ -301,14 +304,14 @@ def print_stage_table(results: list[dict[str, Any]]) -> None:
     for label in stage_labels:
         rows.append((label[6:], label))
         if label == "stage deid":
-            rows += [(f"  {step}", step) for step, _, _ in DEID_STEPS]
+            rows += [(f"  {step}", step) for step in dict.fromkeys(s for s, _, _ in DEID_STEPS)]
             rows.append(("  (rest of the stage)", "deid rest"))
     rows += [("outside the stages", "outside"), ("**total**", "total"),
              ("plain dcmread + save_as (to memory)", "plain")]  # fmt: skip
     for r in profiled:
         stages = r["stages"]
         stages["deid rest"] = stages.get("stage deid", 0.0) - sum(
-            stages.get(step, 0.0) for step, _, _ in DEID_STEPS
+            stages.get(step, 0.0) for step in {s for s, _, _ in DEID_STEPS}
         )
         stages["outside"] = stages["total"] - sum(stages.get(k, 0.0) for k in stage_labels)
     for title, key in rows:

@@ -1,6 +1,8 @@
 """The ``dicomdrop`` command line: ``main(argv) -> exit status``.
 
-Exit status: 0 success, 1 operational error (a one-line message on stderr), 2 usage error.
+Exit status: 0 success, 1 operational error (a one-line message on stderr), 2 usage error,
+3 (``process``, ``quarantine retry``) finished, but some inputs were quarantined. ``--json``
+output is documented in docs/cli-json.md.
 ``--config PATH`` is accepted before or after the subcommand.
 
 Start-up: a command imports only the module that defines it (``COMMAND_OWNERS``), and that
@@ -25,7 +27,7 @@ from dicomdrop.errors import DicomdropError
 from dicomdrop.logs import setup_logging
 
 # Modules of dicomdrop.commands, in the order of the help text.
-COMMAND_MODULES = ("setup", "process", "deid", "registry", "reid", "daemon")
+COMMAND_MODULES = ("setup", "process", "deid", "registry", "reid", "daemon", "users", "web")
 # The module that registers each top-level subcommand (tests/test_cli_startup.py checks it).
 COMMAND_OWNERS = {
     "init": "setup",
@@ -42,6 +44,8 @@ COMMAND_OWNERS = {
     "watch": "daemon",
     "status": "daemon",
     "jobs": "daemon",
+    "user": "users",
+    "web": "web",
 }
 
 

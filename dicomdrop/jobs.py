@@ -37,6 +37,11 @@ class JobState(StrEnum):
     QUARANTINED = "quarantined"
     FAILED = "failed"
     WAITING = "waiting"  # a patient waits for a person (ambiguous match): retried by hand
+    # An operator retried the job's quarantined files as a new job, or released (deleted) its
+    # quarantine entry after review: the job is over for good, so it neither waits nor stays
+    # among the recent errors of ``status``.
+    RETRIED = "retried"
+    RELEASED = "released"
 
     @property
     def done(self) -> bool:
@@ -50,7 +55,15 @@ class JobState(StrEnum):
 
 
 #: States of jobs finished for good.
-FINISHED_STATES = frozenset({JobState.DELIVERED, JobState.QUARANTINED, JobState.FAILED})
+FINISHED_STATES = frozenset(
+    {
+        JobState.DELIVERED,
+        JobState.QUARANTINED,
+        JobState.FAILED,
+        JobState.RETRIED,
+        JobState.RELEASED,
+    }
+)
 #: States in which the pipeline has nothing left to do: finished, or waiting for a person.
 AT_REST_STATES = FINISHED_STATES | {JobState.WAITING}
 
@@ -72,6 +85,9 @@ class GroupOutcome:
     instances: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0  # byte-identical copies of a delivered instance, not delivered again
+    # Keys of the drop's other groups whose files went into this one: the registry matched
+    # them to the same patient although their headers kept them apart.
+    merged: list[str] = field(default_factory=list)
     # One row per file of the group: [path in the drop, outcome, code or type, delivered as].
     report: list[list[str]] = field(default_factory=list)
 

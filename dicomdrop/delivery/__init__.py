@@ -60,4 +60,4 @@ def deliverer_for(settings: Settings) -> Deliverer:
     """The deliverer the settings choose."""
     from dicomdrop.delivery.outbox import OutboxDeliverer
 
-    return OutboxDeliverer(settings.paths.outbox, settings.archives)
+    return OutboxDeliverer(settings.paths.outbox, settings.archives, settings.delivery)

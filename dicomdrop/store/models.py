@@ -144,6 +144,9 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(80))
     message: Mapped[str | None] = mapped_column(Text)
     last_finished_stage: Mapped[str | None] = mapped_column(String(40))
+    # Progress of the running stage (files done of total), for status and jobs.
+    files_done: Mapped[int | None] = mapped_column(Integer)
+    files_total: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -177,6 +180,24 @@ class AuditEvent(Base):
     details: Mapped[dict[str, object] | None] = mapped_column(JSON)
 
 
+class DaemonHeartbeat(Base):
+    """A running ``dicomdrop watch``: who it is, since when, and when it last said it lives.
+
+    The row is written at start, refreshed every few seconds and deleted at a clean stop; a row
+    whose ``beat_at`` is old belongs to a daemon that was killed or lost its host.
+    """
+
+    __tablename__ = "daemon_heartbeats"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    beat_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    version: Mapped[str] = mapped_column(String(40))
+    workers: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class AccessionLink(Base):
     """dicom_pseudon's link: a study whose AccessionNumber is ``key`` gets ``serial``."""
 
@@ -207,3 +228,17 @@ class PendingMatch(Base):
     resolution: Mapped[str | None] = mapped_column(String(80))
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class ConsoleUser(Base):
+    """A local user of the steward console: a role and an Argon2 password hash (never the
+    password)."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
