@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.commands.jsonout import add_json_option, emit, timestamp
-from dicomdrop.store.audit import current_user
+from dicomdrop.errors import DicomdropError
+from dicomdrop.store.audit import audit_key_from, current_user
 from dicomdrop.store.db import Store
 
 
 def open_store(ctx: Context) -> Store:
     """The configured store, migrated to the current schema."""
     settings = ctx.settings
-    return Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    # Audited commands chain their rows with it; without a key, writing a row says so.
+    with contextlib.suppress(DicomdropError):
+        store.audit_key = audit_key_from(ctx.key)
+    return store
 
 
 def open_registry(ctx: Context) -> Any:

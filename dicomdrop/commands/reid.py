@@ -10,7 +10,7 @@ from typing import Any
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.commands.jsonout import add_json_option, emit, timestamp
 from dicomdrop.commands.registry import open_registry, open_store
-from dicomdrop.store.audit import current_user
+from dicomdrop.store.audit import audit_key_from, current_user
 
 
 def register(sub: Any) -> None:
@@ -47,6 +47,11 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_lookup)
 
     p = sub.add_parser("audit", help="list audit events (re-identifications, edits), newest first")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the audit hash chain and name the first row that was changed or removed",
+    )
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--action", default=None, help="only this action, e.g. reidentify")
     add_json_option(p)
@@ -59,9 +64,11 @@ def run_reidentify(args: argparse.Namespace, ctx: Context) -> int:
     from dicomdrop.store.reid import reidentify
 
     store = open_store(ctx)
+    store.audit_key = audit_key_from(ctx.key)
     try:
         person = reidentify(
             store,
+            min_reason_length=ctx.settings.security.min_reason_length,
             reason=args.reason,
             actor=args.by or current_user(),
             pseudonym=args.pseudonym,
@@ -133,14 +140,28 @@ def run_lookup(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_audit(args: argparse.Namespace, ctx: Context) -> int:
-    """Print audit rows."""
-    from dicomdrop.store.audit import list_events
+    """Print audit rows, or (``--verify``) check their hash chain."""
+    from dicomdrop.store.audit import list_events, verify_chain
 
     store = open_store(ctx)
     try:
-        events = list_events(store, limit=args.limit, action=args.action)
+        if args.verify:
+            report = verify_chain(store, ctx.key)
+        else:
+            events = list_events(store, limit=args.limit, action=args.action)
     finally:
         store.close()
+    if args.verify:
+        older = f" ({report.unchained} written before the chain began)" if report.unchained else ""
+        if report.first_broken is not None:
+            print(
+                f"dicomdrop: error: audit chain broken at row {report.first_broken}: "
+                f"{report.problem} (a row was changed, or one before it removed or inserted)",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"audit chain intact: {report.rows} rows{older}")
+        return 0
     if args.json:
         rows = [
             {
@@ -152,6 +173,7 @@ def run_audit(args: argparse.Namespace, ctx: Context) -> int:
                 "subject": e.subject,
                 "found": e.found,
                 "details": e.details,
+                "os_user": e.os_user,
             }
             for e in events
         ]
@@ -159,7 +181,7 @@ def run_audit(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     for e in events:
         print(
-            f"{e.at:%Y-%m-%d %H:%M:%S} {e.action} by {e.actor} "
+            f"{e.at:%Y-%m-%d %H:%M:%S} {e.action} by {e.actor} (os user {e.os_user or '?'}) "
             f"{'found' if e.found else 'not found'} {e.subject or '-'} reason: {e.reason}"
         )
     return 0

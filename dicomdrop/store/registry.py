@@ -33,6 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from dicomdrop.config import RegistrySettings
 from dicomdrop.deid.keyed import MAX_PSEUDONYM_BODY, derive_pseudonym
 from dicomdrop.errors import StoreError
+from dicomdrop.store.audit import audit_key_from
 from dicomdrop.store.db import Store
 from dicomdrop.store.models import (
     AccessionLink,
@@ -118,6 +119,8 @@ class Registry:
         self.store = store
         self._key = key
         self.settings = settings
+        if store.audit_key is None:
+            store.audit_key = audit_key_from(key)  # the registry's edits are audited
 
     # --- matching ---------------------------------------------------------------------------
 

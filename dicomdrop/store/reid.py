@@ -6,6 +6,7 @@ found someone or not; a query without a reason is refused.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -45,11 +46,25 @@ class Person:
     studies: tuple[StudyRecord, ...]
 
 
-def _require_reason(reason: str) -> str:
+#: The default of ``[security] min_reason_length``.
+MIN_REASON_LENGTH = 10
+
+
+def _require_reason(reason: str, minimum: int = 0) -> str:
+    """The reason, stripped; refused when empty, or (``minimum`` given: re-identification)
+    unless it has ``minimum`` letters and digits and a word of three letters."""
     reason = (reason or "").strip()
     if not reason:
         raise StoreError(
             "a re-identification needs a reason: pass --reason TEXT (it is kept in the audit log)",
+            code="reid.reason_required",
+        )
+    substance = sum(1 for c in reason if c.isalnum())
+    if minimum and (substance < minimum or not re.search(r"[^\W\d_]{3}", reason)):
+        raise StoreError(
+            "a re-identification needs a reason of some substance: pass --reason TEXT with at "
+            f"least {minimum} letters or digits, e.g. a ticket and its purpose (it is kept in "
+            "the audit log)",
             code="reid.reason_required",
         )
     return reason
@@ -63,9 +78,10 @@ def reidentify(
     pseudonym: str | None = None,
     study_uid: str | None = None,
     accession: str | None = None,
+    min_reason_length: int = MIN_REASON_LENGTH,
 ) -> Person | None:
     """The person behind a pseudonym, a pseudonymised StudyInstanceUID or AccessionNumber."""
-    reason = _require_reason(reason)
+    reason = _require_reason(reason, min_reason_length)
     queries = {"pseudonym": pseudonym, "study_uid": study_uid, "accession": accession}
     given = {k: v.strip() for k, v in queries.items() if v and v.strip()}
     if len(given) != 1:
