@@ -1,0 +1,28 @@
+"""reason.json keeps where text was seen in a file's pixels (frame and box), and reads it back."""
+
+from __future__ import annotations
+
+import json
+
+from dicomdrop.quarantine import PixelRegion, Quarantine, QuarantineEntry
+
+
+def test_regions_are_written_and_read_back_and_absent_when_there_are_none(tmp_path):
+    quarantine = Quarantine(tmp_path / "q")
+    regions = (
+        PixelRegion("p/us.dcm", 1, (6, 6, 180, 14)),
+        PixelRegion("p/us.dcm", 3, (0, 0, 9, 9)),
+    )
+    held = QuarantineEntry("screen.text_in_pixels", "screen", "text", ("p/us.dcm",), regions)
+    other = QuarantineEntry("screen.burned_in", "screen", "flagged", ("p/sc.dcm",))
+    quarantine.record("job-1", held)
+    quarantine.record("job-1", other)
+    written = json.loads((tmp_path / "q" / "job-1" / "reason.json").read_text())
+    assert written["entries"][0]["regions"] == [
+        {"file": "p/us.dcm", "frame": 1, "box": [6, 6, 180, 14]},
+        {"file": "p/us.dcm", "frame": 3, "box": [0, 0, 9, 9]},
+    ]
+    assert "regions" not in written["entries"][1]
+    assert quarantine.read("job-1").entries == [held, other]
+    quarantine.record("job-1", held)  # recorded again (a repeated attempt): not doubled
+    assert len(quarantine.read("job-1").entries) == 2
