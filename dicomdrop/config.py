@@ -247,6 +247,88 @@ class DaemonSettings:
     orphan_grace_seconds: float = _num(300.0, minimum=0)
 
 
+#: Transfer syntaxes the C-STORE listener accepts by default: the uncompressed ones, deflate,
+#: RLE, JPEG (baseline, extended, lossless), JPEG-LS and JPEG 2000 (lossless and lossy).
+DEFAULT_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+)
+
+_AE_TITLE_RE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # printable ASCII without backslash
+_UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _check_ae_title(value: str, key: str) -> None:
+    if not _AE_TITLE_RE.fullmatch(value) or not value.strip():
+        raise ConfigError(
+            f"{key} = {value!r} is not an AE title; use 1 to 16 printable ASCII characters "
+            'without a backslash, e.g. "DICOMDROP"'
+        )
+
+
+@dataclass(frozen=True)
+class AllowedCaller:
+    """A peer allowed to send to the C-STORE listener: its AE title and, optionally, hosts."""
+
+    ae_title: str
+    hosts: tuple[str, ...] = ()  # IP addresses or host names; empty: any host
+
+    def __post_init__(self) -> None:
+        _check_ae_title(self.ae_title, "[[network.allowed_callers]] ae_title")
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """The C-STORE listener (``dicomdrop watch`` with ``enabled = true``)."""
+
+    enabled: bool = False
+    ae_title: str = "DICOMDROP"
+    bind_address: str = "0.0.0.0"  # noqa: S104 (a listener for modalities and PACS)
+    port: int = _num(11112, minimum=1, maximum=65535)
+    allowed_callers: tuple[AllowedCaller, ...] = ()
+    max_associations: int = _num(10, minimum=1)
+    transfer_syntaxes: tuple[str, ...] = DEFAULT_TRANSFER_SYNTAXES
+    idle_seconds: float = _num(30.0, minimum=0.1)
+    timeout_seconds: float = _num(60.0, minimum=1)
+    receiving: Path | None = None  # None: <paths.data>/receiving
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+
+    def __post_init__(self) -> None:
+        _check_ae_title(self.ae_title, "[network] ae_title")
+        for uid in self.transfer_syntaxes:
+            if not _UID_RE.fullmatch(uid) or len(uid) > 64:
+                raise ConfigError(
+                    f"[network] transfer_syntaxes: {uid!r} is not a transfer syntax UID "
+                    'such as "1.2.840.10008.1.2.1"'
+                )
+        if not self.transfer_syntaxes:
+            raise ConfigError("[network] transfer_syntaxes must name at least one UID")
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ConfigError(
+                "[network] tls_certificate and tls_key go together: set both for TLS, or neither"
+            )
+        if self.tls_ca is not None and self.tls_certificate is None:
+            raise ConfigError("[network] tls_ca needs tls_certificate and tls_key as well")
+        if self.enabled and not self.allowed_callers:
+            raise ConfigError(
+                "[network] enabled = true needs at least one [[network.allowed_callers]] "
+                "(ae_title, optionally hosts): the listener accepts no unknown peer"
+            )
+
+
 @dataclass(frozen=True)
 class LoggingSettings:
     """Log output. Logs never contain names, IDs or dates of patients."""
@@ -269,6 +351,7 @@ class Settings:
     screen: ScreenSettings = field(default_factory=ScreenSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     source: Path | None = None
 

@@ -69,6 +69,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
     from dicomdrop.daemon.recovery import fail_vanished_jobs
     from dicomdrop.daemon.service import Daemon
+    from dicomdrop.network.service import NetworkInbox
     from dicomdrop.pipeline import run_job
     from dicomdrop.store.db import Store
     from dicomdrop.store.jobs import JobStore
@@ -94,6 +95,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
             resume=resume,
             on_ready=lambda line: print(line, file=sys.stderr, flush=True),
             housekeeping=functools.partial(_purge_originals, settings),
+            network=NetworkInbox(settings) if settings.network.enabled else None,
         )
         daemon.install_signal_handlers()
         return daemon.run()

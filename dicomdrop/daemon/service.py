@@ -28,6 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from dicomdrop.config import LoggingSettings, Settings
 from dicomdrop.daemon import metrics as metric_events
@@ -42,8 +43,11 @@ from dicomdrop.daemon.recovery import (
 )
 from dicomdrop.daemon.settle import Clock, SettleTracker
 from dicomdrop.daemon.watch import InboxWatcher, Wakeup
-from dicomdrop.errors import ClaimError
+from dicomdrop.errors import ClaimError, DicomdropError
 from dicomdrop.logs import setup_logging
+
+if TYPE_CHECKING:
+    from dicomdrop.network.service import NetworkInbox
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +103,10 @@ class Daemon:
         clock: Clock = time.monotonic,
         tick_seconds: float = 0.5,
         housekeeping: Callable[[], None] | None = None,
+        network: NetworkInbox | None = None,
     ) -> None:
         self.settings = settings
+        self._network = network
         self._housekeeping = housekeeping
         self.metrics = metrics or Metrics()
         self._registry = registry
@@ -188,6 +194,8 @@ class Daemon:
         try:
             watcher.start()
             self.observer_kind = watcher.kind
+            if self._network is not None:
+                self._network.start(wake=lambda: self._events.put(None))
             for name in watcher.rescan():
                 self._tracker.touch(name)
             if settings.daemon.http_port:
@@ -212,10 +220,15 @@ class Daemon:
                 self._reap(block=False)
                 self._fill()
                 self._publish_gauges()
+        except DicomdropError as exc:
+            log.error("daemon stopping: %s", exc.message)
+            status = 1
         except Exception:
             log.exception("daemon stopping after an unexpected error")
             status = 1
         finally:
+            if self._network is not None:
+                self._network.stop()
             watcher.stop()
             self._finish_running()
             if server is not None:
@@ -225,6 +238,8 @@ class Daemon:
 
     def _recover(self) -> None:
         recover_interrupted_copies(self.settings)
+        if self._network is not None:
+            self._network.recover()
         adopt_orphans(self.settings, self._registry, self._register)
         remove_finished_work(self.settings, self._registry)
         resumed = [j for j in dict.fromkeys(self._resume()) if is_own_job(self.settings, j)]
@@ -247,6 +262,8 @@ class Daemon:
             f"{self._workers} workers, {self._tracker.pending} drops waiting, "
             f"{len(self._backlog)} jobs to resume)"
         )
+        if self._network is not None:
+            line += f"; {self._network.describe()}"
         log.info("%s", line)
         if self._on_ready is not None:
             self._on_ready(line)
@@ -279,22 +296,30 @@ class Daemon:
             self._submit(self._backlog.popleft())
         if len(self._running) >= self._workers or not self._disk_ok():
             return
+        if self._network is not None:
+            for drop in self._network.ready_drops():
+                if len(self._running) >= self._workers or self._stop.is_set():
+                    return
+                self._claim(drop, sum(f.stat().st_size for f in drop.iterdir()))
         for name in self._tracker.ready():
             if len(self._running) >= self._workers or self._stop.is_set():
                 return
             size = self._tracker.size_of(name)
             self._tracker.forget(name)
-            try:
-                job = claim_drop(self.settings.paths.inbox / name, self.settings, self._register)
-            except ClaimError as exc:
-                log.error("claim failed [%s]: %s", exc.code, exc.message)
-                self.metrics.inc("dicomdrop_claim_errors_total", code=exc.code)
-                continue
-            if job is None:
-                continue  # another daemon was faster
-            self.metrics.inc("dicomdrop_drops_claimed_total")
-            self.metrics.inc("dicomdrop_bytes_total", float(size))
-            self._submit(job.job_id)
+            self._claim(self.settings.paths.inbox / name, size)
+
+    def _claim(self, drop: Path, size: int) -> None:
+        try:
+            job = claim_drop(drop, self.settings, self._register)
+        except ClaimError as exc:
+            log.error("claim failed [%s]: %s", exc.code, exc.message)
+            self.metrics.inc("dicomdrop_claim_errors_total", code=exc.code)
+            return
+        if job is None:
+            return  # another daemon was faster
+        self.metrics.inc("dicomdrop_drops_claimed_total")
+        self.metrics.inc("dicomdrop_bytes_total", float(size))
+        self._submit(job.job_id)
 
     def _disk_ok(self) -> bool:
         minimum = self.settings.daemon.min_free_bytes
