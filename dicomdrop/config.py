@@ -224,11 +224,84 @@ class ScreenSettings:
     )
 
 
+_TARGET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """One place a job's verified output goes (``[[delivery.targets]]``).
+
+    kind ``outbox``: the archive in ``[paths] outbox`` (format from ``[archives]``);
+    ``cstore``: C-STORE to a remote AE (``host``, ``port``, ``called_ae_title``,
+    ``calling_ae_title``, optional ``tls``); ``stow``: DICOMweb STOW-RS to ``url`` (optional
+    ``bearer_token_file`` or ``basic_auth_file``). ``tls_verify`` (on by default), ``tls_ca`` and
+    the client ``tls_certificate``/``tls_key`` apply to TLS connections of both network kinds.
+    """
+
+    name: str
+    kind: Literal["outbox", "cstore", "stow"]
+    host: str = ""
+    port: int = _num(104, minimum=1, maximum=65535)
+    called_ae_title: str = ""
+    calling_ae_title: str = "DICOMDROP"
+    url: str = ""
+    bearer_token_file: Path | None = None
+    basic_auth_file: Path | None = None
+    tls: bool = False
+    tls_verify: bool = True
+    tls_ca: Path | None = None
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    batch_size: int = _num(20, minimum=1, maximum=1000)
+    timeout_seconds: float = _num(60.0, minimum=1)
+
+    def __post_init__(self) -> None:
+        where = f"[[delivery.targets]] {self.name!r}"
+        if not _TARGET_NAME_RE.fullmatch(self.name):
+            raise ConfigError(
+                f"{where}: name must be 1-40 characters from a-z, 0-9, '_' and '-' "
+                "(it names the target in the store, logs and metrics)"
+            )
+        if self.kind == "cstore":
+            if not self.host:
+                raise ConfigError(f'{where}: kind = "cstore" needs host')
+            _check_ae_title(self.called_ae_title, f"{where} called_ae_title")
+            _check_ae_title(self.calling_ae_title, f"{where} calling_ae_title")
+        if self.kind == "stow" and not re.match(r"https?://", self.url):
+            raise ConfigError(f'{where}: kind = "stow" needs url = "https://host/dicom-web"')
+        if self.bearer_token_file is not None and self.basic_auth_file is not None:
+            raise ConfigError(f"{where}: set bearer_token_file or basic_auth_file, not both")
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ConfigError(f"{where}: tls_certificate and tls_key go together")
+
+
 @dataclass(frozen=True)
 class DeliverySettings:
     """Delivery of outputs and retention of originals."""
 
     retention_days: int = _num(30, minimum=0)
+    # No targets: the outbox alone (as before targets existed).
+    targets: tuple[DeliveryTarget, ...] = ()
+    retry_initial_seconds: float = _num(5.0, minimum=0.1)
+    retry_max_seconds: float = _num(600.0, minimum=1)
+    outgoing: Path | None = None  # None: <paths.data>/outgoing
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ConfigError("[[delivery.targets]]: every target needs a name of its own")
+        if sum(t.kind == "outbox" for t in self.targets) > 1:
+            raise ConfigError('[[delivery.targets]]: at most one target of kind "outbox"')
+
+    @property
+    def to_outbox(self) -> bool:
+        """True when verified outputs are packed into the outbox."""
+        return not self.targets or any(t.kind == "outbox" for t in self.targets)
+
+    @property
+    def network_targets(self) -> tuple[DeliveryTarget, ...]:
+        """The C-STORE and STOW-RS targets."""
+        return tuple(t for t in self.targets if t.kind != "outbox")
 
 
 @dataclass(frozen=True)

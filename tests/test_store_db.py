@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from dicomdrop.errors import StoreError
-from dicomdrop.store.db import Store
+from dicomdrop.store.db import HEAD_REVISION, Store
 from dicomdrop.store.models import Base, Job
 
 
@@ -36,7 +36,7 @@ def test_open_without_upgrade_leaves_an_empty_database(tmp_path: Path) -> None:
         assert store.schema_revision() is None
         assert inspect(store.engine).get_table_names() == []
         store.upgrade()
-        assert store.schema_revision() == "0001"
+        assert store.schema_revision() == HEAD_REVISION
     finally:
         store.close()
 
@@ -47,7 +47,7 @@ def test_migrations_create_exactly_the_models(db_url: str) -> None:
         with store.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == []
-        assert store.schema_revision() == "0001"
+        assert store.schema_revision() == HEAD_REVISION
     finally:
         store.close()
 
@@ -90,6 +90,6 @@ def test_opening_a_database_at_head_does_not_run_alembic(tmp_path: Path, monkeyp
     monkeypatch.setattr(alembic.command, "upgrade", refuse)
     store = Store.open(url)
     try:
-        assert store.schema_revision() == "0001"
+        assert store.schema_revision() == HEAD_REVISION
     finally:
         store.close()

@@ -1,0 +1,130 @@
+"""Real DICOM peers for the network tests, started on loopback by the tests themselves:
+Orthanc (C-STORE, STOW-RS, REST to read back) and dcmtk's storescp."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from network_support import free_port
+
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+class Orthanc:
+    """One Orthanc process with a throwaway storage folder, REST and DICOM on loopback."""
+
+    def __init__(self, root: Path, aet: str = "ORTHANC") -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        self.aet = aet
+        config = {
+            "Name": "test",
+            "StorageDirectory": str(root / "db"),
+            "IndexDirectory": str(root / "db"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": aet,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "Plugins": [DICOMWEB_PLUGIN],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowFind": True,
+            "UnknownSopClassAccepted": True,
+            "HttpBindAddress": "127.0.0.1",
+            "DicomBindAddress": "127.0.0.1",  # ignored by older versions, harmless
+            "StorageCompression": False,
+        }
+        path = root / "orthanc.json"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        self.log = (root / "orthanc.log").open("wb")
+        self.proc = subprocess.Popen(
+            ["Orthanc", str(path)], stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.get("/system")
+                break
+            except (urllib.error.URLError, OSError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise AssertionError(
+                        f"Orthanc did not start; see {root / 'orthanc.log'}"
+                    ) from None
+                time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb(self) -> str:
+        return f"{self.url}/dicom-web"
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=30) as reply:
+            return json.loads(reply.read() or b"null")
+
+    def read(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=30) as reply:
+            return bytes(reply.read())
+
+    def instances(self) -> list[str]:
+        return list(self.get("/instances"))
+
+    def clear(self) -> None:
+        for patient in self.get("/patients"):
+            request = urllib.request.Request(f"{self.url}/patients/{patient}", method="DELETE")
+            urllib.request.urlopen(request, timeout=30).close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class StoreSCP:
+    """dcmtk's storescp writing what it receives into ``folder``."""
+
+    def __init__(self, folder: Path, aet: str = "STORESCP") -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.aet = aet
+        self.port = free_port()
+        self.log = (folder.parent / f"storescp-{self.port}.log").open("wb")
+        self.proc = subprocess.Popen(
+            ["storescp", "+xa", "-aet", aet, "-od", str(folder), str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while subprocess.run(
+            ["echoscu", "-aec", aet, "127.0.0.1", str(self.port)], capture_output=True, check=False
+        ).returncode:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("storescp did not start")
+            time.sleep(0.1)
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        self.log.close()
