@@ -38,6 +38,7 @@ import sqlalchemy.exc
 
 from dicomdrop.archives import pack_tree, unpack_drop
 from dicomdrop.archives.pack import INCOMING_DIR, pack_spooled
+from dicomdrop.archives.spool import read_spooled
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.daemon import metrics
 from dicomdrop.daemon.claim import new_job_id
@@ -48,6 +49,9 @@ from dicomdrop.deid.verify import (
     verify_entries,
     verify_tree,
 )
+from dicomdrop.delivery.ledger import DeliveryLedger
+from dicomdrop.delivery.outgoing import outgoing_root
+from dicomdrop.delivery.outgoing import stage as stage_outgoing
 from dicomdrop.errors import ClaimError, QuarantineError, StoreError
 from dicomdrop.quarantine import Quarantine, QuarantineEntry, write_json_atomic
 from dicomdrop.secret import load_key
@@ -470,14 +474,22 @@ class Pipeline:
                 raise
 
         self._record_studies(pseudonym, output, job_id)
-        with self._stage(job_id, "pack", group=index):
-            stem = f"{pseudonym}_{job_id}" + (f"_{index + 1}" if index else "")
-            archive = self._deliver(output, stem)
-        result.archive = archive.name
+        stem = f"{pseudonym}_{job_id}" + (f"_{index + 1}" if index else "")
+        delivered_as = stem
+        if self.settings.delivery.network_targets:
+            # Verified bytes, kept for the network targets; the daemon's delivery worker sends
+            # them and records each instance per target.
+            with self._stage(job_id, "stage_out", group=index):
+                self._stage_outgoing(job_id, stem, output)
+        if self.settings.delivery.to_outbox:
+            with self._stage(job_id, "pack", group=index):
+                archive = self._deliver(output, stem)
+            result.archive = archive.name
+            delivered_as = archive.name
         result.instances = output.files
         for source, entry in sorted(output.layout.items()):
             relative = str(Path(source).relative_to(unpacked))
-            result.add_rows([relative], "delivered", "", f"{archive.name}/{entry}")
+            result.add_rows([relative], "delivered", "", f"{delivered_as}/{entry}")
         with self._stage(job_id, "deliver", group=index):
             output.remove()
             log.info("job %s: delivered %d instances as %s", job_id, output.files, pseudonym)
@@ -574,6 +586,13 @@ class Pipeline:
                 shifted_date=o.shifted_study_date,
                 job_id=job_id,
             )
+
+    def _stage_outgoing(self, job_id: str, stem: str, output: GroupOutput) -> None:
+        """Keep the verified instances for the network targets and record them as pending."""
+        root = outgoing_root(self.settings)
+        items = stage_outgoing(root, job_id, stem, _verified_instances(output))
+        targets = [t.name for t in self.settings.delivery.network_targets]
+        DeliveryLedger(self.store).add(job_id, targets, items)
 
     def _deliver(self, output: GroupOutput, stem: str) -> Path:
         """Pack the outputs into the outbox atomically; an existing final archive means done."""
@@ -745,6 +764,18 @@ def split_duplicates(
             conflicting.update(files)
     kept = [p for p in passed if p not in duplicates and p not in conflicting]
     return kept, sorted(duplicates), sorted(conflicting)
+
+
+def _verified_instances(output: GroupOutput) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every verified instance of ``output``, as verification read them."""
+    if output.spooled:
+        for name, entry in output.entries:
+            if name.endswith(".dcm"):
+                yield name, read_spooled(entry)
+        return
+    for path in sorted(output.tree.rglob("*.dcm")):
+        if path.is_file():
+            yield path.relative_to(output.tree).as_posix(), path.read_bytes()
 
 
 def _digest(path: Path) -> bytes:

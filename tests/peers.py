@@ -98,16 +98,17 @@ class Orthanc:
 
 
 class StoreSCP:
-    """dcmtk's storescp writing what it receives into ``folder``."""
+    """dcmtk's storescp writing what it receives into ``folder``, one file per instance
+    received (``+uf``: a second copy of an instance is a second file, so duplicates count)."""
 
-    def __init__(self, folder: Path, aet: str = "STORESCP") -> None:
+    def __init__(self, folder: Path, aet: str = "STORESCP", port: int | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.aet = aet
-        self.port = free_port()
+        self.port = port or free_port()
         self.log = (folder.parent / f"storescp-{self.port}.log").open("wb")
         self.proc = subprocess.Popen(
-            ["storescp", "+xa", "-aet", aet, "-od", str(folder), str(self.port)],
+            ["storescp", "+xa", "+uf", "-aet", aet, "-od", str(folder), str(self.port)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

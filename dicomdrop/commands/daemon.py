@@ -69,6 +69,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
     from dicomdrop.daemon.recovery import fail_vanished_jobs
     from dicomdrop.daemon.service import Daemon
+    from dicomdrop.delivery.worker import DeliveryWorker
     from dicomdrop.network.service import NetworkInbox
     from dicomdrop.pipeline import run_job
     from dicomdrop.store.db import Store
@@ -98,7 +99,14 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
             network=NetworkInbox(settings) if settings.network.enabled else None,
         )
         daemon.install_signal_handlers()
-        return daemon.run()
+        worker = DeliveryWorker(settings, store) if settings.delivery.network_targets else None
+        if worker is not None:
+            worker.start()
+        try:
+            return daemon.run()
+        finally:
+            if worker is not None:
+                worker.stop()
     finally:
         store.close()
 
