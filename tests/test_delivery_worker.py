@@ -103,3 +103,17 @@ def test_in_doubt_instances_are_checked_with_the_receiver_before_a_resend(
     assert rows[second.id].state == "sent"
     assert rows[second.id].attempts == 2
     assert len(orthanc.instances()) == 2
+
+
+def test_jobs_and_status_show_deliveries_pending_per_target(
+    web_settings: Settings, store: Store, config_file: Path, capsys
+):
+    from dicomdrop.cli import main
+
+    ledger = staged(web_settings, store, 3)
+    ledger.set_state([ledger.of_job(JOB)[0].id], "sent")
+    assert main(["--config", str(config_file), "jobs"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if JOB in x]
+    assert line.endswith("(pending: web 2)")
+    assert main(["--config", str(config_file), "status"]) == 0
+    assert "deliveries pending: web 2" in capsys.readouterr().out

@@ -113,6 +113,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_status(args: argparse.Namespace, ctx: Context) -> int:
     """Print the state of the inbox, the jobs and the disks."""
+    from dicomdrop.delivery.ledger import DeliveryLedger
     from dicomdrop.store.db import Store
     from dicomdrop.store.jobs import JobStore
 
@@ -136,6 +137,12 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
         per_state = Counter(j.state for j in recent)
         detail = ", ".join(f"{s} {per_state.get(s, 0)}" for s in FINISHED)
         print(f"last hour: {len(recent)} jobs finished ({detail})")
+        if settings.delivery.network_targets:
+            pending = DeliveryLedger(store).pending_by_target()
+            shown = ", ".join(
+                f"{t.name} {pending.get(t.name, 0)}" for t in settings.delivery.network_targets
+            )
+            print(f"deliveries pending: {shown}")
         errors = jobs.list(states=("quarantined", "failed"), limit=max(0, args.errors))
         if errors:
             print("recent errors:")
@@ -161,6 +168,7 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
     """Print one line per job."""
+    from dicomdrop.delivery.ledger import DeliveryLedger
     from dicomdrop.store.db import Store
     from dicomdrop.store.jobs import JobStore
 
@@ -168,14 +176,22 @@ def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     try:
         records = JobStore(store).list(states=args.state, limit=max(0, args.limit))
+        pending = DeliveryLedger(store).pending_of_jobs([job.id for job in records])
     finally:
         store.close()
     print(f"{'JOB':<23}  {'STATE':<11}  {'STAGE':<10}  {'ERROR':<22}  {'UPDATED':<20}  DROP")
     for job in records:
         when = _aware(job.updated_at).strftime("%Y-%m-%d %H:%M:%SZ")
+        waiting = pending.get(job.id)
+        # Network deliveries still to send, per target, e.g. "(pending: pacs 12, web 12)".
+        note = (
+            "  (pending: " + ", ".join(f"{t} {n}" for t, n in sorted(waiting.items())) + ")"
+            if waiting
+            else ""
+        )
         print(
             f"{job.id:<23}  {job.state:<11}  {job.stage or '-':<10}  "
-            f"{job.error_code or '-':<22}  {when:<20}  {job.drop_name}"
+            f"{job.error_code or '-':<22}  {when:<20}  {job.drop_name}{note}"
         )
     return 0
 
