@@ -19,7 +19,7 @@ DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 class Orthanc:
     """One Orthanc process with a throwaway storage folder, REST and DICOM on loopback."""
 
-    def __init__(self, root: Path, aet: str = "ORTHANC") -> None:
+    def __init__(self, root: Path, aet: str = "ORTHANC", *, overwrite: bool = False) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
         self.dicom_port = free_port()
@@ -42,7 +42,21 @@ class Orthanc:
             "HttpBindAddress": "127.0.0.1",
             "DicomBindAddress": "127.0.0.1",  # ignored by older versions, harmless
             "StorageCompression": False,
+            # True: a second copy of an instance replaces the first and is a new change, so
+            # the changes log counts every copy stored (duplicates become visible).
+            "OverwriteInstances": overwrite,
+            "LuaScripts": [str(root / "count.lua")],
         }
+        # Every C-STORE or STOW-RS instance stored is appended to stored.txt (copies too).
+        self.stored_log = root / "stored.txt"
+        (root / "count.lua").write_text(
+            "function OnStoredInstance(instanceId, tags, metadata, origin)\n"
+            f"  local f = io.open('{self.stored_log}', 'a')\n"
+            "  f:write(tags['SOPInstanceUID'] .. '\\n')\n"
+            "  f:close()\n"
+            "end\n",
+            encoding="utf-8",
+        )
         path = root / "orthanc.json"
         path.write_text(json.dumps(config), encoding="utf-8")
         self.log = (root / "orthanc.log").open("wb")
@@ -80,6 +94,12 @@ class Orthanc:
 
     def instances(self) -> list[str]:
         return list(self.get("/instances"))
+
+    def stored_uids(self) -> list[str]:
+        """The SOP Instance UID of every instance stored so far, once per copy received."""
+        if not self.stored_log.exists():
+            return []
+        return self.stored_log.read_text(encoding="utf-8").split()
 
     def clear(self) -> None:
         for patient in self.get("/patients"):
