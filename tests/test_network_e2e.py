@@ -80,12 +80,19 @@ def test_a_malformed_dataset_is_refused_and_quarantined_and_the_listener_lives_o
     from pynetdicom import AE
 
     port = free_port()
-    config = network_installation(tmp_path, port=port)
+    callers = (
+        '[[network.allowed_callers]]\nae_title = "MODALITY"\n'
+        '[[network.allowed_callers]]\nae_title = "FARAWAY"\nhosts = ["192.0.2.1"]\n'
+    )
+    config = network_installation(tmp_path, port=port, callers=callers)
     settings = load_settings(config)
     table = JobTable(settings)
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
     try:
         daemon.wait_ready()
+        # A listed AE title from a host that is not among its hosts is rejected too.
+        assert echoscu(port, calling="FARAWAY").returncode != 0
+        assert "host not allowed for this AE title" in daemon.output()
         good = make_person_instance(OKONKWO, 1, 1, 1)
         broken_path = tmp_path / "broken.dcm"
         data = dicom_bytes(make_person_instance(OKONKWO, 1, 1, 2))

@@ -109,3 +109,21 @@ def test_network_settings_are_checked():
     )
     assert settings.network.allowed_callers[0].hosts == ("10.0.0.1",)
     assert settings.network.receiving == base / "spool"
+
+
+def test_a_port_in_use_is_a_clear_configuration_error(tmp_path):
+    import socket
+
+    from dicomdrop.config import AllowedCaller
+    from dicomdrop.network.listener import StoreListener
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        settings = NetworkSettings(
+            bind_address="127.0.0.1", port=port, allowed_callers=(AllowedCaller("CT1"),)
+        )
+        listener = StoreListener(settings, make_intake(tmp_path, Clock()))
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            listener.start()
