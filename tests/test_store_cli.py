@@ -38,7 +38,9 @@ def run(config: Path, *args: str) -> int:
 
 def test_db_upgrade(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(config, "db", "upgrade") == 0
-    assert "schema revision: 0001" in capsys.readouterr().out
+    from dicomdrop.store.db import HEAD_REVISION
+
+    assert f"schema revision: {HEAD_REVISION}" in capsys.readouterr().out
 
 
 def test_reidentify_lookup_and_audit(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
