@@ -105,7 +105,7 @@ def kill_during_delivery(root: Path, orthanc: Orthanc, count: int, at: int = 1) 
     restart, check. Returns how many Orthanc held at the kill and the restarted daemon's log."""
     orthanc.clear()
     orthanc.stored_log.unlink(missing_ok=True)
-    config = installation(root / "dd", orthanc, free_port(), batch=1)
+    config = installation(root / "dd", orthanc, free_port(), batch=10)
     settings = load_settings(config)
     table = JobTable(settings)
     write_series(root / "staging" / "okonkwo", OKONKWO, 1, 1, count)

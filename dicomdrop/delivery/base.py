@@ -44,6 +44,10 @@ class SendResult:
 #: Called just before an instance goes on the wire (the ledger marks it "sending").
 BeforeSend = Callable[[Sequence[OutgoingInstance]], None]
 
+#: Called as soon as an instance's answer is read (the ledger records "sent" at once, so a
+#: crash later in the batch leaves only the instance on the wire in doubt).
+AfterSend = Callable[[OutgoingInstance, "SendResult"], None]
+
 
 class Sender(Protocol):
     """Sends instances to one target; never raises for a network or peer problem."""
@@ -51,7 +55,10 @@ class Sender(Protocol):
     target: DeliveryTarget
 
     def send(
-        self, instances: Sequence[OutgoingInstance], before_send: BeforeSend
+        self,
+        instances: Sequence[OutgoingInstance],
+        before_send: BeforeSend,
+        after_send: AfterSend | None = None,
     ) -> dict[int, SendResult]:
         """Send ``instances``; return the result of every instance it tried, by key.
 

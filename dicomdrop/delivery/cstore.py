@@ -22,7 +22,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from dicomdrop.config import DeliveryTarget
-from dicomdrop.delivery.base import BeforeSend, OutgoingInstance, SendResult, client_tls_context
+from dicomdrop.delivery.base import (
+    AfterSend,
+    BeforeSend,
+    OutgoingInstance,
+    SendResult,
+    client_tls_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +83,10 @@ class CStoreSender:
         )
 
     def send(
-        self, instances: Sequence[OutgoingInstance], before_send: BeforeSend
+        self,
+        instances: Sequence[OutgoingInstance],
+        before_send: BeforeSend,
+        after_send: AfterSend | None = None,
     ) -> dict[int, SendResult]:
         """Send in one association; stop at the first answer that says the target is unwell."""
         results: dict[int, SendResult] = {}
@@ -132,6 +141,8 @@ class CStoreSender:
                     break
                 result = status_outcome(int(status.Status))
                 results[instance.key] = result
+                if after_send is not None:
+                    after_send(instance, result)
                 if result.outcome == "retry" or not assoc.is_established:
                     break
         finally:

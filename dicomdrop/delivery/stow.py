@@ -24,6 +24,7 @@ from typing import Any
 
 from dicomdrop.config import DeliveryTarget
 from dicomdrop.delivery.base import (
+    AfterSend,
     BeforeSend,
     Outcome,
     OutgoingInstance,
@@ -78,7 +79,10 @@ class StowSender:
             return int(exc.code), exc.read()
 
     def send(
-        self, instances: Sequence[OutgoingInstance], before_send: BeforeSend
+        self,
+        instances: Sequence[OutgoingInstance],
+        before_send: BeforeSend,
+        after_send: AfterSend | None = None,
     ) -> dict[int, SendResult]:
         """POST ``instances`` in one request; see the module docstring for the outcomes."""
         try:

@@ -150,15 +150,24 @@ class DeliveryWorker:
 
     def _send(self, name: str, sender: Sender, rows: Sequence[DeliveryRow]) -> bool:
         instances = [self._instance(r) for r in rows]
+        recorded: set[int] = set()
+
+        def record_sent(instance: OutgoingInstance, result: SendResult) -> None:
+            if result.outcome == "sent":
+                self.ledger.set_state([instance.key], "sent", result.status)
+                recorded.add(instance.key)
+
         results = sender.send(
-            instances, lambda batch: self.ledger.set_state([i.key for i in batch], "sending")
+            instances,
+            lambda batch: self.ledger.set_state([i.key for i in batch], "sending"),
+            record_sent,
         )
         by_outcome: dict[tuple[str, str], list[int]] = defaultdict(list)
         for key, result in results.items():
             by_outcome[(result.outcome, result.status)].append(key)
         for (outcome, status), keys in by_outcome.items():
             if outcome == "sent":
-                self.ledger.set_state(keys, "sent", status)
+                self.ledger.set_state([k for k in keys if k not in recorded], "sent", status)
             elif outcome == "refused":
                 self.ledger.set_state(keys, "refused", status)
             elif outcome == "retry":
