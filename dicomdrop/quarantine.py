@@ -14,7 +14,6 @@ is as protected as the inbox).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomdrop.errors import DicomdropError
+from dicomdrop.fsutil import write_json_atomic
 
 REASON_FILE = "reason.json"
 
@@ -149,14 +149,3 @@ class Quarantine:
         if entry not in record.entries:
             record.entries.append(entry)
         write_json_atomic(path, record.to_json())
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file, fsync and rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)

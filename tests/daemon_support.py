@@ -20,7 +20,7 @@ from pathlib import Path
 from dicomdrop.config import load_settings
 from dicomdrop.daemon import metrics
 from dicomdrop.daemon.claim import claim_drop
-from dicomdrop.daemon.jobs import FINISHED_STATES
+from dicomdrop.jobs import FINISHED_STATES
 
 
 @dataclass

@@ -23,8 +23,8 @@ from dicomdrop.archives.spool import (
 )
 from dicomdrop.archives.zipwrite import DEFLATED, STORED
 from dicomdrop.config import ArchiveSettings
-from dicomdrop.deid.verify import KIND_UNDECODABLE, build_identity_tokens, verify_entries
 from dicomdrop.errors import ArchiveError
+from dicomdrop.verify.scan import KIND_UNDECODABLE, build_identity_tokens, verify_entries
 
 INSTANCES = {
     "DD123/study-1/series-1/instance-2.dcm": af.dicom_bytes(2),

@@ -13,8 +13,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 
-from dicomdrop.deid.codestream import fragments, text_segments
-from dicomdrop.deid.verify import build_identity_tokens, scan_bytes, scan_dataset
+from dicomdrop.verify.codestream import fragments, text_segments
+from dicomdrop.verify.scan import build_identity_tokens, scan_bytes, scan_dataset
 
 from .test_verify import clean_dataset, written
 

@@ -17,9 +17,10 @@ from daemon_support import MemoryJobRegistry, claim_all
 
 from dicomdrop.config import Settings
 from dicomdrop.daemon import claim as claim_module
-from dicomdrop.daemon.claim import claim_drop, claim_name, new_job_id, tree_digests
+from dicomdrop.daemon.claim import claim_drop, claim_name, tree_digests
 from dicomdrop.daemon.recovery import adopt_orphans, recover_interrupted_copies
 from dicomdrop.errors import ClaimError
+from dicomdrop.jobs import new_job_id
 
 
 def make_drop(inbox: Path, name: str = "study", files: int = 3) -> Path:

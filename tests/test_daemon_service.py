@@ -371,7 +371,7 @@ def test_housekeeping_runs_at_start_and_a_failure_does_not_stop_the_daemon(
 def test_retention_removes_only_originals_older_than_the_limit(tmp_path: Path):
     from datetime import UTC, datetime, timedelta
 
-    from dicomdrop.pipeline import purge_originals
+    from dicomdrop.runner import purge_originals
 
     settings = daemon_settings(tmp_path)
     old, new = settings.paths.originals / "old-job", settings.paths.originals / "new-job"

@@ -6,6 +6,7 @@ no trace of the patients, and nothing sent twice across a target outage and a SI
 from __future__ import annotations
 
 import sqlite3
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +29,11 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     server.stop()
 
 
-def targets(scp_port: int, stow_url: str | None) -> str:
-    text = (
-        "[delivery]\nretry_initial_seconds = 0.5\nretry_max_seconds = 1.0\n"
+def targets(scp_port: int, stow_url: str | None, *, outbox: bool = False) -> str:
+    text = "[delivery]\nretry_initial_seconds = 0.5\nretry_max_seconds = 1.0\n"
+    if outbox:
+        text += '[[delivery.targets]]\nname = "outbox"\nkind = "outbox"\n'
+    text += (
         "[[delivery.targets]]\n"
         f'name = "pacs"\nkind = "cstore"\nhost = "127.0.0.1"\nport = {scp_port}\n'
         'called_ae_title = "STORESCP"\ntimeout_seconds = 10.0\n'
@@ -64,7 +67,7 @@ def test_storescu_in_cstore_and_stow_out_deidentified_with_exact_counts(
     scp = StoreSCP(tmp_path / "scp")
     port = free_port()
     config = network_installation(
-        tmp_path / "dd", port=port, extra=targets(scp.port, orthanc.dicomweb)
+        tmp_path / "dd", port=port, extra=targets(scp.port, orthanc.dicomweb, outbox=True)
     )
     settings = load_settings(config)
     table = JobTable(settings)
@@ -93,7 +96,12 @@ def test_storescu_in_cstore_and_stow_out_deidentified_with_exact_counts(
         counts = deliveries(settings)
         assert counts[("pacs", "sent")] == 7 and counts[("web", "sent")] == 7
         assert counts[("max_attempts", "pacs")] == 1 and counts[("max_attempts", "web")] == 1
-        assert list(settings.paths.outbox.glob("*.zip")) == []  # no outbox target
+        # The outbox target gets the same verified instances as archives.
+        archives = sorted(settings.paths.outbox.glob("*.zip"))
+        assert len(archives) == 2
+        with zipfile.ZipFile(archives[0]) as a, zipfile.ZipFile(archives[1]) as b:
+            members = [n for n in a.namelist() + b.namelist() if n.endswith(".dcm")]
+        assert len(members) == 7
         outgoing = settings.paths.data / "outgoing"
         wait_until(
             lambda: not [p for p in outgoing.iterdir() if p.name != ".incoming"], 20, "clean"

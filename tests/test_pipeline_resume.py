@@ -12,7 +12,8 @@ from corpus import MUELLER, SMITH_JOAN, write_series
 
 from dicomdrop.cli import main
 from dicomdrop.config import Settings, load_settings
-from dicomdrop.pipeline import Pipeline, claim_copy
+from dicomdrop.pipeline import Pipeline
+from dicomdrop.runner import claim_copy
 from dicomdrop.secret import load_key
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
@@ -39,12 +40,12 @@ def setup_job(tmp_path: Path, output_format: str = "zip") -> tuple[Settings, Sto
         ("dicomdrop.pipeline.unpack_drop", "zip"),
         ("dicomdrop.pipeline.sort_tree", "zip"),
         ("dicomdrop.pipeline.deidentify_group", "zip"),
-        ("dicomdrop.pipeline.verify_entries", "zip"),  # zip: outputs spooled, then packed
-        ("dicomdrop.pipeline.pack_spooled", "zip"),
+        ("dicomdrop.stages.verify.verify_entries", "zip"),  # zip: outputs spooled, then packed
+        ("dicomdrop.delivery.outbox.pack_spooled", "zip"),
         ("dicomdrop.pipeline.write_json_atomic", "zip"),
         ("dicomdrop.pipeline.deidentify_group", "7z"),  # 7z: outputs written as a tree
-        ("dicomdrop.pipeline.verify_tree", "7z"),
-        ("dicomdrop.pipeline.pack_tree", "7z"),
+        ("dicomdrop.stages.verify.verify_tree", "7z"),
+        ("dicomdrop.delivery.outbox.pack_tree", "7z"),
     ],
 )
 def test_crash_then_resume_delivers_each_patient_exactly_once(

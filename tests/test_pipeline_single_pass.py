@@ -16,15 +16,15 @@ from pydicom.data import get_testdata_file
 
 from dicomdrop.cli import main
 from dicomdrop.config import DeidSettings, ScreenSettings, load_settings
-from dicomdrop.deid.verify import (
+from dicomdrop.stages.deidentify import deidentify_group, make_executor
+from dicomdrop.stages.group import group_instances
+from dicomdrop.stages.screen import screen_files
+from dicomdrop.verify.scan import (
     KIND_UNDECODABLE,
     build_identity_tokens,
     scan_bytes,
     verify_tree,
 )
-from dicomdrop.stages.deidentify import deidentify_group, make_executor
-from dicomdrop.stages.group import group_instances
-from dicomdrop.stages.screen import screen_files
 
 SCREEN = ScreenSettings()
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"

@@ -1,4 +1,4 @@
-"""Grouping a drop's DICOM files by patient: per top folder, split by PatientID and name."""
+"""Grouping a drop's DICOM files by patient: by PatientID and name across the whole drop."""
 
 from __future__ import annotations
 
@@ -93,10 +93,37 @@ def test_flat_drop_groups_by_patient_at_the_root(tmp_path):
 
     result = group_instances(tmp_path, [tmp_path / "1.dcm", Path("2.dcm"), Path("sub/3.dcm")])
 
-    assert [(g.key, g.folder, g.patient_id) for g in result.groups] == [
-        ("root#1", "", "PID0001"),
-        ("root#2", "", "PID0002"),
-        ("f1#1", "sub", "PID0001"),
+    assert [(g.key, g.folder, g.patient_id, g.files) for g in result.groups] == [
+        ("root#1", "", "PID0001", (Path("1.dcm"), Path("sub/3.dcm"))),
+        ("root#2", "", "PID0002", (Path("2.dcm"),)),
+    ]
+
+
+def test_one_patient_in_several_top_folders_is_one_group(tmp_path):
+    write_instance(tmp_path / "CT" / "1.dcm", patient=1, study=1)
+    write_instance(tmp_path / "MR" / "1.dcm", patient=1, study=2, Modality="MR")
+    write_instance(tmp_path / "MR" / "2.dcm", patient=2)
+    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.dcm"))
+
+    groups = group_instances(tmp_path, files).groups
+
+    assert [(g.key, g.patient_id, g.files) for g in groups] == [
+        ("f1#1", "PID0001", (Path("CT/1.dcm"), Path("MR/1.dcm"))),
+        ("f2#1", "PID0002", (Path("MR/2.dcm"),)),
+    ]
+    assert groups[0].study_uids == ("2.25.101", "2.25.102")
+
+
+def test_files_without_any_identity_stay_apart_per_top_folder(tmp_path):
+    write_instance(tmp_path / "a" / "1.dcm", PatientID="", PatientName="")
+    write_instance(tmp_path / "b" / "1.dcm", patient=2, PatientID="", PatientName="")
+    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.dcm"))
+
+    groups = group_instances(tmp_path, files).groups
+
+    assert [(g.key, g.files) for g in groups] == [
+        ("f1#1", (Path("a/1.dcm"),)),
+        ("f2#1", (Path("b/1.dcm"),)),
     ]
 
 

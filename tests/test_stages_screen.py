@@ -148,3 +148,44 @@ def test_screen_files_splits_passed_and_rejected(tmp_path):
         (Path("b.dcm"), "screen.burned_in"),
         (Path("c.dcm"), "screen.unreadable"),
     ]
+
+
+def test_a_rule_reading_an_element_the_header_read_did_not_load_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicomdrop.stages.group import read_header, read_headers
+    from dicomdrop.stages.screen import SCREEN_TAGS, UnloadedElementError
+
+    ds = instance(PatientName="Doe^Jane", StudyInstanceUID="2.25.8", Manufacturer=None)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CT_STORAGE
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(tmp_path / "1.dcm", enforce_file_format=True)
+
+    header = read_header(tmp_path / "1.dcm", SCREEN_TAGS)
+    assert header.get("Modality") == "CT"
+    assert header.get("Manufacturer", "absent") == "absent"  # loaded, and not in the file
+    # Read without the screening elements: a rule asking for one is a bug, not "absent".
+    header = read_header(tmp_path / "1.dcm")
+    with pytest.raises(UnloadedElementError, match="SCREEN_TAGS"):
+        screen_instance(header, SETTINGS)
+    with pytest.raises(UnloadedElementError):
+        header.get("StudyDate")
+    # The group stage's reader does not turn the bug into an "unreadable file".
+    monkeypatch.setattr("dicomdrop.stages.group.SCREEN_TAGS", ("Modality",))
+    with pytest.raises(UnloadedElementError):
+        read_headers(tmp_path, [Path("1.dcm")], SETTINGS)
+
+
+def test_split_verdicts_needs_one_verdict_per_file() -> None:
+    from dicomdrop.stages.screen import SCREEN_MESSAGES, ScreenVerdict, split_verdicts
+
+    files = [Path("a"), Path("b"), Path("c")]
+    burned = ScreenVerdict("screen.burned_in", "x")
+    passed, held = split_verdicts(files, [None, burned, None])
+    assert passed == [Path("a"), Path("c")]
+    assert held == {"screen.burned_in": ("b",)}
+    assert "screen.burned_in" in SCREEN_MESSAGES
+    with pytest.raises(ValueError):
+        split_verdicts(files, [None])

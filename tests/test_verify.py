@@ -15,7 +15,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicomdrop.deid.verify import (
+from dicomdrop.errors import VerificationError
+from dicomdrop.verify.scan import (
     KIND_UNDECODABLE,
     Finding,
     build_identity_tokens,
@@ -26,7 +27,6 @@ from dicomdrop.deid.verify import (
     scan_paths,
     verify_tree,
 )
-from dicomdrop.errors import VerificationError
 
 NAME = "Müller-Lüdenscheidt^Hans Peter^^Dr"
 PATIENT_ID = "PID4711X"
@@ -478,7 +478,7 @@ def test_a_latin1_name_in_a_private_sequence_of_an_implicit_file_is_found(tmp_pa
 
 
 def test_bytes_that_are_not_items_are_not_read_as_items():
-    from dicomdrop.deid.rawwalk import walk_items
+    from dicomdrop.dicomio.rawwalk import walk_items
 
     assert walk_items(b"\xfe\xff\x00\xe0\xff\x00\x00\x00garbage", "x", ("iso8859",)) == ([], [])
     assert walk_items(b"", "x", ("iso8859",)) == ([], [])

@@ -19,8 +19,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicomdrop.deid.rawwalk import RawWalkError, walk
-from dicomdrop.deid.verify import build_identity_tokens, scan_bytes, scan_dataset
+from dicomdrop.dicomio.rawwalk import RawWalkError, walk
+from dicomdrop.verify.scan import build_identity_tokens, scan_bytes, scan_dataset
 
 NAME = "Zyzzmüller^Bartholomew"
 PATIENT_ID = "QX-77123"

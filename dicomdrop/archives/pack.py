@@ -29,10 +29,13 @@ from dicomdrop.archives.target import CHUNK_SIZE
 from dicomdrop.archives.zipwrite import DEFLATED, STORED, ZipWriter
 from dicomdrop.config import ArchiveSettings
 from dicomdrop.errors import ArchiveError
+from dicomdrop.fsutil import fsync_dir
 
 logger = logging.getLogger(__name__)
 
 INCOMING_DIR: Final = ".incoming"
+#: The name suffix of each output format: the one table the packers and deliverers use.
+OUTPUT_SUFFIXES: Final = {"zip": ".zip", "7z": ".7z", "folder": ""}
 # 1980-01-01 00:00:00, the earliest date a zip header can hold: no acquisition time leaks out.
 FIXED_DATE_TIME: Final = (1980, 1, 1, 0, 0, 0)
 _FIXED_EPOCH_SECONDS: Final = 315532800
@@ -50,7 +53,7 @@ def pack_tree(tree: Path, dest_dir: Path, stem: str, settings: ArchiveSettings) 
     files and folders.
     """
     _check_stem(stem)
-    suffix = {"zip": ".zip", "7z": ".7z", "folder": ""}[settings.output_format]
+    suffix = OUTPUT_SUFFIXES[settings.output_format]
     final, staging = _staging_for(dest_dir, stem, suffix)
     files = _tree_files(tree)
     try:
@@ -64,7 +67,7 @@ def pack_tree(tree: Path, dest_dir: Path, stem: str, settings: ArchiveSettings) 
     except BaseException:
         _remove(staging)
         raise
-    _fsync_dir(dest_dir)
+    fsync_dir(dest_dir)
     logger.info("packed %d files as %s", len(files), settings.output_format)
     return final
 
@@ -85,7 +88,7 @@ def pack_spooled(
     if settings.output_format != "zip":
         raise ValueError("spooled entries are packed into zip archives only")
     _check_stem(stem)
-    final, staging = _staging_for(dest_dir, stem, ".zip")
+    final, staging = _staging_for(dest_dir, stem, OUTPUT_SUFFIXES["zip"])
     items: list[tuple[str, SpooledEntry | bytes]] = [*entries, *files.items()]
     for name, _ in items:
         if not name or name.startswith("/") or ".." in PurePosixPath(name).parts:
@@ -110,7 +113,7 @@ def pack_spooled(
     except BaseException:
         _remove(staging)
         raise
-    _fsync_dir(dest_dir)
+    fsync_dir(dest_dir)
     logger.info("packed %d files as zip", len(items))
     return final
 
@@ -214,7 +217,7 @@ def _copy_folder(tree: Path, files: list[PurePosixPath], staging: Path) -> None:
             out.flush()
             os.fsync(out.fileno())
     for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True):
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def _publish(staging: Path, final: Path) -> None:
@@ -251,11 +254,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

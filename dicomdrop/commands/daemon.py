@@ -15,12 +15,13 @@ from dicomdrop.commands import Context, add_config_option
 from dicomdrop.config import Settings
 from dicomdrop.daemon.settle import CLAIM_PREFIX, is_drop_name
 from dicomdrop.errors import ConfigError
+from dicomdrop.jobs import JobState
 
 log = logging.getLogger(__name__)
 
 #: Job states, as the store knows them.
-JOB_STATES = ("claimed", "running", "delivered", "quarantined", "failed", "waiting")
-FINISHED = ("delivered", "quarantined", "failed")
+JOB_STATES = tuple(JobState)
+FINISHED = tuple(s for s in JobState if s.done)
 
 
 def register(sub: Any) -> None:
@@ -67,11 +68,12 @@ def _check_folders(settings: Settings) -> None:
 
 def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
+    from dicomdrop.daemon.metrics import MetricsObserver
     from dicomdrop.daemon.recovery import fail_vanished_jobs
     from dicomdrop.daemon.service import Daemon
     from dicomdrop.delivery.worker import DeliveryWorker
     from dicomdrop.network.service import NetworkInbox
-    from dicomdrop.pipeline import run_job
+    from dicomdrop.runner import run_job
     from dicomdrop.store.db import Store
     from dicomdrop.store.jobs import JobStore
 
@@ -92,7 +94,9 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
         daemon = Daemon(
             settings,
             registry=jobs,
-            runner=functools.partial(run_job, ctx.config_path.resolve()),
+            runner=functools.partial(
+                run_job, ctx.config_path.resolve(), observer=MetricsObserver()
+            ),
             resume=resume,
             on_ready=lambda line: print(line, file=sys.stderr, flush=True),
             housekeeping=functools.partial(_purge_originals, settings),
@@ -211,7 +215,7 @@ def _size(n: int) -> str:
 
 
 def _purge_originals(settings: Settings) -> None:
-    from dicomdrop.pipeline import purge_originals
+    from dicomdrop.runner import purge_originals
 
     removed = purge_originals(settings)
     if removed:

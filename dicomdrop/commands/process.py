@@ -5,27 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
 import os
 import sys
 from collections import Counter
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError
-from dicomdrop.logs import quiet_library_output
-from dicomdrop.pipeline import (
-    REPORT_FILE,
-    JobOutcome,
-    Pipeline,
-    claim_copy,
-    process_job,
-    purge_originals,
-)
+from dicomdrop.jobs import REPORT_FILE, JobOutcome
 from dicomdrop.quarantine import Quarantine
+from dicomdrop.runner import JobRunner, claim_copy, purge_originals, run_in_parallel
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
 
@@ -148,23 +139,27 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         jobs = JobStore(store)
         if workers > 1 and len(args.paths) > 1:
             # Several drops: one job per worker process, so every stage runs in parallel.
-            outcomes = _run_in_parallel(args.paths, settings, jobs, ctx, workers, progress, args)
+            outcomes = run_in_parallel(
+                args.paths,
+                settings,
+                jobs,
+                ctx.config_path.resolve(),
+                workers,
+                move=args.move,
+                on_done=lambda outcome: progress.step(f"job {outcome.job_id}"),
+            )
         else:
             job_ids = [claim_copy(path, settings, jobs, move=args.move) for path in args.paths]
             # One drop: its files are de-identified and verified by a pool of processes.
-            pipeline = Pipeline(
-                settings,
-                key,
-                store,
-                file_workers=workers,
-                on_stage=lambda job, stage, _: progress.note(f"job {job}: {stage} done"),
+            runner = JobRunner(
+                settings, key, store, file_workers=workers, observer=_ProgressObserver(progress)
             )
             try:
                 for job_id in job_ids:
-                    outcomes.append(pipeline.run(job_id))
+                    outcomes.append(runner.run(job_id))
                     progress.step(f"job {job_id}")
             finally:
-                pipeline.close()
+                runner.close()
         purge_originals(settings)
     finally:
         progress.done()
@@ -176,52 +171,18 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _run_in_parallel(
-    paths: list[Path],
-    settings: Settings,
-    jobs: JobStore,
-    ctx: Context,
-    workers: int,
-    progress: Progress,
-    args: argparse.Namespace,
-) -> list[JobOutcome]:
-    """Claim each drop and hand it to a pool of job processes as soon as it is claimed.
+class _ProgressObserver:
+    """Notes each finished stage on the progress bar."""
 
-    The largest drops go first, so that the pool does not end on one long job while the other
-    workers idle; the workers start (and import) while the remaining drops are being claimed.
-    Outcomes are returned in the order of ``paths``.
-    """
-    order = sorted(range(len(paths)), key=lambda i: -_input_size(paths[i]))
-    config = ctx.config_path.resolve()
-    context = _job_process_context()
-    futures: dict[int, Future[JobOutcome]] = {}
-    pool_size = min(workers, len(paths))
-    with ProcessPoolExecutor(
-        pool_size, mp_context=context, initializer=quiet_library_output
-    ) as pool:
-        for i in order:
-            job_id = claim_copy(paths[i], settings, jobs, move=args.move)
-            futures[i] = pool.submit(process_job, config, job_id)
-        for future in as_completed(futures.values()):
-            progress.step(f"job {future.result().job_id}")
-    return [futures[i].result() for i in range(len(paths))]
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
 
+    def stage_finished(self, job_id: str, stage: str, seconds: float) -> None:
+        """Show the stage as done."""
+        self.progress.note(f"job {job_id}: {stage} done")
 
-def _job_process_context() -> multiprocessing.context.BaseContext:
-    """Fork where the platform has it: the job processes start at once with every module
-    already imported (about a second of imports each with spawn). Safe here: this process has
-    no other thread when the pool starts, and the children open their own database connection.
-    """
-    if "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
-
-
-def _input_size(path: Path) -> int:
-    """Bytes of a file, or of the files under a folder (links not followed)."""
-    if not path.is_dir():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    def job_finished(self, outcome: JobOutcome) -> None:
+        """Nothing: the bar steps in the command's loop."""
 
 
 def print_summary(outcomes: list[JobOutcome], settings: Settings) -> None:
@@ -320,16 +281,15 @@ def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
     if not source.exists():
         raise DicomdropError(f"quarantine entry {args.job} holds no files to retry")
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
-    pipeline = Pipeline(settings, ctx.key, store)
+    runner = JobRunner(settings, ctx.key, store, owns_store=True)
     try:
         retry_input = source.with_name(f"retry-{args.job}")
         source.rename(retry_input)
-        job_id = claim_copy(retry_input, settings, JobStore(store), move=True)
+        job_id = runner.claim(retry_input, move=True)
         quarantine.remove(args.job)
-        outcome = pipeline.run(job_id)
+        outcome = runner.run(job_id)
     finally:
-        pipeline.close()
-        store.close()
+        runner.close()
     print_summary([outcome], settings)
     return 0
 

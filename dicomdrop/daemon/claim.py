@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import socket
 import stat
@@ -27,10 +26,11 @@ from pathlib import Path
 from dicomdrop.config import Settings
 from dicomdrop.daemon.settle import CLAIM_PREFIX
 from dicomdrop.errors import ClaimError
+from dicomdrop.fsutil import fsync_dir, write_json_atomic
+from dicomdrop.jobs import JOB_FILE, new_job_id
 
 log = logging.getLogger(__name__)
 
-JOB_FILE = "job.json"
 CLAIM_FILE = "claim.json"
 DROP_FOLDER = "drop"
 STAGING_FOLDER = "drop.partial"
@@ -51,12 +51,6 @@ class ClaimedJob:
     def drop_path(self) -> Path:
         """Where the claimed drop now lives."""
         return self.work_dir / DROP_FOLDER / self.drop_name
-
-
-def new_job_id(now: datetime | None = None) -> str:
-    """A sortable, unique job id: UTC time and a random suffix (``20261125T143000Z-a1b2c3``)."""
-    moment = now or datetime.now(UTC)
-    return f"{moment.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
 def host_id(settings: Settings) -> str:
@@ -163,13 +157,7 @@ def write_job_file(job: ClaimedJob, settings: Settings) -> None:
         "host": host_id(settings),
         "pid": os.getpid(),
     }
-    tmp = job.work_dir / f".{JOB_FILE}.tmp"
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(job.work_dir / JOB_FILE)
-    fsync_dir(job.work_dir)
+    write_json_atomic(job.work_dir / JOB_FILE, record, sync_folder=True)
 
 
 def read_job_file(job_dir: Path) -> dict[str, object] | None:
@@ -179,15 +167,6 @@ def read_job_file(job_dir: Path) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- verified copy ------------------------------------------------------------------------------

@@ -7,12 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-#: States in which a job is done; any other state is unfinished.
-FINISHED_STATES = frozenset({"delivered", "quarantined", "failed"})
-
 #: ``runner(job_id) -> end state`` runs one claimed job to its end; it must be picklable
 #: (a module-level function or a functools.partial of one), as it runs in a worker process.
-JobRunner = Callable[[str], str]
+JobFunction = Callable[[str], str]
 
 
 class JobRecord(Protocol):

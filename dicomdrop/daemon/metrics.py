@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from dicomdrop.jobs import JobOutcome
+
 log = logging.getLogger(__name__)
 
 Labels = tuple[tuple[str, str], ...]
@@ -220,3 +222,25 @@ def collecting() -> Iterator[list[MetricEvent]]:
         yield events
     finally:
         install_sink(previous)
+
+
+class MetricsObserver:
+    """Reports a job runner's stages and outcomes as metrics (``runner.JobObserver``): the
+    daemon hands one to each worker, so the pipeline itself knows nothing of metrics."""
+
+    def stage_finished(self, job_id: str, stage: str, seconds: float) -> None:
+        """Observe a stage's duration."""
+        observe("dicomdrop_stage_duration_seconds", seconds, stage=stage)
+
+    def job_finished(self, outcome: JobOutcome) -> None:
+        """Count a job's quarantines by code and its files by outcome."""
+        for code in outcome.quarantined:
+            count("dicomdrop_quarantines_total", code=code)
+        counts = {
+            "delivered": sum(g.instances for g in outcome.delivered),
+            "quarantined": sum(outcome.quarantined.values()),
+            "deleted": sum(outcome.deleted.values()),
+        }
+        for kind, n in counts.items():
+            if n:
+                count("dicomdrop_files_total", n, outcome=kind)

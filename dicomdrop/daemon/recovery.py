@@ -39,8 +39,9 @@ from dicomdrop.daemon.claim import (
     read_job_file,
     write_job_file,
 )
-from dicomdrop.daemon.jobs import FINISHED_STATES, JobRecord, JobRegistry
+from dicomdrop.daemon.jobs import JobRecord, JobRegistry
 from dicomdrop.daemon.settle import CLAIM_PREFIX
+from dicomdrop.jobs import JobState
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def remove_finished_work(settings: Settings, registry: JobRegistry) -> list[str]
     work = settings.paths.work
     for job_dir in sorted(p for p in work.iterdir() if p.is_dir() and JOB_ID_RE.fullmatch(p.name)):
         record = registry.get(job_dir.name)
-        if record is None or record.state not in FINISHED_STATES | {"waiting"}:
+        if record is None or not JobState(record.state).at_rest:
             continue
         if _owner(job_dir) != me:
             continue

@@ -34,7 +34,7 @@ from dicomdrop.config import LoggingSettings, Settings
 from dicomdrop.daemon import metrics as metric_events
 from dicomdrop.daemon.claim import claim_drop, host_id, read_job_file
 from dicomdrop.daemon.http import MonitoringServer
-from dicomdrop.daemon.jobs import JobRegistry, JobRunner
+from dicomdrop.daemon.jobs import JobFunction, JobRegistry
 from dicomdrop.daemon.metrics import MetricEvent, Metrics, labels_of
 from dicomdrop.daemon.recovery import (
     adopt_orphans,
@@ -95,7 +95,7 @@ class Daemon:
         settings: Settings,
         *,
         registry: JobRegistry,
-        runner: JobRunner,
+        runner: JobFunction,
         resume: Callable[[], Iterable[str]] | None = None,
         metrics: Metrics | None = None,
         free_space: FreeSpace = free_bytes,
@@ -484,11 +484,11 @@ def _die_with_daemon(daemon_pid: int) -> None:
         os._exit(1)  # the daemon died before the request above took effect
 
 
-def _warm_up(runner: JobRunner) -> None:
+def _warm_up(runner: JobFunction) -> None:
     """Nothing: receiving ``runner`` imports its module (the pipeline) in the worker."""
 
 
-def _run_in_worker(runner: JobRunner, job_id: str) -> tuple[str, list[MetricEvent]]:
+def _run_in_worker(runner: JobFunction, job_id: str) -> tuple[str, list[MetricEvent]]:
     """Run one job in a worker; its metric events travel back with the end state."""
     with metric_events.collecting() as events:
         started = time.monotonic()

@@ -19,6 +19,7 @@ import pydicom
 
 from dicomdrop.config import Settings
 from dicomdrop.delivery.ledger import NewDelivery
+from dicomdrop.fsutil import fsync_dir
 
 INCOMING = ".incoming"
 
@@ -26,14 +27,6 @@ INCOMING = ".incoming"
 def outgoing_root(settings: Settings) -> Path:
     """``[delivery] outgoing``, else ``<paths.data>/outgoing``."""
     return settings.delivery.outgoing or settings.paths.data / "outgoing"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _private_dir(path: Path) -> None:
@@ -65,10 +58,10 @@ def stage(
             finally:
                 os.close(fd)
         for folder in [part, *(p for p in part.rglob("*") if p.is_dir())]:
-            _fsync_dir(folder)
+            fsync_dir(folder)
         _private_dir(root / job_id)
         part.rename(final)
-        _fsync_dir(root / job_id)
+        fsync_dir(root / job_id)
     return describe(root, final)
 
 

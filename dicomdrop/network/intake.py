@@ -15,19 +15,18 @@ from __future__ import annotations
 import errno
 import io
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
 from dicomdrop.config import NetworkSettings, Settings
-from dicomdrop.deid.rawwalk import RawWalkError, walk
+from dicomdrop.dicomio.rawwalk import RawWalkError, walk
+from dicomdrop.jobs import new_job_id
 from dicomdrop.network.receiving import ReceivingArea, new_drop_name, write_durably
 from dicomdrop.quarantine import Quarantine, QuarantineEntry
 
@@ -202,7 +201,7 @@ class NetworkIntake:
     def _record_malformed(self, calling_ae: str, data: bytes, reason: str) -> None:
         """Keep the bytes in quarantine (``network.malformed``) under a job id of their own."""
         self.malformed += 1
-        job_id = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+        job_id = new_job_id()
         name = f"{job_id}.dcm"
         try:
             write_durably(self.area.tmp_path(name), data)

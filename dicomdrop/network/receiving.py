@@ -17,21 +17,14 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dicomdrop.fsutil import fsync_dir
+
 log = logging.getLogger(__name__)
 
 OPEN = "open"
 CLOSED = "closed"
 TEMPORARY = ".tmp"
 INSTANCE_SUFFIX = ".dcm"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a new entry or a rename in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def private_dir(path: Path) -> Path:

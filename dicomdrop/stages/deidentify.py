@@ -11,7 +11,7 @@ Files are de-identified in a process pool when more than one worker is configure
 
 Each file is read once: de-identified, encoded to bytes in memory, and, when identity tokens are
 given, those exact bytes are searched by the independent verification scan
-(``dicomdrop.deid.verify.scan_bytes``) before they are written. The findings travel with the
+(``dicomdrop.verify.scan.scan_bytes``) before they are written. The findings travel with the
 outcome; ``verify_tree`` takes them as ``prescanned`` and only walks the tree for paths, the
 manifest and anything else. Only one file's bytes are held in memory per worker.
 """
@@ -42,10 +42,10 @@ from dicomdrop.archives.zipwrite import DEFLATED, STORED
 from dicomdrop.config import ArchiveSettings, DeidSettings
 from dicomdrop.deid.engine import DeidContext, deidentify
 from dicomdrop.deid.profile import Profile, compile_profile
-from dicomdrop.deid.rawwalk import FileElement, RawWalkError, whole_file
-from dicomdrop.deid.verify import Finding, IdentityTokens, scan_bytes
+from dicomdrop.dicomio.encode import encode_dataset
+from dicomdrop.dicomio.rawwalk import FileElement, RawWalkError, whole_file
 from dicomdrop.errors import DicomdropError
-from dicomdrop.stages.encode import encode_dataset
+from dicomdrop.verify.scan import Finding, IdentityTokens, scan_bytes
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,17 @@
 """Group the DICOM files of a drop by patient.
 
-One patient per top-level folder of the drop is the expected layout; a folder (or the drop's
-root, for a flat drop) holding several patients is split by PatientID and normalised
-PatientName. Only headers are read. With screening settings given, each file is screened from
+Files are grouped by PatientID and normalised PatientName across the whole drop: a folder (or
+the drop's root, for a flat drop) holding several patients is split, and one patient's files in
+several top-level folders (a CT and an MR folder, say) form one group, so that the patient gets
+one delivery with one numbering of studies and series. Only files that carry neither a
+PatientID nor a PatientName stay grouped by their top folder (nothing else tells them apart).
+Only headers are read. With screening settings given, each file is screened from
 the same header read (``screen.screen_instance``), so the screen stage reads nothing again.
 
 Group keys are internal and hold no patient data: they number top folders (``f1``, ``f2``... in
 sorted order, ``root`` for files at the top) and groups within a folder (``f1#1``, ``f1#2``),
-because folder names are often patient names.
+because folder names are often patient names; a group spread over several folders is keyed by
+the folder of its first file in path order.
 """
 
 from __future__ import annotations
@@ -30,9 +34,14 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from dicomdrop.config import ScreenSettings
-from dicomdrop.deid.rawwalk import RawWalkError, TopElement, dictionary_vr, top_level
-from dicomdrop.deid.tokens import fold
-from dicomdrop.stages.screen import SCREEN_TAGS, ScreenVerdict, screen_instance
+from dicomdrop.dicomio.rawwalk import RawWalkError, TopElement, dictionary_vr, top_level
+from dicomdrop.stages.screen import (
+    SCREEN_TAGS,
+    ScreenVerdict,
+    UnloadedElementError,
+    screen_instance,
+)
+from dicomdrop.verify.tokens import fold
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +69,8 @@ _SPECIFIC_CHARACTER_SET = 0x00080005
 
 @dataclass(frozen=True)
 class PatientGroup:
-    """The files of one patient in one top folder, with the identity read from their headers.
+    """The files of one patient in the drop, with the identity read from their headers
+    (``folder``: the top folder of its first file).
 
     Single-valued fields hold the first non-empty value seen (files in sorted order); tuples hold
     every distinct value in order of first appearance. ``original_uids`` are the study, series
@@ -87,7 +97,7 @@ class PatientGroup:
 
 
 @dataclass(frozen=True)
-class GroupResult:
+class Grouping:
     """Patient groups, and the files whose header could not be read (relative paths)."""
 
     groups: tuple[PatientGroup, ...]
@@ -220,16 +230,29 @@ class UnreadableHeaderError(ValueError):
 class HeaderValues:
     """The values of the header elements read for grouping and screening, by keyword.
 
-    ``get`` answers as ``Dataset.get`` does for these keywords (None when absent); ``file_meta``
-    is the file meta when pydicom read the file, else None.
+    ``get`` answers as ``Dataset.get`` does for the ``loaded`` keywords (None when absent) and
+    raises ``UnloadedElementError`` for any other: a rule reading an element that was not read
+    must not see "absent" and silently pass. ``file_meta`` is the file meta when pydicom read
+    the file, else None.
     """
 
-    def __init__(self, values: dict[str, Any], file_meta: Dataset | None = None) -> None:
+    def __init__(
+        self,
+        values: dict[str, Any],
+        file_meta: Dataset | None = None,
+        *,
+        loaded: Iterable[str] | None = None,
+    ) -> None:
         self._values = values
+        self._loaded = frozenset(values if loaded is None else loaded)
         self.file_meta = file_meta
 
     def get(self, keyword: str, default: Any = None) -> Any:
         """The value of ``keyword``, or ``default`` when the header does not hold it."""
+        if keyword not in self._loaded:
+            raise UnloadedElementError(
+                f"{keyword} was not read with the header; add it to screen.SCREEN_TAGS"
+            )
         value = self._values.get(keyword)
         return default if value is None else value
 
@@ -247,7 +270,9 @@ def read_header(path: Path, extra_tags: Sequence[str] = ()) -> HeaderValues:
         if header is None:
             ds = dcmread(path, force=True, stop_before_pixels=True, specific_tags=keywords)
             # converted now, so a bad value fails here and not later
-            header = HeaderValues({k: ds.get(k) for k in keywords}, ds.get("file_meta"))
+            header = HeaderValues(
+                {k: ds.get(k) for k in keywords}, ds.get("file_meta"), loaded=keywords
+            )
     if not _text(header, "SOPClassUID") or not _text(header, "StudyInstanceUID"):
         raise UnreadableHeaderError("SOPClassUID or StudyInstanceUID missing")
     return header
@@ -296,7 +321,7 @@ def _read_raw_header(path: Path, keywords: Sequence[str]) -> HeaderValues | None
             ds.set_original_encoding(implicit, True)
         ds[tag] = _raw_element(tag, element, implicit)
         values[keyword] = ds.get(keyword)  # converted now, so a bad value fails here
-    return HeaderValues(values)
+    return HeaderValues(values, loaded=keywords)
 
 
 def _raw_element(tag: int, element: TopElement, implicit: bool) -> RawDataElement:
@@ -331,6 +356,8 @@ def read_headers(
             ds = read_header(root / relative, extra_tags)
             verdict = screen_instance(ds, screen) if screen is not None else None
             headers.append(_header(relative, ds, verdict))
+        except UnloadedElementError:
+            raise  # a rule that reads what was not loaded is a bug, not a bad file
         except Exception:  # any read failure: reported as unreadable, the job goes on
             headers.append(None)
     return headers
@@ -342,7 +369,7 @@ def group_instances(
     screen: ScreenSettings | None = None,
     *,
     executor: Executor | None = None,
-) -> GroupResult:
+) -> Grouping:
     """Group ``dicom_files`` (relative to ``root``, or absolute under it) by patient.
 
     Files directly under ``root`` form groups of folder ``""``. A file whose header cannot be
@@ -357,21 +384,29 @@ def group_instances(
         headers = [header for part in parts for header in part]
     else:
         headers = read_headers(root, relatives, screen)
-    by_folder: dict[str, dict[tuple[str, str], _Collector]] = {}
+    patients: dict[tuple[str, ...], _Collector] = {}
     unreadable: list[Path] = []
+    folders: set[str] = set()
     for relative, header in zip(relatives, headers, strict=True):
         if header is None:
             unreadable.append(relative)
             continue
         folder = relative.parts[0] if len(relative.parts) > 1 else ""
-        patients = by_folder.setdefault(folder, {})
-        collector = patients.setdefault(header.identity, _Collector(folder, screen is not None))
+        folders.add(folder)
+        # One patient, one group in the whole drop; without any identity, one per top folder.
+        patient = header.identity if any(header.identity) else (folder, *header.identity)
+        collector = patients.get(patient)
+        if collector is None:
+            collector = patients[patient] = _Collector(folder, screen is not None)
         collector.add(header)
+    by_folder: dict[str, list[_Collector]] = {}
+    for collector in patients.values():
+        by_folder.setdefault(collector.folder, []).append(collector)
     groups = []
-    named_folders = sorted(f for f in by_folder if f)
+    named_folders = sorted(f for f in folders if f)
     for folder in sorted(by_folder):
         label = f"f{named_folders.index(folder) + 1}" if folder else "root"
-        for number, collector in enumerate(by_folder[folder].values(), start=1):
+        for number, collector in enumerate(by_folder[folder], start=1):
             groups.append(collector.build(f"{label}#{number}"))
     logger.info("group: %d patient groups, %d unreadable files", len(groups), len(unreadable))
-    return GroupResult(tuple(groups), tuple(unreadable))
+    return Grouping(tuple(groups), tuple(unreadable))

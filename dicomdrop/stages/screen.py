@@ -15,6 +15,11 @@ In order, the first rule that matches decides:
 
 Comparisons ignore case and surrounding spaces. The list rules are off when their list is empty
 (an empty ``allowed_modalities`` allows every modality). Messages never repeat a free-text value.
+
+This module owns screening whole: the rules, the elements they read (``SCREEN_TAGS``: the group
+stage loads exactly these with its one header read, and reading any other element from that
+read raises ``UnloadedElementError`` instead of answering "absent", which would let a rule fail
+open), the verdicts sorted per group (``split_verdicts``) and the quarantine messages per code.
 """
 
 from __future__ import annotations
@@ -48,6 +53,24 @@ SCREEN_TAGS = (
     "ManufacturerModelName",
     "Modality",
 )
+
+
+#: The quarantine message of each screening code (reason.json; docs/quarantine.md lists them).
+SCREEN_MESSAGES = {
+    "screen.unreadable": "instances whose DICOM header cannot be read",
+    "screen.burned_in": "instances with burned-in annotation",
+    "screen.screen_capture": "screen captures (ImageType or SeriesDescription SAVE)",
+    "screen.patient_protocol": "patient protocol series",
+    "screen.sop_class": "SOP classes that are not delivered (e.g. Secondary Capture)",
+    "screen.suspect_manufacturer": "instances from a suspect manufacturer or model",
+    "screen.modality": "modality missing or not in the allowed list",
+    "screen.duplicate_uid": "instances that share their SOPInstanceUID with a different instance",
+}
+
+
+class UnloadedElementError(KeyError):
+    """A rule read an element that the header read did not load: a programming error (add the
+    keyword to ``SCREEN_TAGS``), raised so that the rule cannot silently never fire."""
 
 
 class Screened(Protocol):
@@ -198,3 +221,22 @@ def screen_files(root: Path, files: Sequence[Path], settings: ScreenSettings) ->
     codes = sorted({verdict.code for _, verdict in rejected})
     logger.info("screen: %d passed, %d held back %s", len(passed), len(rejected), codes)
     return ScreenResult(tuple(passed), tuple(rejected))
+
+
+def split_verdicts(
+    files: Sequence[Path], verdicts: Sequence[ScreenVerdict | None]
+) -> tuple[list[Path], dict[str, tuple[str, ...]]]:
+    """Split a group's ``files`` by the ``verdicts`` taken while their headers were read: the
+    files that passed, and the held-back files by code.
+
+    Without exactly one verdict per file this raises (strict zip), and the group is quarantined:
+    no file goes on unscreened.
+    """
+    passed: list[Path] = []
+    rejected: dict[str, list[str]] = {}
+    for relative, verdict in zip(files, verdicts, strict=True):
+        if verdict is None:
+            passed.append(relative)
+        else:
+            rejected.setdefault(verdict.code, []).append(str(relative))
+    return passed, {code: tuple(files) for code, files in rejected.items()}

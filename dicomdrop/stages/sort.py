@@ -25,7 +25,7 @@ from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
 from dicomdrop.config import SortSettings
-from dicomdrop.deid.rawwalk import RawWalkError, file_meta
+from dicomdrop.dicomio.rawwalk import RawWalkError, file_meta
 from dicomdrop.errors import QuarantineError
 
 logger = logging.getLogger(__name__)

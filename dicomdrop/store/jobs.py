@@ -17,13 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dicomdrop.errors import StoreError
+from dicomdrop.jobs import FINISHED_STATES, JobState
 from dicomdrop.store.db import Store
 from dicomdrop.store.models import Job, JobEvent, utcnow
 
 logger = logging.getLogger(__name__)
 
-JOB_STATES = ("claimed", "running", "delivered", "quarantined", "failed", "waiting")
-FINISHED_STATES = frozenset({"delivered", "quarantined", "failed"})
+JOB_STATES = tuple(state.value for state in JobState)
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,14 @@ def _record(job: Job) -> JobRecord:
     )
 
 
-def _check_state(state: str) -> None:
+def _check_state(state: str) -> str:
+    """``state`` as the plain string stored; raises StoreError for an unknown state."""
     if state not in JOB_STATES:
         raise StoreError(
             f"unknown job state {state!r}; use one of {', '.join(JOB_STATES)}",
             code="jobs.bad_state",
         )
+    return JobState(state).value
 
 
 class JobStore:
@@ -82,7 +84,7 @@ class JobStore:
 
     def create(self, job_id: str, *, drop_name: str, state: str = "claimed") -> None:
         """Record a newly claimed job. Raises StoreError if the id exists."""
-        _check_state(state)
+        state = _check_state(state)
         try:
             with self.store.session() as session:
                 now = utcnow()
@@ -111,7 +113,7 @@ class JobStore:
         message: str | None = None,
     ) -> None:
         """Change the job's state (and stage, error code and PHI-free message, when given)."""
-        _check_state(state)
+        state = _check_state(state)
         with self.store.session() as session:
             job = self._job(session, job_id)
             now = utcnow()
@@ -180,7 +182,9 @@ class JobStore:
     def unfinished(self) -> builtins.list[JobRecord]:
         """Jobs not delivered, quarantined or failed, oldest first."""
         query = (
-            select(Job).where(Job.state.not_in(sorted(FINISHED_STATES))).order_by(Job.created_at)
+            select(Job)
+            .where(Job.state.not_in(sorted(s.value for s in FINISHED_STATES)))
+            .order_by(Job.created_at)
         )
         with self.store.session(readonly=True) as session:
             return [_record(j) for j in session.scalars(query)]

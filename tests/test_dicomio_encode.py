@@ -14,9 +14,9 @@ from pydicom.data import get_testdata_files
 from dicomdrop.config import DeidSettings
 from dicomdrop.deid.engine import DeidContext, deidentify
 from dicomdrop.deid.profile import compile_profile
-from dicomdrop.deid.rawwalk import RawWalkError, whole_file
+from dicomdrop.dicomio.encode import encode_dataset
+from dicomdrop.dicomio.rawwalk import RawWalkError, whole_file
 from dicomdrop.stages.deidentify import read_dataset
-from dicomdrop.stages.encode import encode_dataset
 
 CONTEXT = DeidContext(pseudonym="DD42", key=b"k" * 32, profile=compile_profile(DeidSettings()))
 

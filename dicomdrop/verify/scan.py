@@ -12,7 +12,7 @@ private elements, file meta, the preamble), and every path component of the outp
 - Pixel data (PixelData, FloatPixelData, DoubleFloatPixelData, OverlayData) is image content, not
   text, and is skipped; burned-in text is the screening stage's concern. Of encapsulated
   pixel data, the codestream header segments that hold text (JPEG COM and APPn, JPEG 2000 COM)
-  are searched (``dicomdrop.deid.codestream``).
+  are searched (``dicomdrop.verify.codestream``).
 - Binary numbers (US, SS, UL, SL, UV, SV, FL, FD, AT) are numbers, not text, and are skipped.
 - Anything that cannot be read is a finding of kind ``undecodable``: a value pydicom cannot
   convert, text that decodes neither by its character set nor as UTF-8, a file with a DICOM
@@ -46,10 +46,10 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from dicomdrop.archives.spool import SpooledEntry, read_spooled
-from dicomdrop.deid.codestream import text_segments
-from dicomdrop.deid.rawwalk import RawValue, RawWalkError, walk, walk_items
-from dicomdrop.deid.tokens import IdentityTokens, SkippedToken, build_identity_tokens, fold
+from dicomdrop.dicomio.rawwalk import RawValue, RawWalkError, walk, walk_items
 from dicomdrop.errors import VerificationError
+from dicomdrop.verify.codestream import text_segments
+from dicomdrop.verify.tokens import IdentityTokens, SkippedToken, build_identity_tokens, fold
 
 __all__ = [
     "KIND_UNDECODABLE",

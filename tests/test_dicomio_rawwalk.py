@@ -14,10 +14,10 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from dicomdrop.config import ScreenSettings
-from dicomdrop.deid.rawwalk import RawWalkError, file_meta, top_level, walk
-from dicomdrop.deid.verify import build_identity_tokens, scan_bytes, scan_dataset
+from dicomdrop.dicomio.rawwalk import RawWalkError, file_meta, top_level, walk
 from dicomdrop.stages.group import HEADER_TAGS, _read_raw_header, _text
 from dicomdrop.stages.screen import SCREEN_TAGS, screen_instance
+from dicomdrop.verify.scan import build_identity_tokens, scan_bytes, scan_dataset
 
 from .factories import make_phi_instance
 

@@ -1,0 +1,55 @@
+"""Delivery into the outbox folder: a zip, a 7z or a folder tree per patient group.
+
+Packing is the archives package's job (``archives.pack``); this deliverer decides the final
+name, clears what an interrupted publish left in ``outbox/.incoming``, and treats an output
+found under its final name as proof of delivery (publishing is a single rename or link, so a
+final name exists only for a complete output).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from dicomdrop.archives.pack import INCOMING_DIR, OUTPUT_SUFFIXES, pack_spooled, pack_tree
+from dicomdrop.config import ArchiveSettings
+from dicomdrop.delivery import Payload
+
+
+class OutboxDeliverer:
+    """Publishes into ``outbox`` in ``settings.output_format``."""
+
+    def __init__(self, outbox: Path, settings: ArchiveSettings) -> None:
+        self.outbox = outbox
+        self.settings = settings
+        self.suffix = OUTPUT_SUFFIXES[settings.output_format]
+
+    @property
+    def spools_zip_entries(self) -> bool:
+        """Zip archives are written from entries compressed while de-identifying."""
+        return self.settings.output_format == "zip"
+
+    def name_for(self, stem: str) -> str:
+        """``<stem>.zip``, ``<stem>.7z`` or ``<stem>`` (a folder)."""
+        return f"{stem}{self.suffix}"
+
+    def delivered(self, stem: str) -> str | None:
+        """The final name when it exists in the outbox; removes staging leftovers of ``stem``."""
+        name = self.name_for(stem)
+        # A crash while packing leaves a staging file: remove this archive's leftovers.
+        for stale in (self.outbox / INCOMING_DIR).glob(f"{name}.*.part"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        return name if (self.outbox / name).exists() else None
+
+    def publish(self, payload: Payload, stem: str) -> str:
+        """Pack ``payload`` into the outbox under :meth:`name_for`; the published name."""
+        if payload.spooled:
+            final = pack_spooled(
+                payload.entries, payload.files_in_memory, self.outbox, stem, self.settings
+            )
+        else:
+            final = pack_tree(payload.tree, self.outbox, stem, self.settings)
+        return final.name

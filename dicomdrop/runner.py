@@ -1,0 +1,245 @@
+"""The one way to run a job: from the daemon's workers, ``dicomdrop process`` and ``quarantine
+retry`` alike.
+
+A runner holds what a process needs to run jobs (settings, key, a store connection, the
+pipeline) and reports to an observer, so that the pipeline needs neither the daemon's metrics
+nor the command's progress bar: the daemon passes an observer that counts metrics, ``process``
+one that moves its bar. Claiming an input from outside the inbox (by copy or move) and the
+retention of originals live here too: both are about jobs, not about any stage.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from dicomdrop.config import Settings, load_settings
+from dicomdrop.errors import ClaimError
+from dicomdrop.fsutil import write_json_atomic
+from dicomdrop.jobs import JOB_FILE, JobOutcome, JobState, new_job_id
+from dicomdrop.logs import quiet_library_output
+from dicomdrop.pipeline import Pipeline, job_dir
+from dicomdrop.secret import load_key
+from dicomdrop.store.db import Store
+from dicomdrop.store.jobs import JobStore
+
+
+class JobObserver(Protocol):
+    """What a runner reports while it runs jobs (methods must not raise)."""
+
+    def stage_finished(self, job_id: str, stage: str, seconds: float) -> None:
+        """A stage of ``job_id`` ended after ``seconds``."""
+
+    def job_finished(self, outcome: JobOutcome) -> None:
+        """This run took a job to rest (not called for a job that was at rest already)."""
+
+
+class JobRunner:
+    """Runs claimed jobs to rest in this process, reporting to ``observer``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        key: bytes,
+        store: Store,
+        *,
+        file_workers: int = 1,
+        observer: JobObserver | None = None,
+        owns_store: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.jobs = JobStore(store)
+        self.observer = observer
+        self._owns_store = owns_store
+        self.pipeline = Pipeline(
+            settings,
+            key,
+            store,
+            file_workers=file_workers,
+            on_stage=None if observer is None else observer.stage_finished,
+        )
+
+    @classmethod
+    def open(cls, config_path: Path, *, observer: JobObserver | None = None) -> JobRunner:
+        """A runner with its own settings, key and store connection (closed by :meth:`close`)."""
+        settings = load_settings(config_path)
+        store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+        key = load_key(settings.security.key_file)
+        return cls(settings, key, store, observer=observer, owns_store=True)
+
+    def claim(self, source: Path, *, move: bool = False) -> str:
+        """Take ``source`` into a new job (see :func:`claim_copy`); the job id."""
+        return claim_copy(source, self.settings, self.jobs, move=move)
+
+    def run(self, job_id: str) -> JobOutcome:
+        """Run (or resume) ``job_id`` to rest; its outcome."""
+        before = self.jobs.get(job_id)
+        outcome = self.pipeline.run(job_id)
+        if self.observer is not None and (before is None or not JobState(before.state).at_rest):
+            self.observer.job_finished(outcome)
+        return outcome
+
+    def close(self) -> None:
+        """Stop the per-file worker pool; close the store when the runner opened it."""
+        self.pipeline.close()
+        if self._owns_store:
+            self.store.close()
+
+
+def run_job(config_path: Path, job_id: str, observer: JobObserver | None = None) -> str:
+    """Run one claimed job in this process (the daemon's worker entry point); its final state."""
+    runner = JobRunner.open(config_path, observer=observer)
+    try:
+        return runner.run(job_id).state
+    finally:
+        runner.close()
+
+
+def process_job(config_path: Path, job_id: str) -> JobOutcome:
+    """Run one claimed job in this process with per-file work in-process; its outcome.
+
+    ``dicomdrop process`` runs several drops in parallel through this function, one job per
+    worker process, so that every stage (not only de-identification) uses all cores. A worker
+    keeps its settings, key and database connection from one job to the next.
+    """
+    return _process_runner(config_path).run(job_id)
+
+
+def run_in_parallel(
+    paths: Sequence[Path],
+    settings: Settings,
+    jobs: JobStore,
+    config_path: Path,
+    workers: int,
+    *,
+    move: bool = False,
+    on_done: Callable[[JobOutcome], None] | None = None,
+) -> list[JobOutcome]:
+    """Claim each input and hand it to a pool of job processes as soon as it is claimed
+    (``on_done`` is called with each outcome as it comes).
+
+    The largest drops go first, so that the pool does not end on one long job while the other
+    workers idle; the workers start (and import) while the remaining drops are being claimed.
+    Outcomes are returned in the order of ``paths``.
+    """
+    order = sorted(range(len(paths)), key=lambda i: -_input_size(paths[i]))
+    futures: dict[int, Future[JobOutcome]] = {}
+    pool_size = min(workers, len(paths))
+    with ProcessPoolExecutor(
+        pool_size, mp_context=_job_process_context(), initializer=quiet_library_output
+    ) as pool:
+        for i in order:
+            job_id = claim_copy(paths[i], settings, jobs, move=move)
+            futures[i] = pool.submit(process_job, config_path, job_id)
+        for future in as_completed(futures.values()):
+            if on_done is not None:
+                on_done(future.result())
+    return [futures[i].result() for i in range(len(paths))]
+
+
+def _job_process_context() -> multiprocessing.context.BaseContext:
+    """Fork where the platform has it: the job processes start at once with every module
+    already imported (about a second of imports each with spawn). Safe here: this process has
+    no other thread when the pool starts, and the children open their own database connection.
+    """
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _input_size(path: Path) -> int:
+    """Bytes of a file, or of the files under a folder (links not followed)."""
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+_runners: dict[Path, JobRunner] = {}
+
+
+def _process_runner(config_path: Path) -> JobRunner:
+    """This process's runner for ``config_path``, made on first use and closed at exit."""
+    runner = _runners.get(config_path)
+    if runner is None:
+        runner = _runners[config_path] = JobRunner.open(config_path)
+        if len(_runners) == 1:
+            atexit.register(_close_runners)
+    return runner
+
+
+def _close_runners() -> None:
+    for runner in _runners.values():
+        runner.close()
+    _runners.clear()
+
+
+def claim_copy(source: Path, settings: Settings, jobs: JobStore, *, move: bool = False) -> str:
+    """Take ``source`` (a folder or archive outside the inbox) into a new job, by copy or move.
+
+    Used by ``dicomdrop process`` and ``quarantine retry``; the daemon claims from the inbox
+    with its own atomic rename.
+    """
+    job_id = new_job_id()
+    folder = job_dir(settings, job_id)
+    target = folder / "drop" / source.name
+    target.parent.mkdir(parents=True)
+    try:
+        if move:
+            shutil.move(source, target)
+        elif source.is_dir():
+            shutil.copytree(source, target, symlinks=True)
+        else:
+            try:
+                # Same file system: a second name for the same bytes, nothing copied. The job
+                # only reads its drop, and moving or deleting the link later leaves the input
+                # alone.
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+    except OSError as exc:
+        # A partial copy must not be adopted later as a drop: the input is still where it
+        # was. After a failed move whose target exists, the input may be partly gone: the
+        # target is kept (no loss), and adopted at the next start of the daemon.
+        if not move or not target.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        # No path in the message: file names inside a drop may name the patient.
+        failures = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else None
+        if isinstance(failures, list):
+            reason = f"{len(failures)} file(s) could not be copied"
+        else:
+            reason = exc.strerror or type(exc).__name__
+        raise ClaimError(f"cannot take an input into the work folder ({reason})") from exc
+    write_json_atomic(
+        folder / JOB_FILE,
+        {
+            "job": job_id,
+            "drop_name": source.name,
+            "claimed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "pid": os.getpid(),
+        },
+    )
+    jobs.create(job_id, drop_name=source.name)
+    return job_id
+
+
+def purge_originals(settings: Settings, *, now: datetime | None = None) -> int:
+    """Delete originals older than ``retention_days``; returns how many jobs were removed."""
+    root = settings.paths.originals
+    if not root.is_dir():
+        return 0
+    limit = (now or datetime.now(UTC)) - timedelta(days=settings.delivery.retention_days)
+    removed = 0
+    for child in root.iterdir():
+        mtime = datetime.fromtimestamp(child.stat().st_mtime, UTC)
+        if mtime <= limit:
+            shutil.rmtree(child, ignore_errors=True)
+            removed += 1
+    return removed

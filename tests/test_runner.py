@@ -1,0 +1,53 @@
+"""The runner: the one way to run a job, reporting stages and outcomes to an observer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from corpus import MUELLER, write_series
+
+from dicomdrop.jobs import JobOutcome, JobState
+from dicomdrop.runner import JobRunner, process_job, run_job
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.stages: list[str] = []
+        self.outcomes: list[JobOutcome] = []
+
+    def stage_finished(self, job_id: str, stage: str, seconds: float) -> None:
+        assert seconds >= 0
+        self.stages.append(stage)
+
+    def job_finished(self, outcome: JobOutcome) -> None:
+        self.outcomes.append(outcome)
+
+
+def test_a_job_reports_its_stages_and_its_outcome_once(config_file: Path, tmp_path: Path) -> None:
+    write_series(tmp_path / "drop" / "a", MUELLER, 1, 1, 2)
+    recorder = Recorder()
+    runner = JobRunner.open(config_file, observer=recorder)
+    try:
+        job_id = runner.claim(tmp_path / "drop")
+        outcome = runner.run(job_id)
+        again = runner.run(job_id)  # at rest: nothing runs, nothing is reported again
+    finally:
+        runner.close()
+    assert outcome.state == again.state == JobState.DELIVERED
+    assert recorder.stages == [
+        "unpack", "sort", "group", "screen", "match", "deid", "verify", "pack", "deliver"
+    ]  # fmt: skip
+    assert [o.job_id for o in recorder.outcomes] == [job_id]
+    assert (tmp_path / "drop").exists()  # claimed by copy
+
+
+def test_the_worker_entry_points_give_the_same_result(config_file: Path, tmp_path: Path) -> None:
+    write_series(tmp_path / "one" / "a", MUELLER, 1, 1, 1)
+    write_series(tmp_path / "two" / "a", MUELLER, 1, 2, 1)
+    runner = JobRunner.open(config_file)
+    try:
+        first, second = runner.claim(tmp_path / "one"), runner.claim(tmp_path / "two")
+    finally:
+        runner.close()
+    assert run_job(config_file, first) == "delivered"
+    assert process_job(config_file, second).state == "delivered"
