@@ -1,6 +1,8 @@
 """The ``dicomdrop`` command line: ``main(argv) -> exit status``.
 
-Exit status: 0 success, 1 operational error (a one-line message on stderr), 2 usage error.
+Exit status: 0 success, 1 operational error (a one-line message on stderr), 2 usage error,
+3 (``process``, ``quarantine retry``) finished, but some inputs were quarantined. ``--json``
+output is documented in docs/cli-json.md.
 ``--config PATH`` is accepted before or after the subcommand.
 """
 

@@ -189,7 +189,8 @@ class SortSettings:
 
     blacklist_extensions: tuple[str, ...] = tuple(
         [
-            "pdf", "doc", "docx", "txt", "csv", "xls", "xlsx", "rtf", "jpg", "jpeg", "png",
+            "pdf", "doc", "docx", "txt", "csv", "xls", "xlsx", "ppt", "pptx", "odt", "ods",
+            "odp", "odg", "rtf", "jpg", "jpeg", "png",
             "bmp", "gif", "tif", "tiff", "xml", "html", "htm", "json", "mp4", "avi",
             ".DS_Store", "Thumbs.db",
         ]
@@ -277,9 +278,13 @@ class DeliveryTarget:
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    """Delivery of outputs and retention of originals."""
+    """Delivery of outputs, retention of originals, and who may read the outbox and write the
+    inbox (the systemd unit's ``UMask=0077`` would otherwise make every delivery 0600)."""
 
     retention_days: int = _num(30, minimum=0)
+    file_mode: int = _num(0o640, minimum=0, maximum=0o777)
+    group: str = ""
+    inbox_mode: int = _num(0o700, minimum=0, maximum=0o7777)
     # No targets: the outbox alone (as before targets existed).
     targets: tuple[DeliveryTarget, ...] = ()
     retry_initial_seconds: float = _num(5.0, minimum=0.1)

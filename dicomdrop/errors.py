@@ -30,6 +30,12 @@ class ConfigError(DicomdropError):
     code = "config.invalid"
 
 
+class PortInUseError(ConfigError):
+    """A configured port (e.g. ``[daemon] http_port``) is taken by another program."""
+
+    code = "config.port_in_use"
+
+
 class KeyFileError(DicomdropError):
     """The secret key file is missing, unreadable, malformed or readable by others."""
 

@@ -37,6 +37,11 @@ class JobState(StrEnum):
     QUARANTINED = "quarantined"
     FAILED = "failed"
     WAITING = "waiting"  # a patient waits for a person (ambiguous match): retried by hand
+    # An operator retried the job's quarantined files as a new job, or released (deleted) its
+    # quarantine entry after review: the job is over for good, so it neither waits nor stays
+    # among the recent errors of ``status``.
+    RETRIED = "retried"
+    RELEASED = "released"
 
     @property
     def done(self) -> bool:
@@ -50,7 +55,15 @@ class JobState(StrEnum):
 
 
 #: States of jobs finished for good.
-FINISHED_STATES = frozenset({JobState.DELIVERED, JobState.QUARANTINED, JobState.FAILED})
+FINISHED_STATES = frozenset(
+    {
+        JobState.DELIVERED,
+        JobState.QUARANTINED,
+        JobState.FAILED,
+        JobState.RETRIED,
+        JobState.RELEASED,
+    }
+)
 #: States in which the pipeline has nothing left to do: finished, or waiting for a person.
 AT_REST_STATES = FINISHED_STATES | {JobState.WAITING}
 

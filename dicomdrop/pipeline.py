@@ -39,6 +39,7 @@ from dicomdrop.config import Settings
 from dicomdrop.delivery import deliverer_for
 from dicomdrop.errors import QuarantineError, StoreError
 from dicomdrop.fsutil import write_json_atomic
+from dicomdrop.job_progress import FileProgress, ProgressCallback
 from dicomdrop.jobs import (
     REPORT_FILE,
     GroupOutcome,
@@ -82,6 +83,7 @@ class Pipeline:
         *,
         file_workers: int = 1,
         on_stage: StageCallback | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         self.settings = settings
         self.key = key
@@ -93,6 +95,7 @@ class Pipeline:
         self.file_workers = file_workers
         self._executor: Executor | None = None
         self._on_stage = on_stage
+        self._on_progress = on_progress
 
     def close(self) -> None:
         """Stop the per-file worker pool, if any."""
@@ -163,15 +166,25 @@ class Pipeline:
     ) -> list[PatientGroup]:
         """Unpack, sort and group: redone from the claimed drop on every (re)start."""
         unpacked = folder / "unpacked"
+        rejected = folder / "rejected"
         with self._stage(job_id, "unpack"):
-            if unpacked.exists():
-                shutil.rmtree(unpacked)
+            for leftover in (unpacked, rejected):
+                if leftover.exists():
+                    shutil.rmtree(leftover)
             self._check_free_space(drop)
-            unpack_drop(drop, unpacked, self.settings.archives)
+            unpacked_report = unpack_drop(
+                drop, unpacked, self.settings.archives, rejected_dir=rejected
+            )
+            # A damaged archive inside the drop goes to quarantine alone; the rest goes on.
+            for member in unpacked_report.rejected:
+                entry = QuarantineEntry(member.code, "unpack", member.message, (member.path,))
+                self.quarantine.put_files(job_id, entry, rejected)
+                outcome.quarantined[member.code] = outcome.quarantined.get(member.code, 0) + 1
+                outcome.report.append([member.path, "quarantined", member.code, ""])
         with self._stage(job_id, "sort") as details:
             sorted_files = sort_tree(unpacked, self.settings.sort)
             outcome.deleted = dict(sorted_files.deleted)
-            outcome.report = [
+            outcome.report += [
                 [str(f), "deleted", kind, ""] for f, kind in sorted_files.deleted_files
             ]
             details.update(deleted=dict(sorted_files.deleted), dicom=len(sorted_files.dicom))
@@ -310,6 +323,7 @@ class Pipeline:
                 manifest={"job": job_id, "profile": self.settings.deid.profile},
                 tokens=tokens,
                 zip_entries=(self.settings.archives if self.deliverer.spools_zip_entries else None),
+                on_file=FileProgress(self.jobs, job_id, "deid", self._on_progress),
             )
             failed = tuple(str(Path(o.source).relative_to(unpacked)) for o in output.failed)
             if failed:

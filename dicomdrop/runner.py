@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +23,7 @@ from typing import Protocol
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.errors import ClaimError
 from dicomdrop.fsutil import write_json_atomic
+from dicomdrop.job_progress import ProgressCallback
 from dicomdrop.jobs import JOB_FILE, JobOutcome, JobState, new_job_id
 from dicomdrop.logs import quiet_library_output
 from dicomdrop.pipeline import Pipeline, job_dir
@@ -53,6 +54,7 @@ class JobRunner:
         file_workers: int = 1,
         observer: JobObserver | None = None,
         owns_store: bool = False,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -65,6 +67,7 @@ class JobRunner:
             store,
             file_workers=file_workers,
             on_stage=None if observer is None else observer.stage_finished,
+            on_progress=on_progress,
         )
 
     @classmethod
@@ -122,9 +125,11 @@ def run_in_parallel(
     *,
     move: bool = False,
     on_done: Callable[[JobOutcome], None] | None = None,
+    on_wait: Callable[[Sequence[str]], None] | None = None,
 ) -> list[JobOutcome]:
     """Claim each input and hand it to a pool of job processes as soon as it is claimed
-    (``on_done`` is called with each outcome as it comes).
+    (``on_done`` is called with each outcome as it comes; ``on_wait`` with the ids of the jobs
+    still running, about once a second, e.g. to show their progress from the store).
 
     The largest drops go first, so that the pool does not end on one long job while the other
     workers idle; the workers start (and import) while the remaining drops are being claimed.
@@ -132,6 +137,7 @@ def run_in_parallel(
     """
     order = sorted(range(len(paths)), key=lambda i: -_input_size(paths[i]))
     futures: dict[int, Future[JobOutcome]] = {}
+    job_ids: dict[Future[JobOutcome], str] = {}
     pool_size = min(workers, len(paths))
     with ProcessPoolExecutor(
         pool_size, mp_context=_job_process_context(), initializer=quiet_library_output
@@ -139,9 +145,15 @@ def run_in_parallel(
         for i in order:
             job_id = claim_copy(paths[i], settings, jobs, move=move)
             futures[i] = pool.submit(process_job, config_path, job_id)
-        for future in as_completed(futures.values()):
-            if on_done is not None:
-                on_done(future.result())
+            job_ids[futures[i]] = job_id
+        pending = set(futures.values())
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in finished:
+                if on_done is not None:
+                    on_done(future.result())
+            if on_wait is not None and pending:
+                on_wait(sorted(job_ids[f] for f in pending))
     return [futures[i].result() for i in range(len(paths))]
 
 

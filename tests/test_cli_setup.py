@@ -48,6 +48,7 @@ def test_a_key_readable_by_others_is_refused(
 
 def test_config_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DICOMDROP_CONFIG", str(write_config(tmp_path)))
+    assert main(["init"]) == 0
     assert main(["check-config"]) == 0
 
 

@@ -294,7 +294,7 @@ def test_interrupted_process_command_line_and_bad_input(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
     settings = load_settings(config)
     (entry,) = settings.paths.quarantine.iterdir()

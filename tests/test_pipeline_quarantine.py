@@ -46,7 +46,7 @@ def test_screened_instances_are_quarantined_and_the_rest_delivered(tmp_path: Pat
     burned.BurnedInAnnotation = "YES"
     (drop / "p" / "burned.dcm").write_bytes(dicom_bytes(burned))
 
-    assert main(["process", "--config", str(config), str(drop)]) == 0
+    assert main(["process", "--config", str(config), str(drop)]) == 3
 
     (archive,) = archives(settings)
     with zipfile.ZipFile(archive) as zf:
@@ -67,7 +67,7 @@ def test_phi_kept_by_a_site_rule_is_caught_by_verification(tmp_path: Path) -> No
     drop = tmp_path / "drop"
     write_series(drop / "p", MUELLER, 1, 1, 2)
 
-    assert main(["process", "--config", str(config), str(drop)]) == 0
+    assert main(["process", "--config", str(config), str(drop)]) == 3
 
     assert archives(settings) == []
     data = reason(settings)
@@ -89,7 +89,7 @@ def test_ambiguous_patient_waits_then_retry_after_resolve_delivers(
     (delivered,) = archives(settings)
     pseudonym = delivered.name.split("_")[0]
 
-    assert main(["process", "--config", str(config), str(second)]) == 0
+    assert main(["process", "--config", str(config), str(second)]) == 3
     assert len(archives(settings)) == 1
     data = reason(settings)
     assert data["code"] == "match.ambiguous"
@@ -119,7 +119,7 @@ def test_accession_links_replace_the_accession_or_quarantine(tmp_path: Path) -> 
     linked, unlinked = tmp_path / "linked", tmp_path / "unlinked"
     write_series(linked / "p", MUELLER, 1, 1, 1)
     write_series(unlinked / "p", MUELLER, 2, 1, 1)
-    assert main(["process", "--config", str(config), str(linked), str(unlinked)]) == 0
+    assert main(["process", "--config", str(config), str(linked), str(unlinked)]) == 3
 
     (archive,) = archives(settings)
     with zipfile.ZipFile(archive) as zf:
@@ -135,7 +135,7 @@ def test_quarantine_commands_list_show_release(
     config, settings = site(tmp_path)
     corrupt = tmp_path / "scan.zip"
     corrupt.write_bytes(b"PK\x03\x04garbage" * 10)
-    assert main(["process", "--config", str(config), str(corrupt)]) == 0
+    assert main(["process", "--config", str(config), str(corrupt)]) == 3
     (entry,) = settings.paths.quarantine.iterdir()
     capsys.readouterr()
 
@@ -175,7 +175,7 @@ def test_every_pydicom_test_file_is_delivered_or_quarantined(tmp_path: Path) -> 
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
 
-    assert main(["process", "--config", str(config), "--workers", "2", str(drop)]) == 0
+    assert main(["process", "--config", str(config), "--workers", "2", str(drop)]) == 3
 
     delivered = 0
     for archive in archives(settings):
@@ -215,7 +215,7 @@ def test_a_name_in_the_codestream_comment_of_compressed_pixels_is_caught(tmp_pat
     (drop / "named").mkdir(parents=True)
     (drop / "named" / "mr.dcm").write_bytes(named)
 
-    assert main(["process", "--config", str(config), str(drop)]) == 0
+    assert main(["process", "--config", str(config), str(drop)]) == 3
 
     assert archives(settings) == []
     data = reason(settings)
@@ -246,7 +246,7 @@ def test_identical_copies_are_delivered_once_and_conflicting_uids_quarantined(
     (second,) = (drop / "p").glob("*_002.dcm")  # instance 2, whose UID the clash takes
     capsys.readouterr()
 
-    assert main(["process", "--config", str(config), "--no-progress", str(drop)]) == 0
+    assert main(["process", "--config", str(config), "--no-progress", str(drop)]) == 3
 
     (archive,) = archives(settings)
     with zipfile.ZipFile(archive) as zf:
@@ -270,7 +270,7 @@ def test_instances_without_name_and_id_are_quarantined_not_an_error(tmp_path: Pa
         (drop / "anon" / f"{n}.dcm").write_bytes(dicom_bytes(ds))
     write_series(drop / "named", SMITH_JOAN, 1, 1, 1)
 
-    assert main(["process", "--config", str(config), str(drop)]) == 0
+    assert main(["process", "--config", str(config), str(drop)]) == 3
 
     assert len(archives(settings)) == 1  # the named patient
     data = reason(settings)
@@ -293,7 +293,7 @@ def test_a_group_quarantined_late_keeps_what_was_screened_before(
     (drop / "leaky.dcm").write_bytes(dicom_bytes(leaky))
     capsys.readouterr()
 
-    assert main(["process", "--config", str(config), "--no-progress", str(drop.parent)]) == 0
+    assert main(["process", "--config", str(config), "--no-progress", str(drop.parent)]) == 3
 
     out = capsys.readouterr().out
     assert "quarantined: screen.burned_in 1, verify.phi_found 1" in out
@@ -312,7 +312,7 @@ def test_another_patient_of_the_drop_named_in_an_output_is_caught(tmp_path: Path
     leaky.ScanningSequence = f"SEE {MUELLER.family.upper()}"  # kept by the profile
     (drop / "joan.dcm").write_bytes(dicom_bytes(leaky))
 
-    assert main(["process", "--config", str(config), str(drop)]) == 0
+    assert main(["process", "--config", str(config), str(drop)]) == 3
 
     assert len(archives(settings)) == 1  # Müller's own files are clean
     data = reason(settings)

@@ -42,7 +42,7 @@ def test_a_terminal_gets_a_bar_and_warnings_but_no_info_lines(
     config_file: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     stderr = Terminal()
-    assert run(config_file, [str(p) for p in drops(tmp_path)], stderr, monkeypatch) == 0
+    assert run(config_file, [str(p) for p in drops(tmp_path)], stderr, monkeypatch) == 3
     text = stderr.getvalue()
     assert "] 2/2 job " in text
     assert ": deid done" in text  # stage by stage within a drop

@@ -13,7 +13,7 @@ from conftest import write_config
 
 from dicomdrop.cli import main
 from dicomdrop.config import load_settings
-from dicomdrop.store.db import Store
+from dicomdrop.store.db import HEAD_REVISION, Store
 from dicomdrop.store.registry import PatientIdentity, Registry
 
 
@@ -38,8 +38,6 @@ def run(config: Path, *args: str) -> int:
 
 def test_db_upgrade(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(config, "db", "upgrade") == 0
-    from dicomdrop.store.db import HEAD_REVISION
-
     assert f"schema revision: {HEAD_REVISION}" in capsys.readouterr().out
 
 
@@ -118,7 +116,9 @@ def test_demographics_import_and_export(
         "Smith^Jon;;;;5;y\n",
         encoding="utf-8",
     )
-    assert run(config, "registry", "import", str(demo)) == 1  # one ambiguous row
+    assert (
+        run(config, "registry", "import", str(demo), "--reason", "intake") == 1
+    )  # one ambiguous row
     out = capsys.readouterr().out
     assert "new 4" in out and "ambiguous 1" in out and "row 6: ambiguous" in out
     registry = registry_of(config)
@@ -130,7 +130,18 @@ def test_demographics_import_and_export(
     )  # fmt: skip
     registry.store.close()
     out_dir = tmp_path / "export"
-    assert run(config, "registry", "export-demographics", str(demo), str(out_dir)) == 0
+    assert (
+        run(
+            config,
+            "registry",
+            "export-demographics",
+            str(demo),
+            str(out_dir),
+            "--reason",
+            "handover",
+        )
+        == 0
+    )
 
     def read(name: str) -> list[list[str]]:
         with (out_dir / name).open(encoding="utf-8") as handle:

@@ -1,10 +1,18 @@
-"""Recognise archive formats by their content (magic bytes), never by the file name alone."""
+"""Recognise archive formats by their content (magic bytes), never by the file name alone.
+
+Office documents (Office Open XML: docx, xlsx, pptx; OpenDocument: odt, ods, odp...) are zip
+files too, but they are documents, not archives of a drop: they are recognised by their content
+(the first member, or the member list) and left to the sort stage, which deletes them like PDFs.
+A damaged one, whose central directory is gone, is recognised by its first member alone.
+"""
 
 from __future__ import annotations
 
 import bz2
 import gzip
 import lzma
+import struct
+import zipfile
 import zlib
 from pathlib import Path
 from typing import IO, Final
@@ -42,12 +50,69 @@ _TAR_BLOCK: Final = 512
 _TAR_MAGIC_OFFSET: Final = 257
 
 
+_LOCAL_HEADER: Final = struct.Struct("<4s5HIIIHH")  # signature ... name length, extra length
+_OFFICE_SCAN_BYTES: Final = 64 * 1024
+_OOXML_PARTS: Final = ((b"word/", "docx"), (b"xl/", "xlsx"), (b"ppt/", "pptx"))
+_ODF_MIMETYPE: Final = b"application/vnd.oasis.opendocument."
+_ODF_TYPES: Final = {
+    b"text": "odt",
+    b"spreadsheet": "ods",
+    b"presentation": "odp",
+    b"graphics": "odg",
+    b"formula": "odf",
+    b"chart": "odc",
+}
+
+
+def office_document_type(path: Path) -> str:
+    """``docx``/``xlsx``/``pptx`` or ``odt``/``ods``/``odp``/... when ``path`` is an office
+    document by its content, else ``""`` (not a zip, or a zip of something else)."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(_OFFICE_SCAN_BYTES)
+    except OSError:
+        return ""
+    if not head.startswith(b"PK\x03\x04") or len(head) < _LOCAL_HEADER.size:
+        return ""
+    fields = _LOCAL_HEADER.unpack_from(head)
+    name_length, extra_length = fields[9], fields[10]
+    start = _LOCAL_HEADER.size
+    first = head[start : start + name_length]
+    if first == b"mimetype":
+        content = head[start + name_length + extra_length :][:80]
+        if content.startswith(_ODF_MIMETYPE):
+            kind = content[len(_ODF_MIMETYPE) :].split(b"-")[0]
+            for prefix, file_type in _ODF_TYPES.items():
+                if kind.startswith(prefix):
+                    return file_type
+            return "odt"
+        return ""
+    names = _member_names(path)
+    if first == b"[Content_Types].xml" or "[Content_Types].xml" in names:
+        listed = "\n".join(names).encode("utf-8", "replace") if names else head
+        for part, file_type in _OOXML_PARTS:
+            if part in listed:
+                return file_type
+        return "docx"
+    return ""
+
+
+def _member_names(path: Path) -> list[str]:
+    """The member names from the central directory (empty when it cannot be read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return []
+
+
 def detect_format(path: Path) -> str | None:
     """The archive format of ``path`` from its first bytes, or None when it is not an archive.
 
     Returns one of ``"zip"``, ``"7z"``, ``"tar"``, ``"tar.gz"``, ``"tar.bz2"``, ``"tar.xz"``.
     A DICOM Part 10 file (``DICM`` after the 128-byte preamble) is never an archive, whatever its
-    preamble holds. A gzip, bzip2 or xz stream counts only when it holds a tar archive.
+    preamble holds, nor is an office document (:func:`office_document_type`). A gzip, bzip2 or
+    xz stream counts only when it holds a tar archive.
     """
     try:
         with path.open("rb") as stream:
@@ -55,7 +120,7 @@ def detect_format(path: Path) -> str | None:
             if head[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + 4] == b"DICM":
                 return None
             if head.startswith(_ZIP_MAGICS):
-                return ZIP
+                return None if office_document_type(path) else ZIP
             if head.startswith(_SEVEN_ZIP_MAGIC):
                 return SEVEN_ZIP
             if _is_tar_header(head):

@@ -15,7 +15,7 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, Final
 
@@ -44,13 +44,21 @@ _UNIX: Final = 3
 _LINK_UNSUPPORTED: Final = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK})
 
 
-def pack_tree(tree: Path, dest_dir: Path, stem: str, settings: ArchiveSettings) -> Path:
+def pack_tree(
+    tree: Path,
+    dest_dir: Path,
+    stem: str,
+    settings: ArchiveSettings,
+    *,
+    finish: Callable[[Path], None] | None = None,
+) -> Path:
     """Pack the content of ``tree`` into ``dest_dir/<stem>.zip``/``.7z`` or copy it to a folder.
 
     The format is ``settings.output_format``. Returns the final path. Raises
     :class:`ArchiveError` ``archive.exists`` when the final path already exists (it is never
     overwritten), and ``archive.link``/``archive.special_file`` when the tree holds anything but
-    files and folders.
+    files and folders. ``finish(staging)`` runs on the finished result before it is published
+    (to set its mode and group).
     """
     _check_stem(stem)
     suffix = OUTPUT_SUFFIXES[settings.output_format]
@@ -63,6 +71,8 @@ def pack_tree(tree: Path, dest_dir: Path, stem: str, settings: ArchiveSettings) 
             _write_7z(tree, files, staging)
         else:
             _copy_folder(tree, files, staging)
+        if finish is not None:
+            finish(staging)
         _publish(staging, final)
     except BaseException:
         _remove(staging)
@@ -78,6 +88,8 @@ def pack_spooled(
     dest_dir: Path,
     stem: str,
     settings: ArchiveSettings,
+    *,
+    finish: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``dest_dir/<stem>.zip`` from spooled entries and small in-memory ``files``.
 
@@ -109,6 +121,8 @@ def pack_spooled(
             archive.close()
             raw.flush()
             os.fsync(raw.fileno())
+        if finish is not None:
+            finish(staging)
         _publish(staging, final)
     except BaseException:
         _remove(staging)

@@ -20,10 +20,16 @@ from typing import Final
 
 from dicomdrop.archives.detect import SEVEN_ZIP, ZIP, detect_format, strip_archive_suffix
 from dicomdrop.archives.safety import (
+    ABSOLUTE_PATH,
+    CORRUPT,
+    DUPLICATE,
+    ENCRYPTED,
     EXISTS,
     LINK,
     NO_SPACE,
     SPECIAL_FILE,
+    TRAVERSAL,
+    TRUNCATED,
     UNSUPPORTED,
     ArchiveScope,
     DropBudget,
@@ -41,6 +47,24 @@ logger = logging.getLogger(__name__)
 
 _NO_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
+#: Problems of one archive inside a drop that say nothing about the rest of the drop: that
+#: archive is set aside whole (nothing of it is kept) and the rest goes on. Limits (size, ratio,
+#: entries, depth, disk space) stay the drop's: they are spent by the whole drop.
+MEMBER_CODES: Final = frozenset(
+    {CORRUPT, TRUNCATED, ENCRYPTED, UNSUPPORTED, DUPLICATE, ABSOLUTE_PATH, TRAVERSAL, LINK,
+     SPECIAL_FILE}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RejectedMember:
+    """An archive inside the drop that could not be unpacked: its path relative to the unpacked
+    drop (also its path under ``rejected_dir``), the error code and the PHI-free message."""
+
+    path: str
+    code: str
+    message: str
+
 
 @dataclass(frozen=True)
 class UnpackReport:
@@ -48,7 +72,8 @@ class UnpackReport:
 
     ``files`` and ``bytes`` describe the final tree; ``archives_expanded`` counts every archive
     unpacked (the drop itself included); ``dropped`` counts skipped macOS metadata entries;
-    ``formats`` lists the archive formats met, sorted.
+    ``formats`` lists the archive formats met, sorted; ``rejected`` the archives inside the drop
+    that were set aside (see :func:`unpack_drop`).
     """
 
     files: int
@@ -56,19 +81,27 @@ class UnpackReport:
     archives_expanded: int
     dropped: int
     formats: tuple[str, ...]
+    rejected: tuple[RejectedMember, ...] = ()
 
 
-def unpack_drop(source: Path, dest: Path, limits: ArchiveSettings) -> UnpackReport:
+def unpack_drop(
+    source: Path, dest: Path, limits: ArchiveSettings, *, rejected_dir: Path | None = None
+) -> UnpackReport:
     """Unpack ``source`` (a folder or an archive file) into the new folder ``dest``.
 
     An archive's content goes directly into ``dest``; a folder's files are copied (the source
     stays untouched). Archives inside are unpacked recursively. Raises :class:`ArchiveError`
     (after removing ``dest``) when the drop is hostile, damaged or over a limit.
+
+    With ``rejected_dir``, an archive *inside* the drop that is damaged, encrypted or hostile
+    (:data:`MEMBER_CODES`) is moved there, at its path relative to ``dest``, and listed in
+    ``UnpackReport.rejected``; the rest of the drop is unpacked. Without it, such an archive
+    fails the whole drop.
     """
     if dest.exists() or dest.is_symlink():
         raise ArchiveError(EXISTS, "the unpack destination already exists; it is never overwritten")
     dest.mkdir()
-    run = _Unpacking(DropBudget(limits, free_space_root=dest), dest)
+    run = _Unpacking(DropBudget(limits, free_space_root=dest), dest, rejected_dir)
     try:
         run.unpack(source)
         report = run.report()
@@ -107,9 +140,11 @@ def _extractor(fmt: str) -> _Extractor:
 class _Unpacking:
     """The state of one drop being unpacked: budget, counters, archives still to expand."""
 
-    def __init__(self, budget: DropBudget, dest: Path) -> None:
+    def __init__(self, budget: DropBudget, dest: Path, rejected_dir: Path | None) -> None:
         self.budget = budget
         self.dest = dest
+        self.rejected_dir = rejected_dir
+        self.rejected: list[RejectedMember] = []
         self.dropped = 0
         self.archives_expanded = 0
         self.formats: set[str] = set()
@@ -146,6 +181,7 @@ class _Unpacking:
             archives_expanded=self.archives_expanded,
             dropped=self.dropped,
             formats=tuple(sorted(self.formats)),
+            rejected=tuple(self.rejected),
         )
 
     def _extract(self, archive: Path, fmt: str, into: Path, label: str) -> None:
@@ -162,7 +198,18 @@ class _Unpacking:
             raise too_deep_error(self.budget.limits, label)
         staging = _unused_name(archive.parent, f".{archive.name}.unpacking")
         staging.mkdir()
-        self._extract(archive, fmt, staging, label=label)
+        try:
+            self._extract(archive, fmt, staging, label=label)
+        except ArchiveError as exc:
+            if self.rejected_dir is None or exc.code not in MEMBER_CODES:
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+            target = self.rejected_dir / label
+            target.parent.mkdir(parents=True, exist_ok=True)
+            archive.rename(target)
+            self.rejected.append(RejectedMember(label, exc.code, exc.message))
+            logger.warning("an archive inside the drop was set aside (%s)", exc.code)
+            return
         archive.unlink()
         final = _unused_name(archive.parent, strip_archive_suffix(archive.name))
         staging.rename(final)

@@ -8,13 +8,15 @@ import logging
 import os
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
+from dicomdrop.commands.jsonout import add_json_option, emit
 from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError
-from dicomdrop.jobs import REPORT_FILE, JobOutcome
+from dicomdrop.jobs import REPORT_FILE, JobOutcome, JobState
 from dicomdrop.quarantine import Quarantine
 from dicomdrop.runner import JobRunner, claim_copy, purge_originals, run_in_parallel
 from dicomdrop.store.db import Store
@@ -67,8 +69,11 @@ def register(sub: Any) -> None:
         help="process folders or archives as if they had been dropped in the inbox",
         description="Each PATH (a folder, .zip, .7z, .tar...) becomes one job: unpacked, sorted, "
         "grouped by patient, screened, matched, de-identified, verified and delivered to the "
-        "outbox, or quarantined with a reason. Exit status 0 when every drop was handled.",
+        "outbox, or quarantined with a reason. Exit status 0 when every input was delivered "
+        "(or deleted as a leftover), 3 when processing finished but some inputs were "
+        "quarantined or wait for 'registry resolve', 1 on an operational error.",
     )
+    add_json_option(p)
     add_config_option(p)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--move", action="store_true", help="move the inputs instead of copying them")
@@ -91,16 +96,19 @@ def register(sub: Any) -> None:
     qsub.required = True
     ql = qsub.add_parser("list", help="one line per quarantined job: job id and reason codes")
     add_config_option(ql)
+    add_json_option(ql)
     ql.set_defaults(func=run_quarantine_list)
     qs = qsub.add_parser("show", help="the reason.json of a job")
     add_config_option(qs)
     qs.add_argument("job")
+    add_json_option(qs)
     qs.set_defaults(func=run_quarantine_show)
     qr = qsub.add_parser(
         "retry", help="process a quarantined job's files again (e.g. after registry resolve)"
     )
     add_config_option(qr)
     qr.add_argument("job")
+    add_json_option(qr)
     qr.set_defaults(func=run_quarantine_retry)
     qd = qsub.add_parser("release", help="delete a reviewed quarantine entry (audited)")
     add_config_option(qd)
@@ -147,12 +155,18 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
                 workers,
                 move=args.move,
                 on_done=lambda outcome: progress.step(f"job {outcome.job_id}"),
+                on_wait=lambda running: _show_running(progress, jobs, running),
             )
         else:
             job_ids = [claim_copy(path, settings, jobs, move=args.move) for path in args.paths]
             # One drop: its files are de-identified and verified by a pool of processes.
             runner = JobRunner(
-                settings, key, store, file_workers=workers, observer=_ProgressObserver(progress)
+                settings,
+                key,
+                store,
+                file_workers=workers,
+                observer=_ProgressObserver(progress),
+                on_progress=progress.files,
             )
             try:
                 for job_id in job_ids:
@@ -167,8 +181,20 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         for handler, formatter in formatters.items():
             handler.setFormatter(formatter)
         store.close()
-    print_summary(outcomes, settings)
-    return 0
+    report_summary(outcomes, settings, as_json=args.json)
+    return exit_status(outcomes)
+
+
+def _show_running(progress: Progress, jobs: JobStore, running: Sequence[str]) -> None:
+    """Files done of total over the drops running in job processes, from their rows."""
+    if not progress.enabled:
+        return
+    records = [r for r in (jobs.get(job_id) for job_id in running) if r is not None]
+    counted = [r for r in records if r.files_total]
+    if counted:
+        done = sum(r.files_done or 0 for r in counted)
+        total = sum(r.files_total or 0 for r in counted)
+        progress.running_files(done, total, len(records))
 
 
 class _ProgressObserver:
@@ -183,6 +209,62 @@ class _ProgressObserver:
 
     def job_finished(self, outcome: JobOutcome) -> None:
         """Nothing: the bar steps in the command's loop."""
+
+
+#: Exit status of ``process`` and ``quarantine retry`` when they finished, but some inputs were
+#: quarantined (or wait for ``registry resolve``): a script can tell this from success (0) and
+#: from an operational error (1).
+EXIT_QUARANTINED = 3
+
+
+def exit_status(outcomes: list[JobOutcome]) -> int:
+    """0 when every input was delivered or deleted, else :data:`EXIT_QUARANTINED`."""
+    if any(o.state != "delivered" or any(o.quarantined.values()) for o in outcomes):
+        return EXIT_QUARANTINED
+    return 0
+
+
+def report_summary(outcomes: list[JobOutcome], settings: Settings, *, as_json: bool) -> None:
+    """The summary as text, or as the ``dicomdrop.process`` JSON document."""
+    if not as_json:
+        print_summary(outcomes, settings)
+        return
+    quarantined: Counter[str] = Counter()
+    deleted: Counter[str] = Counter()
+    for o in outcomes:
+        quarantined.update(o.quarantined)
+        deleted.update(o.deleted)
+    jobs = []
+    for o in outcomes:
+        report = settings.paths.originals / o.job_id / REPORT_FILE
+        jobs.append(
+            {
+                "job": o.job_id,
+                "state": o.state,
+                "report": str(report) if report.is_file() else None,
+                "quarantined": dict(sorted(o.quarantined.items())),
+                "deleted": dict(sorted(o.deleted.items())),
+            }
+        )
+    emit(
+        "process",
+        {
+            "exit_status": exit_status(outcomes),
+            "jobs": jobs,
+            "delivered": [
+                {
+                    "job": o.job_id,
+                    "pseudonym": g.pseudonym,
+                    "archive": g.archive,
+                    "instances": g.instances,
+                }
+                for o in outcomes
+                for g in o.delivered
+            ],
+            "quarantined": dict(sorted(quarantined.items())),
+            "deleted": dict(sorted(deleted.items())),
+        },
+    )
 
 
 def print_summary(outcomes: list[JobOutcome], settings: Settings) -> None:
@@ -212,28 +294,55 @@ def _counts(counter: Counter[str]) -> str:
 
 
 class Progress:
-    """A one-line progress bar on stderr (drops done of all, and what happened last)."""
+    """A one-line progress bar on stderr: drops done of all, and what happened last; while a
+    drop's files are de-identified, files done of the drop's files."""
 
     def __init__(self, total: int, *, enabled: bool) -> None:
         self.total = total
         self.current = 0
         self.enabled = enabled
         self._drawn = False
+        self._files: tuple[int, int] | None = None
+        self._running = 0  # drops counted by running_files (job processes), else 0
 
     def step(self, label: str) -> None:
         """One more drop done; redraw."""
         self.current += 1
+        self._files = None
+        self._running = 0
         self.note(label)
+
+    def files(self, job_id: str, stage: str, done: int, total: int) -> None:
+        """``done`` of ``total`` files of the running drop are through ``stage``; redraw."""
+        self._files = (done, total)
+        self.note(f"job {job_id}: {stage}")
+
+    def running_files(self, done: int, total: int, drops: int) -> None:
+        """``done`` of ``total`` files of the ``drops`` drops running in job processes."""
+        self._files, self._running = (done, total), drops
+        self.note("")
 
     def note(self, label: str) -> None:
         """Redraw with a new label, without advancing."""
         if not self.enabled:
             return
         width = 30
-        filled = width * self.current // max(self.total, 1)
+        if self._files is not None:
+            done, total = self._files
+            filled = width * done // max(total, 1)
+            if self._running:
+                count = (
+                    f"{done}/{total} files of {self._running} running drop(s), "
+                    f"{self.current}/{self.total} drops done"
+                )
+            else:
+                count = f"{done}/{total} files, drop {self.current + 1}/{self.total}"
+        else:
+            filled = width * self.current // max(self.total, 1)
+            count = f"{self.current}/{self.total}"
         bar = "#" * filled + "-" * (width - filled)
         # Carriage return and erase-line: a shorter label leaves nothing of the longer one.
-        sys.stderr.write(f"\r\x1b[K[{bar}] {self.current}/{self.total} {label}")
+        sys.stderr.write(f"\r\x1b[K[{bar}] {count} {label}")
         sys.stderr.flush()
         self._drawn = True
 
@@ -258,7 +367,20 @@ class _BarErasingFormatter(logging.Formatter):
 
 def run_quarantine_list(args: argparse.Namespace, ctx: Context) -> int:
     """One line per quarantined job."""
-    for record in Quarantine(ctx.settings.paths.quarantine).list():
+    records = Quarantine(ctx.settings.paths.quarantine).list()
+    if args.json:
+        entries = [
+            {
+                "job": r.job_id,
+                "created_at": r.created_at,
+                "codes": r.codes,
+                "files": sum(len(e.files) for e in r.entries),
+            }
+            for r in records
+        ]
+        emit("quarantine-list", {"entries": entries})
+        return 0
+    for record in records:
         files = sum(len(e.files) for e in record.entries)
         print(f"{record.job_id}\t{record.created_at}\t{','.join(record.codes)}\t{files} file(s)")
     return 0
@@ -267,6 +389,9 @@ def run_quarantine_list(args: argparse.Namespace, ctx: Context) -> int:
 def run_quarantine_show(args: argparse.Namespace, ctx: Context) -> int:
     """Print reason.json."""
     record = Quarantine(ctx.settings.paths.quarantine).read(args.job)
+    if args.json:
+        emit("quarantine-show", {"record": record.to_json()})
+        return 0
     print(json.dumps(record.to_json(), indent=2, sort_keys=True))
     return 0
 
@@ -287,11 +412,12 @@ def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
         source.rename(retry_input)
         job_id = runner.claim(retry_input, move=True)
         quarantine.remove(args.job)
+        end_quarantined_job(runner.jobs, args.job, JobState.RETRIED, f"retried as job {job_id}")
         outcome = runner.run(job_id)
     finally:
         runner.close()
-    print_summary([outcome], settings)
-    return 0
+    report_summary([outcome], settings, as_json=args.json)
+    return exit_status([outcome])
 
 
 def run_quarantine_release(args: argparse.Namespace, ctx: Context) -> int:
@@ -310,13 +436,23 @@ def run_quarantine_release(args: argparse.Namespace, ctx: Context) -> int:
                 action="quarantine.release",
                 actor=by,
                 reason=args.reason,
+                subject=args.job,
                 details={"job": args.job, "codes": record.codes},
             )
         quarantine.remove(args.job)
+        end_quarantined_job(JobStore(store), args.job, JobState.RELEASED, f"released by {by}")
     finally:
         store.close()
     print(f"released {args.job}")
     return 0
+
+
+def end_quarantined_job(jobs: JobStore, job_id: str, state: str, message: str) -> None:
+    """Mark a quarantined, waiting or failed job as ``retried`` or ``released``, so that it no
+    longer waits nor counts among the recent errors (a job unknown to the store is left be)."""
+    record = jobs.get(job_id)
+    if record is not None and record.state in ("quarantined", "waiting", "failed"):
+        jobs.set_state(job_id, state, message=message)
 
 
 def _os_user() -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
+from dicomdrop.commands.jsonout import add_json_option, emit, timestamp
 from dicomdrop.store.audit import current_user
 from dicomdrop.store.db import Store
 
@@ -53,6 +54,7 @@ def register(sub: Any) -> None:
         "ambiguous rows are listed and wait for 'registry resolve'.",
     )
     p.add_argument("csv", type=Path)
+    add_actor_options(p)
     add_config_option(p)
     p.set_defaults(func=run_import_demographics)
 
@@ -65,6 +67,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("csv", type=Path)
     p.add_argument("out_dir", type=Path)
+    add_actor_options(p)
     add_config_option(p)
     p.set_defaults(func=run_export_demographics)
 
@@ -83,6 +86,7 @@ def register(sub: Any) -> None:
 
     p = rsub.add_parser("pending", help="list ambiguous matches waiting for 'registry resolve'")
     p.add_argument("--show-names", action="store_true", help="also print names and birth dates")
+    add_json_option(p)
     add_config_option(p)
     p.set_defaults(func=run_pending)
 
@@ -132,7 +136,9 @@ def run_import_demographics(args: argparse.Namespace, ctx: Context) -> int:
 
     registry = open_registry(ctx)
     try:
-        report = import_demographics(registry, args.csv)
+        report = import_demographics(
+            registry, args.csv, actor=args.by or current_user(), reason=args.reason
+        )
     finally:
         registry.store.close()
     print(
@@ -153,7 +159,12 @@ def run_export_demographics(args: argparse.Namespace, ctx: Context) -> int:
     registry = open_registry(ctx)
     try:
         export = export_demographics(
-            registry, args.csv, args.out_dir, drop_columns=ctx.settings.registry.export_drop_columns
+            registry,
+            args.csv,
+            args.out_dir,
+            drop_columns=ctx.settings.registry.export_drop_columns,
+            actor=args.by or current_user(),
+            reason=args.reason,
         )
     finally:
         registry.store.close()
@@ -192,6 +203,27 @@ def run_pending(args: argparse.Namespace, ctx: Context) -> int:
         pending = list_pending(registry)
     finally:
         registry.store.close()
+    if args.json:
+        items = []
+        for item in pending:
+            entry: dict[str, Any] = {
+                "id": item.id,
+                "created_at": timestamp(item.created_at),
+                "seen_in": item.seen_in,
+                "score": item.score,
+                "candidates": [{"pseudonym": p, "score": sc} for p, sc in item.candidates],
+            }
+            if args.show_names:
+                who = item.identity
+                entry["identity"] = {
+                    "name": who.name,
+                    "birth_date": who.birth_date,
+                    "sex": who.sex,
+                    "patient_id": who.patient_id,
+                }
+            items.append(entry)
+        emit("registry-pending", {"pending": items})
+        return 0
     if not pending:
         print("no pending matches")
     for item in pending:

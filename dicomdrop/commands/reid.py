@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
+from dicomdrop.commands.jsonout import add_json_option, emit, timestamp
 from dicomdrop.commands.registry import open_registry, open_store
 from dicomdrop.store.audit import current_user
 
@@ -48,6 +49,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("audit", help="list audit events (re-identifications, edits), newest first")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--action", default=None, help="only this action, e.g. reidentify")
+    add_json_option(p)
     add_config_option(p)
     p.set_defaults(func=run_audit)
 
@@ -139,6 +141,22 @@ def run_audit(args: argparse.Namespace, ctx: Context) -> int:
         events = list_events(store, limit=args.limit, action=args.action)
     finally:
         store.close()
+    if args.json:
+        rows = [
+            {
+                "id": e.id,
+                "at": timestamp(e.at),
+                "actor": e.actor,
+                "action": e.action,
+                "reason": e.reason,
+                "subject": e.subject,
+                "found": e.found,
+                "details": e.details,
+            }
+            for e in events
+        ]
+        emit("audit", {"events": rows})
+        return 0
     for e in events:
         print(
             f"{e.at:%Y-%m-%d %H:%M:%S} {e.action} by {e.actor} "

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
+from dicomdrop.errors import ConfigError
 from dicomdrop.sample import write_sample_drop
 from dicomdrop.secret import create_key_file, load_key
 
@@ -22,7 +23,13 @@ def register(sub: Any) -> None:
     add_config_option(p)
     p.set_defaults(func=run_init)
 
-    p = sub.add_parser("check-config", help="validate the config file and print the settings")
+    p = sub.add_parser(
+        "check-config",
+        help="check the config, key, folders, database and ports; print the effective settings",
+        description="Checks everything that can be checked without data (site rules, private "
+        "keep lists, the key, the folders, the database, the ports), then prints the effective "
+        "settings in config.toml notation. Exit status 1 when a check failed.",
+    )
     add_config_option(p)
     p.set_defaults(func=run_check_config)
 
@@ -40,9 +47,12 @@ def register(sub: Any) -> None:
 def run_init(args: argparse.Namespace, ctx: Context) -> int:
     """Create folders and key; check the key's permissions."""
     settings = ctx.settings
+    from dicomdrop.delivery_access import apply_inbox_access
+
     for name, folder in settings.paths.folders().items():
         folder.mkdir(parents=True, exist_ok=True)
         print(f"folder {name}: {folder}")
+    apply_inbox_access(settings.paths.inbox, settings.delivery)
     key_file = settings.security.key_file
     if create_key_file(key_file):
         print(f"key file created: {key_file} (back it up: pseudonyms depend on it)")
@@ -53,15 +63,24 @@ def run_init(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_check_config(args: argparse.Namespace, ctx: Context) -> int:
-    """Print the effective settings (no secrets: only the key file's path)."""
+    """Check everything that can be checked without data, then print the effective settings in
+    config.toml notation (no secrets: the key file's path only, no password). Each check is a
+    comment line, so the whole output reads back as TOML. Exit 1 when a check failed."""
+    from dicomdrop.config_render import render_toml
+    from dicomdrop.preflight import run_checks
+
     settings = ctx.settings
-    print(f"config: {settings.source}")
-    for section in (
-        "paths", "store", "security", "deid", "archives", "registry", "sort", "screen",
-        "delivery", "daemon", "logging",
-    ):  # fmt: skip
-        print(f"[{section}] {getattr(settings, section)}")
-    print(f"store url: {_redact_url(settings.store_url)}")
+    results = run_checks(settings)
+    print(f"# config: {settings.source}")
+    for result in results:
+        print(f"# {'ok' if result.ok else 'FAILED':<6} {result.name}: {result.detail}")
+    print()
+    print(render_toml(settings), end="")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise ConfigError(
+            f"{len(failed)} check(s) failed; the first: {failed[0].name}: {failed[0].detail}"
+        )
     return 0
 
 
@@ -70,13 +89,3 @@ def run_sample(args: argparse.Namespace, ctx: Context) -> int:
     target = args.into or ctx.settings.paths.inbox
     print(f"sample drop written: {write_sample_drop(target)}")
     return 0
-
-
-def _redact_url(url: str) -> str:
-    """Hide a password in a database URL."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable url>"

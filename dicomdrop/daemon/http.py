@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from dicomdrop.errors import PortInUseError
+from dicomdrop.ports import port_in_use_message
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +28,12 @@ class MonitoringServer:
         self, render_metrics: Callable[[], str], health: HealthCheck, *, port: int = 0
     ) -> None:
         handler = _handler_class(render_metrics, health)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        try:
+            self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUseError(port_in_use_message(port)) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="dicomdrop-http", daemon=True

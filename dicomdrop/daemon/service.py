@@ -43,7 +43,7 @@ from dicomdrop.daemon.recovery import (
 )
 from dicomdrop.daemon.settle import Clock, SettleTracker
 from dicomdrop.daemon.watch import InboxWatcher, Wakeup
-from dicomdrop.errors import ClaimError, DicomdropError
+from dicomdrop.errors import ClaimError, ConfigError
 from dicomdrop.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -103,11 +103,15 @@ class Daemon:
         clock: Clock = time.monotonic,
         tick_seconds: float = 0.5,
         housekeeping: Callable[[], None] | None = None,
+        heartbeat: Callable[[], None] | None = None,
+        heartbeat_seconds: float = 15.0,
         network: NetworkInbox | None = None,
     ) -> None:
         self.settings = settings
         self._network = network
         self._housekeeping = housekeeping
+        self._heartbeat = heartbeat
+        self._heartbeat_seconds = heartbeat_seconds
         self.metrics = metrics or Metrics()
         self._registry = registry
         self._runner = runner
@@ -205,8 +209,12 @@ class Daemon:
             self._announce_ready()
             next_rescan = self._clock() + settings.daemon.rescan_seconds
             next_housekeeping = self._clock()
+            next_heartbeat = self._clock() + self._heartbeat_seconds
             while not self._stop.is_set():
                 self._last_tick = self._clock()
+                if self._clock() >= next_heartbeat:
+                    self._beat()
+                    next_heartbeat = self._clock() + self._heartbeat_seconds
                 if self._clock() >= next_housekeeping:
                     self._housekeep()
                     next_housekeeping = self._clock() + HOUSEKEEPING_SECONDS
@@ -220,9 +228,10 @@ class Daemon:
                 self._reap(block=False)
                 self._fill()
                 self._publish_gauges()
-        except DicomdropError as exc:
-            log.error("daemon stopping: %s", exc.message)
-            status = 1
+        except ConfigError:
+            # A mistake the operator can fix (a port taken since the start check): the command
+            # line prints its one-line message.
+            raise
         except Exception:
             log.exception("daemon stopping after an unexpected error")
             status = 1
@@ -256,6 +265,15 @@ class Daemon:
         except Exception as exc:  # housekeeping must never stop the daemon
             log.error("housekeeping failed (%s); will try again later", type(exc).__name__)
 
+    def _beat(self) -> None:
+        """Tell the store this daemon lives; a failure is logged and never stops the daemon."""
+        if self._heartbeat is None:
+            return
+        try:
+            self._heartbeat()
+        except Exception as exc:  # a missed beat is not worth stopping for
+            log.warning("heartbeat not recorded (%s); will try again", type(exc).__name__)
+
     def _announce_ready(self) -> None:
         line = (
             f"{READY_PREFIX}, watching 1 inbox ({self.observer_kind} observer, "
@@ -264,9 +282,12 @@ class Daemon:
         )
         if self._network is not None:
             line += f"; {self._network.describe()}"
-        log.info("%s", line)
         if self._on_ready is not None:
+            # The caller writes the line (``dicomdrop watch``: plain, on stderr); a log record
+            # as well would show it twice on a terminal and in the journal.
             self._on_ready(line)
+        else:
+            log.info("%s", line)
 
     def _wait_for_events(self) -> None:
         names: set[str] = set()

@@ -64,7 +64,7 @@ def deliverer_for(settings: Settings, store: Store | None = None) -> Deliverer:
     else every target, network ones through the delivery ledger in ``store``."""
     from dicomdrop.delivery.outbox import OutboxDeliverer
 
-    outbox = OutboxDeliverer(settings.paths.outbox, settings.archives)
+    outbox = OutboxDeliverer(settings.paths.outbox, settings.archives, settings.delivery)
     if not settings.delivery.targets:
         return outbox
     from dicomdrop.delivery.network import NetworkDeliverer, TargetsDeliverer

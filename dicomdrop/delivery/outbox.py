@@ -8,20 +8,26 @@ final name exists only for a complete output).
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
 from dicomdrop.archives.pack import INCOMING_DIR, OUTPUT_SUFFIXES, pack_spooled, pack_tree
-from dicomdrop.config import ArchiveSettings
+from dicomdrop.config import ArchiveSettings, DeliverySettings
 from dicomdrop.delivery import Payload
+from dicomdrop.delivery_access import apply_delivery_access
 
 
 class OutboxDeliverer:
-    """Publishes into ``outbox`` in ``settings.output_format``."""
+    """Publishes into ``outbox`` in ``settings.output_format``, with ``access``'s file mode and
+    group (set before the output appears under its final name)."""
 
-    def __init__(self, outbox: Path, settings: ArchiveSettings) -> None:
+    def __init__(
+        self, outbox: Path, settings: ArchiveSettings, access: DeliverySettings | None = None
+    ) -> None:
         self.outbox = outbox
         self.settings = settings
+        self.access = access
         self.suffix = OUTPUT_SUFFIXES[settings.output_format]
 
     @property
@@ -46,10 +52,20 @@ class OutboxDeliverer:
 
     def publish(self, payload: Payload, stem: str) -> str:
         """Pack ``payload`` into the outbox under :meth:`name_for`; the published name."""
+        finish = (
+            None
+            if self.access is None
+            else functools.partial(apply_delivery_access, settings=self.access)
+        )
         if payload.spooled:
             final = pack_spooled(
-                payload.entries, payload.files_in_memory, self.outbox, stem, self.settings
+                payload.entries,
+                payload.files_in_memory,
+                self.outbox,
+                stem,
+                self.settings,
+                finish=finish,
             )
         else:
-            final = pack_tree(payload.tree, self.outbox, stem, self.settings)
+            final = pack_tree(payload.tree, self.outbox, stem, self.settings, finish=finish)
         return final.name

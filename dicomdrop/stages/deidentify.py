@@ -22,7 +22,7 @@ import json
 import logging
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -256,6 +256,7 @@ def deidentify_group(
     manifest: dict[str, Any],
     tokens: IdentityTokens | None = None,
     zip_entries: ArchiveSettings | None = None,
+    on_file: Callable[[int, int], None] | None = None,
 ) -> GroupOutput:
     """De-identify ``sources`` into ``tree`` (created anew) and write the manifest.
 
@@ -263,7 +264,7 @@ def deidentify_group(
     ``GroupOutput.scanned`` holds the results by output-relative path. With ``zip_entries``
     (the archive settings of a zip delivery), outputs are compressed into spool files instead
     (``dicomdrop.archives.spool``): ``GroupOutput.entries`` names them, and the manifest is
-    kept in ``GroupOutput.files_in_memory``.
+    kept in ``GroupOutput.files_in_memory``. ``on_file(done, total)`` is called after each file.
     """
     for leftover in (tree, *tree.parent.glob(f"{tree.name}.spool-*")):
         if leftover.exists():
@@ -303,9 +304,14 @@ def deidentify_group(
         if executor is not None and len(tasks) > 1:
             # Larger chunks for large groups: the identity tokens travel once per chunk.
             chunksize = max(8, min(64, len(tasks) // 16))
-            results = list(executor.map(deidentify_file, tasks, chunksize=chunksize))
+            done = executor.map(deidentify_file, tasks, chunksize=chunksize)
         else:
-            results = [deidentify_file(t) for t in tasks]
+            done = map(deidentify_file, tasks)
+        results = []
+        for result in done:
+            results.append(result)
+            if on_file is not None:
+                on_file(len(results), len(tasks))
     finally:
         close_spool()  # this process's (in-process work); workers close theirs on their next
     output = GroupOutput(tree=tree, spool_folder=None if spool is None else Path(spool.folder))

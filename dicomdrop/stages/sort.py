@@ -15,7 +15,6 @@ import logging
 import os
 import stat
 import warnings
-import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
@@ -24,6 +23,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
+from dicomdrop.archives.detect import office_document_type
 from dicomdrop.config import SortSettings
 from dicomdrop.dicomio.rawwalk import RawWalkError, file_meta
 from dicomdrop.errors import QuarantineError
@@ -100,18 +100,9 @@ def _signature_type(head: bytes, path: Path) -> str:
 
 
 def _office_type(path: Path) -> str:
-    """docx/xlsx/pptx for an Office Open XML zip, "" for any other zip."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return ""
-    if "[Content_Types].xml" not in names:
-        return ""
-    for prefix, file_type in (("word/", "docx"), ("xl/", "xlsx"), ("ppt/", "pptx")):
-        if any(name.startswith(prefix) for name in names):
-            return file_type
-    return "docx"
+    """docx/xlsx/pptx (Office Open XML) or odt/ods/odp/... (OpenDocument), recognised by
+    content, damaged ones included; "" for any other zip."""
+    return office_document_type(path)
 
 
 def _text_type(head: bytes, path: Path) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +30,7 @@ _PG_LOCK_KEY = 0x44494344  # "DICD"
 _EXCLUSIVE = "dicomdrop_exclusive"
 # The newest migration shipped (a test checks it against the migrations folder): a database at
 # this revision needs no upgrade, and Alembic is not even imported.
-HEAD_REVISION = "0002_network_deliveries"
+HEAD_REVISION = "0003_network_deliveries"
 
 
 class Store:
@@ -53,13 +53,22 @@ class Store:
         if parsed.get_backend_name() == "sqlite":
             engine = _sqlite_engine(url, parsed.database, busy_timeout_ms)
         elif parsed.get_backend_name() == "postgresql":
-            engine = create_engine(url, pool_pre_ping=True)
+            try:
+                engine = create_engine(url, pool_pre_ping=True)
+            except ImportError:
+                raise StoreError(_missing_driver_message(parsed.get_driver_name())) from None
         else:
             raise StoreError(
                 f"[store] url: database '{parsed.get_backend_name()}' is not supported; "
                 "use sqlite or postgresql"
             )
         store = cls(engine)
+        if not store.is_sqlite:
+            try:
+                store.ping()
+            except BaseException:
+                engine.dispose()
+                raise
         if upgrade:
             try:
                 store.upgrade()
@@ -104,11 +113,21 @@ class Store:
         finally:
             session.close()
 
+    def ping(self) -> None:
+        """Connect once; a server that cannot be reached is a StoreError naming host and port
+        (never the password) and saying what to check."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except OperationalError as exc:
+            raise StoreError(_unreachable_message(self.engine.url, exc)) from None
+
     def upgrade(self) -> None:
         """Apply every pending Alembic migration (serialised like an exclusive unit)."""
         if self._at_head():
             return
         from alembic import command
+        from alembic.util import CommandError
 
         with self.engine.connect() as conn:
             conn = conn.execution_options(**{_EXCLUSIVE: True})
@@ -116,7 +135,10 @@ class Store:
                 if not self.is_sqlite:
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
                 config = alembic_config(conn)
-                command.upgrade(config, "head")
+                try:
+                    command.upgrade(config, "head")
+                except CommandError:
+                    raise StoreError(_unknown_revision_message(conn)) from None
         logger.debug("registry database schema is up to date")
 
     def _at_head(self) -> bool:
@@ -150,6 +172,44 @@ def alembic_config(connection: Connection | None = None) -> Any:
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def _unknown_revision_message(conn: Connection) -> str:
+    """What to say when the database's schema revision is not one this version ships."""
+    try:
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError):
+        revision = None
+    return (
+        f"the registry database's schema is at revision {revision}, which this version of "
+        f"dicomdrop does not know (it ships up to {HEAD_REVISION}): a newer dicomdrop upgraded "
+        "it; run that version, or restore a backup made before the upgrade"
+    )
+
+
+def _missing_driver_message(driver: str) -> str:
+    if driver == "psycopg":
+        return (
+            "[store] url needs the PostgreSQL driver psycopg, which is not installed; install "
+            "dicomdrop with its PostgreSQL extra: pip install 'dicomdrop[postgres]'"
+        )
+    return (
+        f"[store] url names the PostgreSQL driver {driver!r}, which is not installed; use a "
+        "postgresql+psycopg:// URL and pip install 'dicomdrop[postgres]'"
+    )
+
+
+def _unreachable_message(url: URL, exc: OperationalError) -> str:
+    """``cannot connect to ... at host:port (why); what to do``, without the password."""
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
+    why = first_line.rsplit(": ", 1)[-1].strip() or type(exc.orig).__name__
+    if url.password:
+        why = why.replace(str(url.password), "***")
+    return (
+        f"cannot connect to the PostgreSQL server at {where} ({why}); check that it runs and "
+        f"accepts connections, and the host, port, user and database of [store] url"
+    )
 
 
 def _sqlite_engine(url: str, database: str | None, busy_timeout_ms: int) -> Engine:

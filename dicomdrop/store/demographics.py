@@ -8,6 +8,7 @@ delimiters are detected.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from dicomdrop.errors import StoreError
+from dicomdrop.store.audit import record_event
 from dicomdrop.store.csvfiles import read_rows, read_text, sniff_delimiter
 from dicomdrop.store.models import Patient, Study
 from dicomdrop.store.registry import PatientIdentity, Registry
@@ -93,9 +95,24 @@ class DemographicsImport:
     skipped: list[int] = field(default_factory=list)
 
 
-def import_demographics(registry: Registry, path: Path) -> DemographicsImport:
-    """Register or link every row; ambiguous rows are recorded as pending matches."""
+def import_demographics(
+    registry: Registry, path: Path, *, actor: str, reason: str
+) -> DemographicsImport:
+    """Register or link every row; ambiguous rows are recorded as pending matches.
+
+    Audited (``registry.import``: who, why, the file's name and row count) before the first
+    row is registered, so that no registration by a person happens without its audit row.
+    """
     table = read_demographics(path)
+    with registry.store.session() as session:
+        record_event(
+            session,
+            action="registry.import",
+            actor=actor,
+            reason=reason,
+            subject=path.name,
+            details={"rows": len(table.rows), "sha256": _sha256(path)},
+        )
     report = DemographicsImport()
     for number, row in enumerate(table.rows, start=2):
         identity = table.identity(row)
@@ -139,7 +156,13 @@ EXPORT_FILES = {
 
 
 def export_demographics(
-    registry: Registry, in_path: Path, out_dir: Path, *, drop_columns: tuple[str, ...]
+    registry: Registry,
+    in_path: Path,
+    out_dir: Path,
+    *,
+    drop_columns: tuple[str, ...],
+    actor: str,
+    reason: str,
 ) -> DemographicsExport:
     """Write the pseudonymised demographics and the steward's files into ``out_dir``.
 
@@ -149,8 +172,24 @@ def export_demographics(
     - missing_from_dicom.csv (mode 0600): pseudonym and name of rows without any study (and
       rows that match nobody, pseudonym empty);
     - key.csv (mode 0600): pseudonym and name, for the data steward.
+
+    Audited (``registry.export_demographics``: who, why, the input's name, the files written)
+    before any file is written: names leave the registry here.
     """
     table = read_demographics(in_path)
+    with registry.store.session() as session:
+        record_event(
+            session,
+            action="registry.export_demographics",
+            actor=actor,
+            reason=reason,
+            subject=in_path.name,
+            details={
+                "rows": len(table.rows),
+                "out_dir": str(out_dir),
+                "files": sorted(EXPORT_FILES.values()),
+            },
+        )
     dropped = {c.lower().replace(" ", "") for c in drop_columns} | {"name"}
     identity_cols = {table.columns["name"]}
     kept = [
@@ -213,3 +252,12 @@ def _open_csv(path: Path, mode: int, delimiter: str) -> Iterator[Any]:
     os.fchmod(fd, mode)
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
         yield csv.writer(handle, delimiter=delimiter)
+
+
+def _sha256(path: Path) -> str:
+    """The file's SHA-256 (which version of a table was imported, without its content)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

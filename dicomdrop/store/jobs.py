@@ -39,6 +39,8 @@ class JobRecord:
     created_at: datetime
     updated_at: datetime
     last_finished_stage: str | None
+    files_done: int | None = None
+    files_total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ def _record(job: Job) -> JobRecord:
         created_at=job.created_at,
         updated_at=job.updated_at,
         last_finished_stage=job.last_finished_stage,
+        files_done=job.files_done,
+        files_total=job.files_total,
     )
 
 
@@ -134,7 +138,15 @@ class JobStore:
 
     def stage_started(self, job_id: str, stage: str) -> None:
         """Record that ``stage`` began."""
-        self._stage_event(job_id, stage, "stage_started", {"stage": stage}, None)
+        changes = {"stage": stage, "files_done": None, "files_total": None}
+        self._stage_event(job_id, stage, "stage_started", changes, None)
+
+    def set_progress(self, job_id: str, done: int | None, total: int | None) -> None:
+        """Record how many files of the running stage are done (None, None: no count)."""
+        with self.store.session() as session:
+            session.execute(
+                update(Job).where(Job.id == job_id).values(files_done=done, files_total=total)
+            )
 
     def stage_finished(
         self, job_id: str, stage: str, *, details: dict[str, object] | None = None
@@ -147,7 +159,7 @@ class JobStore:
         job_id: str,
         stage: str,
         kind: str,
-        changes: dict[str, str],
+        changes: dict[str, str | None],
         details: dict[str, object] | None,
     ) -> None:
         # Two statements, no ORM load: stage events are the most frequent writes of a job.

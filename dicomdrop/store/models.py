@@ -144,6 +144,9 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(80))
     message: Mapped[str | None] = mapped_column(Text)
     last_finished_stage: Mapped[str | None] = mapped_column(String(40))
+    # Progress of the running stage (files done of total), for status and jobs.
+    files_done: Mapped[int | None] = mapped_column(Integer)
+    files_total: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -175,6 +178,24 @@ class AuditEvent(Base):
     subject: Mapped[str | None] = mapped_column(String(200))
     found: Mapped[bool] = mapped_column(Boolean, default=True)
     details: Mapped[dict[str, object] | None] = mapped_column(JSON)
+
+
+class DaemonHeartbeat(Base):
+    """A running ``dicomdrop watch``: who it is, since when, and when it last said it lives.
+
+    The row is written at start, refreshed every few seconds and deleted at a clean stop; a row
+    whose ``beat_at`` is old belongs to a daemon that was killed or lost its host.
+    """
+
+    __tablename__ = "daemon_heartbeats"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    beat_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    version: Mapped[str] = mapped_column(String(40))
+    workers: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AccessionLink(Base):
