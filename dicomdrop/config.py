@@ -270,6 +270,11 @@ class DeliveryTarget:
             _check_ae_title(self.calling_ae_title, f"{where} calling_ae_title")
         if self.kind == "stow" and not re.match(r"https?://", self.url):
             raise ConfigError(f'{where}: kind = "stow" needs url = "https://host/dicom-web"')
+        if self.kind == "stow" and "@" in self.url.split("://", 1)[1].split("/", 1)[0]:
+            raise ConfigError(
+                f"{where}: url must not hold a user name or password (they would show in "
+                "logs and listings); put them into basic_auth_file, one line user:password"
+            )
         if self.bearer_token_file is not None and self.basic_auth_file is not None:
             raise ConfigError(f"{where}: set bearer_token_file or basic_auth_file, not both")
         if (self.tls_certificate is None) != (self.tls_key is None):
