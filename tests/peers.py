@@ -3,7 +3,9 @@ Orthanc (C-STORE, STOW-RS, REST to read back) and dcmtk's storescp."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import time
 import urllib.error
@@ -145,3 +147,70 @@ class StoreSCP:
             self.proc.terminate()
             self.proc.wait(20)
         self.log.close()
+
+
+class TlsTerminator:
+    """TLS in front of a plain TCP server on loopback, as stunnel or a reverse proxy does for
+    an archive (the Debian Orthanc crashes on its own HTTPS): bytes are passed through as they
+    are, in both directions, after a real handshake with ``certificate`` and ``key``."""
+
+    def __init__(self, certificate: Path, key: Path, backend_port: int) -> None:
+        import ssl
+        import threading
+
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(certificate, key)
+        self._backend = backend_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, client: socket.socket) -> None:
+        import threading
+
+        try:
+            secure = self._context.wrap_socket(client, server_side=True)
+        except OSError:
+            client.close()
+            return
+        backend = socket.create_connection(("127.0.0.1", self._backend))
+
+        def pump(source: socket.socket, target: socket.socket) -> None:
+            try:
+                while data := source.recv(65536):
+                    target.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (source, target):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+
+        back = threading.Thread(target=pump, args=(backend, secure), daemon=True)
+        back.start()
+        pump(secure, backend)
+        back.join()
+        secure.close()
+        backend.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self._listener.close()
+        self._accepting.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from corpus import MUELLER, SMITH_JOHN, dicom_bytes, make_person_instance
 from network_support import free_port
-from peers import Orthanc, StoreSCP
+from peers import Orthanc, StoreSCP, TlsTerminator
 
 from dicomdrop.config import DeliveryTarget
 from dicomdrop.delivery.base import OutgoingInstance
@@ -139,3 +139,78 @@ def test_a_target_that_is_down_means_retry_and_nothing_is_marked_as_sent(tmp_pat
         results = sender.send(instances, lambda batch: marked.extend(i.key for i in batch))
         assert {r.outcome for r in results.values()} == {"retry"}, results
     assert marked == [i.key for i in instances]  # STOW marks the batch before connecting
+
+
+def test_stow_rs_over_https_verifies_the_server_certificate_by_default(
+    empty_orthanc: Orthanc, tmp_path: Path
+):
+    from test_network_tls import make_pki
+
+    pki = tmp_path / "pki"
+    make_pki(pki)
+    tls = TlsTerminator(pki / "server.crt", pki / "server.key", empty_orthanc.http_port)
+    url = f"https://127.0.0.1:{tls.port}/dicom-web"
+    try:
+        instances = outgoing(tmp_path / "out", count=2)
+        results = StowSender(stow_target(url)).send(instances, lambda batch: None)
+        assert {r.outcome for r in results.values()} == {"retry"}, results
+        assert {r.status for r in results.values()} == {
+            "connection failed (SSLCertVerificationError)"
+        }
+        assert empty_orthanc.instances() == []
+        trusting = StowSender(
+            DeliveryTarget(name="web", kind="stow", url=url, tls_ca=pki / "ca.crt")
+        )
+        results = trusting.send(instances, lambda batch: None)
+        assert {r.outcome for r in results.values()} == {"sent"}
+        assert len(empty_orthanc.instances()) == 2
+        assert trusting.stored(instances[0]) is True
+    finally:
+        tls.stop()
+
+
+def test_cstore_over_tls_to_the_dicomdrop_listener_with_a_client_certificate(tmp_path: Path):
+    from test_network_tls import make_pki
+
+    from dicomdrop.config import AllowedCaller, NetworkSettings
+    from dicomdrop.network.intake import NetworkIntake
+    from dicomdrop.network.listener import StoreListener
+    from dicomdrop.network.receiving import ReceivingArea
+    from dicomdrop.quarantine import Quarantine
+
+    pki = tmp_path / "pki"
+    make_pki(pki)
+    settings = NetworkSettings(
+        bind_address="127.0.0.1",
+        port=free_port(),
+        allowed_callers=(AllowedCaller("DICOMDROP"),),
+        tls_certificate=pki / "server.crt",
+        tls_key=pki / "server.key",
+        tls_ca=pki / "ca.crt",
+    )
+    area = ReceivingArea(tmp_path / "receiving")
+    area.prepare()
+    intake = NetworkIntake(settings, area, Quarantine(tmp_path / "q"))
+    listener = StoreListener(settings, intake)
+    listener.start()
+    try:
+        instances = outgoing(tmp_path / "out", count=2)
+        base = {
+            "name": "peer", "kind": "cstore", "host": "127.0.0.1", "port": settings.port,
+            "called_ae_title": "DICOMDROP", "tls": True, "tls_ca": pki / "ca.crt",
+            "timeout_seconds": 10,
+        }  # fmt: skip
+        anonymous = CStoreSender(DeliveryTarget(**base))  # type: ignore[arg-type]
+        results = anonymous.send(instances, lambda batch: None)
+        assert {r.outcome for r in results.values()} == {"retry"}
+        with_cert = CStoreSender(
+            DeliveryTarget(  # type: ignore[arg-type]
+                **base, tls_certificate=pki / "client.crt", tls_key=pki / "client.key"
+            )
+        )
+        results = with_cert.send(instances, lambda batch: None)
+        assert {r.outcome for r in results.values()} == {"sent"}
+        assert intake.received == 2
+    finally:
+        listener.stop()
+        intake.stop()

@@ -16,6 +16,8 @@ import base64
 import json
 import logging
 import secrets
+import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -115,8 +117,12 @@ class StowSender:
             code, reply = self._open(request)
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            refused = isinstance(reason, ConnectionRefusedError)
-            outcome: Outcome = "retry" if refused else "unknown"
+            # No connection, no name, or a TLS handshake that failed (an untrusted certificate):
+            # nothing was sent. Anything else may have cut the answer after the request.
+            never_sent = isinstance(
+                reason, ConnectionRefusedError | socket.gaierror | ssl.SSLCertVerificationError
+            )
+            outcome: Outcome = "retry" if never_sent else "unknown"
             status = f"connection failed ({type(reason).__name__})"
             return {i.key: SendResult(outcome, status) for i in instances}
         return self._results(code, reply, instances)
