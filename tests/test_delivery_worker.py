@@ -117,3 +117,8 @@ def test_jobs_and_status_show_deliveries_pending_per_target(
     assert line.endswith("(pending: web 2)")
     assert main(["--config", str(config_file), "status"]) == 0
     assert "deliveries pending: web 2" in capsys.readouterr().out
+    assert main(["--config", str(config_file), "jobs", "--json"]) == 0
+    (job,) = [j for j in json.loads(capsys.readouterr().out)["jobs"] if j["id"] == JOB]
+    assert job["deliveries_pending"] == {"web": 2}
+    assert main(["--config", str(config_file), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["deliveries_pending"] == {"web": 2}
