@@ -150,6 +150,9 @@ def check_network(settings: Settings) -> list[CheckResult]:
         address = f"{network.bind_address}:{network.port}"
         try:
             with socket.socket() as probe:
+                # As the listener binds: connections of a previous run in TIME_WAIT (after a
+                # kill or a restart) do not make the port busy.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind((network.bind_address, network.port))
             results.append(CheckResult("network listener", True, f"{address} is free"))
         except OSError as exc:
