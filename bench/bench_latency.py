@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from corpus import MUELLER, write_series, zip_folder
+from corpus import write_series, zip_folder
 from crash.harness import DaemonProcess, make_installation, wait_until
+from factories import MUELLER
 
 from dicomdrop.config import load_settings
 

@@ -17,13 +17,23 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomdrop import __version__
-from dicomdrop.commands import Context, add_config_option, deid, process, registry, reid, setup
+from dicomdrop.commands import (
+    Context,
+    add_config_option,
+    deid,
+    process,
+    registry,
+    reid,
+    setup,
+    users,
+    web,
+)
 from dicomdrop.commands import daemon as daemon_commands
 from dicomdrop.config import config_path_from
 from dicomdrop.errors import DicomdropError
 from dicomdrop.logs import setup_logging
 
-COMMAND_MODULES = (setup, process, deid, registry, reid, daemon_commands)
+COMMAND_MODULES = (setup, process, deid, registry, reid, daemon_commands, users, web)
 
 
 def build_parser() -> argparse.ArgumentParser:

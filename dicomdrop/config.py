@@ -282,6 +282,66 @@ class DeliveryTarget:
 
 
 @dataclass(frozen=True)
+class MaskRule:
+    """Rectangles to blank in the pixels of one kind of device output (as RSNA CTP's pixel
+    anonymizer): matched on Manufacturer and ManufacturerModelName (case-insensitive, contained),
+    Rows and Columns (exact), and optionally Modality and SOPClassUID. ``boxes`` are
+    ``[left, top, width, height]`` in pixels."""
+
+    manufacturer: str
+    model: str
+    rows: int = field(metadata={"min": 1, "max": 65535})
+    columns: int = field(metadata={"min": 1, "max": 65535})
+    boxes: tuple[tuple[int, ...], ...]
+    modality: str = ""
+    sop_class: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.boxes:
+            raise ConfigError("[[pixels.masks]] boxes must list at least one [left, top, w, h]")
+        for box in self.boxes:
+            if len(box) != 4 or min(box) < 0 or box[2] == 0 or box[3] == 0:
+                raise ConfigError(
+                    f"[[pixels.masks]] box {list(box)} must be [left, top, width, height] with "
+                    "left and top >= 0 and width and height > 0"
+                )
+
+
+@dataclass(frozen=True)
+class PixelSettings:
+    """Burned-in text: which instances are at risk, the OCR scan, and masking rules.
+
+    An instance is at risk when its Modality is in ``risk_modalities`` or its SOP class in
+    ``risk_sop_classes``. It is delivered only with BurnedInAnnotation NO (when
+    ``trust_burned_in_annotation_no``), a matching mask rule, or a pixel scan that found no text.
+    """
+
+    risk_modalities: tuple[str, ...] = tuple(["US", "IVUS", "ES", "XC", "GM", "OT", "SC", "XA"])
+    risk_sop_classes: tuple[str, ...] = tuple(
+        [
+            "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image
+            "1.2.840.10008.5.1.4.1.1.6.2",  # Enhanced US Volume
+            "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image
+            "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angiographic Image
+            "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL Endoscopic Image
+            "1.2.840.10008.5.1.4.1.1.77.1.1.1",  # Video Endoscopic Image
+            "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL Photographic Image
+            "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic Image
+        ]
+    )
+    trust_burned_in_annotation_no: bool = True
+    scan: bool = True
+    scan_frames: int = _num(3, minimum=1, maximum=100)
+    min_confidence: float = _num(60.0, minimum=0, maximum=100)
+    masks: tuple[MaskRule, ...] = ()
+
+
+@dataclass(frozen=True)
 class DeliverySettings:
     """Delivery of outputs, retention of originals, and who may read the outbox and write the
     inbox (the systemd unit's ``UMask=0077`` would otherwise make every delivery 0600)."""
@@ -413,6 +473,37 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The steward console (``dicomdrop web``, or inside ``dicomdrop watch`` when enabled)."""
+
+    listen: str = "127.0.0.1:8765"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    session_minutes: int = _num(480, minimum=1)
+    enabled: bool = False
+    trusted_user_header: str = ""
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f'[web] listen = {self.listen!r} is not HOST:PORT; use e.g. "127.0.0.1:8765"'
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("[web] tls_cert_file and tls_key_file must be given together")
+
+    @property
+    def host(self) -> str:
+        """The address to listen on (brackets of an IPv6 address removed)."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The TCP port to listen on."""
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     """Log output. Logs never contain names, IDs or dates of patients."""
 
@@ -432,8 +523,10 @@ class Settings:
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     sort: SortSettings = field(default_factory=SortSettings)
     screen: ScreenSettings = field(default_factory=ScreenSettings)
+    pixels: PixelSettings = field(default_factory=PixelSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     source: Path | None = None

@@ -33,7 +33,8 @@ def render_toml(settings: Settings) -> str:
             if isinstance(item, tuple) and item and dataclasses.is_dataclass(item[0]):
                 tables.append((f.name, item))
             elif item is None:
-                lines.append(f"# {f.name} is not set (the preset decides)")
+                decides = " (the preset decides)" if section.name == "deid" else ""
+                lines.append(f"# {f.name} is not set{decides}")
             elif f.name.endswith("_mode") and isinstance(item, int):
                 lines.append(f"{f.name} = 0o{item:o}")
             else:

@@ -83,13 +83,24 @@ class DeidError(QuarantineError):
 
 
 class VerificationError(QuarantineError):
-    """The verification scan found a trace of the patient's identity in an output."""
+    """The verification scan found a trace of the patient's identity in an output
+    (``verify.phi_found``; ``verify.phi_in_pixels`` when every trace is burned-in text)."""
 
-    def __init__(self, message: str, *, files: list[str] | None = None) -> None:
-        super().__init__("verify.phi_found", message, stage="verify", files=files)
+    def __init__(
+        self, message: str, *, files: list[str] | None = None, code: str = "verify.phi_found"
+    ) -> None:
+        super().__init__(code, message, stage="verify", files=files)
 
 
 class ClaimError(DicomdropError):
     """A drop could not be moved from the inbox into the work folder; it stays in the inbox."""
 
     code = "claim.failed"
+
+
+class TruncatedError(QuarantineError):
+    """A DICOM file is cut short: its pixel data is shorter than its header says, or its
+    encapsulated fragments end early (``dicom.truncated``)."""
+
+    def __init__(self, message: str, *, files: list[str] | None = None) -> None:
+        super().__init__("dicom.truncated", message, stage="deid", files=files)

@@ -85,6 +85,9 @@ class GroupOutcome:
     instances: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0  # byte-identical copies of a delivered instance, not delivered again
+    # Keys of the drop's other groups whose files went into this one: the registry matched
+    # them to the same patient although their headers kept them apart.
+    merged: list[str] = field(default_factory=list)
     # One row per file of the group: [path in the drop, outcome, code or type, delivered as].
     report: list[list[str]] = field(default_factory=list)
 

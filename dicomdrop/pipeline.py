@@ -1,7 +1,8 @@
 """The pipeline: moves one claimed job through the stages. The only place that knows the order.
 
-Job stages: unpack -> sort -> group, then for each patient group:
-screen (+ duplicates) -> match -> deid -> verify -> deliver; and finally the originals are kept.
+Job stages: unpack -> sort -> group; then for each group: screen (+ duplicates) -> match; then
+the groups matched to one pseudonym are merged (one delivery per patient, one numbering of its
+studies), and for each patient: deid -> verify -> deliver; finally the originals are kept.
 Each stage lives in its own module under ``dicomdrop/stages/``; this module orders them, records
 their boundaries in the store, and quarantines what a stage refuses.
 
@@ -9,10 +10,11 @@ State and resumption. A job lives in ``work/<job>/``; the claimed drop stays unt
 ``work/<job>/drop/`` until the job is finished. Job-level stages are cheap to redo, so a resumed
 job rolls them back to the claimed drop and redoes them (unpacking is deterministic). A patient
 group is finished when its output was published by its deliverer (atomic) or its files were
-moved to quarantine; that outcome is written to ``work/<job>/state/`` and to the store, and a
-resumed job skips finished groups. The deliverer's proof of delivery (for the outbox: the output
-exists under its final name) stops a second delivery even if the process died before recording
-it. Nothing is delivered except after ``verify`` found no trace of the patient.
+moved to quarantine; that outcome is written to ``work/<job>/state/`` (one marker per patient,
+naming every group merged into it) and to the store, and a resumed job skips finished groups.
+The deliverer's proof of delivery (for the outbox: the output exists under its final name) stops
+a second delivery even if the process died before recording it. Nothing is delivered except
+after ``verify`` found no trace of the patient.
 
 Running jobs (claiming by copy, worker processes, metrics) is ``dicomdrop.runner``'s business.
 """
@@ -29,8 +31,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy.exc
 
@@ -52,8 +56,8 @@ from dicomdrop.quarantine import Quarantine, QuarantineEntry
 from dicomdrop.stages.deidentify import deidentify_group, make_executor
 from dicomdrop.stages.deliver import deliver
 from dicomdrop.stages.duplicates import split_duplicates
-from dicomdrop.stages.group import PatientGroup, group_instances
-from dicomdrop.stages.match import match_group, record_studies
+from dicomdrop.stages.group import PatientGroup, group_instances, merge_groups
+from dicomdrop.stages.match import PatientMatch, match_group, merge_matches, record_studies
 from dicomdrop.stages.screen import SCREEN_MESSAGES, split_verdicts
 from dicomdrop.stages.sort import sort_tree
 from dicomdrop.stages.verify import identity_tokens, verify_output
@@ -65,6 +69,7 @@ log = logging.getLogger(__name__)
 
 #: ``on_stage(job_id, stage, seconds)`` is called after each stage.
 StageCallback = Callable[[str, str, float], None]
+_T = TypeVar("_T")
 
 
 def job_dir(settings: Settings, job_id: str) -> Path:
@@ -144,9 +149,7 @@ class Pipeline:
             outcome.report = [[drop.name, JobState.QUARANTINED, exc.code, ""]]
             self._finish(job_id, folder, outcome, keep_original=False)
             return outcome
-        for index, group in enumerate(groups):
-            others = [g for g in groups if g is not group]
-            outcome.groups.append(self._run_group(job_id, folder, group, index, others))
+        outcome.groups = self._run_groups(job_id, folder, groups)
         for g in outcome.groups:
             for code, n in g.quarantined.items():
                 outcome.quarantined[code] = outcome.quarantined.get(code, 0) + n
@@ -226,25 +229,59 @@ class Pipeline:
 
     # --- one patient group ---------------------------------------------------------------------
 
-    def _run_group(
+    def _run_groups(
+        self, job_id: str, folder: Path, groups: Sequence[PatientGroup]
+    ) -> list[GroupOutcome]:
+        """Screen and match every group, merge the groups matched to one patient, then
+        de-identify, verify and deliver each patient once; groups finished before (a marker in
+        ``work/<job>/state/`` covers them) are skipped. One outcome per patient, in group order.
+        """
+        finished = _finished_groups(folder / "state")
+        outcomes: dict[int, GroupOutcome] = {}
+        matched: list[_Matched] = []
+        for index, group in enumerate(groups):
+            done = finished.get(group.key)
+            if done is not None:
+                if done.key == group.key:
+                    outcomes[index] = done
+                continue
+            result = GroupOutcome(key=group.key, outcome=JobState.DELIVERED)
+            step = partial(self._screen_and_match, job_id, folder, group, index, result)
+            found = self._guarded(job_id, folder, group, index, result, step)
+            if found is None:  # finished here: nothing passed, or quarantined, or waiting
+                self._mark_finished(folder, index, result)
+                outcomes[index] = result
+            else:
+                matched.append(_Matched(index, group, *found, result))
+        for patient in _by_patient(matched):
+            members = [m.group for m in patient]
+            group = merge_groups(members)
+            result = _merged_outcome([m.result for m in patient])
+            keys = {g.key for g in members}
+            others = [g for g in groups if g.key not in keys]
+            index = patient[0].index
+            deliver_step = partial(
+                self._deliver_patient, job_id, folder, patient, group, result, others
+            )
+            self._guarded(job_id, folder, group, index, result, deliver_step)
+            self._mark_finished(folder, index, result)
+            outcomes[index] = result
+        return [outcomes[i] for i in sorted(outcomes)]
+
+    def _guarded(
         self,
         job_id: str,
         folder: Path,
         group: PatientGroup,
         index: int,
-        others: Sequence[PatientGroup],
-    ) -> GroupOutcome:
-        """Run one patient group (``others``: the drop's other groups, whose identities are
-        searched for too), or return its recorded result when it finished before."""
-        marker = folder / "state" / f"group-{index}.json"
-        if marker.exists():
-            data = json.loads(marker.read_text(encoding="utf-8"))
-            return GroupOutcome(**data)
+        result: GroupOutcome,
+        step: Callable[[], _T],
+    ) -> _T | None:
+        """``step()``, or None after quarantining the files of ``group`` not yet reported when
+        it raised a QuarantineError or failed on the data. Operational failures propagate."""
         unpacked = folder / "unpacked"
-        # Filled as the group goes: a quarantine half-way keeps what was decided before it.
-        result = GroupOutcome(key=group.key, outcome=JobState.DELIVERED)
         try:
-            self._process_group(job_id, folder, group, index, result, others)
+            return step()
         except (StoreError, sqlalchemy.exc.OperationalError):
             raise
         except OSError as exc:
@@ -256,36 +293,28 @@ class Pipeline:
         except Exception as exc:
             log.exception("job %s: group %d failed", job_id, index)
             self._quarantine_group(job_id, group, unpacked, _internal(exc), result)
+        return None
+
+    @staticmethod
+    def _mark_finished(folder: Path, index: int, result: GroupOutcome) -> None:
+        """Record a finished patient (one marker for all the groups merged into it)."""
+        marker = folder / "state" / f"group-{index}.json"
         marker.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(marker, result.__dict__)
-        return result
 
-    def _process_group(
-        self,
-        job_id: str,
-        folder: Path,
-        group: PatientGroup,
-        index: int,
-        result: GroupOutcome,
-        others: Sequence[PatientGroup],
-    ) -> None:
-        """Screen, match, de-identify, verify and deliver one group, recording into ``result``;
-        a QuarantineError for the files not yet reported is raised to the caller."""
+    def _screen_and_match(
+        self, job_id: str, folder: Path, group: PatientGroup, index: int, result: GroupOutcome
+    ) -> tuple[list[Path], PatientMatch] | None:
+        """Screen one group and match its patient, recording into ``result``: the files that
+        go on and the match, or None when no file passed screening. A QuarantineError for the
+        files not yet reported is raised to the caller."""
         unpacked = folder / "unpacked"
-        retain_uids = bool(self.settings.deid.retain_uids)
-
         with self._stage(job_id, "screen", group=index) as details:
             passed, screened = split_verdicts(group.files, group.verdicts)
             passed, duplicates, conflicting = split_duplicates(
                 group.files, group.sop_uids, passed, unpacked
             )
-            if conflicting:
-                screened["screen.duplicate_uid"] = tuple(str(p) for p in conflicting)
-            result.duplicates = len(duplicates)
-            result.add_rows(map(str, duplicates), "deleted", "duplicate")
-            for code, files in screened.items():
-                entry = QuarantineEntry(code, "screen", SCREEN_MESSAGES.get(code, code), files)
-                self._quarantine_files(job_id, entry, unpacked, result.quarantined, result.report)
+            self._hold_back(job_id, unpacked, result, screened, duplicates, conflicting)
             details.update(
                 passed=len(passed),
                 screened=sum(len(f) for f in screened.values()),
@@ -293,8 +322,7 @@ class Pipeline:
             )
         if not passed:
             result.outcome = JobState.QUARANTINED
-            return
-
+            return None
         with self._stage(job_id, "match", group=index):
             match = match_group(
                 self.registry,
@@ -304,6 +332,52 @@ class Pipeline:
                 accession_links=self.settings.registry.accession_links,
             )
             result.pseudonym = match.pseudonym
+        return passed, match
+
+    def _hold_back(
+        self,
+        job_id: str,
+        unpacked: Path,
+        result: GroupOutcome,
+        screened: dict[str, tuple[str, ...]],
+        duplicates: Sequence[Path],
+        conflicting: Sequence[Path],
+    ) -> None:
+        """Report duplicates as deleted and quarantine the screened and conflicting files."""
+        if conflicting:
+            screened["screen.duplicate_uid"] = tuple(str(p) for p in conflicting)
+        result.duplicates += len(duplicates)
+        result.add_rows(map(str, duplicates), "deleted", "duplicate")
+        for code, files in screened.items():
+            entry = QuarantineEntry(code, "screen", SCREEN_MESSAGES.get(code, code), files)
+            self._quarantine_files(job_id, entry, unpacked, result.quarantined, result.report)
+
+    def _deliver_patient(
+        self,
+        job_id: str,
+        folder: Path,
+        patient: Sequence[_Matched],
+        group: PatientGroup,
+        result: GroupOutcome,
+        others: Sequence[PatientGroup],
+    ) -> None:
+        """De-identify, verify and deliver one patient (``group``: the ``patient`` groups merged),
+        recording into ``result``; a QuarantineError for the files not yet reported is raised
+        to the caller."""
+        unpacked = folder / "unpacked"
+        index = patient[0].index
+        retain_uids = bool(self.settings.deid.retain_uids)
+        passed = [p for m in patient for p in m.passed]
+        match = patient[0].match
+        if len(patient) > 1:
+            with self._stage(job_id, "merge", group=index) as details:
+                # The groups' files met only now: the same instance may be in two of them.
+                passed, duplicates, conflicting = split_duplicates(
+                    group.files, group.sop_uids, passed, unpacked
+                )
+                self._hold_back(job_id, unpacked, result, {}, duplicates, conflicting)
+                details.update(groups=len(patient), passed=len(passed))
+                match = merge_matches([m.match for m in patient], passed)
 
         variants, ids = match.name_variants, match.patient_ids
         # Built before de-identification: each output is scanned as it is produced.
@@ -323,21 +397,29 @@ class Pipeline:
                 manifest={"job": job_id, "profile": self.settings.deid.profile},
                 tokens=tokens,
                 zip_entries=(self.settings.archives if self.deliverer.spools_zip_entries else None),
+                pixels=self.settings.pixels,
                 on_file=FileProgress(self.jobs, job_id, "deid", self._on_progress),
             )
             failed = tuple(str(Path(o.source).relative_to(unpacked)) for o in output.failed)
             if failed:
                 codes = Counter(o.error_code or "deid.failed" for o in output.failed)
-                self.quarantine.put_files(
-                    job_id,
-                    QuarantineEntry(
-                        codes.most_common(1)[0][0],
-                        "deid",
-                        "instances the de-identification engine could not process",
-                        failed,
-                    ),
-                    unpacked,
-                )
+                for code in codes:
+                    self.quarantine.put_files(
+                        job_id,
+                        QuarantineEntry(
+                            code,
+                            "screen" if code.startswith("screen.") else "deid",
+                            _FILE_MESSAGES.get(
+                                code, "instances the de-identification engine could not process"
+                            ),
+                            tuple(
+                                f
+                                for o, f in zip(output.failed, failed, strict=True)
+                                if (o.error_code or "deid.failed") == code
+                            ),
+                        ),
+                        unpacked,
+                    )
                 for code, n in codes.items():
                     result.quarantined[code] = result.quarantined.get(code, 0) + n
                 for o, relative in zip(output.failed, failed, strict=True):
@@ -364,6 +446,8 @@ class Pipeline:
 
         record_studies(self.registry, match.pseudonym, output, job_id)
         with self._stage(job_id, "pack", group=index):
+            # Named after the first group: the same name when a resumed job redoes it, which
+            # lets the deliverer's proof of delivery stop a second delivery.
             stem = f"{match.pseudonym}_{job_id}" + (f"_{index + 1}" if index else "")
             delivered_as = deliver(self.deliverer, output, stem)
         result.archive = delivered_as
@@ -387,7 +471,7 @@ class Pipeline:
     ) -> None:
         """Quarantine ``entry.files`` and count and report them under ``entry.code``."""
         self.quarantine.put_files(job_id, entry, unpacked)
-        counts[entry.code] = len(entry.files)
+        counts[entry.code] = counts.get(entry.code, 0) + len(entry.files)
         report += [[f, "quarantined", entry.code, ""] for f in entry.files]
 
     def _quarantine_group(
@@ -482,6 +566,63 @@ class Pipeline:
         self.jobs.stage_finished(job_id, stage, details=details)
         if self._on_stage is not None:
             self._on_stage(job_id, stage, elapsed)
+
+
+@dataclass(frozen=True)
+class _Matched:
+    """A screened and matched group, waiting for the other groups of its patient."""
+
+    index: int
+    group: PatientGroup
+    passed: list[Path]
+    match: PatientMatch
+    result: GroupOutcome
+
+
+def _by_patient(matched: Sequence[_Matched]) -> list[list[_Matched]]:
+    """The matched groups by pseudonym, in order of their first group."""
+    patients: dict[str, list[_Matched]] = {}
+    for m in matched:
+        patients.setdefault(m.match.pseudonym, []).append(m)
+    return list(patients.values())
+
+
+def _merged_outcome(results: Sequence[GroupOutcome]) -> GroupOutcome:
+    """One outcome for groups of one patient, keeping what screening decided for each."""
+    if len(results) == 1:
+        return results[0]
+    merged = GroupOutcome(
+        key=results[0].key,
+        outcome=JobState.DELIVERED,
+        pseudonym=results[0].pseudonym,
+        merged=[r.key for r in results[1:]],
+    )
+    for r in results:
+        merged.duplicates += r.duplicates
+        for code, n in r.quarantined.items():
+            merged.quarantined[code] = merged.quarantined.get(code, 0) + n
+        merged.report += r.report
+    return merged
+
+
+def _finished_groups(state: Path) -> dict[str, GroupOutcome]:
+    """The recorded outcome of every finished group of a job, by group key (a patient's
+    outcome under the key of each group merged into it)."""
+    finished: dict[str, GroupOutcome] = {}
+    for marker in sorted(state.glob("group-*.json")):
+        outcome = GroupOutcome(**json.loads(marker.read_text(encoding="utf-8")))
+        for key in (outcome.key, *outcome.merged):
+            finished[key] = outcome
+    return finished
+
+
+# Per-file verdicts taken while de-identifying (the file's pixels or structure), by code.
+_FILE_MESSAGES = {
+    "dicom.truncated": "files cut short: the pixel data is incomplete",
+    "screen.text_in_pixels": "at-risk instances with text in their pixels, for a person to review",
+    "screen.pixels_unchecked": "at-risk instances whose pixels could not be checked for text",
+    "verify.phi_in_pixels": "the patient's identity is burned into the pixels",
+}
 
 
 def _internal(exc: BaseException) -> QuarantineError:

@@ -21,39 +21,15 @@ from pathlib import Path
 
 import inflate64
 import py7zr
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-
+from factories import file_bytes
 
 # --- content ------------------------------------------------------------------------------------
 
 
 def dicom_bytes(instance: int = 1, pixels: int = 64) -> bytes:
-    """A small CT instance (Part 10, with preamble) whose pixel data is ``pixels`` x ``pixels``."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(instance)])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CT_IMAGE_STORAGE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientName = "Test^Archive"
-    ds.PatientID = f"ARCH{instance:04d}"
-    ds.Modality = "CT"
-    ds.InstanceNumber = instance
-    ds.Rows = ds.Columns = pixels
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = bytes((instance * 7 + i * 13) % 251 for i in range(pixels * pixels * 2))
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    """A small CT instance of its own patient (PatientID per ``instance``), with ``pixels`` x
+    ``pixels`` pixel data: ``factories.file_bytes``, the one DICOM factory."""
+    return file_bytes(instance, instance=instance, modality="CT", pixels=pixels)
 
 
 def study_files(count: int = 3) -> dict[str, bytes]:

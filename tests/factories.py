@@ -1,15 +1,30 @@
-"""Small factories of DICOM datasets for tests, built in memory.
+"""The one factory of DICOM test data: datasets built in memory, and their file bytes.
 
-``make_instance(patient, study, series, instance)`` derives every identifier from the numbers, so
-instances of the same patient/study/series agree (name, ID, birth date, UIDs, accession).
-``make_phi_instance(...)`` additionally sets every attribute of PS3.15 Table E.1-1 that the
-pydicom dictionary can type, with a VR-valid, PHI-looking value, plus nested sequences, private
-elements and free text carrying the patient's name; ``planted_phi(...)`` returns the strings
-planted, none of which may survive de-identification under the basic profile.
+Every identifier derives from numbers, so instances of the same patient/study/series agree (name,
+ID, birth date, UIDs, accession), and distinct numbers give distinct patients and instances:
+
+- ``make_instance(patient, study, series, instance, *, modality, pixels, uid_root, **overrides)``:
+  a small instance; ``file_bytes(...)`` gives its Part 10 bytes. Each patient number is its own
+  PatientID (``file_bytes(n, instance=n)`` gives one patient per file).
+- ``make_phi_instance(...)`` additionally sets every attribute of PS3.15 Table E.1-1 that the
+  pydicom dictionary can type, with a VR-valid, PHI-looking value, plus nested sequences, private
+  elements and free text carrying the patient's name; ``planted_phi(...)`` returns the strings
+  planted, none of which may survive de-identification under the basic profile.
+- ``Person`` and the corpus people (``MUELLER``, ``SMITH_JOHN``...): patients with a fixed,
+  realistic identity (UTF-8 names) for end-to-end tests. ``make_person_instance(person, ...)``
+  is ``make_instance`` under ``CORPUS_UID_ROOT`` with the person's identity planted where PHI
+  hides: nested sequences, a private element (as text and as OB bytes), free text and the file
+  meta. ``dicom_bytes(ds)`` gives the file bytes of any dataset.
+
+Drops built from these (folders, archives, leftovers) are in ``corpus.py`` and
+``archive_factories.py``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -49,41 +64,50 @@ def accession(patient: int, study: int) -> str:
     return f"ACC{patient:04d}S{study:03d}"
 
 
-def study_uid(patient: int, study: int) -> str:
+def study_uid(patient: int, study: int, root: str = UID_ROOT) -> str:
     """The StudyInstanceUID of a patient's study."""
-    return f"{UID_ROOT}.{patient}.{study}"
+    return f"{root}.{patient}.{study}"
 
 
-def series_uid(patient: int, study: int, series: int) -> str:
+def series_uid(patient: int, study: int, series: int, root: str = UID_ROOT) -> str:
     """The SeriesInstanceUID."""
-    return f"{UID_ROOT}.{patient}.{study}.{series}"
+    return f"{root}.{patient}.{study}.{series}"
 
 
-def instance_uid(patient: int, study: int, series: int, instance: int) -> str:
+def instance_uid(patient: int, study: int, series: int, instance: int, root: str = UID_ROOT) -> str:
     """The SOPInstanceUID."""
-    return f"{UID_ROOT}.{patient}.{study}.{series}.{instance}"
+    return f"{root}.{patient}.{study}.{series}.{instance}"
 
 
 def make_instance(
-    patient: int = 1, study: int = 1, series: int = 1, instance: int = 1, **overrides: object
+    patient: int = 1,
+    study: int = 1,
+    series: int = 1,
+    instance: int = 1,
+    *,
+    modality: str = "MR",
+    pixels: int = PIXEL_ROWS,
+    uid_root: str = UID_ROOT,
+    **overrides: object,
 ) -> Dataset:
-    """A small MR instance with file meta, consistent identities and 8x8 16-bit pixel data.
+    """A small instance (MR Image Storage, Modality ``modality``) with file meta, consistent
+    identities under ``uid_root`` and ``pixels`` x ``pixels`` 16-bit pixel data.
 
     ``overrides`` are keyword=value pairs set last (``None`` deletes the attribute).
     """
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = MR_STORAGE
-    ds.SOPInstanceUID = instance_uid(patient, study, series, instance)
-    ds.StudyInstanceUID = study_uid(patient, study)
-    ds.SeriesInstanceUID = series_uid(patient, study, series)
-    ds.FrameOfReferenceUID = f"{series_uid(patient, study, series)}.0"
+    ds.SOPInstanceUID = instance_uid(patient, study, series, instance, uid_root)
+    ds.StudyInstanceUID = study_uid(patient, study, uid_root)
+    ds.SeriesInstanceUID = series_uid(patient, study, series, uid_root)
+    ds.FrameOfReferenceUID = f"{series_uid(patient, study, series, uid_root)}.0"
     ds.StudyDate = f"2021{study % 12 + 1:02d}{study % 27 + 1:02d}"
     ds.StudyTime = "101500"
     ds.SeriesDate = ds.StudyDate
     ds.ContentDate = ds.StudyDate
     ds.AccessionNumber = accession(patient, study)
-    ds.Modality = "MR"
+    ds.Modality = modality
     ds.Manufacturer = "ACME"
     ds.StudyDescription = "MR BRAIN"
     ds.SeriesDescription = f"T1 SERIES {series}"
@@ -99,13 +123,13 @@ def make_instance(
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = PIXEL_ROWS
-    ds.Columns = PIXEL_ROWS
+    ds.Rows = pixels
+    ds.Columns = pixels
     ds.BitsAllocated = 16
     ds.BitsStored = 12
     ds.HighBit = 11
     ds.PixelRepresentation = 0
-    ds.PixelData = bytes((i * 7 + instance) % 256 for i in range(PIXEL_ROWS * PIXEL_ROWS * 2))
+    ds.PixelData = bytes((i * 7 + instance) % 256 for i in range(pixels * pixels * 2))
     ds.file_meta = _file_meta(ds.SOPInstanceUID)
     for keyword, value in overrides.items():
         if value is None:
@@ -180,6 +204,123 @@ def planted_phi(patient: int = 1, study: int = 1, series: int = 1, instance: int
         if marker:
             values.add(marker)
     return values
+
+
+def dicom_bytes(ds: Dataset) -> bytes:
+    """The file bytes of ``ds`` (Part 10: preamble and file meta)."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def file_bytes(
+    patient: int = 1, study: int = 1, series: int = 1, instance: int = 1, **kwargs: object
+) -> bytes:
+    """The file bytes of ``make_instance`` with these numbers and keyword arguments."""
+    return dicom_bytes(make_instance(patient, study, series, instance, **kwargs))
+
+
+# --- the corpus people --------------------------------------------------------------------------
+
+CORPUS_UID_ROOT = "1.2.826.0.1.3680043.10.1"
+
+
+@dataclass(frozen=True)
+class Person:
+    """A patient as the hospital knows them."""
+
+    number: int
+    name: str  # DICOM PN
+    patient_id: str
+    birth_date: str
+    sex: str
+
+    @property
+    def family(self) -> str:
+        return self.name.split("^")[0]
+
+    @property
+    def given(self) -> str:
+        return self.name.split("^")[1]
+
+    def tokens(self) -> list[str]:
+        """Strings that must never appear in any output."""
+        return [self.family, self.given, self.patient_id, self.birth_date]
+
+
+MUELLER = Person(1, "Müller^Hans", "PID-1001", "19600101", "M")
+MUELLER_RESPELLED = Person(1, "MUELLER^HANS", "PID-1001", "19600101", "M")
+SMITH_JOHN = Person(2, "Smith^Johnathan", "PID-2002", "19711231", "M")
+SMITH_JOAN = Person(3, "Smith^Joanna", "PID-3003", "19820615", "F")
+OKONKWO = Person(4, "Okonkwo^Chidinma^Adaeze", "PID-4004", "19990909", "F")
+
+
+def uid(*parts: int) -> str:
+    """A valid, deterministic UID under the corpus root (``uid(person, study, series, i)``)."""
+    return f"{CORPUS_UID_ROOT}." + ".".join(str(p) for p in parts)
+
+
+def make_person_instance(
+    person: Person,
+    study: int = 1,
+    series: int = 1,
+    instance: int = 1,
+    *,
+    modality: str = "MR",
+    size: int = 16,
+) -> Dataset:
+    """An instance of ``person`` with PHI in sequences, private elements, free text and the file
+    meta; its UIDs are ``uid(person.number, study[, series[, instance]])``."""
+    ds = make_instance(
+        person.number,
+        study,
+        series,
+        instance,
+        modality=modality,
+        pixels=size,
+        uid_root=CORPUS_UID_ROOT,
+        SpecificCharacterSet="ISO_IR 192",
+        FrameOfReferenceUID=uid(person.number, study, 99),
+        PatientName=person.name,
+        PatientID=person.patient_id,
+        PatientBirthDate=person.birth_date,
+        PatientSex=person.sex,
+        OtherPatientIDs=f"ALT-{person.patient_id}",
+        AccessionNumber=f"ACC{person.number:03d}{study:03d}",
+        StudyDate=f"2024{study:02d}15",
+        SeriesDate=f"2024{study:02d}15",
+        ContentDate=f"2024{study:02d}15",
+        Manufacturer="SIEMENS",
+        InstitutionName="St Elsewhere Hospital",
+        ReferringPhysicianName="House^Gregory",
+        StudyDescription=f"MR brain for {person.given} {person.family}",
+        SeriesDescription="t1_mprage",
+        ImageComments=f"patient {person.family}, {person.given} tolerated well",
+        StudyID="1",
+        PatientAge=None,
+        PatientWeight=None,
+        ImageType=None,
+    )
+    ds.file_meta.SourceApplicationEntityTitle = person.family.replace("ü", "ue").upper()[:16]
+    ref_patient = Dataset()
+    ref_patient.PatientName = person.name
+    ref_patient.PatientID = person.patient_id
+    request = Dataset()
+    request.RequestedProcedureDescription = f"{person.family} follow-up"
+    request.AccessionNumber = ds.AccessionNumber
+    ds.RequestAttributesSequence = Sequence([request])
+    ds.ReferencedPatientSequence = Sequence([ref_patient])
+    if instance > 1:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = MR_STORAGE
+        ref.ReferencedSOPInstanceUID = uid(person.number, study, series, instance - 1)
+        ds.ReferencedImageSequence = Sequence([ref])
+    block = ds.private_block(0x0029, "ACME PATIENT NOTES", create=True)
+    block.add_new(0x10, "LO", person.name.replace("^", " "))
+    block.add_new(0x11, "OB", f"name={person.name};id={person.patient_id}".encode())
+    seed = hashlib.sha256(ds.SOPInstanceUID.encode()).digest()
+    ds.PixelData = (seed * (size * size * 2 // len(seed) + 1))[: size * size * 2]
+    return ds
 
 
 def write_instance(ds: Dataset, path: Path) -> Path:

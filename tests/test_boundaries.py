@@ -1,12 +1,15 @@
 """The layers import one way only: a test reads every module's imports (also those inside
 functions) and fails on any arrow that points up.
 
-commands/cli -> daemon -> runner -> pipeline -> stages
-  -> (deid, verify, dicomio, archives, delivery, store) -> base (config, errors, fsutil, jobs...)
+commands/cli/web -> daemon -> runner/holds -> pipeline -> stages
+  -> (deid, verify, pixels, dicomio, archives, delivery, store) -> base (config, errors, ...)
 (network/, the C-STORE listener, sits beside stages: the daemon starts it, it uses dicomio.)
 
-Modules in one tier may import each other, except that the independent verification (verify/)
-never imports the de-identification engine (deid/) it checks.
+Modules in one tier may import each other, with closer rules for the independent verification:
+verify/ imports only dicomio/, pixels/, config and errors (never the engine in deid/ it checks,
+the archives' spool, or a stage: it is handed the output bytes through
+``dicomio.output.StoredOutput``); pixels/ (rendering, OCR, masks) only dicomio/, verify/,
+config and errors; and dicomio/ only config and errors, so nothing reaches the engine through it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ TIERS: dict[str, int] = {
     "dicomio": 1,
     "deid": 1,
     "verify": 1,
+    "pixels": 1,
     "archives": 1,
     "delivery": 1,
     "store": 1,
@@ -44,14 +48,23 @@ TIERS: dict[str, int] = {
     "network": 2,
     "pipeline": 3,
     "runner": 4,
+    "holds": 4,
     "daemon": 5,
     "commands": 6,
+    "web": 6,
     "cli": 6,
     "__main__": 6,
 }
 # Parts whose modules only the listed parts (besides themselves) may import.
 ONLY_FROM: dict[str, set[str]] = {"daemon": {"commands", "cli"}}
-NEVER: set[tuple[str, str]] = {("verify", "deid")}
+NEVER: set[tuple[str, str]] = {("verify", "deid"), ("pixels", "deid")}
+# Parts that may import only the listed parts (besides themselves, and the standard library,
+# pydicom and the other third-party packages).
+ONLY_IMPORTS: dict[str, set[str]] = {
+    "verify": {"dicomio", "pixels", "config", "errors"},
+    "pixels": {"dicomio", "verify", "config", "errors"},
+    "dicomio": {"config", "errors"},
+}
 
 
 def part_of(module: str) -> str:
@@ -112,11 +125,23 @@ def violations(extra: dict[str, str] | None = None) -> list[str]:
                 problems.append(f"{source} imports {target}: only {sorted(allowed)} may")
             if (source_part, target_part) in NEVER:
                 problems.append(f"{source} imports {target}: {source_part}/ must stay apart")
+            permitted = ONLY_IMPORTS.get(source_part)
+            if permitted is not None and target_part not in permitted:
+                problems.append(
+                    f"{source} imports {target}: {source_part}/ may import only {sorted(permitted)}"
+                )
     return problems
 
 
 def test_no_import_points_up_and_verify_never_imports_deid() -> None:
     assert violations() == []
+
+
+def test_verify_and_dicomio_import_only_what_they_may() -> None:
+    for part, permitted in ONLY_IMPORTS.items():
+        for path in sorted((PACKAGE / part).rglob("*.py")):
+            imported = {part_of(m) for m in imports_of(path, path.read_text(encoding="utf-8"))}
+            assert imported <= permitted | {part, "__init__"}, (path.name, imported)
 
 
 @pytest.mark.parametrize(
@@ -126,6 +151,10 @@ def test_no_import_points_up_and_verify_never_imports_deid() -> None:
         ("stages/probe.py", "import dicomdrop.pipeline\n", "lower layer imports a higher"),
         ("store/probe.py", "def f():\n    from dicomdrop.daemon import metrics\n", "only"),
         ("archives/probe.py", "from ..runner import run_job\n", "lower layer imports a higher"),
+        ("verify/probe.py", "from dicomdrop.archives.spool import read_spooled\n", "only"),
+        ("verify/probe.py", "from dicomdrop.stages import deidentify\n", "only"),
+        ("verify/probe.py", "def f():\n    from ..store import registry\n", "only"),
+        ("dicomio/probe.py", "from dicomdrop.deid.engine import deidentify\n", "only"),
     ],
 )
 def test_the_check_sees_each_kind_of_wrong_arrow(source: str, code: str, expected: str) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 import jsonschema
 import pytest
 from conftest import write_config
-from corpus import MUELLER, SMITH_JOHN, write_series
+from corpus import write_series
+from factories import MUELLER, SMITH_JOHN
 
 from dicomdrop.cli import main
 from dicomdrop.commands.process import EXIT_QUARANTINED

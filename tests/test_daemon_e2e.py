@@ -19,18 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from corpus import (
-    MUELLER,
-    OKONKWO,
-    SMITH_JOHN,
-    Person,
-    dicom_bytes,
-    make_person_instance,
-    sevenzip_folder,
-    write_series,
-    zip_folder,
-)
+from corpus import sevenzip_folder, write_series, zip_folder
 from crash.harness import DaemonProcess, JobTable, is_idle, make_installation, wait_until
+from factories import MUELLER, OKONKWO, SMITH_JOHN, Person, dicom_bytes, make_person_instance
 
 from dicomdrop.config import Settings, load_settings
 

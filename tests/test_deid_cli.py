@@ -28,7 +28,7 @@ def test_deid_folder_mirrors_paths_prints_counts_and_fails_on_bad_files(
     for relative in ("a/one.dcm", "a/b/two.dcm"):
         assert f"{relative}: " in printed
         ds = dcmread(out / relative)
-        assert ds.PatientName == "DDCLI"
+        assert ds.PatientName == "DDCLI^"  # the pseudonym is the family name
         assert family.encode() not in (out / relative).read_bytes()
 
 

@@ -59,11 +59,13 @@ def test_basic_profile_actions_per_code():
     ds.OtherPatientIDs = "OTHER1"
     result = run(ds)
     assert "OtherPatientIDs" not in ds  # X
-    assert ds.StudyDate == ""  # Z
+    assert ds.StudyDate == "19000101"  # Z, but a DICOMDIR key: the dummy
+    assert result.new_study_date is None  # no date of the patient was written
+    assert ds.StudyTime == "000000" and ds.StudyID == "ANONYMIZED"
     assert ds.InstitutionName == "ANONYMIZED"  # X/Z/D -> D
     assert ds.Modality == "MR"  # not in the table: kept
     assert ds.StudyInstanceUID == derive_uid(KEY, study_uid(1, 1))  # U
-    assert ds.PatientName == PSEUDONYM and ds.PatientID == PSEUDONYM
+    assert ds.PatientName == f"{PSEUDONYM}^" and ds.PatientID == PSEUDONYM
     assert result.counts["X"] > 0 and result.counts["U"] >= 4
 
 
@@ -132,7 +134,7 @@ def test_modified_dates_shift_da_and_dt_keep_tm_and_intervals():
     assert (date(2021, 1, 10) - study).days == -offset
     assert ds.AcquisitionDateTime.endswith("123000.5+0100")
     assert ds.AcquisitionDateTime[:8] == ds.StudyDate
-    assert ds.InstanceCreationDate == "00010101"
+    assert ds.InstanceCreationDate == "19000101"
     assert result.counts["date_invalid"] == 1
 
 
@@ -274,7 +276,7 @@ def test_names_only_preset():
         "PatientBirthTime",
     ):
         assert keyword not in ds
-    assert ds.PatientName == PSEUDONYM and ds.PatientID == PSEUDONYM
+    assert ds.PatientName == f"{PSEUDONYM}^" and ds.PatientID == PSEUDONYM
     assert ds.StudyInstanceUID == original_study_uid
     assert ds.StudyDate == "20210110"
     creator = ds[0x00110010].value

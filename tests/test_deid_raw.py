@@ -249,14 +249,14 @@ def test_values_set_on_a_read_dataset_stay_raw_and_read_back_right(
     ds = read_back(make_phi_instance(), implicit_vr, little_endian)
     deid(ds, DeidSettings())
     set_by_engine = {
-        0x00100010: PSEUDONYM,  # PatientName
+        0x00100010: f"{PSEUDONYM}^",  # PatientName: the family name component
         0x00100020: PSEUDONYM,  # PatientID
         0x00120062: "YES",  # PatientIdentityRemoved
         0x00280303: "REMOVED",  # LongitudinalTemporalInformationModified
         0x00080050: "ACCRAW1",  # AccessionNumber
-        0x00081070: "ANONYMIZED",  # OperatorsName (D)
+        0x00081070: "ANONYMIZED^",  # OperatorsName (D): a family name
         0x00080090: "",  # ReferringPhysicianName (Z)
-        0x00080021: "00010101",  # SeriesDate (D)
+        0x00080021: "19000101",  # SeriesDate (D): a date DA accepts
     }
     # Written by copying bytes: no value was converted to set them, nor the kept ones.
     for tag in [*set_by_engine, 0x0020000D, 0x00120064, 0x00280010, 0x7FE00010]:

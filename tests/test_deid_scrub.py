@@ -59,3 +59,34 @@ def test_nothing_to_look_for_is_inactive():
     scrubber = build_scrubber([], [""], PSEUDONYM)
     assert not scrubber.active
     assert scrubber.scrub("Doe")[0] == "Doe"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The case: the family name goes, its given name's initial must go with it.
+        ("Doe j brain research", "DD0001 brain research"),
+        ("seen by J. Doe today", "seen by DD0001 today"),
+        ("DOE, J. follow-up", "DD0001 follow-up"),
+        ("Doe J A: brain", "DD0001: brain"),
+        ("j doe", "DD0001"),
+        # An initial not standing next to a removed name is a word like any other.
+        ("a j brain study of Doe", "a j brain study of DD0001"),
+        # A letter next to the name that is no initial of the person stays.
+        ("Doe x ray", "DD0001 x ray"),
+        # A word that merely starts with the initial is no initial.
+        ("Doe joined", "DD0001 joined"),
+    ],
+)
+def test_a_lone_initial_next_to_a_removed_name_is_scrubbed_with_it(text, expected):
+    scrubber = build_scrubber(["Doe^John^Adam"], [], PSEUDONYM)
+    assert scrubber.scrub(text)[0] == expected
+    assert scrubber.scrub_bytes(text.encode())[0].count(b"*") >= (1 if "Doe" in text else 0)
+
+
+def test_umlauts_written_as_digraphs_are_scrubbed_too():
+    scrubber = build_scrubber(["Müller^Jürgen"], [], PSEUDONYM)
+    assert scrubber.scrub("MUELLER")[0] == PSEUDONYM
+    assert scrubber.scrub("seen: Juergen Mueller")[0] == f"seen: {PSEUDONYM}"
+    assert scrubber.scrub("J. Mueller")[0] == PSEUDONYM
+    assert scrubber.scrub("Muller")[0] == PSEUDONYM

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from corpus import MUELLER, write_series
+from corpus import write_series
+from factories import MUELLER
 
 from dicomdrop.cli import main
 from dicomdrop.config import load_settings

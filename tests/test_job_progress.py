@@ -7,7 +7,8 @@ import io
 import sys
 from pathlib import Path
 
-from corpus import MUELLER, write_series
+from corpus import write_series
+from factories import MUELLER
 
 from dicomdrop.cli import main
 from dicomdrop.commands.daemon import status_report

@@ -20,19 +20,8 @@ import py7zr
 import pydicom
 import pytest
 from conftest import write_config
-from corpus import (
-    MUELLER,
-    MUELLER_RESPELLED,
-    OKONKWO,
-    SMITH_JOAN,
-    SMITH_JOHN,
-    Person,
-    sevenzip_folder,
-    uid,
-    write_leftovers,
-    write_series,
-    zip_folder,
-)
+from corpus import sevenzip_folder, write_leftovers, write_series, zip_folder
+from factories import MUELLER, MUELLER_RESPELLED, OKONKWO, SMITH_JOAN, SMITH_JOHN, Person, uid
 from pydicom.dataset import Dataset
 
 from dicomdrop.cli import main

@@ -12,7 +12,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from conftest import write_config
-from corpus import MUELLER, SMITH_JOAN, Person, dicom_bytes, make_person_instance, write_series
+from corpus import write_series
+from factories import MUELLER, SMITH_JOAN, Person, dicom_bytes, make_person_instance
 
 from dicomdrop.cli import main
 from dicomdrop.config import Settings, load_settings

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from corpus import MUELLER, SMITH_JOAN, write_series
+from corpus import write_series
+from factories import MUELLER, MUELLER_RESPELLED, SMITH_JOAN
 
 from dicomdrop.cli import main
 from dicomdrop.config import Settings, load_settings
@@ -107,3 +108,58 @@ def test_a_finished_job_is_not_run_again(tmp_path: Path) -> None:
     assert first.state == second.state == "delivered"
     assert [g.archive for g in second.groups] == [g.archive for g in first.groups]
     assert len(list(settings.paths.outbox.glob("*.zip"))) == 2
+
+
+@pytest.mark.parametrize(
+    "crash_point",
+    [
+        "dicomdrop.pipeline.match_group",  # the second group matched, nothing merged yet
+        "dicomdrop.pipeline.deidentify_group",
+        "dicomdrop.delivery.outbox.pack_spooled",
+        "dicomdrop.pipeline.write_json_atomic",  # delivered, the marker not yet written
+    ],
+)
+def test_crash_then_resume_delivers_one_archive_for_groups_of_one_patient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_point: str
+) -> None:
+    """Two groups the registry matches to one patient are merged again when the job resumes,
+    and delivered once, whenever it was interrupted."""
+    config = write_config(tmp_path / "site")
+    assert main(["init", "--config", str(config)]) == 0
+    settings = load_settings(config)
+    drop = tmp_path / "drop"
+    write_series(drop / "CT", MUELLER, 1, 1, 2)
+    write_series(drop / "MR", MUELLER_RESPELLED, 2, 1, 2)
+    write_series(drop / "x", SMITH_JOAN, 1, 1, 1)
+    store = Store.open(settings.store_url)
+    job_id = claim_copy(drop, settings, JobStore(store))
+    key = load_key(settings.security.key_file)
+    module, name = crash_point.rsplit(".", 1)
+    real = getattr(importlib.import_module(module), name)
+    calls = {"n": 0}
+
+    def crash_on_first_merged_call(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        result = real(*args, **kwargs)
+        if calls["n"] == (2 if name == "match_group" else 1):
+            raise Crash
+        return result
+
+    monkeypatch.setattr(crash_point, crash_on_first_merged_call)
+    try:
+        with pytest.raises(Crash):
+            Pipeline(settings, key, store).run(job_id)
+    finally:
+        monkeypatch.undo()
+
+    outcome = Pipeline(settings, key, store).run(job_id)
+    store.close()
+
+    assert outcome.state == "delivered"
+    assert sorted(g.instances for g in outcome.groups) == [1, 4]
+    archives = sorted(settings.paths.outbox.glob("*.zip"))
+    assert len(archives) == 2, [a.name for a in archives]
+    assert len({a.name.split("_")[0] for a in archives}) == 2
+    with (settings.paths.originals / job_id / "report.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5 and {r["outcome"] for r in rows} == {"delivered"}

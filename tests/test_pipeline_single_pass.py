@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from corpus import MUELLER, SMITH_JOAN, write_series
-from factories import make_instance, write_instance
+from corpus import write_series
+from factories import MUELLER, SMITH_JOAN, make_instance, write_instance
 from pydicom.data import get_testdata_file
 
 from dicomdrop.cli import main

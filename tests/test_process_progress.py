@@ -6,7 +6,8 @@ import io
 import sys
 from pathlib import Path
 
-from corpus import MUELLER, SMITH_JOAN, dicom_bytes, make_person_instance, write_series
+from corpus import write_series
+from factories import MUELLER, SMITH_JOAN, dicom_bytes, make_person_instance
 
 from dicomdrop.cli import main
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corpus import MUELLER, write_series
+from corpus import write_series
+from factories import MUELLER
 
 from dicomdrop.jobs import JobOutcome, JobState
 from dicomdrop.runner import JobRunner, process_job, run_job

@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicomdrop.stages.group import group_instances, normalized_name
+from dicomdrop.stages.group import group_instances, merge_groups, normalized_name
 
 
 def write_instance(path: Path, *, patient: int = 1, study: int = 1, instance: int = 1, **extra):
@@ -170,3 +170,30 @@ def test_real_files_are_grouped(tmp_path):
 def test_normalized_name_ignores_case_accents_and_separators():
     assert normalized_name("Müller-Lüdenscheidt^Hans Peter^^") == "muller ludenscheidt hans peter"
     assert normalized_name("") == ""
+
+
+def test_merge_groups_keeps_every_file_and_identity_of_one_patient(tmp_path):
+    write_instance(tmp_path / "ct" / "1.dcm", patient=1, study=1)
+    write_instance(
+        tmp_path / "mr" / "1.dcm",
+        patient=1,
+        study=2,
+        PatientName="PATIENT1^GIVEN^X",
+        PatientBirthDate="19700111",
+        OtherPatientIDs="OLD-1",
+    )
+    files = [Path("ct/1.dcm"), Path("mr/1.dcm")]
+    ct, mr = group_instances(tmp_path, files).groups
+
+    merged = merge_groups([ct, mr])
+
+    assert (merged.key, merged.folder) == (ct.key, "ct")
+    assert merged.files == tuple(files)
+    assert merged.patient_name == "Patient1^Given"
+    assert merged.birth_dates == ("19700101", "19700111")
+    assert merged.other_patient_ids == ("OLD-1",)
+    assert merged.accession_numbers == ("ACC11", "ACC12")
+    assert merged.study_uids == ("2.25.101", "2.25.102")
+    assert set(merged.original_uids) == set(ct.original_uids) | set(mr.original_uids)
+    assert merged.sop_uids == (*ct.sop_uids, *mr.sop_uids)
+    assert merge_groups([ct]) is ct

@@ -10,7 +10,7 @@ from store_helpers import make_registry
 
 from dicomdrop.errors import QuarantineError
 from dicomdrop.stages.group import PatientGroup
-from dicomdrop.stages.match import match_group
+from dicomdrop.stages.match import PatientMatch, match_group, merge_matches
 from dicomdrop.store.registry import Registry
 
 FILES = [Path("a/1.dcm"), Path("a/2.dcm")]
@@ -64,3 +64,29 @@ def test_a_missing_accession_link_is_quarantined(registry: Registry) -> None:
     with pytest.raises(QuarantineError) as caught:
         match_group(registry, group(), FILES, "j", accession_links=True)
     assert caught.value.code == "link.missing"
+
+
+def test_groups_of_one_patient_merge_their_names_and_ids(registry: Registry) -> None:
+    first = match_group(registry, group(), FILES, "j", accession_links=False)
+    respelled = group(patient_name="DOE^JANE^M", other_patient_ids=("OLD-2",))
+    second = match_group(registry, respelled, FILES, "j", accession_links=False)
+    assert first.pseudonym == second.pseudonym
+
+    merged = merge_matches([first, second], FILES)
+
+    assert merged.pseudonym == first.pseudonym
+    assert merged.name_variants == first.name_variants | second.name_variants
+    assert {"DOE^JANE^M", "Doe^Jane"} <= merged.name_variants
+    assert {"OLD-1", "OLD-2", "PID-1"} <= merged.patient_ids
+
+
+def test_groups_of_one_patient_with_different_accession_links_are_quarantined() -> None:
+    one = PatientMatch("DDAAAA", frozenset({"A"}), frozenset({"1"}), "SERIAL-1")
+    two = PatientMatch("DDAAAA", frozenset({"A"}), frozenset({"1"}), "SERIAL-2")
+    assert merge_matches([one, one], FILES).accession == "SERIAL-1"
+    with pytest.raises(QuarantineError) as caught:
+        merge_matches([one, two], FILES)
+    assert caught.value.code == "link.missing"
+    assert caught.value.files == [str(p) for p in FILES]
+    with pytest.raises(ValueError, match="one pseudonym"):
+        merge_matches([one, PatientMatch("DDBBBB", frozenset(), frozenset(), "SERIAL-1")], FILES)

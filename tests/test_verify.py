@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dicomdrop.dicomio.output import OutputInMemory, StoredOutput
 from dicomdrop.errors import VerificationError
 from dicomdrop.verify.scan import (
     KIND_UNDECODABLE,
@@ -25,6 +26,7 @@ from dicomdrop.verify.scan import (
     scan_dataset,
     scan_file,
     scan_paths,
+    verify_entries,
     verify_tree,
 )
 
@@ -504,3 +506,30 @@ def test_ascii_words_in_binary_values_keep_their_boundaries():
     blob = b"\x01\xfetime evaluation\xe8\x00"
     ds.private_block(0x0011, "ACME BLOB", create=True).add_new(0x10, "OB", blob)
     assert scan_dataset(ds, tokens) == []
+
+
+class ShortReader:
+    """A keeper of an output that gives back fewer bytes than it announced."""
+
+    size = 100
+
+    def read_bytes(self) -> bytes:
+        return b"clean"
+
+
+def test_verify_entries_reads_any_stored_output_through_the_protocol() -> None:
+    """The verifier knows outputs only as ``StoredOutput``: size and bytes, wherever kept."""
+    tokens = build_identity_tokens(names=["Quistgaard^Henrietta"], patient_ids=["PID00001X"])
+    clean = OutputInMemory(b"clean bytes")
+    leaking = OutputInMemory(b"a note about QUISTGAARD")
+    assert isinstance(clean, StoredOutput) and isinstance(ShortReader(), StoredOutput)
+
+    report = verify_entries([("a/1.dcm", clean), ("a/2.dcm", leaking)], {}, tokens)
+    assert [(f.file, f.kind) for f in report.findings] == [("a/2.dcm", "name")]
+    assert report.bytes_scanned == clean.size + leaking.size
+
+    # Bytes read back that are not what was announced fail closed.
+    report = verify_entries([("a/1.dcm", ShortReader())], {}, tokens)
+    assert [(f.file, f.path, f.kind) for f in report.findings] == [
+        ("a/1.dcm", "<changed after scan>", KIND_UNDECODABLE)
+    ]

@@ -51,6 +51,10 @@ class SpooledEntry:
     crc: int
     method: int
 
+    def read_bytes(self) -> bytes:
+        """The uncompressed bytes, checked against size and CRC-32 (``dicomio.StoredOutput``)."""
+        return read_spooled(self)
+
 
 class EntrySpool:
     """An append-only spool file of compressed entries, owned by one process."""

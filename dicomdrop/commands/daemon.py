@@ -116,6 +116,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
             network=NetworkInbox(settings) if settings.network.enabled else None,
         )
         daemon.install_signal_handlers()
+        console = _start_console(settings, ctx.key, store)
         worker = DeliveryWorker(settings, store) if settings.delivery.network_targets else None
         if worker is not None:
             worker.start()
@@ -124,12 +125,25 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
         finally:
             if worker is not None:
                 worker.stop()
+            if console is not None:
+                console.stop()
     finally:
         try:
             beats.remove(beat_id)
         except Exception as exc:  # the row goes stale instead; status says so
             log.warning("heartbeat row not removed (%s)", type(exc).__name__)
         store.close()
+
+
+def _start_console(settings: Settings, key: bytes, store: Any) -> Any:
+    """The steward console in a thread of the daemon, when ``[web] enabled = true``."""
+    if not settings.web.enabled:
+        return None
+    from dicomdrop.web.server import ConsoleThread
+
+    console = ConsoleThread(settings, key, store).start()
+    print(f"dicomdrop watch: console on {console.url}", file=sys.stderr, flush=True)
+    return console
 
 
 def status_report(settings: Settings, *, errors: int = 5) -> dict[str, Any]:

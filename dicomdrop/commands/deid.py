@@ -9,9 +9,12 @@ from typing import Any
 from pydicom import dcmread
 
 from dicomdrop.commands import Context, add_config_option
+from dicomdrop.config import PixelSettings
 from dicomdrop.deid.engine import DeidContext, DeidResult, deidentify
 from dicomdrop.deid.profile import compile_profile
-from dicomdrop.errors import DeidError
+from dicomdrop.errors import DeidError, DicomdropError
+from dicomdrop.pixels.mask import matching_rule
+from dicomdrop.pixels.scan import at_risk, text_boxes
 
 
 def register(sub: Any) -> None:
@@ -25,15 +28,29 @@ def register(sub: Any) -> None:
         "dicomdrop deid scans/ clean/ --pseudonym DD7Q2KX4",
     )
     p.add_argument("input", type=Path, metavar="IN", help="a DICOM file or a folder")
-    p.add_argument("output", type=Path, metavar="OUT", help="output file or folder")
-    p.add_argument("--pseudonym", required=True, help="written to PatientName and PatientID")
+    p.add_argument("output", type=Path, nargs="?", metavar="OUT", help="output file or folder")
+    p.add_argument("--pseudonym", help="written to PatientName and PatientID (required with OUT)")
     p.add_argument("--describe", action="store_true", help="print the profile before starting")
+    p.add_argument(
+        "--show-text",
+        action="store_true",
+        help="de-identify nothing: print the text boxes the pixel scan sees in IN (frame, box "
+        "[left, top, width, height], confidence, text), to write [[pixels.masks]] rules. "
+        "Example: dicomdrop deid --show-text us/IMG0001.dcm",
+    )
     add_config_option(p)
     p.set_defaults(func=run_deid)
 
 
 def run_deid(args: argparse.Namespace, ctx: Context) -> int:
     """De-identify every file; return 1 if any failed."""
+    if args.show_text:
+        return show_text(args.input, ctx.settings.pixels)
+    if args.output is None or not args.pseudonym:
+        print(
+            "dicomdrop deid: give OUT and --pseudonym to de-identify, or --show-text to look at IN"
+        )
+        return 2
     profile = compile_profile(ctx.settings.deid)
     if args.describe:
         for line in profile.describe():
@@ -77,3 +94,39 @@ def _deid_file(path: Path, out: Path, context: DeidContext) -> DeidResult:
     out.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(out)
     return result
+
+
+def show_text(source: Path, settings: PixelSettings) -> int:
+    """Print every line of text the OCR scan finds in the scanned frames of each file.
+
+    The text is printed to the console for the person writing mask rules; it is never logged.
+    """
+    if not source.exists():
+        raise DeidError("deid.input_missing", f"input {source} does not exist")
+    paths = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    failed = 0
+    for path in paths:
+        shown = path.relative_to(source) if source.is_dir() else Path(path.name)
+        try:
+            ds = dcmread(path, force=True)
+            risk = "at risk" if at_risk(ds, settings) else "not at risk (not scanned by default)"
+            rule = matching_rule(ds, settings.masks)
+            boxes = text_boxes(ds, settings)
+        except DicomdropError as exc:
+            failed += 1
+            print(f"{shown}: FAILED {exc.code}: {exc.message}")
+            continue
+        except Exception as exc:  # one unreadable file never stops the others
+            failed += 1
+            print(f"{shown}: FAILED deid.unreadable: {type(exc).__name__}")
+            continue
+        size = f"{ds.get('Rows', '?')}x{ds.get('Columns', '?')}"
+        ruled = f"mask rule for {rule.manufacturer!r} {rule.model!r}" if rule else "no mask rule"
+        print(f"{shown}: {risk}; {size} (rows x columns); {ruled}; {len(boxes)} text box(es)")
+        for box in boxes:
+            left, top, width, height = box.box
+            print(
+                f"  frame {box.frame + 1} box [{left}, {top}, {width}, {height}] "
+                f"confidence {box.confidence:.0f}: {box.text}"
+            )
+    return 1 if failed else 0

@@ -16,7 +16,7 @@ from dicomdrop.commands import Context, add_config_option
 from dicomdrop.commands.jsonout import add_json_option, emit
 from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError
-from dicomdrop.jobs import REPORT_FILE, JobOutcome, JobState
+from dicomdrop.jobs import REPORT_FILE, JobOutcome
 from dicomdrop.quarantine import Quarantine
 from dicomdrop.runner import JobRunner, claim_copy, purge_originals, run_in_parallel
 from dicomdrop.store.db import Store
@@ -398,21 +398,13 @@ def run_quarantine_show(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
     """Move a quarantined job's files into a new job and process it."""
+    from dicomdrop.holds import start_retry
+
     settings = ctx.settings
-    quarantine = Quarantine(settings.paths.quarantine)
-    quarantine.read(args.job)
-    folder = quarantine.folder(args.job)
-    source = folder / "files" if (folder / "files").is_dir() else folder / "drop"
-    if not source.exists():
-        raise DicomdropError(f"quarantine entry {args.job} holds no files to retry")
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     runner = JobRunner(settings, ctx.key, store, owns_store=True)
     try:
-        retry_input = source.with_name(f"retry-{args.job}")
-        source.rename(retry_input)
-        job_id = runner.claim(retry_input, move=True)
-        quarantine.remove(args.job)
-        end_quarantined_job(runner.jobs, args.job, JobState.RETRIED, f"retried as job {job_id}")
+        job_id = start_retry(settings, store, args.job, actor=_os_user())
         outcome = runner.run(job_id)
     finally:
         runner.close()
@@ -422,37 +414,17 @@ def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_quarantine_release(args: argparse.Namespace, ctx: Context) -> int:
     """Delete a quarantine entry after review, recording who and why in the audit log."""
-    from dicomdrop.store.audit import record_event
+    from dicomdrop.holds import release
 
     settings = ctx.settings
-    quarantine = Quarantine(settings.paths.quarantine)
-    record = quarantine.read(args.job)
+    Quarantine(settings.paths.quarantine).read(args.job)
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     try:
-        by = args.by or _os_user()
-        with store.session() as session:
-            record_event(
-                session,
-                action="quarantine.release",
-                actor=by,
-                reason=args.reason,
-                subject=args.job,
-                details={"job": args.job, "codes": record.codes},
-            )
-        quarantine.remove(args.job)
-        end_quarantined_job(JobStore(store), args.job, JobState.RELEASED, f"released by {by}")
+        release(settings, store, args.job, actor=args.by or _os_user(), reason=args.reason)
     finally:
         store.close()
     print(f"released {args.job}")
     return 0
-
-
-def end_quarantined_job(jobs: JobStore, job_id: str, state: str, message: str) -> None:
-    """Mark a quarantined, waiting or failed job as ``retried`` or ``released``, so that it no
-    longer waits nor counts among the recent errors (a job unknown to the store is left be)."""
-    record = jobs.get(job_id)
-    if record is not None and record.state in ("quarantined", "waiting", "failed"):
-        jobs.set_state(job_id, state, message=message)
 
 
 def _os_user() -> str:

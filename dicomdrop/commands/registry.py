@@ -99,6 +99,18 @@ def register(sub: Any) -> None:
     add_config_option(p)
     p.set_defaults(func=run_resolve)
 
+    p = rsub.add_parser(
+        "cohort",
+        help="the pseudonyms of a cohort of studies, as CSV on stdout (audited)",
+        description="FILE lists original StudyInstanceUIDs or AccessionNumbers, one per line "
+        "('-' reads stdin). Prints key, pseudonym, pseudonymised StudyInstanceUID and "
+        "AccessionNumber per study (empty when not delivered).",
+    )
+    p.add_argument("file", metavar="FILE")
+    add_actor_options(p)
+    add_config_option(p)
+    p.set_defaults(func=run_cohort)
+
     p = rsub.add_parser("merge", help="merge patient OTHER into KEEP (audited)")
     p.add_argument("keep", metavar="KEEP")
     p.add_argument("other", metavar="OTHER")
@@ -256,6 +268,29 @@ def run_resolve(args: argparse.Namespace, ctx: Context) -> int:
     finally:
         registry.store.close()
     print(pseudonym)
+    return 0
+
+
+def run_cohort(args: argparse.Namespace, ctx: Context) -> int:
+    """Print the cohort's pseudonyms as CSV."""
+    import csv
+    import sys
+
+    from dicomdrop.store.reid import cohort_pseudonyms
+
+    if args.file == "-":
+        keys = sys.stdin.read().split()
+    else:
+        keys = Path(args.file).read_text(encoding="utf-8").split()
+    store = open_store(ctx)
+    try:
+        rows = cohort_pseudonyms(store, keys, actor=args.by or current_user(), reason=args.reason)
+    finally:
+        store.close()
+    writer = csv.writer(sys.stdout)
+    writer.writerow(["key", "pseudonym", "pseudonymised_study_uid", "pseudonymised_accession"])
+    for row in rows:
+        writer.writerow([row.key, row.pseudonym, row.new_study_uid, row.new_accession])
     return 0
 
 

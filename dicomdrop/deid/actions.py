@@ -1,7 +1,10 @@
 """What each action does to one value, per VR. Pure functions; the engine decides where.
 
 - ``X`` remove: the element is deleted.
-- ``Z`` empty: the element stays with a zero-length value (a sequence with no items).
+- ``Z`` empty: the element stays with a zero-length value (a sequence with no items); at the top
+  level of a data set, the Type 2 elements a DICOMDIR record needs (``DICOMDIR_KEY_DUMMIES``:
+  StudyDate, StudyTime, StudyID) get their dummy instead, which PS3.15 allows for ``Z``, so
+  that validators and media builders find a value.
 - ``D`` dummy: a value valid for the VR (``DUMMY_VALUES``); a UI gets a keyed UID; a sequence
   keeps its items, the profile is applied inside, and every free text left inside
   (``TEXT_VRS``) is replaced by the dummy too.
@@ -12,7 +15,12 @@
   sequence kept with the profile applied inside and its text scrubbed; overlay/curve binary data
   (Clean Graphics) kept; any other binary value removed, as it cannot be cleaned without decoding.
 - ``U`` UID: each value replaced by ``derive_uid(key, value)``; a sequence is walked.
-- ``P`` the caller's pseudonym (PatientName, PatientID).
+- ``P`` the caller's pseudonym (PatientName, PatientID); as a PN it is the family name
+  component (``PSEUDONYM^``): a name without a component delimiter is the retired ACR-NEMA form,
+  which validators flag.
+
+Dummies validate (dicom3tools' ``dciodvfy`` accepts them): a date is 1900-01-01, as DA rejects
+year 0001; a person name is a family name component.
 
 ``encode_value`` gives the bytes pydicom would write for a value the engine sets, so the engine
 can store it as a raw element: no conversion or validation, and written by copying bytes.
@@ -43,15 +51,15 @@ DUMMY_VALUES: Final[dict[str, Any]] = {
     "AE": DUMMY_TEXT,
     "AS": "000Y",
     "CS": DUMMY_TEXT,
-    "DA": "00010101",
+    "DA": "19000101",
     "DS": "0",
-    "DT": "00010101010101.000000+0000",
+    "DT": "19000101000000.000000+0000",
     "FD": 0.0,
     "FL": 0.0,
     "IS": "0",
     "LO": DUMMY_TEXT,
     "LT": DUMMY_TEXT,
-    "PN": DUMMY_TEXT,
+    "PN": DUMMY_TEXT + "^",
     "SH": DUMMY_TEXT,
     "SL": 0,
     "SS": 0,
@@ -72,6 +80,13 @@ DUMMY_VALUES: Final[dict[str, Any]] = {
     "OV": b"\x00" * 8,
     "OW": b"\x00\x00",
     "UN": b"\x00\x00",
+}
+
+# Top-level Type 2 elements that a DICOMDIR STUDY record needs: Z gives them a dummy.
+DICOMDIR_KEY_DUMMIES: Final[dict[int, str]] = {
+    0x00080020: "19000101",  # StudyDate
+    0x00080030: "000000",  # StudyTime
+    0x00200010: DUMMY_TEXT,  # StudyID
 }
 
 _DA_RE: Final = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
@@ -122,6 +137,11 @@ def encode_value(vr: str, value: Any, little_endian: bool) -> bytes | None:
     if vr == "SQ" and isinstance(value, list) and not value:
         return b""
     return None
+
+
+def pseudonym_value(vr: str, pseudonym: str) -> str:
+    """The pseudonym as written into an element of ``vr`` (a PN gets its family name)."""
+    return f"{pseudonym}^" if vr == "PN" else pseudonym
 
 
 def empty_value(vr: str) -> Any:

@@ -40,10 +40,12 @@ from pydicom.valuerep import PersonName
 from dicomdrop import __version__
 from dicomdrop.deid.actions import (
     BINARY_VRS,
+    DICOMDIR_KEY_DUMMIES,
     TEXT_VRS,
     dummy_value,
     empty_value,
     encode_value,
+    pseudonym_value,
     shift_da,
     shift_dt,
     shift_range_dash,
@@ -68,6 +70,9 @@ MEDIA_SOP_UID: Final = 0x00020003
 META_PRIVATE_INFO: Final = (0x00020100, 0x00020102)
 GRAPHICS_GROUPS: Final = frozenset({0x50, 0x60})
 CODE_SEQUENCE: Final = 0x00120064  # DeidentificationMethodCodeSequence
+# A code's value and scheme are vocabulary, not free text: a dummied sequence keeps them (a code
+# "ANONYMIZED" in scheme "ANONYMIZED" is invalid, and says nothing more about the patient).
+CODED_VALUE_TAGS: Final = frozenset({0x00080100, 0x00080102, 0x00080103, 0x00080119, 0x00080120})
 MAX_MEMO_TAGS: Final = 20_000  # bound on the per-profile memo of looked-up tags
 _ZERO_PREAMBLE: Final = bytes(128)
 
@@ -155,7 +160,7 @@ def deidentify(dataset: Dataset, context: DeidContext) -> DeidResult:
         original_accession=before[ACCESSION],
         new_accession=after[ACCESSION],
         original_study_date=before[STUDY_DATE],
-        new_study_date=after[STUDY_DATE],
+        new_study_date=None if walk.study_date_dummied else after[STUDY_DATE],
         date_offset_days=walk.offset_used,
     )
 
@@ -225,6 +230,7 @@ class _Walk:
         self.uids: dict[str, str] = {}
         self.current: tuple[str, int] = ("", 0)
         self.offset_used: int | None = None
+        self.study_date_dummied = False  # StudyDate holds the Z dummy, not a date of the patient
         self._offset: int | None = None
         # K is not here: the walk handles it inline.
         self._handlers: dict[str, Callable[[Dataset, BaseTag, Any, str, str, int], None]] = {
@@ -275,6 +281,10 @@ class _Walk:
             vr = elem.VR
             if type(vr) is not str or len(vr) != 2:
                 vr = _vr_of(ds, tag)
+            elif vr == "UN":
+                # A public element written as UN (explicit VR, as some exporters do) holds the
+                # dictionary VR's value: a UID stored as UN is still a UID to remap, not bytes.
+                vr = _dictionary_vr(tag)
             if action != "K":
                 handlers[action](ds, key, elem, vr, path, mode)
                 continue
@@ -283,7 +293,7 @@ class _Walk:
             if vr == "SQ":
                 self._items(ds, key, path, mode)
             elif vr in TEXT_VRS:
-                if mode == _DUMMY:
+                if mode == _DUMMY and tag not in CODED_VALUE_TAGS:
                     _set(ds, key, elem, vr, dummy_value(vr))
                 elif scrub_kept:
                     self._scrub(ds, key, vr)
@@ -313,7 +323,10 @@ class _Walk:
         self.counts["X"] += 1
 
     def _empty(self, ds: Dataset, key: BaseTag, elem: Any, vr: str, path: str, mode: int) -> None:
-        _set(ds, key, elem, vr, empty_value(vr))
+        dummy = DICOMDIR_KEY_DUMMIES.get(int(key)) if not path else None
+        _set(ds, key, elem, vr, empty_value(vr) if dummy is None else dummy)
+        if int(key) == STUDY_DATE and dummy is not None:
+            self.study_date_dummied = True
         self.counts["Z"] += 1
 
     def _dummy(self, ds: Dataset, key: BaseTag, elem: Any, vr: str, path: str, mode: int) -> None:
@@ -350,7 +363,8 @@ class _Walk:
         self, ds: Dataset, key: BaseTag, elem: Any, vr: str, path: str, mode: int
     ) -> None:
         self.counts["P"] += 1
-        _set(ds, key, elem, vr if vr in TEXT_VRS else "LO", self.context.pseudonym)
+        vr = vr if vr in TEXT_VRS else "LO"
+        _set(ds, key, elem, vr, pseudonym_value(vr, self.context.pseudonym))
 
     # --- values ---------------------------------------------------------------------------------
 
@@ -531,7 +545,7 @@ class _Walk:
             rule = profile.overrides.get(tag)
             if rule is None or rule.action != "keep":
                 vr = "PN" if tag == PATIENT_NAME else "LO"
-                _set_new(ds, tag, vr, self.context.pseudonym, validate=True)
+                _set_new(ds, tag, vr, pseudonym_value(vr, self.context.pseudonym), validate=True)
         _set_new(ds, 0x00120062, "CS", "YES")  # PatientIdentityRemoved
         _set_new(ds, 0x00120063, "LO", list(plan.method_text))  # DeidentificationMethod
         if plan.method_codes:

@@ -3,9 +3,16 @@
 Names come as raw DICOM PN strings (``Doe^John^^Dr``) or free forms (``John Doe``,
 ``DOE, John``). Matching is case-, diacritics- and separator-insensitive and works on whole
 words: the words of a name in either order (``Doe^John``, ``John DOE``, ``DOE, John``) and each
-word of 3 characters or more on its own. Shorter words are only matched next to another word of
-the same name. Patient IDs of 3 characters or more are matched anywhere, case-insensitively. Each
-match is replaced by the replacement text (the pseudonym).
+word of 3 characters or more on its own, also with umlauts written as digraphs (``Mueller``).
+Shorter words are only matched next to another word of the same name. Patient IDs of 3
+characters or more are matched anywhere, case-insensitively. Each match is replaced by the
+replacement text (the pseudonym).
+
+Initials go with the name they stand next to: one or two single letters (with or without a
+dot) that are initials of the same person's name, before or after a matched word (``J. Doe``,
+``Doe, J.``, ``Doe j brain research``), are part of the match. Otherwise the initial would stay
+behind and, with the context, point at the person. A letter that stands alone elsewhere, or is
+no initial of the name, is left as it is.
 """
 
 from __future__ import annotations
@@ -154,9 +161,36 @@ def build_scrubber(
     name_variants: Iterable[str], patient_ids: Iterable[str], replacement: str
 ) -> NameScrubber:
     """A scrubber for these names and IDs (cached per distinct identity)."""
-    names = tuple(sorted({v.strip() for v in name_variants if v and v.strip()}))
+    names = tuple(
+        sorted({s for v in name_variants if v and v.strip() for s in _spellings(v.strip())})
+    )
     ids = tuple(sorted({i.strip() for i in patient_ids if i and i.strip()}))
     return _cached_scrubber(names, ids, replacement)
+
+
+# German and Scandinavian spellings without diacritics: "Müller" is also written "Mueller".
+_DIGRAPHS: Final = str.maketrans(
+    {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "AE", "Ö": "OE", "Ü": "UE", "å": "aa", "Å": "AA"}
+)
+
+
+def _spellings(variant: str) -> set[str]:
+    """The variant, and the variant with umlauts written as digraphs when it has any."""
+    digraphs = variant.translate(_DIGRAPHS)
+    return {variant, digraphs}
+
+
+def _with_initials(words: list[str]) -> set[str]:
+    """Patterns of each long word of a name with one or two of the name's initials beside it."""
+    initials = "|".join(sorted({re.escape(w[0]) for w in words}))
+    initial = rf"(?:{initials})\.?"
+    patterns: set[str] = set()
+    for word in words:
+        if len(word) >= MIN_TOKEN:
+            escaped = re.escape(word)
+            patterns.add(rf"{escaped}(?:{_SEPARATORS}{initial}){{1,2}}")
+            patterns.add(rf"(?:{initial}{_SEPARATORS}){{1,2}}{escaped}")
+    return patterns
 
 
 @lru_cache(maxsize=256)
@@ -173,6 +207,8 @@ def _cached_scrubber(
             for seq in sequences:
                 alternatives.add(_SEPARATORS.join(re.escape(w) for w in seq))
         alternatives.update(re.escape(w) for w in words if len(w) >= MIN_TOKEN)
+        if len(words) > 1:
+            alternatives.update(_with_initials(words))
     word_alts = sorted(alternatives, key=len, reverse=True)
     id_alts = sorted(
         {re.escape(fold(i)) for i in ids if len(i) >= MIN_TOKEN}, key=len, reverse=True

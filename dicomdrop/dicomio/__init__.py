@@ -1,6 +1,8 @@
-"""DICOM bytes in and out: the raw element walker and the encoder.
+"""DICOM bytes in and out: the raw element walker, the encoder, and the output protocol.
 
 Sort, group, de-identification and the verifier all read files through the same walker, so it
 lives below all of them rather than inside one of them (the verifier must not depend on the
-de-identification engine it checks).
+de-identification engine it checks). ``output.StoredOutput`` is how the verifier reads an
+output's bytes without knowing where they are kept. This package imports nothing of dicomdrop
+but ``config`` and ``errors`` (tests/test_boundaries.py keeps it so).
 """

@@ -22,6 +22,7 @@ import json
 import logging
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -39,17 +40,22 @@ from pydicom.tag import BaseTag
 from dicomdrop import __version__
 from dicomdrop.archives.spool import SpooledEntry, SpoolSpec, close_spool, spool_for
 from dicomdrop.archives.zipwrite import DEFLATED, STORED
-from dicomdrop.config import ArchiveSettings, DeidSettings
+from dicomdrop.config import ArchiveSettings, DeidSettings, MaskRule, PixelSettings
 from dicomdrop.deid.engine import DeidContext, deidentify
 from dicomdrop.deid.profile import Profile, compile_profile
 from dicomdrop.dicomio.encode import encode_dataset
 from dicomdrop.dicomio.rawwalk import FileElement, RawWalkError, whole_file
-from dicomdrop.errors import DicomdropError
+from dicomdrop.errors import DicomdropError, TruncatedError
+from dicomdrop.pixels.integrity import check_pixel_data
+from dicomdrop.pixels.mask import apply_mask
+from dicomdrop.pixels.scan import plan_for
+from dicomdrop.verify.pixels import scan_pixels
 from dicomdrop.verify.scan import Finding, IdentityTokens, scan_bytes
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+_CUT_SHORT = "End of file reached before delimiter"  # pydicom's warning for a cut file
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class FileTask:
     accession_number: str | None
     tokens: IdentityTokens | None = None  # given: the output bytes are scanned before writing
     spool: SpoolSpec | None = None  # given: the output is compressed into a spool, not written
+    pixels: PixelSettings | None = None  # given: burned-in text policy (dicomdrop.pixels.scan)
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,11 @@ def deidentify_file(task: FileTask) -> FileOutcome:
     """De-identify one file into its staging path (runs in a worker process)."""
     try:
         ds = read_dataset(Path(task.source).read_bytes())
+        check_pixel_data(ds)  # a file cut short is never delivered as if it were whole
+        # Planned on the input header: de-identification removes the device a mask rule names.
+        plan = plan_for(ds, task.pixels) if task.pixels is not None else None
+        if plan is not None and plan.rule is not None:
+            apply_mask(ds, plan.rule.boxes)
         context = DeidContext(
             pseudonym=task.pseudonym,
             key=task.key,
@@ -165,6 +177,11 @@ def deidentify_file(task: FileTask) -> FileOutcome:
         findings = None
         if task.tokens is not None:
             findings = tuple(scan_bytes(data, _shared_tokens(task.tokens)))
+        if plan is not None and plan.scan and task.pixels is not None:
+            refused = _check_pixels(task, data, plan.rule)
+            if isinstance(refused, FileOutcome):
+                return refused
+            findings = (*(findings or ()), *refused)
         spooled = None
         if task.spool is not None:
             spooled = spool_for(task.spool).add(data)
@@ -202,6 +219,35 @@ def deidentify_file(task: FileTask) -> FileOutcome:
     )
 
 
+def _check_pixels(
+    task: FileTask, data: bytes, rule: MaskRule | None
+) -> FileOutcome | tuple[Finding, ...]:
+    """OCR the output's at-risk frames (the verification's pixel scan): its findings, or the
+    outcome that sends the instance to a person when it shows text and no mask rule cleared it.
+    """
+    assert task.pixels is not None
+    tokens = _shared_tokens(task.tokens) if task.tokens is not None else None
+    masked = rule.boxes if rule is not None else ()
+    findings, boxes = scan_pixels(data, tokens, task.pixels, masked)
+    if findings and task.tokens is None:  # nobody verifies the findings later: stop here
+        return FileOutcome(
+            task.source,
+            task.staging,
+            error_code="verify.phi_in_pixels",
+            error=f"burned-in text at {findings[0].path}",
+        )
+    if not findings and boxes and rule is None:
+        shown = ", ".join(b.describe() for b in boxes[:5])
+        return FileOutcome(
+            task.source,
+            task.staging,
+            error_code="screen.text_in_pixels",
+            error=f"{len(boxes)} line(s) of text in the pixels ({shown}); look at them, then "
+            "write a [[pixels.masks]] rule or release the instance",
+        )
+    return tuple(findings)
+
+
 def read_dataset(data: bytes) -> Dataset:
     """The dataset of a whole file's bytes, as ``pydicom.dcmread(..., force=True)`` gives it.
 
@@ -215,7 +261,15 @@ def read_dataset(data: bytes) -> Dataset:
         raw = None
     # pydicom's reader replaces UN by the dictionary VR of public elements: left to it.
     if raw is None or any(e.vr == "UN" and not (e.tag >> 16) % 2 for e in raw.elements):
-        return pydicom.dcmread(BytesIO(data), force=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(BytesIO(data), force=True)
+        if any(_CUT_SHORT in str(w.message) for w in caught):
+            # pydicom keeps what it read so far and drops the element it could not finish.
+            raise TruncatedError("the file ends before the delimiter of an undefined length")
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return ds
     file_meta = FileMetaDataset(_raw_elements(raw.meta, implicit=False))
     file_meta.set_original_encoding(False, True, file_meta._character_set)  # as pydicom's reader
     elements = _raw_elements(raw.elements, implicit=raw.implicit)
@@ -256,6 +310,7 @@ def deidentify_group(
     manifest: dict[str, Any],
     tokens: IdentityTokens | None = None,
     zip_entries: ArchiveSettings | None = None,
+    pixels: PixelSettings | None = None,
     on_file: Callable[[int, int], None] | None = None,
 ) -> GroupOutput:
     """De-identify ``sources`` into ``tree`` (created anew) and write the manifest.
@@ -297,6 +352,7 @@ def deidentify_group(
             accession_number=accession_number,
             tokens=tokens,
             spool=spool,
+            pixels=pixels,
         )
         for i, src in enumerate(sources)
     ]

@@ -94,6 +94,7 @@ class PatientGroup:
     original_uids: tuple[str, ...] = ()
     verdicts: tuple[ScreenVerdict | None, ...] = ()
     sop_uids: tuple[str, ...] = ()  # one per file ("" when the header has none)
+    birth_dates: tuple[str, ...] = ()  # every PatientBirthDate seen (``birth_date`` is the first)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class _Collector:
             "accession_numbers": {},
             "study_uids": {},
             "original_uids": {},
+            "birth_dates": {},
         }
 
     def add(self, header: FileHeader) -> None:
@@ -197,6 +199,7 @@ class _Collector:
         self._extend("accession_numbers", [header.accession_number])
         self._extend("study_uids", [header.study_uid])
         self._extend("original_uids", header.original_uids)
+        self._extend("birth_dates", [dict(header.single)["birth_date"]])
 
     def _extend(self, field: str, values: Iterable[str]) -> None:
         for value in values:
@@ -220,7 +223,50 @@ class _Collector:
             original_uids=tuple(self.multi["original_uids"]),
             verdicts=tuple(self.verdicts) if self.screened else (),
             sop_uids=tuple(self.sop_uids),
+            birth_dates=tuple(self.multi["birth_dates"]),
         )
+
+
+def merge_groups(groups: Sequence[PatientGroup]) -> PatientGroup:
+    """One group of the files of ``groups`` (in order), which are one patient after all: the
+    registry matched them to one pseudonym although their headers kept them apart (another
+    spelling of the name, another PatientID it links).
+
+    The result has the key and folder of the first group; single-valued fields are the first
+    non-empty value, tuples every distinct value in order. Screening verdicts are kept only
+    when every group has them.
+    """
+    if len(groups) == 1:
+        return groups[0]
+
+    def first(values: Iterable[str]) -> str:
+        return next((v for v in values if v), "")
+
+    def union(values: Iterable[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v for v in values if v))
+
+    return PatientGroup(
+        key=groups[0].key,
+        folder=groups[0].folder,
+        files=tuple(f for g in groups for f in g.files),
+        patient_name=first(g.patient_name for g in groups),
+        patient_id=first(g.patient_id for g in groups),
+        issuer=first(g.issuer for g in groups),
+        birth_date=first(g.birth_date for g in groups),
+        sex=first(g.sex for g in groups),
+        other_patient_ids=union(i for g in groups for i in g.other_patient_ids),
+        other_patient_names=union(n for g in groups for n in g.other_patient_names),
+        accession_numbers=union(a for g in groups for a in g.accession_numbers),
+        study_uids=union(u for g in groups for u in g.study_uids),
+        original_uids=union(u for g in groups for u in g.original_uids),
+        verdicts=(
+            tuple(v for g in groups for v in g.verdicts)
+            if all(len(g.verdicts) == len(g.files) for g in groups)
+            else ()
+        ),
+        sop_uids=tuple(u for g in groups for u in g.sop_uids),
+        birth_dates=union(b for g in groups for b in (g.birth_date, *g.birth_dates)),
+    )
 
 
 class UnreadableHeaderError(ValueError):

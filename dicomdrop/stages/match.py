@@ -92,6 +92,31 @@ def match_group(
     )
 
 
+def merge_matches(matches: Sequence[PatientMatch], files: Sequence[Path]) -> PatientMatch:
+    """The match of groups that the registry matched to one patient, whose screened ``files``
+    go on as one group: every name and ID of each. With accession links, the groups must share
+    their serial (as the studies of one group must): else QuarantineError ``link.missing``
+    naming ``files``."""
+    pseudonyms = {m.pseudonym for m in matches}
+    if len(pseudonyms) != 1:
+        raise ValueError("only matches of one pseudonym are merged")
+    accessions = {m.accession for m in matches}
+    if len(accessions) != 1:
+        raise QuarantineError(
+            "link.missing",
+            "this patient's studies have different accession links, and one delivery holds "
+            "one; deliver the studies in separate drops",
+            stage="match",
+            files=[str(p) for p in files],
+        )
+    return PatientMatch(
+        pseudonym=matches[0].pseudonym,
+        name_variants=frozenset().union(*(m.name_variants for m in matches)),
+        patient_ids=frozenset().union(*(m.patient_ids for m in matches)),
+        accession=matches[0].accession,
+    )
+
+
 def linked_accession(registry: Registry, group: PatientGroup, files: list[str]) -> str:
     """The serial that replaces the group's accession number (accession links on)."""
     accessions = {a for a in group.accession_numbers if a}

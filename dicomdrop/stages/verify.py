@@ -16,6 +16,7 @@ from pathlib import Path
 from dicomdrop.errors import QuarantineError
 from dicomdrop.stages.deidentify import GroupOutput
 from dicomdrop.stages.group import PatientGroup
+from dicomdrop.verify.pixels import keep_pixel_findings
 from dicomdrop.verify.scan import (
     IdentityTokens,
     VerifyReport,
@@ -46,7 +47,7 @@ def identity_tokens(
         uids.update(output.original_uids)
     accessions.discard("")
     uids.discard("")
-    births = {group.birth_date} if group.birth_date else set()
+    births = {b for b in (group.birth_date, *group.birth_dates) if b}
     return build_identity_tokens(
         names=sorted(v for v in variants if v),
         patient_ids=sorted(i for i in ids if i),
@@ -100,6 +101,8 @@ def verify_output(
         )
     else:
         report = verify_tree(output.tree, tokens, executor=executor, prescanned=prescanned)
+    if not prescanned:  # a rescan reads headers only: keep what OCR found in the pixels
+        report = keep_pixel_findings(report, output.scanned)
     try:
         require_clean(report)
     except QuarantineError as exc:

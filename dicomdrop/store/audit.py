@@ -10,7 +10,7 @@ import getpass
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dicomdrop.store.db import Store
@@ -59,15 +59,30 @@ def record_event(
 
 
 def list_events(
-    store: Store, *, limit: int = 100, action: str | None = None, subject: str | None = None
+    store: Store,
+    *,
+    limit: int = 100,
+    action: str | None = None,
+    subject: str | None = None,
+    actor: str | None = None,
+    text: str | None = None,
 ) -> list[AuditRecord]:
-    """The most recent audit rows, newest first, optionally filtered."""
+    """The most recent audit rows, newest first, optionally filtered (``text``: a substring of
+    the subject or the reason, case-insensitive)."""
     query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if action:
         query = query.where(AuditEvent.action == action)
     if subject:
         query = query.where(AuditEvent.subject == subject)
-    with store.session() as session:
+    if actor:
+        query = query.where(AuditEvent.actor == actor)
+    if text:
+        pattern = f"%{text.lower()}%"
+        query = query.where(
+            func.lower(AuditEvent.subject).like(pattern)
+            | func.lower(AuditEvent.reason).like(pattern)
+        )
+    with store.session(readonly=True) as session:
         return [
             AuditRecord(e.id, e.at, e.actor, e.action, e.reason, e.subject, e.found, e.details)
             for e in session.scalars(query)

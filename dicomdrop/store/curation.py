@@ -74,6 +74,100 @@ def list_pending(registry: Registry) -> list[PendingRecord]:
         ]
 
 
+@dataclass(frozen=True)
+class CandidateRecord:
+    """A registered patient a pending match is close to: its identity and known variants."""
+
+    pseudonym: str
+    score: float
+    names: tuple[str, ...]
+    birth_date: str | None
+    sex: str | None
+    identifiers: tuple[tuple[str, str], ...]  # (issuer, PatientID)
+    studies: int
+
+
+@dataclass(frozen=True)
+class PendingDetail:
+    """A pending match with the identities of its candidates (for a side-by-side decision)."""
+
+    pending: PendingRecord
+    status: str
+    job_id: str | None
+    candidates: tuple[CandidateRecord, ...]
+
+
+def held_job(seen_in: str) -> str | None:
+    """The job whose files wait for a pending match (``seen_in`` of a pipeline match), or None
+    (a demographics import)."""
+    return seen_in[len("job:") :] if seen_in.startswith("job:") else None
+
+
+def pending_detail(registry: Registry, pending_id: int, *, actor: str) -> PendingDetail:
+    """A pending match and its candidates' registered identities. Shows identities, so the
+    view is audited (action ``pending.view``)."""
+    with registry.store.session() as session:
+        pending = session.get(PendingMatch, pending_id)
+        if pending is None:
+            raise StoreError(f"no pending match #{pending_id}", code="registry.no_pending")
+        candidates = []
+        for entry in pending.candidates:
+            pseudonym = str(entry.get("pseudonym"))
+            patient = session.scalars(select(Patient).where(Patient.pseudonym == pseudonym)).first()
+            if patient is None:  # merged away since
+                continue
+            names = session.scalars(
+                select(NameVariant.raw)
+                .where(NameVariant.patient_id == patient.id)
+                .order_by(NameVariant.id)
+            )
+            ids = session.execute(
+                select(Identifier.issuer, Identifier.value)
+                .where(Identifier.patient_id == patient.id)
+                .order_by(Identifier.id)
+            )
+            studies = session.scalars(select(Study.id).where(Study.patient_id == patient.id))
+            candidates.append(
+                CandidateRecord(
+                    pseudonym=pseudonym,
+                    score=float(str(entry.get("score", 0))),
+                    names=tuple(dict.fromkeys(names)),
+                    birth_date=patient.birth_date,
+                    sex=patient.sex,
+                    identifiers=tuple((i, v) for i, v in ids),
+                    studies=len(list(studies)),
+                )
+            )
+        record = PendingRecord(
+            id=pending.id,
+            created_at=pending.created_at,
+            seen_in=pending.seen_in,
+            identity=_pending_identity(pending),
+            score=pending.score,
+            candidates=tuple((c.pseudonym, c.score) for c in candidates),
+        )
+        record_event(
+            session,
+            action="pending.view",
+            actor=actor,
+            reason="settle a pending match",
+            subject=str(pending_id),
+            details={"candidates": [c.pseudonym for c in candidates]},
+        )
+        return PendingDetail(record, pending.status, held_job(pending.seen_in), tuple(candidates))
+
+
+def open_pending_of_job(registry: Registry, job_id: str) -> int:
+    """How many pending matches of ``job_id`` are still open."""
+    with registry.store.session(readonly=True) as session:
+        rows = session.scalars(
+            select(PendingMatch.id).where(
+                PendingMatch.status == "open", PendingMatch.seen_in == f"job:{job_id}"
+            )
+        )
+        return len(list(rows))
+
+
 def _pending_identity(pending: PendingMatch) -> PatientIdentity:
     return PatientIdentity(
         name=pending.name,

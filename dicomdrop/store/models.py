@@ -230,6 +230,20 @@ class PendingMatch(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(200))
 
 
+class ConsoleUser(Base):
+    """A local user of the steward console: a role and an Argon2 password hash (never the
+    password)."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Delivery(Base):
     """One verified instance on its way to one network target (C-STORE or STOW-RS).
 

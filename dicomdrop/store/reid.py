@@ -165,3 +165,45 @@ def lookup(
         )
     logger.info("forward lookup: %s", status)
     return LookupResult(pseudonym, status, result.candidates if status == "ambiguous" else ())
+
+
+@dataclass(frozen=True)
+class CohortRow:
+    """One study of a cohort: the key asked for and what it became (None: not delivered)."""
+
+    key: str
+    pseudonym: str | None
+    new_study_uid: str | None
+    new_accession: str | None
+
+
+def cohort_pseudonyms(store: Store, keys: list[str], *, actor: str, reason: str) -> list[CohortRow]:
+    """The pseudonym and pseudonymised study identifiers of each original StudyInstanceUID or
+    AccessionNumber in ``keys`` (a study cohort named by the hospital); audited as one export."""
+    reason = _require_reason(reason)
+    wanted = list(dict.fromkeys(k.strip() for k in keys if k.strip()))
+    if not wanted:
+        raise StoreError("give at least one StudyInstanceUID or AccessionNumber", code="reid.query")
+    rows: list[CohortRow] = []
+    with store.session() as session:
+        for key in wanted:
+            found = session.execute(
+                select(Patient.pseudonym, Study.new_study_uid, Study.new_accession)
+                .join(Study, Study.patient_id == Patient.id)
+                .where((Study.original_study_uid == key) | (Study.original_accession == key))
+                .order_by(Study.id)
+            ).all()
+            if not found:
+                rows.append(CohortRow(key, None, None, None))
+            rows.extend(CohortRow(key, p, uid, acc) for p, uid, acc in found)
+        record_event(
+            session,
+            action="cohort.export",
+            actor=actor,
+            reason=reason,
+            subject=None,
+            found=any(r.pseudonym for r in rows),
+            details={"asked": len(wanted), "found": sum(1 for r in rows if r.pseudonym)},
+        )
+    logger.info("cohort export: %d keys", len(wanted))
+    return rows

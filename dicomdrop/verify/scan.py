@@ -45,7 +45,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
-from dicomdrop.archives.spool import SpooledEntry, read_spooled
+from dicomdrop.dicomio.output import StoredOutput
 from dicomdrop.dicomio.rawwalk import RawValue, RawWalkError, walk, walk_items
 from dicomdrop.errors import VerificationError
 from dicomdrop.verify.codestream import text_segments
@@ -84,6 +84,7 @@ _TEXT_DELIMITERS = {0x5C, 0x5E, 0x3D, 0x0D, 0x0A, 0x09, 0x0C}
 _ITEM_TAG_LE = b"\xfe\xff\x00\xe0"
 _ITEM_TAG_BE = b"\xff\xfe\xe0\x00"
 _BATCH_CHARS = 1 << 20
+_PIXEL_FINDING = "PixelData<frame "  # burned-in text (dicomdrop.verify.pixels)
 
 
 @dataclass(frozen=True, order=True)
@@ -549,23 +550,25 @@ def verify_tree(
 
 
 def verify_entries(
-    entries: Sequence[tuple[str, SpooledEntry]],
+    entries: Sequence[tuple[str, StoredOutput]],
     files: Mapping[str, bytes],
     tokens: IdentityTokens,
     *,
     prescanned: Mapping[str, tuple[int, Sequence[Finding]]] | None = None,
 ) -> VerifyReport:
-    """Scan the entries of an archive to be written: spooled entries, in-memory ``files``
-    (the manifest) and every component of every entry name.
+    """Scan the entries of an archive to be written: stored outputs (``dicomio.StoredOutput``:
+    for zip delivery, the entries in the workers' spools), in-memory ``files`` (the manifest)
+    and every component of every entry name.
 
     ``prescanned`` is as for :func:`verify_tree`, keyed by entry name: an entry whose prescan
-    is missing or was of another size is read back from its spool and scanned here; a
-    prescanned name that is not an entry is an ``undecodable`` finding (fail closed).
+    is missing or was of another size is read back (``read_bytes``, which checks what it gives
+    back) and scanned here; a prescanned name that is not an entry is an ``undecodable``
+    finding (fail closed).
     """
     known = dict(prescanned or {})
     findings: list[Finding] = []
     bytes_scanned = 0
-    items: list[tuple[str, SpooledEntry | bytes]] = [*entries, *files.items()]
+    items: list[tuple[str, StoredOutput | bytes]] = [*entries, *files.items()]
     for name, item in items:
         masked = _masked(_parts(name), set(_flag_components(_parts(name), tokens)))
         done = known.pop(name, None)
@@ -576,7 +579,9 @@ def verify_entries(
             found = done[1]
             bytes_scanned += item.size
         else:
-            data = read_spooled(item)
+            data = item.read_bytes()
+            if len(data) != item.size:
+                findings.append(Finding(masked, "<changed after scan>", KIND_UNDECODABLE))
             found = scan_bytes(data, tokens)
             bytes_scanned += len(data)
         findings.extend(Finding(masked, f.path, f.kind) for f in found)
@@ -599,8 +604,10 @@ def require_clean(report: VerifyReport) -> None:
     )
     more = len(report.findings) - _MAX_LISTED_FINDINGS
     suffix = f"; and {more} more" if more > 0 else ""
+    in_pixels = all(f.path.startswith(_PIXEL_FINDING) for f in report.findings)
     raise VerificationError(
         f"the verification scan found {len(report.findings)} trace(s) of the patient's identity "
         f"in {len(report.files_with_findings)} output file(s): {listed}{suffix}",
         files=list(report.files_with_findings),
+        code="verify.phi_in_pixels" if in_pixels else "verify.phi_found",
     )

@@ -1,12 +1,14 @@
 """Crash-safety proof of the daemon: SIGKILL it in every stage, restart it, check the result.
 
-Each round builds a fresh installation with a fixed set of drops (several patients; a zip, a 7z,
-folders, an instance with burned-in annotation, a truncated zip), starts the real daemon, and
+Each round builds a fresh installation with a fixed set of drops (several patients, one of them
+spelled two ways in one drop; a zip, a 7z, folders, an instance with burned-in annotation, a
+truncated zip), starts the real daemon, and
 kills it with SIGKILL the moment the store shows a target stage starting (claim, unpack, sort,
 group, screen, match, deid, verify, pack, deliver, in turn), several times per round. Then it
 restarts the daemon, waits until it is idle, stops it with SIGTERM (exit 0) and compares outbox,
 quarantine, originals, work and the job table with what the drops must give: nothing lost,
-nothing delivered twice, no partial archive, one pseudonym per patient.
+nothing delivered twice, no partial archive, one pseudonym per patient and one archive per
+patient and drop.
 
     python tests/crash/kill_test.py [--runs N] [--seed S] [--keep DIR]
 
@@ -34,17 +36,16 @@ from pathlib import Path
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corpus import (
+from corpus import sevenzip_folder, write_series, zip_folder
+from crash.harness import DaemonProcess, JobTable, is_idle, make_installation, wait_until
+from factories import (
     MUELLER,
+    MUELLER_RESPELLED,
     OKONKWO,
     SMITH_JOHN,
     dicom_bytes,
     make_person_instance,
-    sevenzip_folder,
-    write_series,
-    zip_folder,
 )
-from crash.harness import DaemonProcess, JobTable, is_idle, make_installation, wait_until
 
 from dicomdrop.config import Settings, load_settings
 
@@ -95,8 +96,9 @@ def build_drops(staging: Path) -> list[Path]:
     burned = make_person_instance(OKONKWO, 1, 2, 1)
     burned.BurnedInAnnotation = "YES"
     (b / "series" / "burned.dcm").write_bytes(dicom_bytes(burned))
-    c = staging / "c"
-    write_series(c, MUELLER, 2, 1, 5)
+    c = staging / "c"  # one patient spelled two ways: two groups merged into one archive
+    write_series(c / "ct", MUELLER, 2, 1, 3)
+    write_series(c / "mr", MUELLER_RESPELLED, 3, 1, 2)
     d = staging / "ward-d"
     write_series(d / "x" / "y", SMITH_JOHN, 2, 1, 4)
     e = staging / "e"
@@ -239,9 +241,10 @@ def check_result(settings: Settings, table: JobTable) -> list[str]:
     incoming = outbox / ".incoming"
     if incoming.exists() and any(incoming.iterdir()):
         problems.append(f"outbox/.incoming not empty: {sorted(p.name for p in incoming.iterdir())}")
-    # drop -> pseudonym -> instances (a patient's studies may come as several archives)
+    # drop -> pseudonym -> instances (one archive per patient and drop)
     delivered: dict[str, Counter[str]] = {}
     delivered_by_job: Counter[str] = Counter()
+    archives_of: Counter[tuple[str, str]] = Counter()  # (drop, pseudonym) -> archives
     for path in sorted(outbox.iterdir()):
         if path.name == ".incoming":
             continue
@@ -255,6 +258,10 @@ def check_result(settings: Settings, table: JobTable) -> list[str]:
         if leaks:
             problems.append(f"{path.name} holds patient data: {leaks}")
         delivered.setdefault(drop, Counter())[match["pseudonym"]] += instances
+        archives_of[drop, match["pseudonym"]] += 1
+    for (drop, _), n in sorted(archives_of.items()):
+        if n != 1:
+            problems.append(f"drop {drop}: a patient delivered as {n} archives, expected one")
 
     pseudonyms: dict[str, set[str]] = {}
     for drop, expected in EXPECTED_DELIVERIES.items():

@@ -1,7 +1,7 @@
 """Deliveries to network targets: one row per target and verified instance.
 
 Revision ID: 0003_network_deliveries
-Revises: 0002_operator_status
+Revises: 0002_console_users
 Create Date: 2026-12-04 23:40:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision = '0003_network_deliveries'
-down_revision = '0002_operator_status'
+down_revision = '0002_console_users'
 branch_labels = None
 depends_on = None
 

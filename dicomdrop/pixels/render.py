@@ -1,0 +1,163 @@
+"""Frames as 8-bit grey images, the way a person would see the text drawn into them.
+
+The OCR engine reads grey images. A frame is decoded by pydicom (native data, RLE, and through
+Pillow JPEG baseline/extended and JPEG 2000); colour is turned into luma, MONOCHROME1 is
+inverted, and the values are stretched to 0-255 between the frame's own minimum and maximum.
+Devices draw annotation text in the extreme values (white, or the top of a 12-bit range): a
+percentile stretch would clip the text together with the brightest tissue and erase it, a
+min-max stretch keeps it as the brightest thing in the frame.
+
+Each frame is read in more than one view, because no single one suits every image (measured
+with ``bench/bench_burned_in.py``):
+
+- grey frames: the background-free view (``text_contrast``), and the same after a 3x3 median
+  filter, which removes ultrasound speckle around text drawn over the sector;
+- colour frames: the plain grey frame (OCR binarises it well where the background is smooth),
+  the background-free view, and the background-free view of the *unsaturated* pixels: grey or
+  white text over a saturated photograph has about the luma of its background and shows only
+  as the absence of colour.
+
+Which frames: the first (where devices put their annotation headers), the last, and evenly spaced
+others up to the configured number.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageFilter
+from pydicom.dataset import Dataset
+from pydicom.pixels.utils import pixel_array
+
+from dicomdrop.errors import DicomdropError
+
+BACKGROUND_RADIUS = 15  # box blur radius (pixels) that estimates the background under text
+NOISE_FLOOR = 24  # grey levels above the local background that are still noise, not text
+
+
+class RenderError(DicomdropError):
+    """A frame cannot be decoded (no decoder for its transfer syntax, damaged data)."""
+
+    code = "screen.pixels_unchecked"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One rendered frame: its 0-based index, its grey pixels (rows x columns, uint8) and the
+    views of it that are read by OCR."""
+
+    index: int
+    grey: NDArray[np.uint8]
+    views: tuple[NDArray[np.uint8], ...]
+
+
+def frame_count(ds: Dataset) -> int:
+    """NumberOfFrames (1 when missing or not a number)."""
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def frames_to_scan(count: int, wanted: int) -> list[int]:
+    """The first frame, the last, and evenly spaced ones between: ``wanted`` indices at most."""
+    if count <= wanted:
+        return list(range(count))
+    if wanted == 1:
+        return [0]
+    step = (count - 1) / (wanted - 1)
+    return sorted({round(i * step) for i in range(wanted)})
+
+
+def to_grey(values: NDArray[np.generic], photometric: str) -> NDArray[np.uint8]:
+    """A decoded frame (rows x columns, or rows x columns x samples) as stretched 8-bit grey."""
+    data = values.astype(np.float32)
+    if data.ndim == 3:
+        if data.shape[2] >= 3:
+            data = 0.299 * data[..., 0] + 0.587 * data[..., 1] + 0.114 * data[..., 2]
+        else:
+            data = data[..., 0]
+    low, high = float(data.min(initial=0)), float(data.max(initial=0))
+    if high <= low:
+        grey = np.zeros(data.shape, dtype=np.uint8)
+    else:
+        grey = (np.clip((data - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+    if photometric.strip().upper() == "MONOCHROME1":
+        grey = 255 - grey
+    return grey
+
+
+def text_contrast(grey: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """What stands out brighter than its surroundings: the frame minus a blurred copy of itself
+    (a white top-hat), less a noise floor, stretched to 0-255.
+
+    Annotation text is thin and brighter than what lies under it, but that background varies: a
+    gradient, a photograph, a bright sector edge. OCR engines binarise the whole image with one
+    threshold, so text over a brighter part of a gradient vanishes. Removing the local
+    background first leaves the text on black, whatever was under it, and flattens smooth
+    tissue and gradients that are not text. The noise floor keeps grain and speckle that rise
+    a little above their surroundings from being stretched into letter-like shapes.
+    """
+    blurred = np.asarray(
+        Image.fromarray(grey).filter(ImageFilter.BoxBlur(BACKGROUND_RADIUS)), dtype=np.int16
+    )
+    residual = np.clip(grey.astype(np.int16) - blurred - NOISE_FLOOR, 0, 255)
+    peak = int(residual.max(initial=0))
+    if peak == 0:
+        return np.zeros(grey.shape, dtype=np.uint8)
+    stretched: NDArray[np.uint8] = (residual * (255.0 / peak)).astype(np.uint8)
+    return stretched
+
+
+def _median(grey: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    filtered: NDArray[np.uint8] = np.asarray(
+        Image.fromarray(grey).filter(ImageFilter.MedianFilter(3))
+    )
+    return filtered
+
+
+def _unsaturated(values: NDArray[np.generic]) -> NDArray[np.uint8]:
+    """Bright where a colour pixel is grey or white, dark where it is saturated."""
+    data = values.astype(np.float32)
+    saturation = data.max(axis=2) - data.min(axis=2)
+    peak = float(saturation.max(initial=0)) or 1.0
+    view: NDArray[np.uint8] = (255 - np.clip(saturation * (255.0 / peak), 0, 255)).astype(np.uint8)
+    return view
+
+
+def ocr_views(
+    values: NDArray[np.generic], grey: NDArray[np.uint8]
+) -> tuple[NDArray[np.uint8], ...]:
+    """The views of a decoded frame (and its grey rendering) that OCR reads (module docstring)."""
+    if values.ndim == 3 and values.shape[2] >= 3:
+        return grey, text_contrast(grey), text_contrast(_unsaturated(values))
+    return text_contrast(grey), text_contrast(_median(grey))
+
+
+def decode_frame(ds: Dataset, index: int) -> NDArray[np.generic]:
+    """One decoded frame in RGB (colour) or stored values (grey); RenderError if impossible."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pixel_array(ds, index=index)
+    except Exception as exc:  # any decoder failure means the frame cannot be looked at
+        raise RenderError(
+            f"frame {index + 1} cannot be decoded ({type(exc).__name__}); the pixels were not "
+            "checked for burned-in text"
+        ) from exc
+
+
+def render_frames(ds: Dataset, wanted: int) -> list[Frame]:
+    """The frames to scan of ``ds``, rendered; RenderError when one cannot be decoded."""
+    if "PixelData" not in ds:
+        return []
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    frames: list[Frame] = []
+    for index in frames_to_scan(frame_count(ds), wanted):
+        values = decode_frame(ds, index)
+        grey = to_grey(values, photometric)
+        frames.append(Frame(index, grey, ocr_views(values, grey)))
+    return frames
