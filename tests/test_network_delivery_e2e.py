@@ -6,6 +6,7 @@ no trace of the patients, and nothing sent twice across a target outage and a SI
 from __future__ import annotations
 
 import sqlite3
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,8 +67,12 @@ def test_storescu_in_cstore_and_stow_out_deidentified_with_exact_counts(
     orthanc.clear()
     scp = StoreSCP(tmp_path / "scp")
     port = free_port()
+    http_port = free_port()
     config = network_installation(
-        tmp_path / "dd", port=port, extra=targets(scp.port, orthanc.dicomweb, outbox=True)
+        tmp_path / "dd",
+        port=port,
+        extra=targets(scp.port, orthanc.dicomweb, outbox=True),
+        http_port=http_port,
     )
     settings = load_settings(config)
     table = JobTable(settings)
@@ -96,6 +101,19 @@ def test_storescu_in_cstore_and_stow_out_deidentified_with_exact_counts(
         counts = deliveries(settings)
         assert counts[("pacs", "sent")] == 7 and counts[("web", "sent")] == 7
         assert counts[("max_attempts", "pacs")] == 1 and counts[("max_attempts", "web")] == 1
+        expected = [
+            'dicomdrop_deliveries_total{outcome="sent",target="pacs"} 7',
+            'dicomdrop_deliveries_total{outcome="sent",target="web"} 7',
+        ]
+
+        def metrics_show_deliveries() -> bool:
+            url = f"http://127.0.0.1:{http_port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                text = reply.read().decode()
+            return all(line in text for line in expected)
+
+        # Counted when each batch ends, just after the ledger rows: poll.
+        wait_until(metrics_show_deliveries, 30, "delivery counts in /metrics")
         # The outbox target gets the same verified instances as archives.
         archives = sorted(settings.paths.outbox.glob("*.zip"))
         assert len(archives) == 2

@@ -5,6 +5,7 @@ wait is a poll with a deadline."""
 from __future__ import annotations
 
 import json
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def instances(archive: Path) -> int:
 
 def test_storescu_studies_become_one_drop_per_patient_and_are_delivered(tmp_path: Path):
     port = free_port()
-    config = network_installation(tmp_path, port=port)
+    http_port = free_port()
+    config = network_installation(tmp_path, port=port, http_port=http_port)
     settings = load_settings(config)
     table = JobTable(settings)
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
@@ -68,6 +70,9 @@ def test_storescu_studies_become_one_drop_per_patient_and_are_delivered(tmp_path
         assert not any((receiving / "open").iterdir())
         assert not any((receiving / "closed").iterdir())
         assert oct(receiving.stat().st_mode & 0o777) == "0o700"
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert 'dicomdrop_network_instances_total{outcome="stored"} 10' in metrics
         assert daemon.terminate() == 0
     finally:
         daemon.ensure_dead()

@@ -102,6 +102,11 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
             fail_vanished_jobs(settings, jobs)
             return [job.id for job in jobs.unfinished()]
 
+        network = NetworkInbox(settings) if settings.network.enabled else None
+        if network is not None:
+            network.intake.count = lambda outcome: daemon.metrics.inc(
+                "dicomdrop_network_instances_total", outcome=outcome
+            )
         daemon = Daemon(
             settings,
             registry=jobs,
@@ -113,11 +118,21 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
             housekeeping=functools.partial(_purge_originals, settings),
             heartbeat=functools.partial(beats.beat, beat_id),
             heartbeat_seconds=HEARTBEAT_SECONDS,
-            network=NetworkInbox(settings) if settings.network.enabled else None,
+            network=network,
         )
         daemon.install_signal_handlers()
         console = _start_console(settings, ctx.key, store)
-        worker = DeliveryWorker(settings, store) if settings.delivery.network_targets else None
+        worker = (
+            DeliveryWorker(
+                settings,
+                store,
+                count=lambda target, outcome, n: daemon.metrics.inc(
+                    "dicomdrop_deliveries_total", float(n), target=target, outcome=outcome
+                ),
+            )
+            if settings.delivery.network_targets
+            else None
+        )
         if worker is not None:
             worker.start()
         try:

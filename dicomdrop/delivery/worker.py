@@ -53,8 +53,11 @@ class DeliveryWorker:
         *,
         clock: Callable[[], float] = time.monotonic,
         tick_seconds: float = 0.5,
+        count: Callable[[str, str, int], None] | None = None,
     ) -> None:
+        """``count(target, outcome, n)`` is told every batch's outcomes (for metrics)."""
         self.settings = settings
+        self._count = count
         self.ledger = DeliveryLedger(store)
         self.jobs = JobStore(store)
         self.quarantine = Quarantine(settings.paths.quarantine)
@@ -175,6 +178,11 @@ class DeliveryWorker:
             else:  # unknown: stays "sending" until the receiver is asked
                 self._in_doubt.add(name)
         sent = sum(len(k) for (o, _), k in by_outcome.items() if o == "sent")
+        if self._count is not None:
+            for outcome in ("sent", "refused", "retry"):
+                n = sum(len(k) for (o, _), k in by_outcome.items() if o == outcome)
+                if n:
+                    self._count(name, outcome, n)
         refused = [
             r for r in rows if results.get(r.id, SendResult("retry", "")).outcome == "refused"
         ]

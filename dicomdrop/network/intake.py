@@ -102,6 +102,8 @@ class NetworkIntake:
         self._stop = threading.Event()
         self._closer: threading.Thread | None = None
         self.on_closed: Callable[[], None] = lambda: None
+        #: Told the outcome of every instance: stored, refused, out_of_resources (metrics).
+        self.count: Callable[[str], None] = lambda outcome: None
         self.received = 0
         self.malformed = 0
 
@@ -141,6 +143,7 @@ class NetworkIntake:
             key = self._patient_key(calling_ae, data, sop_instance_uid)
         except MalformedDataset as exc:
             self._record_malformed(calling_ae, data, str(exc))
+            self.count("refused")
             return CANNOT_UNDERSTAND
         drop, index = self._reserve(key, calling_ae)
         try:
@@ -152,8 +155,10 @@ class NetworkIntake:
                 exc.strerror or type(exc).__name__,
             )
             self._release(drop, stored=False)
+            self.count("out_of_resources")
             return OUT_OF_RESOURCES
         self._release(drop, stored=True)
+        self.count("stored")
         return SUCCESS
 
     def _patient_key(self, calling_ae: str, data: bytes, sop_instance_uid: str) -> PatientKey:
