@@ -79,6 +79,7 @@ class SecuritySettings:
     """The secret key that keys every pseudonym, UID and date derivation."""
 
     key_file: Path = Path("data/secret.key")
+    min_reason_length: int = _num(10, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class RegistrySettings:
     review_threshold: float = _num(75.0, minimum=0, maximum=100)
     ambiguity_margin: float = _num(5.0, minimum=0, maximum=100)
     accession_links: bool = False
+    already_pseudonymized: Literal["quarantine", "fresh_pseudonym"] = "quarantine"
     export_drop_columns: tuple[str, ...] = tuple(
         ["name", "birthdate", "patientid", "address", "phone", "email"]
     )
@@ -388,6 +390,8 @@ class DaemonSettings:
     http_port: int = _num(0, minimum=0, maximum=65535)
     host_id: str = ""
     orphan_grace_seconds: float = _num(300.0, minimum=0)
+    resource_retry_seconds: float = _num(30.0, minimum=0.1)
+    max_job_attempts: int = _num(8, minimum=1)
 
 
 #: Transfer syntaxes the C-STORE listener accepts by default: the uncompressed ones, deflate,
@@ -588,7 +592,54 @@ def settings_from_mapping(
     for name in known:
         sections[name] = _build(hints[name], data.get(name, {}), f"[{name}]", base_dir)
     settings = Settings(**sections, source=source)
+    settings = _resolve_left_out_paths(settings, base_dir)
+    check_folders_apart(settings.paths)
     return _resolve_store_url(settings, base_dir)
+
+
+#: The folders that must be neither equal nor inside one another (``data`` holds them all by
+#: default, and only the store and key live in it directly).
+SEPARATE_FOLDERS = ("inbox", "outbox", "quarantine", "work", "originals")
+
+
+def _resolve_left_out_paths(settings: Settings, base_dir: Path) -> Settings:
+    """Resolve the defaults of paths left out of the file against its folder, as the ones
+    given are: never against the current directory of whoever runs a command."""
+
+    def resolved(section: Any) -> Any:
+        changes = {
+            f.name: (base_dir / value).resolve()
+            for f in dataclasses.fields(section)
+            if isinstance(value := getattr(section, f.name), Path) and not value.is_absolute()
+        }
+        return dataclasses.replace(section, **changes) if changes else section
+
+    return dataclasses.replace(
+        settings, paths=resolved(settings.paths), security=resolved(settings.security)
+    )
+
+
+def check_folders_apart(paths: PathsSettings) -> None:
+    """Refuse two of inbox, outbox, quarantine, work, originals that are equal or nested.
+
+    quarantine == outbox would deliver a quarantined (identifiable) file; inbox == outbox would
+    process deliveries again, endlessly; work inside the inbox would be claimed as a drop.
+    """
+    real = {key: Path(os.path.realpath(getattr(paths, key))) for key in SEPARATE_FOLDERS}
+    for i, first in enumerate(SEPARATE_FOLDERS):
+        for second in SEPARATE_FOLDERS[i + 1 :]:
+            a, b = real[first], real[second]
+            if a == b:
+                raise ConfigError(
+                    f"[paths] {first} and [paths] {second} are the same folder ({a}); "
+                    "give each its own folder"
+                )
+            if a.is_relative_to(b) or b.is_relative_to(a):
+                inner, outer = (first, second) if a.is_relative_to(b) else (second, first)
+                raise ConfigError(
+                    f"[paths] {inner} lies inside [paths] {outer}; folders must not be nested, "
+                    "give each its own folder"
+                )
 
 
 def _resolve_store_url(settings: Settings, base_dir: Path) -> Settings:

@@ -98,6 +98,26 @@ class ClaimError(DicomdropError):
     code = "claim.failed"
 
 
+class DaemonLockError(DicomdropError):
+    """Another daemon with the same host_id holds the work folder's lock."""
+
+    code = "daemon.duplicate"
+
+
+class ResourceError(DicomdropError):
+    """The machine ran out of something (disk space, quota, file handles, memory).
+
+    Never a verdict on the data: the job pauses and is resumed once the resource is back.
+    ``code`` is ``resource.no_space``, ``resource.no_files`` or ``resource.no_memory``.
+    """
+
+    code = "resource.no_space"
+
+    def __init__(self, message: str, code: str = "resource.no_space") -> None:
+        super().__init__(message, code=code)
+        self.args = (message, code)  # survives pickling between worker and daemon
+
+
 class TruncatedError(QuarantineError):
     """A DICOM file is cut short: its pixel data is shorter than its header says, or its
     encapsulated fragments end early (``dicom.truncated``)."""

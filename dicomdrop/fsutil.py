@@ -29,11 +29,15 @@ def write_bytes_atomic(path: Path, data: bytes, *, sync_folder: bool = False) ->
     With ``sync_folder`` the rename itself is made durable too (the folder is fsynced).
     """
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: no half-written file is left
+        raise
     if sync_folder:
         fsync_dir(path.parent)
 

@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from dicomdrop.fsnames import safe_text
 from dicomdrop.fsutil import write_json_atomic, write_text_atomic
 
 JOB_FILE = "job.json"  # work/<job>/job.json: job id, drop name, claimed_at, host, pid
@@ -168,7 +169,7 @@ def write_report(path: Path, outcome: JobOutcome) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", "outcome", "code", "delivered_as"])
     writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, safe_text(buffer.getvalue()))  # names may not be UTF-8
 
 
 def _outcome_json(outcome: JobOutcome) -> dict[str, Any]:

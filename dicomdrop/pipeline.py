@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import sqlalchemy.exc
 
 from dicomdrop.archives import unpack_drop
+from dicomdrop.attempts import begin_attempt, forgive_attempt, last_failure, note_failure
 from dicomdrop.config import Settings
 from dicomdrop.delivery import deliverer_for
 from dicomdrop.errors import QuarantineError, StoreError
@@ -53,6 +54,7 @@ from dicomdrop.jobs import (
     write_outcome,
 )
 from dicomdrop.quarantine import Quarantine, QuarantineEntry
+from dicomdrop.resources import resource_code
 from dicomdrop.stages.deidentify import deidentify_group, make_executor
 from dicomdrop.stages.deliver import deliver
 from dicomdrop.stages.duplicates import split_duplicates
@@ -121,8 +123,42 @@ class Pipeline:
         """Run (or resume) one job to its final state and return what happened.
 
         Operational failures (store unreachable, disk full) propagate and leave the job
-        unfinished, to be resumed; anything else about the data ends in quarantine.
+        unfinished, to be resumed; anything else about the data ends in quarantine. A job
+        started ``max_job_attempts`` times without finishing is quarantined as ``internal``.
         """
+        folder = job_dir(self.settings, job_id)
+        record = self.jobs.get(job_id)
+        if record is None or JobState(record.state).at_rest or not folder.is_dir():
+            return self._run_attempt(job_id)
+        before = begin_attempt(folder)
+        if before >= self.settings.daemon.max_job_attempts:
+            return self._give_up(job_id, folder, before)
+        try:
+            return self._run_attempt(job_id)
+        except Exception as exc:
+            if resource_code(exc):
+                forgive_attempt(folder)
+            elif folder.is_dir():
+                note_failure(folder, exc)
+            raise
+
+    def _give_up(self, job_id: str, folder: Path, attempts: int) -> JobOutcome:
+        """Quarantine the whole drop as ``internal``: it failed ``attempts`` times."""
+        last = last_failure(folder) or "an unknown error"
+        exc = QuarantineError(
+            "internal",
+            f"the job did not finish in {attempts} attempts (last: {last}); see the daemon log",
+            stage="pipeline",
+        )
+        outcome = JobOutcome(job_id=job_id, state=JobState.QUARANTINED, quarantined={"internal": 1})
+        drop = self._drop_path(folder, job_id)
+        if drop is not None:
+            self._quarantine_drop(job_id, drop, exc)
+            outcome.report = [[drop.name, JobState.QUARANTINED, "internal", ""]]
+        self._finish(job_id, folder, outcome, keep_original=False)
+        return outcome
+
+    def _run_attempt(self, job_id: str) -> JobOutcome:
         record = self.jobs.get(job_id)
         if record is None:
             raise StoreError(f"job {job_id} is not in the store")
@@ -285,12 +321,14 @@ class Pipeline:
         except (StoreError, sqlalchemy.exc.OperationalError):
             raise
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise
+            if resource_code(exc):
+                raise  # never a verdict on the data: the job pauses
             self._quarantine_group(job_id, group, unpacked, _internal(exc), result)
         except QuarantineError as exc:
             self._quarantine_group(job_id, group, unpacked, exc, result)
         except Exception as exc:
+            if resource_code(exc):
+                raise
             log.exception("job %s: group %d failed", job_id, index)
             self._quarantine_group(job_id, group, unpacked, _internal(exc), result)
         return None
@@ -500,7 +538,9 @@ class Pipeline:
 
     def _quarantine_drop(self, job_id: str, drop: Path, exc: QuarantineError) -> None:
         self.quarantine.put_drop(
-            job_id, QuarantineEntry(exc.code, exc.stage or "unpack", exc.message, ()), drop
+            job_id,
+            QuarantineEntry(exc.code, exc.stage or "unpack", exc.message, tuple(exc.files)),
+            drop,
         )
         log.warning("job %s: drop quarantined (%s)", job_id, exc.code)
 

@@ -80,8 +80,10 @@ class Quarantine:
         """Move ``entry.files`` (relative to ``source_root``) into the job's quarantine folder.
 
         Files already moved by an earlier, interrupted attempt are skipped, so this is safe to
-        repeat after a crash.
+        repeat after a crash. The reason is written first: a quarantine folder never holds
+        files that its ``reason.json`` does not name (a full disk stops before the first move).
         """
+        self._record(job_id, entry)
         target_root = self.folder(job_id) / "files"
         for rel in entry.files:
             src = source_root / rel
@@ -90,15 +92,15 @@ class Quarantine:
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(src, dst)
-        self._record(job_id, entry)
 
     def put_drop(self, job_id: str, entry: QuarantineEntry, drop: Path) -> None:
-        """Move a whole claimed drop (file or folder) into the job's quarantine folder."""
+        """Move a whole claimed drop (file or folder) into the job's quarantine folder (its
+        reason first, as in :meth:`put_files`)."""
+        self._record(job_id, entry)
         target = self.folder(job_id) / "drop" / drop.name
         if drop.exists() and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(drop, target)
-        self._record(job_id, entry)
 
     def record(self, job_id: str, entry: QuarantineEntry) -> None:
         """Add a reason without files (e.g. files that were deleted by policy)."""
@@ -138,7 +140,16 @@ class Quarantine:
 
     def _record(self, job_id: str, entry: QuarantineEntry) -> None:
         folder = self.folder(job_id)
+        created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._add_entry(folder, job_id, entry)
+        except OSError:
+            if created:  # no folder without its reason (e.g. the disk is full)
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _add_entry(self, folder: Path, job_id: str, entry: QuarantineEntry) -> None:
         path = folder / REASON_FILE
         try:
             record = self.read(job_id)

@@ -27,6 +27,7 @@ from dicomdrop.job_progress import ProgressCallback
 from dicomdrop.jobs import JOB_FILE, JobOutcome, JobState, new_job_id
 from dicomdrop.logs import quiet_library_output
 from dicomdrop.pipeline import Pipeline, job_dir
+from dicomdrop.resources import note_paused
 from dicomdrop.secret import load_key
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
@@ -85,7 +86,11 @@ class JobRunner:
     def run(self, job_id: str) -> JobOutcome:
         """Run (or resume) ``job_id`` to rest; its outcome."""
         before = self.jobs.get(job_id)
-        outcome = self.pipeline.run(job_id)
+        try:
+            outcome = self.pipeline.run(job_id)
+        except Exception as exc:
+            note_paused(self.jobs, job_id, exc)  # re-raises a resource error as one
+            raise
         if self.observer is not None and (before is None or not JobState(before.state).at_rest):
             self.observer.job_finished(outcome)
         return outcome

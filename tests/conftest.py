@@ -16,7 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.secret import create_key_file, load_key
 
-pytest_plugins = ["pg"]
+pytest_plugins = ["pg", "faults"]
 
 # Under CI the property tests draw the same examples every run (a landing never depends on
 # luck); elsewhere each run explores new ones, and a failure found is kept in .hypothesis/.

@@ -310,7 +310,7 @@ def test_sigterm_lets_running_jobs_finish_and_exits_zero(tmp_path: Path):
     proc.stderr.close()  # type: ignore[union-attr]
     log_text = "".join(list(lines.queue))
     assert "daemon stopped" in log_text
-    claimed = {p.name for p in settings.paths.work.iterdir()}
+    claimed = {p.name for p in settings.paths.work.iterdir() if p.is_dir()}
     finished = {r.split(".", 1)[1] for r in results_of(tmp_path)}
     assert claimed, "at least one job was running at SIGTERM"
     assert claimed == finished, "every claimed job finished before exit"
@@ -334,7 +334,7 @@ def test_stop_timeout_ends_a_job_that_runs_too_long(tmp_path: Path):
         assert running.stop() == 0
         assert time.monotonic() - started < 20
     assert results_of(tmp_path) == [], "the job was ended, not finished"
-    (job_dir,) = settings.paths.work.iterdir()
+    (job_dir,) = (p for p in settings.paths.work.iterdir() if p.is_dir())
     assert (job_dir / "drop" / "slow" / "1.dcm").exists(), "left in work, to be resumed"
 
 

@@ -58,26 +58,30 @@ def test_reidentify_lookup_and_audit(config: Path, capsys: pytest.CaptureFixture
 
     assert run(config, "reidentify", pseudonym) == 1
     assert "--reason" in capsys.readouterr().err
-    assert run(config, "reidentify", pseudonym, "--reason", "ethics #12", "--by", "dr x") == 0
+    assert run(config, "reidentify", pseudonym, "--reason", "ethics board #12", "--by", "dr x") == 0
     out = capsys.readouterr().out
     assert "Doe^Jane" in out and "19700505" in out and "PID9" in out
     assert "1.2.840.1 -> 2.25.77" in out and "ACC-1 -> NEWACC" in out
-    assert run(config, "reidentify", "--study-uid", "2.25.77", "--reason", "r") == 0
+    assert run(config, "reidentify", "--study-uid", "2.25.77", "--reason", "study follow-up") == 0
     assert pseudonym in capsys.readouterr().out
-    assert run(config, "reidentify", "--accession", "NEWACC", "--reason", "r") == 0
+    assert (
+        run(config, "reidentify", "--accession", "NEWACC", "--reason", "accession follow-up") == 0
+    )
     assert pseudonym in capsys.readouterr().out
-    assert run(config, "reidentify", "DDNOBODY", "--reason", "r") == 1
+    assert run(config, "reidentify", "DDNOBODY", "--reason", "nobody check 1") == 1
 
     assert run(config, "lookup", "DOE^JANE", "--birth-date", "19700505", "--reason", "r") == 0
     assert capsys.readouterr().out == pseudonym + "\n"
-    assert run(config, "lookup", "Roe^Richard") == 1
+    assert run(config, "lookup", "Roe^Richard") == 3  # nobody matches
     assert capsys.readouterr().out == ""
 
     assert run(config, "audit") == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 6  # 4 re-identifications (one not found) + 2 look-ups; refusal not
     assert sum("not found" in line for line in lines) == 2
-    assert any("reidentify by dr x found" in line and "ethics #12" in line for line in lines)
+    assert any(
+        "reidentify by dr x (os user " in line and "ethics board #12" in line for line in lines
+    )
 
 
 def test_pending_resolve_merge_split(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -186,7 +190,7 @@ def test_no_log_line_holds_patient_data(
         new_accession="N1", study_date="20010203", shifted_date="20000203", job_id="j1",
     )  # fmt: skip
     registry.store.close()
-    assert run(config, "reidentify", p, "--reason", "audit test") == 0
+    assert run(config, "reidentify", p, "--reason", "audit test of logs") == 0
     assert run(config, "lookup", "Zyxwort^Quentin") == 0
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert logged  # the flow does log

@@ -374,7 +374,8 @@ def test_reidentification_is_posted_shown_once_and_audited(
 ) -> None:
     login(shared_client, ROLE_USERS["steward"])
     token = csrf_of(shared_client.get("/reidentify").text)
-    data = {"csrf": token, "kind": "pseudonym", "value": shared_site.pseudonym, "reason": "recall"}
+    reason = "recall for follow-up"
+    data = {"csrf": token, "kind": "pseudonym", "value": shared_site.pseudonym, "reason": reason}
     response = shared_client.post("/reidentify", data=data)
     assert response.status_code == 200
     assert "Stephenson^Mark" in response.text and "PID-7007" in response.text
@@ -389,7 +390,7 @@ def test_reidentification_is_posted_shown_once_and_audited(
     finally:
         store.close()
     assert [e.found for e in events[:2]] == [False, True]
-    assert events[1].reason == "recall"
+    assert events[1].reason == reason
 
 
 def test_cohort_export_is_a_csv_of_pseudonyms(shared_site: Site, shared_client: TestClient) -> None:

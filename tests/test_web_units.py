@@ -87,6 +87,7 @@ def test_users_and_audit_search_on_both_databases(db_url: str) -> None:
     )
 
     store = Store.open(db_url)
+    store.audit_key = bytes(32)  # user changes are audited, and audit rows are chained
     try:
         assert not has_active_user(store)
         add_user(store, "anna", "steward", "a long passphrase", actor="root")

@@ -17,6 +17,8 @@ import zlib
 from pathlib import Path
 from typing import IO, Final
 
+from dicomdrop.resources import resource_code
+
 ZIP: Final = "zip"
 SEVEN_ZIP: Final = "7z"
 TAR: Final = "tar"
@@ -127,7 +129,9 @@ def detect_format(path: Path) -> str | None:
                 return TAR
             stream.seek(0)
             return _compressed_tar_format(head, stream)
-    except OSError:
+    except OSError as exc:
+        if resource_code(exc):
+            raise
         return None
 
 

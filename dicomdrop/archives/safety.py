@@ -8,6 +8,7 @@ actually written, so headers that lie about sizes do not help a zip bomb.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from dicomdrop.config import ArchiveSettings
-from dicomdrop.errors import ArchiveError
+from dicomdrop.errors import ArchiveError, ResourceError
 
 ENCRYPTED: Final = "archive.encrypted"
 CORRUPT: Final = "archive.corrupt"
@@ -33,6 +34,12 @@ TOO_MANY_ENTRIES: Final = "archive.too_many_entries"
 TOO_DEEP: Final = "archive.too_deep"
 NO_SPACE: Final = "archive.no_space"
 EXISTS: Final = "archive.exists"
+NAME_TOO_LONG: Final = "archive.name_too_long"
+UNREADABLE: Final = "archive.unreadable"
+INBOX_LINK: Final = "inbox.link"
+
+#: The longest file name (one path part) Linux filesystems accept, in bytes.
+NAME_MAX: Final = 255
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 _MACOS_FOLDER: Final = "__MACOSX"
@@ -67,6 +74,13 @@ def member_path(raw_name: str, *, where: str) -> PurePosixPath | None:
         )
     if not parts:
         return None
+    if any(len(os.fsencode(part)) > NAME_MAX for part in parts):
+        raise ArchiveError(
+            NAME_TOO_LONG,
+            f"the archive holds a member whose name has a part longer than {NAME_MAX} bytes, "
+            "which no filesystem here can store; shorten the names and drop it again",
+            files=[where],
+        )
     return PurePosixPath(*parts)
 
 
@@ -135,8 +149,16 @@ class DropBudget:
         """Refuse when writing ``needed`` more bytes would leave less than the configured margin."""
         if self.free_space_root is None:
             return
-        free = shutil.disk_usage(self.free_space_root).free
+        usage = shutil.disk_usage(self.free_space_root)
+        free = usage.free
         if free - needed < self.limits.free_space_margin_bytes:
+            if needed + self.limits.free_space_margin_bytes <= usage.total:
+                # It would fit on this disk once space is freed: pause, do not judge the drop.
+                raise ResourceError(
+                    f"not enough free disk space to unpack the drop: it declares {needed} more "
+                    f"bytes and {free} are free, {self.limits.free_space_margin_bytes} must "
+                    "remain ([archives] free_space_margin_bytes)"
+                )
             raise ArchiveError(
                 NO_SPACE,
                 f"not enough free disk space to unpack the drop: it declares {needed} more bytes "

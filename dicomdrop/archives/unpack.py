@@ -8,7 +8,6 @@ drop leaves nothing behind.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -25,11 +24,12 @@ from dicomdrop.archives.safety import (
     DUPLICATE,
     ENCRYPTED,
     EXISTS,
+    INBOX_LINK,
     LINK,
-    NO_SPACE,
     SPECIAL_FILE,
     TRAVERSAL,
     TRUNCATED,
+    UNREADABLE,
     UNSUPPORTED,
     ArchiveScope,
     DropBudget,
@@ -41,11 +41,10 @@ from dicomdrop.archives.tar_format import extract_tar
 from dicomdrop.archives.target import ExtractionTarget
 from dicomdrop.archives.zip_format import extract_zip
 from dicomdrop.config import ArchiveSettings
-from dicomdrop.errors import ArchiveError
+from dicomdrop.errors import ArchiveError, ResourceError
+from dicomdrop.resources import resource_code
 
 logger = logging.getLogger(__name__)
-
-_NO_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 #: Problems of one archive inside a drop that say nothing about the rest of the drop: that
 #: archive is set aside whole (nothing of it is kept) and the rest goes on. Limits (size, ratio,
@@ -98,6 +97,14 @@ def unpack_drop(
     ``UnpackReport.rejected``; the rest of the drop is unpacked. Without it, such an archive
     fails the whole drop.
     """
+    if source.is_symlink():
+        # The inbox is a trust boundary: a link there could point at any file or folder the
+        # service may read. It is refused, never followed, like links inside drops.
+        raise ArchiveError(
+            INBOX_LINK,
+            "the drop is a symbolic link; drop the file or folder itself",
+            files=[source.name],
+        )
     if dest.exists() or dest.is_symlink():
         raise ArchiveError(EXISTS, "the unpack destination already exists; it is never overwritten")
     dest.mkdir()
@@ -107,9 +114,10 @@ def unpack_drop(
         report = run.report()
     except OSError as exc:
         shutil.rmtree(dest, ignore_errors=True)
-        if exc.errno in _NO_SPACE_ERRNOS:
-            raise ArchiveError(
-                NO_SPACE, "the disk filled up while unpacking the drop; free some space"
+        if resource_code(exc):
+            # Never a verdict on the drop: the job pauses and unpacks again later.
+            raise ResourceError(
+                "the disk filled up while unpacking the drop", resource_code(exc) or ""
             ) from exc
         raise
     except BaseException:
@@ -247,7 +255,18 @@ class _Unpacking:
                     target.make_dir(path)
                     stack.append((Path(entry.path), path))
                 elif entry.is_file(follow_symlinks=False):
-                    with open(entry.path, "rb") as stream:  # noqa: PTH123
+                    try:
+                        stream = open(entry.path, "rb")  # noqa: PTH123, SIM115
+                    except OSError as exc:
+                        if resource_code(exc):
+                            raise
+                        raise ArchiveError(
+                            UNREADABLE,
+                            f"a file of the drop cannot be read ({exc.strerror}); give the "
+                            "service read access and retry the quarantine entry",
+                            files=[where],
+                        ) from exc
+                    with stream:
                         target.copy_file(path, stream, entry.stat(follow_symlinks=False).st_size)
                 else:
                     raise ArchiveError(

@@ -14,6 +14,7 @@ from typing import Any
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.commands.jsonout import add_json_option, emit, timestamp
 from dicomdrop.config import Settings
+from dicomdrop.daemon.lock import daemon_state
 from dicomdrop.daemon.settle import CLAIM_PREFIX, is_drop_name
 from dicomdrop.errors import ConfigError
 from dicomdrop.jobs import JobState
@@ -57,6 +58,11 @@ def register(sub: Any) -> None:
         help="only jobs in this state (repeat for several)",
     )
     p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N jobs (50)")
+    p.add_argument(
+        "--drop",
+        metavar="NAME",
+        help="only the jobs of the drop named NAME in the inbox (names are never printed)",
+    )
     add_json_option(p)
     p.set_defaults(func=run_jobs)
 
@@ -80,6 +86,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     from dicomdrop.daemon.service import Daemon, worker_count
     from dicomdrop.delivery.worker import DeliveryWorker
     from dicomdrop.network.service import NetworkInbox
+    from dicomdrop.private import secure_private_paths
     from dicomdrop.runner import run_job
     from dicomdrop.store.db import Store
     from dicomdrop.store.heartbeats import HEARTBEAT_SECONDS, Heartbeats
@@ -95,6 +102,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
         host=host_id(settings), version=__version__, workers=worker_count(settings.daemon.workers)
     )
     try:
+        secure_private_paths(settings)
         jobs = JobStore(store)
 
         def resume() -> list[str]:
@@ -169,6 +177,7 @@ def status_report(settings: Settings, *, errors: int = 5) -> dict[str, Any]:
     from dicomdrop.store.heartbeats import Heartbeats
     from dicomdrop.store.jobs import JobStore
 
+    running = daemon_state(settings) if settings.paths.work.is_dir() else None
     inbox = settings.paths.inbox
     names = [p.name for p in inbox.iterdir()] if inbox.is_dir() else []
     report: dict[str, Any] = {
@@ -209,6 +218,12 @@ def status_report(settings: Settings, *, errors: int = 5) -> dict[str, Any]:
             }
             for job in jobs.list(states=("claimed", "running"), limit=1000)
         ]
+        held = [j for j in jobs.unfinished() if (j.error_code or "").startswith("resource.")]
+        report["paused"] = {
+            "daemon": running[1] if running and running[1].startswith("paused") else None,
+            "jobs": len(held),
+            "codes": sorted({j.error_code or "" for j in held}),
+        }
         report["recent_errors"] = [
             {
                 "job": job.id,
@@ -271,6 +286,14 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
     hour = report["last_hour"]
     detail = ", ".join(f"{s} {hour[s]}" for s in FINISHED)
     print(f"last hour: {hour['finished']} jobs finished ({detail})")
+    paused = report["paused"]
+    if paused["daemon"]:
+        print(f"daemon {paused['daemon']}")
+    if paused["jobs"]:
+        print(
+            f"paused: {paused['jobs']} job(s) wait for a resource ({', '.join(paused['codes'])}); "
+            "the daemon resumes them by itself once it is back"
+        )
     if "deliveries_pending" in report:
         shown = ", ".join(f"{t} {n}" for t, n in report["deliveries_pending"].items())
         print(f"deliveries pending: {shown}")
@@ -294,12 +317,15 @@ def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
     """Print one line per job."""
     from dicomdrop.delivery.ledger import DeliveryLedger
     from dicomdrop.store.db import Store
-    from dicomdrop.store.jobs import JobStore
+    from dicomdrop.store.jobs import JobStore, drop_label
 
     settings = ctx.settings
+    key = ctx.key
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     try:
-        records = JobStore(store).list(states=args.state, limit=max(0, args.limit))
+        records = JobStore(store).list(
+            states=args.state, limit=max(0, args.limit), drop_name=args.drop
+        )
         pending = DeliveryLedger(store).pending_of_jobs([job.id for job in records])
     finally:
         store.close()
@@ -316,7 +342,7 @@ def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
                         "message": job.message,
                         "created_at": timestamp(job.created_at),
                         "updated_at": timestamp(job.updated_at),
-                        "drop_name": job.drop_name,
+                        "drop": drop_label(key, job.drop_name),
                         "files_done": job.files_done,
                         "files_total": job.files_total,
                         "deliveries_pending": pending.get(job.id, {}),
@@ -326,6 +352,7 @@ def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
             },
         )
         return 0
+    # A drop's name is often a patient's: operators see a keyed label of it, never the name.
     print(
         f"{'JOB':<23}  {'STATE':<11}  {'STAGE':<10}  {'FILES':<11}  {'ERROR':<22}  "
         f"{'UPDATED':<20}  DROP"
@@ -346,7 +373,7 @@ def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
         )
         print(
             f"{job.id:<23}  {job.state:<11}  {job.stage or '-':<10}  {files:<11}  "
-            f"{job.error_code or '-':<22}  {when:<20}  {job.drop_name}{note}"
+            f"{job.error_code or '-':<22}  {when:<20}  {drop_label(key, job.drop_name)}{note}"
         )
     return 0
 

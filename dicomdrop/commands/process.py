@@ -17,6 +17,7 @@ from dicomdrop.commands.jsonout import add_json_option, emit
 from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError
 from dicomdrop.jobs import REPORT_FILE, JobOutcome
+from dicomdrop.private import secure_private_paths
 from dicomdrop.quarantine import Quarantine
 from dicomdrop.runner import JobRunner, claim_copy, purge_originals, run_in_parallel
 from dicomdrop.store.db import Store
@@ -133,6 +134,7 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
         folder.mkdir(parents=True, exist_ok=True)
     workers = _workers(args, ctx)
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    secure_private_paths(settings, warn=False)  # the bar below replaces INFO lines
     progress = Progress(len(args.paths), enabled=not args.no_progress and sys.stderr.isatty())
     outcomes: list[JobOutcome] = []
     # The bar replaces the INFO lines on a terminal (the summary says the same); warnings and
@@ -415,10 +417,12 @@ def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
 def run_quarantine_release(args: argparse.Namespace, ctx: Context) -> int:
     """Delete a quarantine entry after review, recording who and why in the audit log."""
     from dicomdrop.holds import release
+    from dicomdrop.store.audit import audit_key_from
 
     settings = ctx.settings
     Quarantine(settings.paths.quarantine).read(args.job)
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    store.audit_key = audit_key_from(ctx.key)
     try:
         release(settings, store, args.job, actor=args.by or _os_user(), reason=args.reason)
     finally:

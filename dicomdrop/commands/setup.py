@@ -8,6 +8,7 @@ from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.errors import ConfigError
+from dicomdrop.private import secure_private_paths
 from dicomdrop.sample import write_sample_drop
 from dicomdrop.secret import create_key_file, load_key
 
@@ -59,6 +60,7 @@ def run_init(args: argparse.Namespace, ctx: Context) -> int:
     else:
         print(f"key file exists, kept: {key_file}")
     load_key(key_file)
+    secure_private_paths(settings, warn=False)
     return 0
 
 

@@ -72,7 +72,11 @@ def claim_drop(drop: Path, settings: Settings, register: Register) -> ClaimedJob
     """
     job_id = new_job_id()
     job_dir = settings.paths.work / job_id
-    (job_dir / DROP_FOLDER).mkdir(parents=True)
+    try:
+        (job_dir / DROP_FOLDER).mkdir(parents=True)
+    except OSError:
+        shutil.rmtree(job_dir, ignore_errors=True)  # e.g. a full disk: no empty leftover
+        raise
     target = job_dir / DROP_FOLDER / drop.name
     copied = False
     try:
@@ -89,21 +93,46 @@ def claim_drop(drop: Path, settings: Settings, register: Register) -> ClaimedJob
         (job_dir / DROP_FOLDER).rmdir()
         try:
             claimed = _claim_by_copy(drop, job_id, job_dir, host_id(settings))
-        except ClaimError:
-            shutil.rmtree(job_dir, ignore_errors=True)  # rolled back: the drop is in the inbox
+        except (ClaimError, OSError):
+            # Rolled back: the drop is in the inbox (put back here if the copy did not do it,
+            # e.g. the disk was full before anything was copied).
+            hidden = drop.parent / claim_name(job_id, drop.name)
+            if os.path.lexists(hidden) and not os.path.lexists(drop):
+                hidden.rename(drop)
+            shutil.rmtree(job_dir, ignore_errors=True)
             raise
         if not claimed:
             shutil.rmtree(job_dir, ignore_errors=True)
             return None
         copied = True
     job = ClaimedJob(job_id, drop.name, job_dir)
-    _remove_marker(job, settings.daemon.marker_file)
-    write_job_file(job, settings)
+    try:
+        _remove_marker(job, settings.daemon.marker_file)
+        write_job_file(job, settings)
+        register(job_id, drop.name)
+    except BaseException:
+        # e.g. the disk or the store is full: the drop goes back to the inbox, to be claimed
+        # again later, instead of lying in work without a job row.
+        _undo_claim(drop, job, copied)
+        raise
     if copied:
         _delete_claimed_source(drop.parent / claim_name(job_id, drop.name))
-    register(job_id, drop.name)
     log.info("job %s: claimed", job_id)
     return job
+
+
+def _undo_claim(drop: Path, job: ClaimedJob, copied: bool) -> None:
+    """Put a claimed drop back under its own name in the inbox and remove the work folder."""
+    source = drop.parent / claim_name(job.job_id, drop.name) if copied else job.drop_path
+    if os.path.lexists(drop):
+        log.error("job %s: the claim could not be undone (the name is taken again)", job.job_id)
+        return
+    try:
+        source.rename(drop)
+    except OSError:
+        log.error("job %s: the claim could not be undone; adopted at the next start", job.job_id)
+        return
+    shutil.rmtree(job.work_dir, ignore_errors=True)
 
 
 def _claim_by_copy(drop: Path, job_id: str, job_dir: Path, host: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +30,7 @@ class MonitoringServer:
     ) -> None:
         handler = _handler_class(render_metrics, health)
         try:
-            self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+            self._server = _QuietServer(("127.0.0.1", port), handler)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
@@ -62,6 +63,15 @@ class MonitoringServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-answer is routine: one debug line, never a traceback on
+    stderr (which would land, raw, in a JSON log)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]  # called from socketserver's except clause
+        log.debug("http: a request ended early (%s)", type(exc).__name__)
 
 
 def _handler_class(

@@ -21,7 +21,7 @@ class JobRecord(Protocol):
 
     @property
     def drop_name(self) -> str:
-        """The drop's name in the inbox (shown to operators only, never logged)."""
+        """The drop's name in the inbox (kept in the store; operators see a keyed label)."""
 
     @property
     def state(self) -> str:

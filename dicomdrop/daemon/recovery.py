@@ -104,9 +104,17 @@ def adopt_orphans(settings: Settings, registry: JobRegistry, register: Register)
                 )
             continue
         drop_name = str(record["drop_name"]) if record else drops[0].name
-        if record is None:
-            write_job_file(ClaimedJob(job_id, drop_name, job_dir), settings)
-        register(job_id, drop_name)
+        try:
+            if record is None:
+                write_job_file(ClaimedJob(job_id, drop_name, job_dir), settings)
+            register(job_id, drop_name)
+        except Exception as exc:  # one leftover must never stop the daemon from starting
+            log.error(
+                "job %s: could not adopt the work folder (%s); left for the next start",
+                job_id,
+                type(exc).__name__,
+            )
+            continue
         adopted.append(job_id)
         log.warning("job %s: adopted a claimed drop that had no job row", job_id)
     return adopted

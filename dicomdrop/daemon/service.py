@@ -35,6 +35,7 @@ from dicomdrop.daemon import metrics as metric_events
 from dicomdrop.daemon.claim import claim_drop, host_id, read_job_file
 from dicomdrop.daemon.http import MonitoringServer
 from dicomdrop.daemon.jobs import JobFunction, JobRegistry
+from dicomdrop.daemon.lock import DaemonLock
 from dicomdrop.daemon.metrics import MetricEvent, Metrics, labels_of
 from dicomdrop.daemon.recovery import (
     adopt_orphans,
@@ -43,8 +44,9 @@ from dicomdrop.daemon.recovery import (
 )
 from dicomdrop.daemon.settle import Clock, SettleTracker
 from dicomdrop.daemon.watch import InboxWatcher, Wakeup
-from dicomdrop.errors import ClaimError, ConfigError
+from dicomdrop.errors import ClaimError, ConfigError, ResourceError
 from dicomdrop.logs import setup_logging
+from dicomdrop.resources import as_resource_error
 
 if TYPE_CHECKING:
     from dicomdrop.network.service import NetworkInbox
@@ -60,6 +62,8 @@ MAX_CRASH_RETRIES = 2
 #: How often a job whose runner raised (e.g. the store was briefly locked or unreachable) is
 #: started again in the same run, after 2, 4, 8, ... seconds; then it waits for the next start.
 MAX_ERROR_RETRIES = 5
+#: A drop whose claim failed is tried again after 2, 4, 8, ... seconds, at most this long.
+CLAIM_RETRY_MAX_SECONDS = 300.0
 # Housekeeping (retention of originals) runs at start and then this often.
 HOUSEKEEPING_SECONDS = 900.0
 
@@ -136,6 +140,17 @@ class Daemon:
         self._retry_at: dict[str, float] = {}
         self._pool: ProcessPoolExecutor | None = None
         self._disk_problem: str | None = None
+        # A resource error (full disk, no file handles, no memory) pauses the daemon: the jobs
+        # that met it wait in _paused, nothing is claimed or started, and one paused job is
+        # tried again (the probe) every resource_retry_seconds (doubling) until one gets through.
+        self._resource: ResourceError | None = None
+        self._paused: collections.deque[str] = collections.deque()
+        self._probe: str | None = None
+        self._resource_delay = settings.daemon.resource_retry_seconds
+        self._resource_retry_at = 0.0
+        self._lock: DaemonLock | None = None
+        # Drops whose claim failed (not for resources): failures so far and when to try again.
+        self._claim_failures: dict[str, tuple[int, float]] = {}
         self._last_tick = clock()
         self.observer_kind = settings.daemon.observer
 
@@ -159,11 +174,24 @@ class Daemon:
         """Why claiming is paused for lack of disk space, or None."""
         return self._disk_problem
 
+    @property
+    def resource_problem(self) -> ResourceError | None:
+        """The resource error that paused the daemon, or None."""
+        return self._resource
+
     def health(self) -> tuple[bool, str]:
-        """(alive, one-line state) for ``/healthz``: alive while the loop keeps ticking."""
+        """(healthy, one-line state) for ``/healthz``: healthy while the loop keeps ticking and
+        no resource error holds the jobs (then 503, ``paused: ...``)."""
         stale = self._clock() - self._last_tick > max(30.0, 10 * self._tick)
         if stale:
             return False, "stalled: the daemon loop has not run recently"
+        if self._resource is not None:
+            wait = max(0.0, self._resource_retry_at - self._clock())
+            return False, (
+                f"paused: {self._resource.message} [{self._resource.code}]; "
+                f"{len(self._paused) + (self._probe is not None)} job(s) wait, nothing is "
+                f"claimed; trying again in {wait:.0f} s"
+            )
         state = f"ok: {len(self._running)}/{self._workers} workers busy"
         if self._disk_problem:
             state += f"; claiming paused: {self._disk_problem}"
@@ -184,6 +212,16 @@ class Daemon:
 
     def run(self) -> int:
         """Recover, watch and run jobs until a stop is requested; return the exit status."""
+        settings = self.settings
+        # Held for the daemon's life: proof that no other daemon of this host_id runs, so the
+        # unfinished jobs recovery adopts are provably not another live daemon's.
+        self._lock = DaemonLock(settings).acquire()
+        try:
+            return self._run_locked()
+        finally:
+            self._lock.release()
+
+    def _run_locked(self) -> int:
         settings = self.settings
         self._recover()
         self._pool = self._new_pool()
@@ -313,34 +351,90 @@ class Daemon:
             if due <= now:
                 del self._retry_at[job_id]
                 self._backlog.append(job_id)
-        while self._backlog and len(self._running) < self._workers:
+        # While paused for a claim's resource error, one claim is tried as the probe when due.
+        probe_claim = False
+        if self._resource is not None:
+            if not self._try_resources(now):
+                return
+            probe_claim = True
+        while self._backlog and len(self._running) < self._workers and not probe_claim:
             self._submit(self._backlog.popleft())
         if len(self._running) >= self._workers or not self._disk_ok():
             return
-        if self._network is not None:
-            for drop in self._network.ready_drops():
-                if len(self._running) >= self._workers or self._stop.is_set():
-                    return
-                self._claim(drop, sum(f.stat().st_size for f in drop.iterdir()))
-        for name in self._tracker.ready():
+        if self._network is not None and not probe_claim and not self._claim_network_drops(now):
+            return
+        ready = self._tracker.ready()
+        if probe_claim and not ready:
+            if not self._tracker.pending:
+                self._end_pause()  # nothing waits for the resource now
+            return
+        for name in ready:
             if len(self._running) >= self._workers or self._stop.is_set():
                 return
+            failures, not_before = self._claim_failures.get(name, (0, 0.0))
+            if now < not_before:
+                continue  # its claim failed before: wait out the pause
             size = self._tracker.size_of(name)
+            try:
+                job = claim_drop(self.settings.paths.inbox / name, self.settings, self._register)
+            except Exception as exc:
+                resource = as_resource_error(exc)
+                if resource is not None:
+                    self._pause(None, resource)  # the drop stays followed, claimed later
+                    return
+                self._tracker.forget(name)
+                if not isinstance(exc, ClaimError):
+                    raise
+                delay = min(CLAIM_RETRY_MAX_SECONDS, 2.0 ** (failures + 1))
+                self._claim_failures[name] = (failures + 1, now + delay)
+                log.error("claim failed [%s]: %s; next try in %.0f s", exc.code, exc.message, delay)
+                self.metrics.inc("dicomdrop_claim_errors_total", code=exc.code)
+                continue
+            self._claim_failures.pop(name, None)
             self._tracker.forget(name)
-            self._claim(self.settings.paths.inbox / name, size)
+            if job is None:
+                continue  # another daemon was faster
+            self.metrics.inc("dicomdrop_drops_claimed_total")
+            self.metrics.inc("dicomdrop_bytes_total", float(size))
+            self._submit(job.job_id)
+            if probe_claim:
+                self._end_pause()
+                probe_claim = False
 
-    def _claim(self, drop: Path, size: int) -> None:
-        try:
-            job = claim_drop(drop, self.settings, self._register)
-        except ClaimError as exc:
-            log.error("claim failed [%s]: %s", exc.code, exc.message)
-            self.metrics.inc("dicomdrop_claim_errors_total", code=exc.code)
-            return
-        if job is None:
-            return  # another daemon was faster
-        self.metrics.inc("dicomdrop_drops_claimed_total")
-        self.metrics.inc("dicomdrop_bytes_total", float(size))
-        self._submit(job.job_id)
+    def _claim_network_drops(self, now: float) -> bool:
+        """Claim the network inbox's closed drops (they waited ``idle_seconds`` already) while
+        workers are free; False when claiming must stop for now (workers full, stopping, or a
+        resource problem, which pauses claiming as for inbox drops)."""
+        assert self._network is not None
+        for drop in self._network.ready_drops():
+            if len(self._running) >= self._workers or self._stop.is_set():
+                return False
+            key = str(drop)
+            failures, not_before = self._claim_failures.get(key, (0, 0.0))
+            if now < not_before:
+                continue
+            size = sum(f.stat().st_size for f in drop.iterdir() if f.is_file())
+            try:
+                job = claim_drop(drop, self.settings, self._register)
+            except Exception as exc:
+                resource = as_resource_error(exc)
+                if resource is not None:
+                    self._pause(None, resource)
+                    return False
+                if not isinstance(exc, ClaimError):
+                    raise
+                delay = min(CLAIM_RETRY_MAX_SECONDS, 2.0 ** (failures + 1))
+                self._claim_failures[key] = (failures + 1, now + delay)
+                log.error("claim failed [%s]: %s; next try in %.0f s", exc.code, exc.message, delay)
+                self.metrics.inc("dicomdrop_claim_errors_total", code=exc.code)
+                continue
+            self._claim_failures.pop(key, None)
+            if job is None:
+                continue
+            self.metrics.inc("dicomdrop_drops_claimed_total")
+            self.metrics.inc("dicomdrop_bytes_total", float(size))
+            self._submit(job.job_id)
+        return True
 
     def _disk_ok(self) -> bool:
         minimum = self.settings.daemon.min_free_bytes
@@ -358,6 +452,60 @@ class Daemon:
                 log.info("claiming resumed: disk space is back above %d bytes", minimum)
             self._disk_problem = problem
         return problem is None
+
+    # --- pausing for resources -----------------------------------------------------------
+
+    def _pause(self, job_id: str | None, error: ResourceError) -> None:
+        """Hold ``job_id`` (None: a claim) until the resource is back; stop claiming."""
+        now = self._clock()
+        if job_id is not None:
+            self._paused.append(job_id)
+        if job_id is not None and job_id == self._probe:
+            self._probe = None
+        first = self._resource is None
+        if first:
+            self._resource_delay = self.settings.daemon.resource_retry_seconds
+        else:
+            limit = 10 * self.settings.daemon.resource_retry_seconds
+            self._resource_delay = min(limit, self._resource_delay * 2)
+        self._resource = error
+        self._resource_retry_at = now + self._resource_delay
+        self.metrics.inc("dicomdrop_resource_errors_total", code=error.code)
+        if self._lock is not None:
+            self._lock.note(f"paused: {error.message} [{error.code}]")
+        if first:
+            log.error(
+                "paused: %s [%s]; claiming stops, the job is kept and tried again in %.1f s",
+                error.message,
+                error.code,
+                self._resource_delay,
+            )
+        else:
+            log.warning(
+                "still paused [%s]; trying again in %.1f s", error.code, self._resource_delay
+            )
+
+    def _try_resources(self, now: float) -> bool:
+        """While paused: start one paused job as a probe when due. True when no job is paused
+        (a claim met the resource error) and its retry time has come: one claim may be tried."""
+        if self._probe is not None or now < self._resource_retry_at or self._stop.is_set():
+            return False
+        if self._paused:
+            if len(self._running) < self._workers:
+                self._probe = self._paused.popleft()
+                log.info("job %s: trying again after the pause", self._probe)
+                self._submit(self._probe)
+            return False
+        return True
+
+    def _end_pause(self) -> None:
+        log.info("resources are back: %d paused job(s) resume, claiming resumes", len(self._paused))
+        self._backlog.extend(self._paused)
+        self._paused.clear()
+        self._probe = None
+        self._resource = None
+        if self._lock is not None:
+            self._lock.note("running")
 
     # --- the pool --------------------------------------------------------------------------
 
@@ -395,9 +543,13 @@ class Daemon:
                 self._crashed(job_id)
                 continue
             except Exception as exc:
+                resource = as_resource_error(exc)
+                if resource is not None:
+                    self._pause(job_id, resource)
+                    continue
                 # The pipeline records its own failures; what it raises is operational (store
-                # locked or unreachable, disk full) or a bug. The job stays unfinished and is
-                # resumed after a pause, a few times, then at the next start.
+                # locked or unreachable) or a bug. The job stays unfinished and is resumed
+                # after a pause, a few times, then at the next start.
                 log.error("job %s: runner raised %s", job_id, type(exc).__name__)
                 log.debug("job %s: runner traceback", job_id, exc_info=exc)
                 self._errored(job_id)
@@ -409,6 +561,8 @@ class Daemon:
                     log.warning("job %s: invalid metric event dropped", job_id)
             self.metrics.inc("dicomdrop_jobs_finished_total", state=state)
             log.info("job %s: finished, state %s", job_id, state)
+            if job_id == self._probe:
+                self._end_pause()
         if broken:
             assert self._pool is not None
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -416,6 +570,8 @@ class Daemon:
             log.warning("a worker process died; the pool was recreated")
 
     def _crashed(self, job_id: str) -> None:
+        if job_id == self._probe:
+            self._end_pause()  # not a resource error this time
         self.metrics.inc("dicomdrop_worker_crashes_total")
         self._crashes[job_id] += 1
         if self._crashes[job_id] <= MAX_CRASH_RETRIES and not self._stop.is_set():
@@ -427,6 +583,8 @@ class Daemon:
             )
 
     def _errored(self, job_id: str) -> None:
+        if job_id == self._probe:
+            self._end_pause()  # not a resource error this time
         self._errors[job_id] += 1
         attempt = self._errors[job_id]
         if attempt <= MAX_ERROR_RETRIES and not self._stop.is_set():
@@ -471,8 +629,13 @@ class Daemon:
         )
         self.metrics.set_gauges(
             "dicomdrop_claiming_paused",
-            {(): 1.0 if self._disk_problem else 0.0},
+            {(): 1.0 if self._disk_problem or self._resource else 0.0},
             "1 while claiming is paused for lack of disk space.",
+        )
+        self.metrics.set_gauges(
+            "dicomdrop_paused",
+            {(): 1.0 if self._resource else 0.0},
+            "1 while jobs are paused by a resource error (full disk, no file handles, memory).",
         )
 
 

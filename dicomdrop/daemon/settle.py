@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicomdrop.fsnames import name_bytes
+
 #: Suffixes that browsers, SMB/SFTP clients and copy tools give files still being written.
 PARTIAL_SUFFIXES = (".part", ".tmp", ".crdownload", ".filepart")
 
@@ -81,7 +83,8 @@ def snapshot_drop(path: Path, *, marker_file: str = "") -> DropSnapshot | None:
             partial = True
         if marker_file and rel == marker_file:
             has_marker = True
-        digest.update(f"{rel}\0{st.st_mode}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        digest.update(name_bytes(rel))  # names are bytes: not every name is UTF-8
+        digest.update(f"\0{st.st_mode}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     complete = entries > 0 and not partial and (has_marker or not marker_file)
     return DropSnapshot(digest.digest(), entries, total, complete)
 

@@ -49,6 +49,7 @@ from dicomdrop.errors import DicomdropError, TruncatedError
 from dicomdrop.pixels.integrity import check_pixel_data
 from dicomdrop.pixels.mask import apply_mask
 from dicomdrop.pixels.scan import plan_for
+from dicomdrop.resources import resource_code
 from dicomdrop.verify.pixels import scan_pixels
 from dicomdrop.verify.scan import Finding, IdentityTokens, scan_bytes
 
@@ -193,6 +194,8 @@ def deidentify_file(task: FileTask) -> FileOutcome:
     except DicomdropError as exc:
         return FileOutcome(task.source, task.staging, error_code=exc.code, error=exc.message)
     except (InvalidDicomError, ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+        if resource_code(exc):
+            raise  # a full disk says nothing about the file: the job pauses
         return FileOutcome(
             task.source,
             task.staging,

@@ -136,6 +136,19 @@ def _is_dicomdir_meta(path: Path, head: bytes) -> bool:
     return str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS
 
 
+def _damaged_dicom_marker(head: bytes) -> bool:
+    """True when the bytes after the 128-byte preamble and a 4-byte marker that is not
+    ``DICM`` are a file meta element: group 0002, then an explicit VR (two capitals)."""
+    vr = head[136:138]
+    return (
+        len(head) >= 140
+        and head[132:134] == b"\x02\x00"
+        and len(vr) == 2
+        and vr.isalpha()
+        and vr.isupper()
+    )
+
+
 def _parses_as_dicom(path: Path) -> bool:
     """True for a file without preamble that pydicom reads into a plausible dataset."""
     try:
@@ -185,6 +198,11 @@ def classify_file(path: Path, settings: SortSettings) -> Classification:
     if head[128:132] == b"DICM":
         if _is_dicomdir_meta(path, head):
             return Classification(FileKind.DICOMDIR, "dicomdir")
+        return Classification(FileKind.DICOM)
+    if _damaged_dicom_marker(head):
+        # A preamble may be anything (a TIFF header in dual-personality files): with file meta
+        # elements where they belong, it is a DICOM file whose marker is damaged. The group
+        # stage quarantines it as unreadable if it is; it is never deleted as a TIFF.
         return Classification(FileKind.DICOM)
     file_type = _signature_type(head, path)
     extension = path.suffix.lower().lstrip(".")

@@ -2,19 +2,35 @@
 
 Rows are written in the caller's unit of work, so an audit row exists exactly when the audited
 action happened (a re-identification and its audit row commit together).
+
+The rows form a keyed hash chain, so that whoever can write the database cannot rewrite the
+record of who looked at identities without it showing: each row carries ``prev_hash`` (the
+previous row's hash) and ``row_hash``, an HMAC-SHA256 of its own fields and ``prev_hash``. The HMAC
+key is derived from the secret key (HMAC of a fixed label) and is never stored; without it a
+forged row cannot be given a valid hash. :func:`verify_chain` names the first row whose hash or
+link does not match: an edited row, or the row after an inserted or removed one. Appends are
+serialised (SQLite's write lock, a PostgreSQL advisory lock) so the chain never forks. What a
+chain cannot show is the removal of the newest rows; keep copies of ``audit --verify``'s output.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
+import hmac
+import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from dicomdrop.errors import StoreError
 from dicomdrop.store.db import Store
-from dicomdrop.store.models import AuditEvent
+from dicomdrop.store.models import AuditEvent, utcnow
+
+_AUDIT_LABEL = b"dicomdrop audit chain v1"
+_PG_AUDIT_LOCK = 0x41554449  # "AUDI": serialises appends to the chain on PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -29,6 +45,23 @@ class AuditRecord:
     subject: str | None
     found: bool
     details: dict[str, object] | None
+    os_user: str | None = None
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """What :func:`verify_chain` found: rows checked, rows older than the chain, and the id of
+    the first broken row (None: intact)."""
+
+    rows: int
+    unchained: int
+    first_broken: int | None
+    problem: str = ""
+
+
+def audit_key_from(secret_key: bytes) -> bytes:
+    """The key of the audit chain, derived from the secret key (never stored)."""
+    return hmac.new(secret_key, _AUDIT_LABEL, hashlib.sha256).digest()
 
 
 def current_user() -> str:
@@ -37,6 +70,30 @@ def current_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def _moment(at: datetime) -> str:
+    """A timestamp as every backend gives it back: naive UTC, microseconds."""
+    if at.tzinfo is not None:
+        at = at.astimezone(UTC).replace(tzinfo=None)
+    return at.isoformat(timespec="microseconds")
+
+
+def _row_hash(key: bytes, event: AuditEvent, prev_hash: str) -> str:
+    fields = [
+        prev_hash,
+        event.id,
+        _moment(event.at),
+        event.actor,
+        event.os_user,
+        event.action,
+        event.reason,
+        event.subject,
+        bool(event.found),
+        event.details,
+    ]
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def record_event(
@@ -49,13 +106,59 @@ def record_event(
     found: bool = True,
     details: dict[str, object] | None = None,
 ) -> AuditEvent:
-    """Add an audit row to ``session`` (committed with the rest of the unit of work)."""
+    """Add a chained audit row to ``session`` (committed with the rest of the unit of work)."""
+    key = session.info.get("audit_key")
+    if not isinstance(key, bytes):
+        raise StoreError(
+            "an audit row cannot be written without the secret key (it keys the audit chain)",
+            code="audit.no_key",
+        )
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+    last = session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1)).first()
+    prev_hash = (last.row_hash or "") if last is not None else ""
     event = AuditEvent(
-        actor=actor, action=action, reason=reason, subject=subject, found=found, details=details
+        at=utcnow(),
+        actor=actor,
+        action=action,
+        reason=reason,
+        subject=subject,
+        found=found,
+        details=details,
+        os_user=current_user(),
+        prev_hash=prev_hash,
     )
     session.add(event)
+    session.flush()  # assigns the id, which the hash covers
+    session.refresh(event)  # the values exactly as the database gives them back
+    event.row_hash = _row_hash(key, event, prev_hash)
     session.flush()
     return event
+
+
+def verify_chain(store: Store, secret_key: bytes) -> ChainReport:
+    """Check every audit row's link and keyed hash, oldest first."""
+    key = audit_key_from(secret_key)
+    rows = 0
+    unchained = 0
+    prev: str | None = None  # None: no chained row seen yet
+    with store.session(readonly=True) as session:
+        for event in session.scalars(select(AuditEvent).order_by(AuditEvent.id)):
+            rows += 1
+            if event.row_hash is None and prev is None:
+                unchained += 1  # written before the chain began (an older schema)
+                continue
+            if event.row_hash is None:
+                return ChainReport(rows, unchained, event.id, "it has no chain hash")
+            expected_prev = prev or ""
+            if (event.prev_hash or "") != expected_prev:
+                return ChainReport(
+                    rows, unchained, event.id, "it does not follow the row before it"
+                )
+            if not hmac.compare_digest(event.row_hash, _row_hash(key, event, expected_prev)):
+                return ChainReport(rows, unchained, event.id, "its content does not match its hash")
+            prev = event.row_hash
+    return ChainReport(rows, unchained, None)
 
 
 def list_events(
@@ -84,6 +187,8 @@ def list_events(
         )
     with store.session(readonly=True) as session:
         return [
-            AuditRecord(e.id, e.at, e.actor, e.action, e.reason, e.subject, e.found, e.details)
+            AuditRecord(
+                e.id, e.at, e.actor, e.action, e.reason, e.subject, e.found, e.details, e.os_user
+            )
             for e in session.scalars(query)
         ]

@@ -30,7 +30,7 @@ _PG_LOCK_KEY = 0x44494344  # "DICD"
 _EXCLUSIVE = "dicomdrop_exclusive"
 # The newest migration shipped (a test checks it against the migrations folder): a database at
 # this revision needs no upgrade, and Alembic is not even imported.
-HEAD_REVISION = "0003_network_deliveries"
+HEAD_REVISION = "0006_network_deliveries"
 
 
 class Store:
@@ -39,6 +39,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        # Keys the audit hash chain (store/audit.py); set by whoever holds the secret key.
+        self.audit_key: bytes | None = None
 
     @classmethod
     def open(cls, url: str, *, busy_timeout_ms: int = 30000, upgrade: bool = True) -> Store:
@@ -96,6 +98,7 @@ class Store:
         take_lock = exclusive or (self.is_sqlite and not readonly)
         bind = self.engine.execution_options(**{_EXCLUSIVE: True}) if take_lock else self.engine
         session = self._sessions(bind=bind)
+        session.info["audit_key"] = self.audit_key
         try:
             if exclusive and not self.is_sqlite:
                 session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})

@@ -1,12 +1,15 @@
 """Jobs and their events: the pipeline records every state change and stage boundary here.
 
-``drop_name`` is the drop's original name in the inbox: it may hold patient data, so it is shown
-to operators but never logged.
+``drop_name`` is the drop's original name in the inbox: it may hold patient data, so it stays in
+this database (the re-identification key) and is never logged; operators are shown
+:func:`drop_label`, a keyed hash of it, and find a drop's jobs by its name (``jobs --drop``).
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
+import hmac
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dicomdrop.errors import StoreError
+from dicomdrop.fsnames import name_bytes, safe_text
 from dicomdrop.jobs import FINISHED_STATES, JobState
 from dicomdrop.store.db import Store
 from dicomdrop.store.models import Job, JobEvent, utcnow
@@ -70,6 +74,13 @@ def _record(job: Job) -> JobRecord:
     )
 
 
+def drop_label(key: bytes, drop_name: str) -> str:
+    """What operators are shown instead of a drop's name (often a patient's): ``drop-`` and 12
+    hex digits of a keyed hash of the name. The same name always gives the same label."""
+    digest = hmac.new(key, b"drop-name:" + name_bytes(drop_name), hashlib.sha256).hexdigest()
+    return f"drop-{digest[:12]}"
+
+
 def _check_state(state: str) -> str:
     """``state`` as the plain string stored; raises StoreError for an unknown state."""
     if state not in JOB_STATES:
@@ -87,13 +98,22 @@ class JobStore:
         self.store = store
 
     def create(self, job_id: str, *, drop_name: str, state: str = "claimed") -> None:
-        """Record a newly claimed job. Raises StoreError if the id exists."""
+        """Record a newly claimed job. Raises StoreError if the id exists.
+
+        A drop name that is not UTF-8 is stored in its safe form (``\\xNN`` for such bytes).
+        """
         state = _check_state(state)
         try:
             with self.store.session() as session:
                 now = utcnow()
                 session.add(
-                    Job(id=job_id, drop_name=drop_name, state=state, created_at=now, updated_at=now)
+                    Job(
+                        id=job_id,
+                        drop_name=safe_text(drop_name),
+                        state=state,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
                 session.flush()
                 session.add(JobEvent(job_id=job_id, at=now, kind="state", state=state))
@@ -182,12 +202,19 @@ class JobStore:
             return _record(job) if job is not None else None
 
     def list(
-        self, states: Iterable[str] | None = None, limit: int = 100
+        self,
+        states: Iterable[str] | None = None,
+        limit: int = 100,
+        *,
+        drop_name: str | None = None,
     ) -> builtins.list[JobRecord]:
-        """The most recently updated jobs, optionally only those in ``states``."""
+        """The most recently updated jobs, optionally only those in ``states`` or of the drop
+        named ``drop_name``."""
         query = select(Job).order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit)
         if states is not None:
             query = query.where(Job.state.in_(builtins.list(states)))
+        if drop_name is not None:
+            query = query.where(Job.drop_name == safe_text(drop_name))
         with self.store.session(readonly=True) as session:
             return [_record(j) for j in session.scalars(query)]
 

@@ -178,6 +178,11 @@ class AuditEvent(Base):
     subject: Mapped[str | None] = mapped_column(String(200))
     found: Mapped[bool] = mapped_column(Boolean, default=True)
     details: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    # The operating-system user who ran the command (``actor`` is the free-text ``--by``).
+    os_user: Mapped[str | None] = mapped_column(String(200))
+    # The keyed hash chain (see store/audit.py): the previous row's hash and this row's.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class DaemonHeartbeat(Base):

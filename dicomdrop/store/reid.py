@@ -6,6 +6,7 @@ found someone or not; a query without a reason is refused.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -45,11 +46,25 @@ class Person:
     studies: tuple[StudyRecord, ...]
 
 
-def _require_reason(reason: str) -> str:
+#: The default of ``[security] min_reason_length``.
+MIN_REASON_LENGTH = 10
+
+
+def _require_reason(reason: str, minimum: int = 0) -> str:
+    """The reason, stripped; refused when empty, or (``minimum`` given: re-identification)
+    unless it has ``minimum`` letters and digits and a word of three letters."""
     reason = (reason or "").strip()
     if not reason:
         raise StoreError(
             "a re-identification needs a reason: pass --reason TEXT (it is kept in the audit log)",
+            code="reid.reason_required",
+        )
+    substance = sum(1 for c in reason if c.isalnum())
+    if minimum and (substance < minimum or not re.search(r"[^\W\d_]{3}", reason)):
+        raise StoreError(
+            "a re-identification needs a reason of some substance: pass --reason TEXT with at "
+            f"least {minimum} letters or digits, e.g. a ticket and its purpose (it is kept in "
+            "the audit log)",
             code="reid.reason_required",
         )
     return reason
@@ -63,9 +78,10 @@ def reidentify(
     pseudonym: str | None = None,
     study_uid: str | None = None,
     accession: str | None = None,
+    min_reason_length: int = MIN_REASON_LENGTH,
 ) -> Person | None:
     """The person behind a pseudonym, a pseudonymised StudyInstanceUID or AccessionNumber."""
-    reason = _require_reason(reason)
+    reason = _require_reason(reason, min_reason_length)
     queries = {"pseudonym": pseudonym, "study_uid": study_uid, "accession": accession}
     given = {k: v.strip() for k, v in queries.items() if v and v.strip()}
     if len(given) != 1:
@@ -135,11 +151,15 @@ def _person(session: Session, patient: Patient) -> Person:
 
 @dataclass(frozen=True)
 class LookupResult:
-    """A forward look-up: the pseudonym, or None; ``candidates`` when ambiguous."""
+    """A forward look-up: the pseudonym, or None; ``candidates`` when ambiguous.
+
+    ``status``: ``found``, ``nobody`` or ``ambiguous`` (``rule``: the decision table row).
+    """
 
     pseudonym: str | None
     status: str
     candidates: tuple[str, ...]
+    rule: str = ""
 
 
 def lookup(
@@ -150,21 +170,50 @@ def lookup(
     reason: str = "",
 ) -> LookupResult:
     """The pseudonym of a person (never registers anyone); audited, found or not."""
-    result = registry.find(identity)
-    pseudonym = result.pseudonym if result.status == "matched" else None
-    status = "found" if pseudonym else result.status if result.status == "ambiguous" else "none"
+    return lookup_many(registry, [identity], actor=actor, reason=reason)[0]
+
+
+def lookup_many(
+    registry: Registry,
+    identities: list[PatientIdentity],
+    *,
+    actor: str,
+    reason: str = "",
+) -> list[LookupResult]:
+    """Look up each identity with the registry's read-only decision, then write one audit row
+    per look-up in one short unit of work.
+
+    The matching reads only (it never takes the write lock, so it runs beside a daemon that
+    writes); the audit rows wait for the lock like any other write.
+    """
+    results: list[LookupResult] = []
+    for identity in identities:
+        found = registry.find(identity)
+        pseudonym = found.pseudonym if found.status == "matched" else None
+        status = "found" if pseudonym else "ambiguous" if found.status == "ambiguous" else "nobody"
+        candidates = found.candidates if status == "ambiguous" else ()
+        results.append(LookupResult(pseudonym, status, candidates, found.rule))
     with registry.store.session() as session:
-        record_event(
-            session,
-            action="lookup",
-            actor=actor,
-            reason=(reason or "").strip() or "forward lookup",
-            subject=pseudonym,
-            found=pseudonym is not None,
-            details={"status": status, "candidates": list(result.candidates)},
-        )
-    logger.info("forward lookup: %s", status)
-    return LookupResult(pseudonym, status, result.candidates if status == "ambiguous" else ())
+        for result in results:
+            record_event(
+                session,
+                action="lookup",
+                actor=actor,
+                reason=(reason or "").strip() or "forward lookup",
+                subject=result.pseudonym,
+                found=result.pseudonym is not None,
+                details={
+                    "status": result.status,
+                    "rule": result.rule,
+                    "candidates": list(result.candidates),
+                },
+            )
+    logger.info(
+        "forward lookup: %d queries, %d found",
+        len(results),
+        sum(r.status == "found" for r in results),
+    )
+    return results
 
 
 @dataclass(frozen=True)

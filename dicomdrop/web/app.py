@@ -36,6 +36,7 @@ from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError, StoreError
 from dicomdrop.holds import Hold, list_holds, release, start_retry
 from dicomdrop.quarantine import Quarantine
+from dicomdrop.store.audit import audit_key_from
 from dicomdrop.store.db import Store
 from dicomdrop.web import text
 from dicomdrop.web.auth import (
@@ -96,6 +97,8 @@ class Console:
         self.settings = settings
         self.key = key
         self.store = store
+        if store.audit_key is None:
+            store.audit_key = audit_key_from(key)  # the console's actions are audited
         self.retries = retries or RetryRunner(settings, key, store)
         self.throttle = throttle or LoginThrottle()
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -430,7 +433,13 @@ class Console:
         value = str(form.get("value", ""))
         person = await run_in_threadpool(
             lambda: reidentify(
-                self.store, reason=str(form.get("reason", "")), actor=who.name, **{kind: value}
+                self.store,
+                reason=str(form.get("reason", "")),
+                actor=who.name,
+                pseudonym=value if kind == "pseudonym" else None,
+                study_uid=value if kind == "study_uid" else None,
+                accession=value if kind == "accession" else None,
+                min_reason_length=self.settings.security.min_reason_length,
             )
         )
         log.info("console: %s re-identified by %s", who.name, kind)

@@ -18,6 +18,7 @@ from typing import IO, Any
 from conftest import write_config
 
 from dicomdrop.config import Settings, load_settings
+from dicomdrop.daemon.lock import LOCK_PREFIX
 from dicomdrop.daemon.service import READY_PREFIX
 from dicomdrop.daemon.settle import is_drop_name
 from dicomdrop.secret import create_key_file
@@ -202,6 +203,6 @@ def is_idle(settings: Settings, table: JobTable) -> bool:
     """No drop left in the inbox, nothing in work, every job in a final state."""
     if any(is_drop_name(p.name) for p in settings.paths.inbox.iterdir()):
         return False
-    if any(settings.paths.work.iterdir()):
+    if any(not p.name.startswith(LOCK_PREFIX) for p in settings.paths.work.iterdir()):
         return False
     return all(state in FINAL_STATES for _, state in table.jobs().values())

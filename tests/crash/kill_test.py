@@ -48,6 +48,7 @@ from factories import (
 )
 
 from dicomdrop.config import Settings, load_settings
+from dicomdrop.daemon.lock import LOCK_PREFIX
 
 STAGES = (
     "claim",
@@ -298,7 +299,11 @@ def check_result(settings: Settings, table: JobTable) -> list[str]:
             problems.append(f"ward-b: {n} files in quarantine, expected 1")
 
     for folder in ("inbox", "work"):
-        left = sorted(p.name for p in getattr(settings.paths, folder).iterdir())
+        left = sorted(
+            p.name
+            for p in getattr(settings.paths, folder).iterdir()
+            if not p.name.startswith(LOCK_PREFIX)
+        )
         if left:
             problems.append(f"{folder} not empty: {left}")
     originals = sorted(p.name for p in settings.paths.originals.iterdir())

@@ -1,7 +1,7 @@
 """Deliveries to network targets: one row per target and verified instance.
 
-Revision ID: 0003_network_deliveries
-Revises: 0002_console_users
+Revision ID: 0006_network_deliveries
+Revises: 0005_names_v2
 Create Date: 2026-12-04 23:40:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0003_network_deliveries'
-down_revision = '0002_console_users'
+revision = '0006_network_deliveries'
+down_revision = '0005_names_v2'
 branch_labels = None
 depends_on = None
 
