@@ -34,8 +34,8 @@ from starlette.templating import Jinja2Templates
 
 from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError, StoreError
-from dicomdrop.holds import Hold, list_holds, release, start_retry
-from dicomdrop.quarantine import Quarantine
+from dicomdrop.holds import Hold, delete_released, list_holds, release, start_retry
+from dicomdrop.quarantine import Quarantine, QuarantineNotFound, QuarantineRecord
 from dicomdrop.store.audit import audit_key_from
 from dicomdrop.store.db import Store
 from dicomdrop.web import text
@@ -310,23 +310,41 @@ class Console:
         return new_job
 
     async def release(self, request: Request) -> Response:
-        """POST /holds/{job}/release: delete a reviewed hold, with a reason (audited)."""
+        """POST /holds/{job}/release: mark a reviewed hold released, with a reason (audited);
+        its files stay until deleted."""
         who, form = await self.form(request, IDENTITIES)
         job_id = _job_id(request.path_params["job"])
-        if form.get("confirm") != "yes":
-            raise DicomdropError(
-                "tick 'delete the held files' to release the hold", code="console.confirm"
-            )
         await run_in_threadpool(
-            release,
-            self.settings,
-            self.store,
-            job_id,
-            actor=who.name,
-            reason=str(form.get("reason", "")),
+            lambda: release(
+                self.settings,
+                self.store,
+                job_id,
+                actor=who.name,
+                reason=str(form.get("reason", "")),
+            )
         )
         log.info("console: %s released job %s", who.name, job_id)
-        request.session["flash"] = f"Job {job_id} released: its held files are deleted."
+        request.session["flash"] = (
+            f"Job {job_id} released: its files will not be delivered. They stay in quarantine "
+            "until you delete them."
+        )
+        return RedirectResponse(f"/holds/{job_id}", status_code=303)
+
+    async def delete(self, request: Request) -> Response:
+        """POST /holds/{job}/delete: delete a released hold's files (audited)."""
+        who, form = await self.form(request, IDENTITIES)
+        job_id = _job_id(request.path_params["job"])
+        await run_in_threadpool(
+            lambda: delete_released(
+                self.settings,
+                self.store,
+                job_id,
+                actor=who.name,
+                reason=str(form.get("reason", "")),
+            )
+        )
+        log.info("console: %s deleted the held files of job %s", who.name, job_id)
+        request.session["flash"] = f"The held files of job {job_id} are deleted."
         return RedirectResponse("/holds", status_code=303)
 
     async def job(self, request: Request) -> Response:
@@ -403,10 +421,10 @@ class Console:
         if job_id is not None:
             job_id = _job_id(job_id)
             still_open = await run_in_threadpool(open_pending_of_job, registry, job_id)
-            held = Quarantine(self.settings.paths.quarantine).folder(job_id) / "reason.json"
+            held = await run_in_threadpool(self._held_record, job_id)
             if still_open:
                 message += f" Job {job_id} waits for {still_open} more pending match(es)."
-            elif held.is_file():
+            elif held is not None and not held.released:
                 new_job = await self._retry(
                     job_id, who, f"pending match #{pending_id} resolved as {pseudonym}"
                 )
@@ -414,6 +432,12 @@ class Console:
                 target = f"/jobs/{new_job}"
         request.session["flash"] = message
         return RedirectResponse(target, status_code=303)
+
+    def _held_record(self, job_id: str) -> QuarantineRecord | None:
+        try:
+            return Quarantine(self.settings.paths.quarantine).read(job_id)
+        except QuarantineNotFound:
+            return None
 
     # --- re-identification -----------------------------------------------------------------
 
@@ -559,6 +583,7 @@ def create_app(
         Route("/holds/{job}", c.hold, methods=["GET"]),
         Route("/holds/{job}/retry", c.retry, methods=["POST"]),
         Route("/holds/{job}/release", c.release, methods=["POST"]),
+        Route("/holds/{job}/delete", c.delete, methods=["POST"]),
         Route("/jobs/{job}", c.job, methods=["GET"]),
         Route("/pending", c.pending_list, methods=["GET"]),
         Route("/pending/{pending_id:int}", c.pending, methods=["GET"]),
