@@ -234,6 +234,56 @@ def test_logout_ends_the_session_even_for_a_copied_cookie(shared_client: TestCli
     assert shared_client.get("/pending").status_code == 303
 
 
+def test_a_logout_holds_after_the_console_restarts(site: Site) -> None:
+    """Sessions ended by a logout stay ended in a new console process (the generation is kept in
+    the store), while a restart alone ends no session."""
+    name = ROLE_USERS["steward"]
+    for first in client_for(site):
+        login(first, name)
+        kept = first.cookies["dicomdrop_console"]
+    for restarted in client_for(site):
+        restarted.cookies.set("dicomdrop_console", kept)
+        assert restarted.get("/pending").status_code == 200  # a restart alone ends nothing
+        token = session_csrf(restarted, "/pending")
+        assert restarted.post("/logout", data={"csrf": token}).status_code == 303
+    for again in client_for(site):
+        again.cookies.set("dicomdrop_console", kept)
+        assert again.get("/pending").status_code == 303
+        login(again, name)  # a new login begins a session of the new generation
+        assert again.get("/pending").status_code == 200
+
+
+def test_logins_logouts_and_failed_logins_are_audited(site: Site, client: TestClient) -> None:
+    name = ROLE_USERS["steward"]
+    token = csrf_of(client.get("/login").text)
+    wrong = {"name": name, "password": "Wrong-Secret-1234", "csrf": token}
+    assert client.post("/login", data=wrong).status_code == 401
+    typo = {"name": "Typed-Password-99", "password": "Other-Secret-5678", "csrf": token}
+    assert client.post("/login", data=typo).status_code == 401
+    login(client, name)
+    assert (
+        client.post("/logout", data={"csrf": session_csrf(client, "/pending")}).status_code == 303
+    )
+
+    store = Store.open(site.settings.store_url)
+    try:
+        events = list_events(store, text="testclient")  # the client address is searchable
+    finally:
+        store.close()
+    rows = [(e.action, e.actor, e.subject, e.reason) for e in reversed(events)]
+    assert rows == [
+        ("console.login_failed", name, name, "failed login from testclient"),
+        ("console.login_failed", "(unknown user name)", None, "failed login from testclient"),
+        ("console.login", name, name, "login from testclient"),
+        ("console.logout", name, name, "logout from testclient"),
+    ]
+    for secret in ("Wrong-Secret-1234", "Other-Secret-5678", PASSWORD, "Typed-Password-99"):
+        assert all(secret not in repr(e) for e in events), secret
+    login(client, ROLE_USERS["auditor"])
+    page = client.get("/audit", params={"action": "console.login_failed"}).text
+    assert page.count("failed login from testclient") == 2
+
+
 def test_login_is_rate_limited(shared_client: TestClient) -> None:
     shared_client.cookies.clear()
     token = csrf_of(shared_client.get("/login").text)
@@ -536,13 +586,25 @@ def test_a_session_ends_session_minutes_after_the_login(
 
     from itsdangerous import TimestampSigner
 
+    from dicomdrop.store.users import active_user
     from dicomdrop.web.auth import session_secret
 
     signer = TimestampSigner(session_secret(shared_site.key))
     lifetime = shared_site.settings.web.session_minutes * 60
+    store = Store.open(shared_site.settings.store_url)
+    try:
+        user = active_user(store, ROLE_USERS["steward"])
+    finally:
+        store.close()
+    assert user is not None
 
     def cookie(since: float) -> str:
-        data = {"user": ROLE_USERS["steward"], "sid": "s1", "since": int(since), "csrf": "t"}
+        data = {
+            "user": user.name,
+            "gen": user.session_generation,
+            "since": int(since),
+            "csrf": "t",
+        }
         return signer.sign(base64.b64encode(json.dumps(data).encode())).decode()
 
     shared_client.cookies.clear()

@@ -14,7 +14,6 @@ import csv
 import io
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import UTC, datetime
@@ -108,7 +107,6 @@ class Console:
         env.filters["size"] = text.size
         env.filters["utc"] = text.utc
         env.globals["help_for"] = help_for
-        self._revoked: set[str] = set()
 
     # --- who is asking ---------------------------------------------------------------------
 
@@ -117,32 +115,37 @@ class Console:
         from dicomdrop.store.users import active_user
 
         name: str | None = None
+        generation: int | None = None  # None: the proxy vouches for the user, no cookie
         header = self.settings.web.trusted_user_header
         if header:
             name = request.headers.get(header) or None
         if name is None:
-            stored = request.session.get("user")
-            sid = request.session.get("sid")
-            since = request.session.get("since")
-            lifetime = self.settings.web.session_minutes * 60
-            if (
-                isinstance(stored, str)
-                and isinstance(sid, str)
-                and sid not in self._revoked
-                and isinstance(since, int)
-                and 0 <= time.time() - since <= lifetime
-            ):
-                name = stored
+            name, generation = self._session_user(request)
         if name is None:
             raise NotLoggedIn("log in first")
         record = await run_in_threadpool(active_user, self.store, name)
-        if record is None:
+        if record is None or (generation is not None and generation != record.session_generation):
             request.session.clear()
             raise NotLoggedIn("log in first")
         who = ConsoleIdentity(record.name, record.role)
         if not who.may(roles):
             raise Forbidden(f"the role {who.role} may not open this page")
         return who
+
+    def _session_user(self, request: Request) -> tuple[str | None, int | None]:
+        """The user name and session generation of a signed, unexpired session cookie."""
+        stored = request.session.get("user")
+        generation = request.session.get("gen")
+        since = request.session.get("since")
+        lifetime = self.settings.web.session_minutes * 60
+        if (
+            isinstance(stored, str)
+            and isinstance(generation, int)
+            and isinstance(since, int)
+            and 0 <= time.time() - since <= lifetime
+        ):
+            return stored, generation
+        return None, None
 
     async def form(self, request: Request, roles: Collection[str]) -> tuple[ConsoleIdentity, Any]:
         """The user (role checked) and the posted form (CSRF token checked)."""
@@ -180,8 +183,9 @@ class Console:
         return self.render(request, "login.html", None)
 
     async def login(self, request: Request) -> Response:
-        """POST /login: check the CSRF token, the throttle and the password."""
-        from dicomdrop.store.users import authenticate
+        """POST /login: check the CSRF token, the throttle and the password; audit the login
+        or the failure (with the client address, never the password)."""
+        from dicomdrop.store.users import LOGIN, LOGIN_FAILED, audit_session, authenticate
 
         form = await request.form()
         check_csrf(request, form.get("csrf"))
@@ -200,6 +204,7 @@ class Console:
         record = await run_in_threadpool(authenticate, self.store, name, password)
         if record is None:
             self.throttle.failed(client, name)
+            await run_in_threadpool(audit_session, self.store, LOGIN_FAILED, name, client)
             log.warning("console: failed login")
             return self.render(
                 request, "login.html", None, status_code=401, error="Wrong name or password."
@@ -207,20 +212,30 @@ class Console:
         self.throttle.succeeded(client, name)
         request.session.clear()
         request.session.update(
-            user=record.name, sid=secrets.token_urlsafe(16), since=int(time.time())
+            user=record.name, gen=record.session_generation, since=int(time.time())
         )
         csrf_token(request)
+        await run_in_threadpool(audit_session, self.store, LOGIN, record.name, client)
         log.info("console: %s logged in (%s)", record.name, record.role)
         return RedirectResponse("/", status_code=303)
 
     async def logout(self, request: Request) -> Response:
-        """POST /logout: end the session (its id is refused from now on)."""
+        """POST /logout: end the user's sessions (audited). The generation kept in the store is
+        raised, so the cookie, and any copy of it, is refused from now on, also after a
+        restart."""
+        from dicomdrop.store.users import LOGOUT, active_user, audit_session, end_sessions
+
         form = await request.form()
         check_csrf(request, form.get("csrf"))
-        sid = request.session.get("sid")
-        if isinstance(sid, str):
-            self._revoked.add(sid)
+        name, generation = self._session_user(request)
         request.session.clear()
+        if name is not None:
+            record = await run_in_threadpool(active_user, self.store, name)
+            if record is not None and record.session_generation == generation:
+                await run_in_threadpool(end_sessions, self.store, name)
+                client = request.client.host if request.client else "-"
+                await run_in_threadpool(audit_session, self.store, LOGOUT, name, client)
+                log.info("console: %s logged out", name)
         return RedirectResponse("/login", status_code=303)
 
     async def home(self, request: Request) -> Response:
