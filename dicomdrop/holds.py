@@ -68,6 +68,12 @@ class Hold:
         return self.record.released
 
     @property
+    def released_at(self) -> datetime | None:
+        """When the hold was released, or None."""
+        at = self.record.released_at
+        return _parse_time(at) if at is not None else None
+
+    @property
     def whole_drop(self) -> bool:
         """True when the drop was refused as a whole (kept as it arrived, not unpacked)."""
         return any(not e.files for e in self.record.entries) and not self.files

@@ -282,6 +282,7 @@ def test_logins_logouts_and_failed_logins_are_audited(site: Site, client: TestCl
     login(client, ROLE_USERS["auditor"])
     page = client.get("/audit", params={"action": "console.login_failed"}).text
     assert page.count("failed login from testclient") == 2
+    assert '<option value="console.login_failed" selected>' in page  # the actions held
 
 
 def test_login_is_rate_limited(shared_client: TestClient) -> None:

@@ -517,14 +517,21 @@ class Console:
         }
 
     async def audit(self, request: Request) -> Response:
-        """GET /audit: search the audit log."""
-        from dicomdrop.store.audit import list_events
+        """GET /audit: search the audit log (by the actions it holds)."""
+        from dicomdrop.store.audit import audit_actions, list_events
 
         who = await self.user(request, AUDIT)
         query = self._audit_query(request)
         events = await run_in_threadpool(lambda: list_events(self.store, limit=500, **query))
+        actions = await run_in_threadpool(audit_actions, self.store)
         return self.render(
-            request, "audit.html", who, events=events, query=query, export=request.url.query
+            request,
+            "audit.html",
+            who,
+            events=events,
+            query=query,
+            export=request.url.query,
+            actions=actions,
         )
 
     async def audit_csv(self, request: Request) -> Response:
