@@ -1,28 +1,41 @@
 """Benchmark: ``dicomdrop process`` against a plain pydicom read + write of the same files.
 
-Generates 2,000 MR slices (256x256) and 400 CT slices (512x512) for a few patients, zipped per
-patient, then in the same run times:
+Runs on two corpora (``bench/corpora.py``), each generated into a temporary folder:
 
-- a plain loop: ``dcmread`` + ``save_as`` over every file (one process), and the same loop
-  split over all cores;
-- ``dicomdrop process`` on the zips (default profile with verification, both cores), which
-  unpacks, sorts, groups, screens, matches, de-identifies, verifies and packs.
+- ``thin``: 2,000 MR slices (256x256) and 400 CT slices (512x512) with thin headers (about 45
+  elements), twelve patients;
+- ``scanner``: 2,000 MR slices (256x256) with headers as a Siemens scanner writes them (about
+  150 elements, two 2 KB CSA blocks in OB, nested sequences, ISO_IR 100 names), five patients.
 
-Throughput is reported in files/s and MB/s of input DICOM, with the CPU time of the
-``dicomdrop process`` process tree (CPU seconds / wall seconds = cores kept busy). Peak memory
-(max RSS of one process of that tree) is measured for the full corpus and for a half-size
-corpus, to show that it does not grow with the size of a drop. Other work on the machine skews
-every number: the load average is printed before and after.
+For each corpus, in the same run:
 
-Rounds alternate the 1-process plain loop and ``dicomdrop process`` (3 by default) and the
-medians are compared, so that a machine whose speed drifts during the run skews both alike.
+- a plain loop: ``dcmread`` + ``save_as`` over every file (one process), and the same loop split
+  over all cores;
+- ``dicomdrop process`` on the per-patient zips (default profile with verification, all cores),
+  which unpacks, sorts, groups, screens, matches, de-identifies, verifies and packs. Each run
+  starts from a new installation (``dicomdrop init`` and ``dicomdrop db upgrade``, not timed),
+  so its registry is empty and every patient is registered anew.
 
-    python bench/bench_pipeline.py [--mr 2000] [--ct 400] [--workers 2] [--rounds 3]
+Rounds alternate the 1-process plain loop and ``dicomdrop process`` (3 by default), with the
+page cache written back before each timed run, and the medians are compared, so that a machine
+whose speed drifts during the run skews both alike. Peak memory (max RSS of one process of the
+tree) is measured for the full corpus and for a half-size one: it must not grow with a drop.
+
+Then the CPU time per file by stage: ``dicomdrop process`` runs once more in this process with
+one worker, timing the CPU (``time.process_time``) of each pipeline stage, and inside the
+de-identification stage of each step (read, de-identify, encode, verification scan, compress),
+next to the plain loop's CPU per file. Wall times suffer from other work on the machine; CPU
+times much less. The load average is printed before and after.
+
+    python bench/bench_pipeline.py [--corpus thin scanner] [--scale 100] [--workers 2]
+                                   [--rounds 3] [--no-stages]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import shutil
 import statistics
@@ -30,96 +43,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
+from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-FAMILY = ("Abara", "Bergstrom", "Castellanos", "Dimitriou", "Eriksen", "Fujimoto", "Gallagher",
-          "Horvath", "Ivanova", "Jaramillo", "Kowalczyk", "Lindqvist", "Moreau")  # fmt: skip
-GIVEN = ("Amara", "Bjorn", "Carmen", "Dimitra", "Einar", "Fumiko", "Grainne", "Hedda", "Irina",
-         "Javier", "Krystyna", "Linnea", "Margot")  # fmt: skip
-MR = "1.2.840.10008.5.1.4.1.1.4"
-CT = "1.2.840.10008.5.1.4.1.1.2"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def make_slice(patient: int, study_uid: str, series_uid: str, n: int, modality: str) -> Dataset:
-    size = 256 if modality == "MR" else 512
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    sop_class = MR if modality == "MR" else CT
-    sop = generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid, "frame"])
-    ds.PatientName = f"{FAMILY[patient % len(FAMILY)]}^{GIVEN[patient % len(GIVEN)]}"
-    ds.PatientID = f"BENCH{patient:05d}"
-    ds.PatientBirthDate = "19700101"
-    ds.PatientSex = "O"
-    ds.AccessionNumber = f"BA{patient:06d}"
-    ds.StudyDate = "20250101"
-    ds.StudyTime = "120000"
-    ds.SeriesDate = "20250101"
-    ds.AcquisitionDate = "20250101"
-    ds.ContentDate = "20250101"
-    ds.Modality = modality
-    ds.Manufacturer = "SIEMENS"
-    ds.ManufacturerModelName = "Benchmark"
-    ds.InstitutionName = "Benchmark Hospital"
-    ds.ReferringPhysicianName = "Referrer^Doctor"
-    ds.StudyDescription = "benchmark study"
-    ds.SeriesDescription = "axial"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = n
-    ds.ImagePositionPatient = [0, 0, n]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing = [0.9, 0.9]
-    ds.SliceThickness = 1.0
-    ds.Rows = ds.Columns = size
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    rng = np.random.default_rng(patient * 100_000 + n)
-    yy, xx = np.mgrid[0:size, 0:size]
-    image = (1000 + 800 * np.sin(xx / 17 + n) * np.cos(yy / 23)).astype(np.uint16)
-    image += rng.integers(0, 40, size=(size, size), dtype=np.uint16)
-    ds.PixelData = image.tobytes()
-    return ds
-
-
-def generate(root: Path, mr: int, ct: int) -> tuple[list[Path], list[Path]]:
-    """Write the corpus: one folder and one zip per patient. Returns (dicom files, zips)."""
-    files: list[Path] = []
-    zips: list[Path] = []
-    plan = [("MR", mr // 10)] * 10 + [("CT", ct // 2)] * 2
-    for patient, (modality, count) in enumerate(plan, start=1):
-        folder = root / "files" / f"patient{patient:03d}"
-        folder.mkdir(parents=True)
-        study, series = generate_uid(), generate_uid()
-        for n in range(1, count + 1):
-            path = folder / f"{modality}{n:05d}.dcm"
-            make_slice(patient, study, series, n, modality).save_as(path, enforce_file_format=True)
-            files.append(path)
-        archive = root / "drops" / f"patient{patient:03d}.zip"
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-            for path in sorted(folder.iterdir()):
-                zf.write(path, f"patient{patient:03d}/{path.name}")
-        zips.append(archive)
-    return files, zips
+from corpora import GENERATORS, count_elements
 
 
 def plain_copy(pair: tuple[str, str]) -> None:
@@ -166,7 +100,11 @@ def run_process(zips: list[Path], site: Path, workers: int) -> tuple[float, int,
     site.mkdir(parents=True)
     config = write_config(site)
     cli = [sys.executable, "-m", "dicomdrop"]
+    # Installation, not processing: the folders, the key and the database schema.
     subprocess.run([*cli, "init", "--config", str(config)], check=True, capture_output=True)
+    subprocess.run(
+        [*cli, "db", "upgrade", "--config", str(config)], check=True, capture_output=True
+    )
     code = (
         "import resource, subprocess, sys\n"
         "r = subprocess.run(sys.argv[1:], capture_output=True)\n"
@@ -200,84 +138,242 @@ def run_process(zips: list[Path], site: Path, workers: int) -> tuple[float, int,
     return elapsed, int(rss_line), delivered, float(cpu_line)
 
 
+def corpus_round_trip(name: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Generate one corpus and time the plain loops and ``dicomdrop process`` on it."""
+    print(f"\n== corpus {name}: generating ...", flush=True)
+    files, zips = GENERATORS[name](root / name / "full", args.scale)
+    megabytes = sum(p.stat().st_size for p in files) / 1e6
+    elements = count_elements(pydicom.dcmread(files[0]))
+    _, half_zips = GENERATORS[name](root / name / "half", args.scale // 2)
+    plain1_runs: list[float] = []
+    process_runs: list[tuple[float, int, int, float]] = []
+    for round_number in range(1, args.rounds + 1):
+        settle_disk()
+        plain1_runs.append(plain_loop(files, root / "plain-out", 1))
+        settle_disk()
+        process_runs.append(run_process(zips, root / "site", args.workers))
+        print(
+            f"round {round_number}: plain 1 process {plain1_runs[-1]:.2f} s, "
+            f"dicomdrop {process_runs[-1][0]:.2f} s "
+            f"({process_runs[-1][0] / plain1_runs[-1]:.2f}x)",
+            flush=True,
+        )
+    settle_disk()
+    plainn = plain_loop(files, root / "plain-out", args.workers)
+    settle_disk()
+    _, half_rss, _, _ = run_process(half_zips, root / "site-half", args.workers)
+    stages = stage_profile(files, zips, root / "site-stages") if args.stages else None
+    shutil.rmtree(root / name, ignore_errors=True)
+    return {
+        "name": name,
+        "files": len(files),
+        "elements": elements,
+        "megabytes": megabytes,
+        "zips": len(zips),
+        "plain1": statistics.median(plain1_runs),
+        "plainn": plainn,
+        "process": statistics.median(run[0] for run in process_runs),
+        "ratios": [r[0] / p for p, r in zip(plain1_runs, process_runs, strict=True)],
+        "rss": max(run[1] for run in process_runs),
+        "half_rss": half_rss,
+        "delivered": process_runs[-1][2],
+        "cpu": statistics.median(run[3] for run in process_runs),
+        "stages": stages,
+    }
+
+
+class CpuTimers:
+    """CPU seconds by label, from wrapped functions and timed blocks (this process only)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._patches: list[tuple[Any, str, Any]] = []
+
+    @contextlib.contextmanager
+    def block(self, label: str) -> Iterator[None]:
+        start = time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[label] += time.process_time() - start
+
+    def wrap(self, owner: Any, attribute: str, label: str) -> None:
+        original = getattr(owner, attribute)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.process_time() - start
+
+        self._patches.append((owner, attribute, original))
+        setattr(owner, attribute, timed)
+
+    def restore(self) -> None:
+        for owner, attribute, original in reversed(self._patches):
+            setattr(owner, attribute, original)
+        self._patches.clear()
+
+
+# (label, module, attribute): the steps inside the de-identification stage, timed by wrapping
+# the functions as the stage module calls them.
+DEID_STEPS = (
+    ("read", "dicomdrop.stages.deidentify", "read_dataset"),
+    ("de-identify", "dicomdrop.stages.deidentify", "deidentify"),
+    ("encode", "dicomdrop.stages.deidentify", "encode_dataset"),
+    ("verification scan", "dicomdrop.stages.deidentify", "scan_bytes"),
+    ("compress (spool)", "dicomdrop.archives.spool.EntrySpool", "add"),
+    ("pixel checks", "dicomdrop.stages.deidentify", "check_pixel_data"),
+    ("pixel checks", "dicomdrop.stages.deidentify", "plan_for"),
+    ("pixel checks", "dicomdrop.stages.deidentify", "_check_pixels"),
+)
+
+
+def stage_profile(files: list[Path], zips: list[Path], site: Path) -> dict[str, float]:
+    """CPU milliseconds per file by stage (and step) of one in-process run with one worker,
+    and of the plain loop (read + write to memory) over the same files."""
+    import importlib
+
+    from dicomdrop import cli
+    from dicomdrop import pipeline as pipeline_module
+
+    timers = CpuTimers()
+    for label, module_name, attribute in DEID_STEPS:
+        module_path, _, owner_name = module_name.rpartition(".")
+        if owner_name[0].isupper():
+            owner: Any = getattr(importlib.import_module(module_path), owner_name)
+        else:
+            owner = importlib.import_module(module_name)
+        timers.wrap(owner, attribute, label)
+    original_stage = pipeline_module.Pipeline._stage
+
+    @contextlib.contextmanager
+    def timed_stage(self: Any, job_id: str, stage: str, **kwargs: Any) -> Iterator[Any]:
+        with timers.block(f"stage {stage}"), original_stage(self, job_id, stage, **kwargs) as d:
+            yield d
+
+    pipeline_module.Pipeline._stage = timed_stage  # type: ignore[method-assign]
+    if site.exists():
+        shutil.rmtree(site)
+    site.mkdir(parents=True)
+    config = write_config(site)
+    for setup in (["init"], ["db", "upgrade"]):
+        with contextlib.redirect_stdout(io.StringIO()):
+            status = cli.main([*setup, "--config", str(config)])
+        assert status == 0, status
+    start = time.process_time()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            status = cli.main(
+                ["process", "--config", str(config), "--workers", "1", *map(str, zips)]
+            )
+    finally:
+        timers.restore()
+        pipeline_module.Pipeline._stage = original_stage  # type: ignore[method-assign]
+    total = time.process_time() - start
+    assert status == 0, status
+    delivered = len(list((site / "outbox").glob("*.zip")))
+    assert delivered == len(zips), f"{delivered} of {len(zips)} drops delivered"
+    plain_start = time.process_time()
+    for path in files:
+        pydicom.dcmread(path).save_as(io.BytesIO(), enforce_file_format=False)
+    plain = time.process_time() - plain_start
+    shutil.rmtree(site, ignore_errors=True)
+    n = len(files)
+    result = {label: 1000 * seconds / n for label, seconds in timers.seconds.items()}
+    result["total"] = 1000 * total / n
+    result["plain"] = 1000 * plain / n
+    return result
+
+
+def print_stage_table(results: list[dict[str, Any]]) -> None:
+    profiled = [r for r in results if r["stages"]]
+    if not profiled:
+        return
+    names = [r["name"] for r in profiled]
+    print(
+        "\nCPU ms per file, one worker in one process (stages and, indented, de-identify steps)\n"
+    )
+    print("| stage | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    stage_labels = sorted(
+        {k for r in profiled for k in r["stages"] if k.startswith("stage ")},
+        key=lambda k: STAGE_ORDER.index(k[6:]) if k[6:] in STAGE_ORDER else 99,
+    )
+    rows: list[tuple[str, str]] = []
+    for label in stage_labels:
+        rows.append((label[6:], label))
+        if label == "stage deid":
+            rows += [(f"  {step}", step) for step in dict.fromkeys(s for s, _, _ in DEID_STEPS)]
+            rows.append(("  (rest of the stage)", "deid rest"))
+    rows += [("outside the stages", "outside"), ("**total**", "total"),
+             ("plain dcmread + save_as (to memory)", "plain")]  # fmt: skip
+    for r in profiled:
+        stages = r["stages"]
+        stages["deid rest"] = stages.get("stage deid", 0.0) - sum(
+            stages.get(step, 0.0) for step in {s for s, _, _ in DEID_STEPS}
+        )
+        stages["outside"] = stages["total"] - sum(stages.get(k, 0.0) for k in stage_labels)
+    for title, key in rows:
+        cells = " | ".join(f"{r['stages'].get(key, 0.0):.2f}" for r in profiled)
+        print(f"| {title} | {cells} |")
+
+
+STAGE_ORDER = ("unpack", "sort", "group", "screen", "match", "deid", "verify", "pack", "deliver")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mr", type=int, default=2000)
-    parser.add_argument("--ct", type=int, default=400)
+    parser.add_argument(
+        "--corpus", nargs="+", choices=sorted(GENERATORS), default=["thin", "scanner"]
+    )
+    parser.add_argument("--scale", type=int, default=100, help="percent of the corpus size")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--keep", type=Path, default=None, help="generate into this folder")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds")
+    parser.add_argument("--no-stages", dest="stages", action="store_false",
+                        help="skip the CPU profile by stage")  # fmt: skip
     args = parser.parse_args()
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="dicomdrop-bench-"))
     load_before = os.getloadavg()
     try:
-        print(f"generating {args.mr} MR (256x256) + {args.ct} CT (512x512) slices ...")
-        files, zips = generate(root / "full", args.mr, args.ct)
-        megabytes = sum(p.stat().st_size for p in files) / 1e6
-        half_files, half_zips = generate(root / "half", args.mr // 2, args.ct // 2)
-        del half_files
-
-        # Rounds alternate the plain loop and dicomdrop, so that a machine whose speed drifts
-        # (other work, a noisy neighbour) skews both alike; the medians are reported.
-        plain1_runs: list[float] = []
-        process_runs: list[tuple[float, int, int, float]] = []
-        for round_number in range(1, args.rounds + 1):
-            settle_disk()
-            plain1_runs.append(plain_loop(files, root / "plain-out", 1))
-            settle_disk()
-            process_runs.append(run_process(zips, root / "site", args.workers))
-            print(
-                f"round {round_number}: plain 1 process {plain1_runs[-1]:.1f} s, "
-                f"dicomdrop {process_runs[-1][0]:.1f} s "
-                f"({plain1_runs[-1] / process_runs[-1][0]:.0%})"
-            )
-        settle_disk()
-        plainn = plain_loop(files, root / "plain-out", args.workers)
-        settle_disk()
-        _, half_rss, _, _ = run_process(half_zips, root / "site-half", args.workers)
-        plain1 = statistics.median(plain1_runs)
-        seconds = statistics.median(run[0] for run in process_runs)
-        rss = max(run[1] for run in process_runs)
-        delivered = process_runs[-1][2]
-        cpu = statistics.median(run[3] for run in process_runs)
-
-        n = len(files)
-        rows = [
-            ("plain read+write, 1 process", plain1),
-            (f"plain read+write, {args.workers} processes", plainn),
-            (f"dicomdrop process, {args.workers} workers", seconds),
-        ]
-        print(f"\n{n} files, {megabytes:.0f} MB of DICOM, {len(zips)} zipped drops")
-        print(f"medians of {args.rounds} alternating rounds\n")
-        print("| run | seconds | files/s | MB/s |\n|---|---|---|---|")
-        for label, secs in rows:
-            print(f"| {label} | {secs:.1f} | {n / secs:.1f} | {megabytes / secs:.1f} |")
-        print(
-            f"\ndicomdrop throughput = {plain1 / seconds:.0%} of the 1-process loop, "
-            f"{plainn / seconds:.0%} of the {args.workers}-process loop (target: >= 60%)"
-        )
-        ratios = [p / r[0] for p, r in zip(plain1_runs, process_runs, strict=True)]
-        print(
-            f"per round: median {statistics.median(ratios):.0%}, "
-            f"lowest {min(ratios):.0%}, highest {max(ratios):.0%} of the 1-process loop"
-        )
-        print(
-            f"peak memory (max RSS of one process): full corpus {rss / 1024:.0f} MiB, "
-            f"half corpus {half_rss / 1024:.0f} MiB; archives delivered: {delivered}"
-        )
-        print(
-            f"dicomdrop process used {cpu:.1f} CPU seconds in {seconds:.1f} s: "
-            f"{cpu / seconds:.2f} cores busy on average"
-        )
-        before, after = load_before, os.getloadavg()
-        print(
-            f"load average (1/5/15 min): before {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f}, "
-            f"after {after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f}"
-        )
+        results = [corpus_round_trip(name, args, root) for name in args.corpus]
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
+    load_after = os.getloadavg()
+    print(f"\nmedians of {args.rounds} alternating rounds; {os.cpu_count()} CPUs\n")
+    print("| corpus | run | seconds | files/s | MB/s | x plain 1-process loop |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        n, mb = r["files"], r["megabytes"]
+        label = f"{r['name']} ({n} files, {mb:.0f} MB, {r['elements']} elements)"
+        for run, secs in (
+            ("plain read+write, 1 process", r["plain1"]),
+            (f"plain read+write, {args.workers} processes", r["plainn"]),
+            (f"dicomdrop process, {args.workers} workers", r["process"]),
+        ):
+            print(
+                f"| {label} | {run} | {secs:.2f} | {n / secs:.0f} | {mb / secs:.0f} "
+                f"| {secs / r['plain1']:.2f} |"
+            )
+    print()
+    for r in results:
+        ratios = r["ratios"]
+        print(
+            f"{r['name']}: dicomdrop {r['process'] / r['plain1']:.2f}x the 1-process loop's "
+            f"time (rounds {min(ratios):.2f}-{max(ratios):.2f}x; target <= 0.70x), "
+            f"{r['process'] / r['plainn']:.2f}x the {args.workers}-process loop's; "
+            f"{r['cpu']:.1f} CPU s ({r['cpu'] / r['process']:.2f} cores busy); peak RSS "
+            f"{r['rss'] / 1024:.0f} MiB full, {r['half_rss'] / 1024:.0f} MiB half corpus; "
+            f"{r['delivered']} archives delivered"
+        )
+    print_stage_table(results)
+    print(
+        f"\nload average (1/5/15 min): before {load_before[0]:.2f}/{load_before[1]:.2f}/"
+        f"{load_before[2]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}"
+    )
     return 0
 
 

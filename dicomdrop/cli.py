@@ -4,40 +4,79 @@ Exit status: 0 success, 1 operational error (a one-line message on stderr), 2 us
 3 (``process``, ``quarantine retry``) finished, but some inputs were quarantined. ``--json``
 output is documented in docs/cli-json.md.
 ``--config PATH`` is accepted before or after the subcommand.
+
+Start-up: a command imports only the module that defines it (``COMMAND_OWNERS``), and that
+module imports what the command needs when it runs, so ``dicomdrop --version`` or
+``dicomdrop lookup`` do not pay for pydicom, the pipeline or the database layer they do not use.
+A command not listed in ``COMMAND_OWNERS`` still works: every command module is then loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from dicomdrop import __version__
-from dicomdrop.commands import (
-    Context,
-    add_config_option,
-    deid,
-    process,
-    registry,
-    reid,
-    setup,
-    users,
-    web,
-)
-from dicomdrop.commands import daemon as daemon_commands
+from dicomdrop.commands import Context, add_config_option
 from dicomdrop.config import config_path_from
 from dicomdrop.errors import DicomdropError
 from dicomdrop.logs import setup_logging
 
-COMMAND_MODULES = (setup, process, deid, registry, reid, daemon_commands, users, web)
+# Modules of dicomdrop.commands, in the order of the help text.
+COMMAND_MODULES = ("setup", "process", "deid", "registry", "reid", "daemon", "users", "web")
+# The module that registers each top-level subcommand (tests/test_cli_startup.py checks it).
+COMMAND_OWNERS = {
+    "init": "setup",
+    "check-config": "setup",
+    "sample": "setup",
+    "process": "process",
+    "quarantine": "process",
+    "deid": "deid",
+    "db": "registry",
+    "registry": "registry",
+    "reidentify": "reid",
+    "lookup": "reid",
+    "audit": "reid",
+    "watch": "daemon",
+    "status": "daemon",
+    "jobs": "daemon",
+    "user": "users",
+    "web": "web",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is neither an option nor the
+    value of ``--config``), or None."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--config":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The command modules the parser needs for ``argv``: the owner of its subcommand; none for
+    ``--version`` alone; all of them otherwise (help, usage errors, unlisted commands)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = _command_in(words)
+    if command in COMMAND_OWNERS:
+        return (COMMAND_OWNERS[command],)
+    if command is None and "--version" in words and not {"-h", "--help"} & set(words):
+        return ()
+    return COMMAND_MODULES
+
+
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The argument parser with the subcommands of ``modules`` (default: every subcommand)."""
     parser = argparse.ArgumentParser(
         prog="dicomdrop",
         description="DICOM pseudonymization service: drop imaging into the inbox, get it "
@@ -47,14 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in COMMAND_MODULES:
-        module.register(sub)
+    for name in modules:
+        importlib.import_module(f"dicomdrop.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit status."""
-    parser = build_parser()
+    parser = build_parser(_modules_for(argv))
     args = parser.parse_args(argv)
     ctx = Context(config_path=config_path_from(getattr(args, "config", None)))
     try:
@@ -72,14 +111,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dicomdrop: error: {reason}{where}", file=sys.stderr)
         logging.getLogger("dicomdrop").debug("command failed", exc_info=True)
         return 1
-    except SQLAlchemyError as exc:
+    except KeyboardInterrupt:
+        print("dicomdrop: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if not _is_store_error(exc):
+            raise
         # The message may quote the database URL (a password) or a statement's values.
         print(f"dicomdrop: error: the store failed ({type(exc).__name__})", file=sys.stderr)
         logging.getLogger("dicomdrop").debug("command failed", exc_info=True)
         return 1
-    except KeyboardInterrupt:
-        print("dicomdrop: interrupted", file=sys.stderr)
-        return 130
+
+
+def _is_store_error(exc: Exception) -> bool:
+    """True for an SQLAlchemyError (only possible once a command imported SQLAlchemy)."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    return sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.SQLAlchemyError)
 
 
 def _configured_folder(filename: object, ctx: Context) -> str:

@@ -169,6 +169,7 @@ class RegistrySettings:
     review_threshold: float = _num(75.0, minimum=0, maximum=100)
     ambiguity_margin: float = _num(5.0, minimum=0, maximum=100)
     accession_links: bool = False
+    already_pseudonymized: Literal["quarantine", "fresh_pseudonym"] = "quarantine"
     export_drop_columns: tuple[str, ...] = tuple(
         ["name", "birthdate", "patientid", "address", "phone", "email"]
     )

@@ -211,7 +211,8 @@ def test_every_pydicom_test_file_is_delivered_or_quarantined(tmp_path: Path) -> 
     assert sorted(r["file"] for r in rows) == sorted(p.name for p in drop.iterdir())
     by_outcome = Counter(r["outcome"] for r in rows)
     assert by_outcome["delivered"] == delivered
-    assert by_outcome["quarantined"] == quarantined
+    # A group waiting for review (match.ambiguous) is held in quarantine too.
+    assert by_outcome["quarantined"] + by_outcome["waiting"] == quarantined
     assert by_outcome["deleted"] == deleted
     assert all(r["code"] for r in rows if r["outcome"] != "delivered")
 

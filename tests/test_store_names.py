@@ -30,7 +30,7 @@ def key(raw: str) -> list[str]:
         ("Müller^Hans", "Hans Müller"),  # word order does not count
         ("van der Berg^Anna", "Vanderberg^Anna"),
         ("O'Brien^Sean", "OBrien^Sean"),
-        ("Smith^John^^Dr^Jr", "Smith^John"),  # prefix and suffix dropped
+        ("Smith^John^^Dr^Jr", "Smith^John^^^JR"),  # the prefix dropped, the suffix kept
         ("Smith, John", "Smith^John"),
         ("Straße^Jörg", "Strasse^Jorg"),
         ("Dijkstra^Edsger", "Dykstra^Edsger"),
@@ -43,6 +43,7 @@ def test_spellings_of_one_name_normalise_alike(a: str, b: str) -> None:
 def test_different_names_stay_different() -> None:
     assert key("Meier^Hans") != key("Müller^Hans")
     assert key("Smith^John") != key("Smith^Joan")
+    assert key("Smith^John^^^Jr") != key("Smith^John^^^Sr") != key("Smith^John")
 
 
 def test_component_groups_give_one_form_each_and_empty_names_none() -> None:

@@ -39,6 +39,17 @@ def add_actor_options(parser: argparse.ArgumentParser, *, reason_required: bool 
     )
 
 
+def add_date_format_option(parser: argparse.ArgumentParser) -> None:
+    """``--date-format`` for CSV files whose birth dates are written day/month or month/day."""
+    parser.add_argument(
+        "--date-format",
+        default=None,
+        choices=["dd/mm/yyyy", "mm/dd/yyyy"],
+        help="how birth dates with the year last (31/12/1980, 12/31/1980, also with '-') are "
+        "written; default: as the file shows, else such dates are refused",
+    )
+
+
 def register(sub: Any) -> None:
     """Add ``db`` and ``registry`` commands."""
     db = sub.add_parser("db", help="the registry database")
@@ -57,9 +68,11 @@ def register(sub: Any) -> None:
         help="register or link every row of a demographics CSV",
         description="CSV with a 'name' column and optional birthdate, sex, PatientID columns "
         "(';' or ',' delimited). Each row is linked to a known patient or registered; "
-        "ambiguous rows are listed and wait for 'registry resolve'.",
+        "ambiguous rows are listed and wait for 'registry resolve'. A birth date or sex that "
+        "cannot be read stops the import before anything is written, with the row numbers.",
     )
     p.add_argument("csv", type=Path)
+    add_date_format_option(p)
     add_actor_options(p)
     add_config_option(p)
     p.set_defaults(func=run_import_demographics)
@@ -73,6 +86,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("csv", type=Path)
     p.add_argument("out_dir", type=Path)
+    add_date_format_option(p)
     add_actor_options(p)
     add_config_option(p)
     p.set_defaults(func=run_export_demographics)
@@ -155,19 +169,25 @@ def run_import_demographics(args: argparse.Namespace, ctx: Context) -> int:
     registry = open_registry(ctx)
     try:
         report = import_demographics(
-            registry, args.csv, actor=args.by or current_user(), reason=args.reason
+            registry,
+            args.csv,
+            actor=args.by or current_user(),
+            reason=args.reason,
+            date_format=args.date_format,
         )
     finally:
         registry.store.close()
     print(
         f"matched {report.matched}, new {report.new}, ambiguous {len(report.ambiguous)}, "
-        f"skipped {len(report.skipped)}"
+        f"skipped {len(report.skipped)}, refused {len(report.refused)}"
     )
     for row, pending_id in report.ambiguous:
         print(f"row {row}: ambiguous, pending match #{pending_id} (dicomdrop registry resolve)")
     for row in report.skipped:
         print(f"row {row}: skipped, no name and no PatientID")
-    return 1 if report.ambiguous else 0
+    for row, code in report.refused:
+        print(f"row {row}: refused ({code}), see docs/quarantine.md")
+    return 1 if report.ambiguous or report.skipped or report.refused else 0
 
 
 def run_export_demographics(args: argparse.Namespace, ctx: Context) -> int:
@@ -183,6 +203,7 @@ def run_export_demographics(args: argparse.Namespace, ctx: Context) -> int:
             drop_columns=ctx.settings.registry.export_drop_columns,
             actor=args.by or current_user(),
             reason=args.reason,
+            date_format=args.date_format,
         )
     finally:
         registry.store.close()

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.commands.jsonout import add_json_option, emit, timestamp
-from dicomdrop.commands.registry import open_registry, open_store
+from dicomdrop.commands.registry import add_date_format_option, open_registry, open_store
 from dicomdrop.store.audit import audit_key_from, current_user
+
+# Exit statuses of ``dicomdrop lookup`` (1 is every command's error status; 2 is a usage error).
+LOOKUP_FOUND = 0
+LOOKUP_ERROR = 1
+LOOKUP_NOBODY = 3
+LOOKUP_AMBIGUOUS = 4
 
 
 def register(sub: Any) -> None:
@@ -32,15 +40,23 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "lookup",
-        help="the pseudonym of a person (printed alone; exit 1 when nobody matches)",
+        help="the pseudonym of a person (printed alone); read-only, audited",
         description="Forward look-up by name (DICOM 'Family^Given' or free text), optionally "
-        "birth date, sex and PatientID. Nobody is registered. Audited.",
+        "birth date, sex and PatientID, with the registry's own decision. Nobody is registered "
+        "and nothing but the audit row is written, so it runs beside a working daemon. Exit "
+        f"status: {LOOKUP_FOUND} found, {LOOKUP_NOBODY} nobody matches, {LOOKUP_AMBIGUOUS} "
+        f"ambiguous (candidates on stderr), {LOOKUP_ERROR} error. With --batch FILE.csv (columns "
+        "name, birthdate, sex, PatientID, issuer as for 'registry import'): one CSV line per "
+        "row on stdout (row, status, pseudonym, candidates); exit 0 when every row was looked "
+        "up.",
     )
-    p.add_argument("name")
+    p.add_argument("name", nargs="?", default=None)
     p.add_argument("--birth-date", default=None, metavar="YYYYMMDD")
     p.add_argument("--sex", default=None, choices=["M", "F", "O"])
     p.add_argument("--patient-id", default=None)
     p.add_argument("--issuer", default=None)
+    p.add_argument("--batch", type=Path, default=None, metavar="FILE.csv")
+    add_date_format_option(p)
     p.add_argument("--reason", default="", help="why (kept in the audit log)")
     p.add_argument("--by", default=None, help="who asks (default: the OS user)")
     add_config_option(p)
@@ -106,10 +122,15 @@ def _as_dict(person: Any) -> dict[str, Any]:
 
 
 def run_lookup(args: argparse.Namespace, ctx: Context) -> int:
-    """Print the pseudonym alone; status 1 when nobody (or more than one person) matches."""
+    """Print the pseudonym alone (see the exit statuses in the command's description)."""
     from dicomdrop.store.registry import PatientIdentity
-    from dicomdrop.store.reid import lookup
+    from dicomdrop.store.reid import lookup, lookup_many
 
+    if (args.name is None) == (args.batch is None):
+        print("dicomdrop: lookup needs a NAME or --batch FILE.csv (one of them)", file=sys.stderr)
+        return LOOKUP_ERROR
+    if args.batch is not None:
+        return _run_lookup_batch(args, ctx, lookup_many)
     registry = open_registry(ctx)
     try:
         result = lookup(
@@ -126,17 +147,46 @@ def run_lookup(args: argparse.Namespace, ctx: Context) -> int:
         )
     finally:
         registry.store.close()
+    if result.status == "ambiguous":
+        print("dicomdrop: ambiguous, candidates: " + ", ".join(result.candidates), file=sys.stderr)
+        return LOOKUP_AMBIGUOUS
     if result.pseudonym is None:
-        if result.status == "ambiguous":
-            print(
-                "dicomdrop: ambiguous, candidates: " + ", ".join(result.candidates),
-                file=sys.stderr,
-            )
-        else:
-            print("dicomdrop: nobody matches", file=sys.stderr)
-        return 1
+        print("dicomdrop: nobody matches", file=sys.stderr)
+        return LOOKUP_NOBODY
     print(result.pseudonym)
-    return 0
+    return LOOKUP_FOUND
+
+
+def _run_lookup_batch(args: argparse.Namespace, ctx: Context, lookup_many: Any) -> int:
+    from dicomdrop.store.demographics import read_demographics
+
+    table = read_demographics(args.batch)
+    identities, unreadable = table.identities(args.date_format)
+    registry = open_registry(ctx)
+    try:
+        results = lookup_many(
+            registry,
+            [identity for _, identity in identities],
+            actor=args.by or current_user(),
+            reason=args.reason,
+        )
+    finally:
+        registry.store.close()
+    lines: dict[int, list[str]] = {
+        number: [str(number), "error", "", reason] for number, reason in unreadable
+    }
+    for (number, _identity), result in zip(identities, results, strict=True):
+        lines[number] = [
+            str(number),
+            result.status,
+            result.pseudonym or "",
+            " ".join(result.candidates),
+        ]
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["row", "status", "pseudonym", "candidates"])
+    for number in sorted(lines):
+        writer.writerow(lines[number])
+    return LOOKUP_ERROR if unreadable else LOOKUP_FOUND
 
 
 def run_audit(args: argparse.Namespace, ctx: Context) -> int:

@@ -473,9 +473,14 @@ class _Walk:
 
     def _private(self, ds: Dataset, keys: list[BaseTag], path: str, mode: int) -> None:
         if self.plan.remove_all_private:
+            # Dataset.__delitem__ for private tags, once for the whole list: drop the elements,
+            # and the cache of private blocks when a creator goes.
+            elements = ds._dict
             for key in keys:
-                self.current = (path, int(key))
-                del ds[key]
+                del elements[key]
+            if ds._private_blocks and any(0x10 <= key & 0xFFFF <= 0xFF for key in keys):
+                ds._private_blocks = {}
+            self.current = (path, int(keys[-1]))
             self.counts["private_removed"] += len(keys)
             return
         profile = self.profile

@@ -13,7 +13,6 @@ pydicom, so nothing is ever skipped.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from functools import lru_cache
 from typing import Final, NamedTuple
 
@@ -32,6 +31,11 @@ _LENGTH: Final = struct.Struct("<L")
 _LONG_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
+# The text of the VRs of PS3.5 (a header with another upper-case VR is still read, decoded).
+_VR_NAMES: Final = (
+    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN"
+)
+_VR_TEXT: Final = {vr.encode("ascii"): vr for vr in (*_VR_NAMES.split(" "), "UR", "US", "UT", "UV")}
 _UNDEFINED: Final = 0xFFFFFFFF
 _ITEM: Final = 0xFFFEE000
 _ITEM_END: Final = 0xFFFEE00D
@@ -165,7 +169,27 @@ def top_level(data: bytes) -> tuple[bool, dict[int, TopElement]]:
     only; a value or sequence that runs past the end of ``data`` raises :class:`RawWalkError`.
     """
     walker, pos = _dataset_walker(data)
-    elements = {tag: element for tag, element in _top_elements(walker, pos, stop_at_pixels=True)}
+    elements: dict[int, TopElement] = {}
+    # One object per element (a header has ~150), nothing kept of nested values.
+    end = len(data)
+    header = walker.header
+    while pos < end:
+        tag, vr, length, start = header(pos, end)
+        if tag == 0x7FE00010:
+            break  # what follows is not needed (and may not be in ``data``)
+        if tag >> 16 == 0xFFFE:
+            raise RawWalkError("item tag outside a sequence")
+        if length == _UNDEFINED:
+            if vr != "SQ":
+                raise RawWalkError("undefined length outside a sequence")
+            pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
+            # The value as pydicom keeps it: up to the sequence delimiter, excluded.
+            elements[tag] = TopElement(vr, data[start : pos - 8], undefined=True, offset=start)
+            continue
+        pos = start + length
+        if pos > end:
+            raise RawWalkError("value runs past the end of the bytes")
+        elements[tag] = TopElement(vr, data[start:pos], offset=start)
     return not walker.explicit, elements
 
 
@@ -195,23 +219,42 @@ def whole_file(data: bytes) -> RawFile:
     """
     walker, pos = _dataset_walker(data)
     meta: list[FileElement] = []
-    meta_walker = _Walker(data, explicit=True, values=[])
+    meta_walker = _Walker(data, explicit=True, values=None)
     at = 132
     while at < pos:
         tag, vr, length, start = meta_walker.header(at, pos)
         meta.append(FileElement(tag, vr, length, data[start : start + length], start))
         at = start + length
     elements: list[FileElement] = []
-    for tag, element in _top_elements(walker, pos, stop_at_pixels=False):
-        length = _UNDEFINED if element.undefined else len(element.value)
-        elements.append(FileElement(tag, element.vr, length, element.value, element.offset))
+    append = elements.append
+    # One object per element (a file has ~150), nothing kept of nested values.
+    end = len(data)
+    header = walker.header
+    while pos < end:
+        tag, vr, length, start = header(pos, end)
+        if tag >> 16 == 0xFFFE:
+            raise RawWalkError("item tag outside a sequence")
+        if length == _UNDEFINED:
+            if vr == "SQ":
+                pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
+            elif tag == 0x7FE00010:
+                pos = walker.skip_fragments(start, end)
+            else:
+                raise RawWalkError("undefined length outside a sequence")
+            # The value as pydicom keeps it: up to the sequence delimiter, excluded.
+            append(FileElement(tag, vr, _UNDEFINED, data[start : pos - 8], start))
+            continue
+        pos = start + length
+        if pos > end:
+            raise RawWalkError("value runs past the end of the bytes")
+        append(FileElement(tag, vr, length, data[start:pos], start))
     return RawFile(data[:128], not walker.explicit, meta, elements)
 
 
 def _dataset_walker(data: bytes, values: list[RawValue] | None = None) -> tuple[_Walker, int]:
     """A walker for the dataset of ``data`` and where the dataset starts. The file meta values
-    go to ``values`` (which the dataset walker appends to as well)."""
-    values = [] if values is None else values
+    go to ``values`` (which the dataset walker appends to as well); None: no values are kept,
+    the walk only checks the layout and finds where elements end."""
     if len(data) < 132 or data[128:132] != b"DICM":
         raise RawWalkError("no DICOM preamble")
     meta = _Walker(data, explicit=True, values=values)
@@ -225,35 +268,8 @@ def _dataset_walker(data: bytes, values: list[RawValue] | None = None) -> tuple[
     return _Walker(data, explicit=explicit, values=values), pos
 
 
-def _top_elements(
-    walker: _Walker, pos: int, *, stop_at_pixels: bool
-) -> Iterator[tuple[int, TopElement]]:
-    data = walker.data
-    end = len(data)
-    while pos < end:
-        tag, vr, length, start = walker.header(pos, end)
-        if tag == 0x7FE00010 and stop_at_pixels:
-            return  # what follows is not needed (and may not be in ``data``)
-        if tag >> 16 == 0xFFFE:
-            raise RawWalkError("item tag outside a sequence")
-        if length == _UNDEFINED:
-            if vr == "SQ":
-                pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
-            elif tag == 0x7FE00010:
-                pos = walker.skip_fragments(start, end)
-            else:
-                raise RawWalkError("undefined length outside a sequence")
-            # The value as pydicom keeps it: up to the sequence delimiter, excluded.
-            yield tag, TopElement(vr, data[start : pos - 8], undefined=True, offset=start)
-            continue
-        if start + length > end:
-            raise RawWalkError("value runs past the end of the bytes")
-        yield tag, TopElement(vr, data[start : start + length], offset=start)
-        pos = start + length
-
-
 class _Walker:
-    def __init__(self, data: bytes, *, explicit: bool, values: list[RawValue]) -> None:
+    def __init__(self, data: bytes, *, explicit: bool, values: list[RawValue] | None) -> None:
         self.data = data
         self.explicit = explicit
         self.values = values
@@ -264,20 +280,26 @@ class _Walker:
         if pos + 8 > end:
             raise RawWalkError("element header runs past its container")
         data = self.data
-        group, element, length = _TAG_AND_LONG.unpack_from(data, pos)
-        tag = group << 16 | element
-        if group == 0xFFFE:  # item and delimiter tags have no VR in either encoding
-            return tag, None, length, pos + 8
         if not self.explicit:
+            group, element, length = _TAG_AND_LONG.unpack_from(data, pos)
+            tag = group << 16 | element
+            if group == 0xFFFE:  # item and delimiter tags have no VR in either encoding
+                return tag, None, length, pos + 8
             return tag, dictionary_vr(tag), length, pos + 8
-        _, _, raw_vr, short_length = _TAG_AND_SHORT.unpack_from(data, pos)
+        group, element, raw_vr, short_length = _TAG_AND_SHORT.unpack_from(data, pos)
+        tag = group << 16 | element
+        if group == 0xFFFE:
+            return tag, None, _LENGTH.unpack_from(data, pos + 4)[0], pos + 8
         if raw_vr in _LONG_VRS:
             if pos + 12 > end:
                 raise RawWalkError("element header runs past its container")
-            return tag, raw_vr.decode("ascii"), _LENGTH.unpack_from(data, pos + 8)[0], pos + 12
-        if not (raw_vr.isalpha() and raw_vr.isupper()):
-            raise RawWalkError("unknown VR")
-        return tag, raw_vr.decode("ascii"), short_length, pos + 8
+            return tag, _VR_TEXT[raw_vr], _LENGTH.unpack_from(data, pos + 8)[0], pos + 12
+        vr = _VR_TEXT.get(raw_vr)
+        if vr is None:
+            if not (raw_vr.isalpha() and raw_vr.isupper()):
+                raise RawWalkError("unknown VR")
+            vr = raw_vr.decode("ascii")
+        return tag, vr, short_length, pos + 8
 
     def file_meta(self, pos: int) -> tuple[int, str]:
         """Walk the group 0002 elements from ``pos``; (end of file meta, transfer syntax)."""
@@ -291,7 +313,8 @@ class _Walker:
             if tag == _TRANSFER_SYNTAX:
                 syntax = value.decode("ascii", errors="replace").strip(" \x00")
             self.meta_tags.append(tag)
-            self.values.append(RawValue(element_name(tag), vr, value, (default_encoding,)))
+            if self.values is not None:
+                self.values.append(RawValue(element_name(tag), vr, value, (default_encoding,)))
             pos = start + length
         if not syntax:
             raise RawWalkError("no transfer syntax")
@@ -311,7 +334,7 @@ class _Walker:
         if depth > _MAX_DEPTH:
             raise RawWalkError("sequences nested too deep")
         data = self.data
-        append = self.values.append
+        values = self.values  # None: nothing is kept (nor paths built), only the layout checked
         while pos < end:
             tag, vr, length, start = self.header(pos, end)
             if tag == _ITEM_END and in_undefined_item:
@@ -320,13 +343,14 @@ class _Walker:
                 raise RawWalkError("item tag outside a sequence")
             if length == _UNDEFINED:
                 if vr == "SQ":
-                    pos = self.sequence(
-                        start, None, end, prefix + element_name(tag), encodings, depth
-                    )
+                    path = "" if values is None else prefix + element_name(tag)
+                    pos = self.sequence(start, None, end, path, encodings, depth)
                 elif tag == 0x7FE00010:
                     pos = self.skip_fragments(start, end)
-                    value = data[start : pos - 8]  # without the sequence delimiter
-                    append(RawValue(prefix + element_name(tag), vr, value, encodings, True))
+                    if values is not None:
+                        value = data[start : pos - 8]  # without the sequence delimiter
+                        path = prefix + element_name(tag)
+                        values.append(RawValue(path, vr, value, encodings, True))
                 else:
                     raise RawWalkError("undefined length outside a sequence")
                 continue
@@ -334,12 +358,13 @@ class _Walker:
             if stop > end:
                 raise RawWalkError("value runs past its container")
             if vr == "SQ":
-                self.sequence(start, stop, end, prefix + element_name(tag), encodings, depth)
-            elif not is_pixel_content(tag):
+                path = "" if values is None else prefix + element_name(tag)
+                self.sequence(start, stop, end, path, encodings, depth)
+            elif values is not None and not is_pixel_content(tag):
                 value = data[start:stop]
                 if tag == _SPECIFIC_CHARACTER_SET:
                     encodings = _encodings(value, encodings)
-                append(RawValue(prefix + element_name(tag), vr, value, encodings))
+                values.append(RawValue(prefix + element_name(tag), vr, value, encodings))
             pos = stop
         if in_undefined_item:
             raise RawWalkError("item without its delimiter")
@@ -363,7 +388,7 @@ class _Walker:
                 return start
             if tag != _ITEM:
                 raise RawWalkError("sequence content is not an item")
-            prefix = f"{path}[{index}]."
+            prefix = "" if self.values is None else f"{path}[{index}]."
             if length == _UNDEFINED:
                 pos = self.dataset(
                     start, limit, prefix, encodings, in_undefined_item=True, depth=depth + 1

@@ -262,8 +262,9 @@ def read_dataset(data: bytes) -> Dataset:
         raw = whole_file(data)
     except RawWalkError:
         raw = None
+    elements = None if raw is None else _raw_elements(raw.elements, implicit=raw.implicit)
     # pydicom's reader replaces UN by the dictionary VR of public elements: left to it.
-    if raw is None or any(e.vr == "UN" and not (e.tag >> 16) % 2 for e in raw.elements):
+    if raw is None or elements is None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(BytesIO(data), force=True)
@@ -273,23 +274,27 @@ def read_dataset(data: bytes) -> Dataset:
         for w in caught:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return ds
-    file_meta = FileMetaDataset(_raw_elements(raw.meta, implicit=False))
+    file_meta_elements = _raw_elements(raw.meta, implicit=False, public_un=True)
+    assert file_meta_elements is not None  # public UN is accepted here
+    file_meta = FileMetaDataset(file_meta_elements)
     file_meta.set_original_encoding(False, True, file_meta._character_set)  # as pydicom's reader
-    elements = _raw_elements(raw.elements, implicit=raw.implicit)
     ds = FileDataset("", Dataset(elements), raw.preamble, file_meta, raw.implicit, True)
     ds.set_original_encoding(raw.implicit, True, ds._character_set)
     return ds
 
 
 def _raw_elements(
-    elements: Iterable[FileElement], *, implicit: bool
-) -> dict[BaseTag, DataElement | RawDataElement]:
-    return {
-        BaseTag(e.tag): RawDataElement(
-            BaseTag(e.tag), e.vr, e.length, e.value, e.offset, implicit, True
-        )
-        for e in elements
-    }
+    elements: Iterable[FileElement], *, implicit: bool, public_un: bool = False
+) -> dict[BaseTag, DataElement | RawDataElement] | None:
+    """The raw elements by tag; None when a public element is stored as UN, unless
+    ``public_un``."""
+    result: dict[BaseTag, DataElement | RawDataElement] = {}
+    for tag, vr, length, value, offset in elements:
+        if vr == "UN" and not public_un and not (tag >> 16) % 2:
+            return None
+        key = BaseTag(tag)
+        result[key] = RawDataElement(key, vr, length, value, offset, implicit, True)
+    return result
 
 
 def _int_or_zero(value: Any) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from dicomdrop.errors import QuarantineError
 from dicomdrop.stages.deidentify import GroupOutput
 from dicomdrop.stages.group import PatientGroup
-from dicomdrop.store.registry import PatientIdentity, Registry
+from dicomdrop.store.registry import MatchRefused, PatientIdentity, Registry
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,10 @@ def match_group(
     """Match (or register) the patient of ``group``, whose screened ``files`` go on.
 
     Raises QuarantineError (naming ``files``) when the group has no usable identity
-    (``match.no_identity``), matches several registry entries closely (``match.ambiguous``: the
-    group waits for ``registry resolve``), or lacks its accession link (``link.missing``).
+    (``match.no_identity``), only a placeholder name (``match.placeholder_name``), is data that
+    dicomdrop pseudonymised already (``match.already_pseudonymized``), matches several registry
+    entries closely or too loosely (``match.ambiguous``: the group waits for ``registry
+    resolve``), or lacks its accession link (``link.missing``).
     """
     named = [str(p) for p in files]
     identity = group_identity(group)
@@ -68,7 +70,10 @@ def match_group(
             stage="match",
             files=named,
         )
-    match = registry.match_or_register(identity, seen_in=f"job:{job_id}")
+    try:
+        match = registry.match_or_register(identity, seen_in=f"job:{job_id}")
+    except MatchRefused as refused:  # a placeholder name, data pseudonymised already
+        raise QuarantineError(refused.code, refused.message, stage="match", files=named) from None
     if match.status == "ambiguous":
         raise QuarantineError(
             "match.ambiguous",

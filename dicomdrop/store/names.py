@@ -1,14 +1,26 @@
 """Person-name normalisation, blocking keys and similarity scores (pure functions, no database).
 
+This module is the registry's one idea of what makes two written names the same name: the
+registry, the demographics import and ``lookup`` all fold names here, so a spelling learned in
+one place is recognised in the others.
+
 A DICOM PN value ``family^given^middle^prefix^suffix`` may carry up to three component groups
 separated by ``=`` (alphabetic, ideographic, phonetic). Each non-empty group gives one
-:class:`NormalizedName`. Normalisation folds case and accents, transliterates common non-Latin
-letters (Greek, Cyrillic) and special Latin letters (ß, ø, æ, ł...), treats the German
-spellings ``ae``/``oe``/``ue`` like ``ä``/``ö``/``ü`` (so Müller = Mueller = Muller) and the
-Dutch ``ij`` like ``y``, drops
-punctuation, titles and the prefix/suffix components, joins name particles to the word they
-belong to (``van der Berg`` = ``Vanderberg``, ``O'Brien`` = ``OBrien``), splits at hyphens, and
-ignores word order (the tokens are sorted).
+:class:`NormalizedName`. Normalisation folds case and accents of Latin, Greek and Cyrillic
+letters (kana and ideographs keep their marks: ``だ`` is not ``た``), transliterates Greek and
+Cyrillic and special Latin letters (ß, ø, æ, ł...), treats the German spellings ``ae``/``oe``/
+``ue`` like ``ä``/``ö``/``ü`` (so Müller = Mueller = Muller) and the Dutch ``ij`` like ``y``,
+drops punctuation, titles and the prefix component, joins name particles to the word they belong
+to (``van der Berg`` = ``Vanderberg``, ``O'Brien`` = ``OBrien``; a lone letter is an initial,
+never a particle), splits at hyphens, and ignores word order (the tokens are sorted).
+
+Generational suffixes (``Jr``, ``Sr``, ``II``...) are kept as tokens marked ``+`` so that they
+have to agree: ``Smith^John^^^Jr`` is not the same name as ``Smith^John^^^Sr``.
+
+Some spellings are *equivalent* without being equal (Japanese long vowels ``Tarou``/``Taro``,
+Nordic ``aa``/``å``, known transliterations of one given name such as ``Mohammed``/``Muhammad``):
+they score almost like equal words, but a name that differs only by them is a fuzzy name, which
+needs a corroborating birth date or hospital ID to be linked.
 """
 
 from __future__ import annotations
@@ -44,16 +56,36 @@ _TRANSLIT = {**_SPECIAL_LETTERS, **_CYRILLIC, **_GREEK}
 PARTICLES = frozenset(
     [
         "van", "von", "der", "den", "de", "del", "della", "dei", "di", "da", "das", "dos", "du",
-        "des", "la", "le", "lo", "ten", "ter", "te", "zu", "zur", "af", "av", "mac", "mc", "o",
-        "d", "st", "ben", "bin", "ibn", "al", "el",
+        "des", "la", "le", "lo", "ten", "ter", "te", "zu", "zur", "af", "av", "mac", "mc", "st",
+        "ben", "bin", "ibn", "al", "el",
     ]
 )  # fmt: skip
-# Titles and generational suffixes dropped from free-text names.
-_TITLES = frozenset(
-    ["dr", "mr", "mrs", "ms", "miss", "prof", "sir", "jr", "sr", "ii", "iii", "iv", "md", "phd"]
-)
+# Titles dropped from free-text names.
+_TITLES = frozenset(["dr", "mr", "mrs", "ms", "miss", "prof", "sir", "md", "phd"])
+# Generational suffixes: kept (marked with SUFFIX_MARK) because they have to agree.
+_SUFFIXES = {
+    "jr": "jr", "junior": "jr", "sr": "sr", "senior": "sr",
+    "ii": "ii", "2nd": "ii", "iii": "iii", "3rd": "iii", "iv": "iv", "4th": "iv",
+}  # fmt: skip
+SUFFIX_MARK = "+"
+# Whole names that stand for nobody: a placeholder never identifies a person (compared after
+# folding, words joined by single spaces). A superset of the verifier's list.
+PLACEHOLDER_NAMES = frozenset(
+    {
+        "anonymized", "anonymised", "anonymous", "anonymized patient", "anonymous patient",
+        "anonymised patient", "anon", "unknown", "unknown patient", "patient unknown",
+        "removed", "no name", "noname", "none", "not given", "na", "n a", "x", "xx", "xxx",
+        "test", "test patient", "patient", "deleted", "unnamed", "nn", "john doe", "jane doe",
+        "doe john", "doe jane", "name removed", "de identified", "deidentified",
+    }
+)  # fmt: skip
 _GERMAN_VOWELS = re.compile(r"([aou])e")
-_NON_ALNUM = re.compile(r"[^0-9a-z\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+")
+# Kept: ASCII letters and digits, kana, the iteration marks, CJK ideographs (with extension A,
+# compatibility ideographs and the supplementary planes), Hangul. Everything else separates words.
+_NON_ALNUM = re.compile(
+    "[^0-9a-z\u3005\u3006\u303b\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff"
+    "\U00020000-\U0003ffff]+"
+)
 
 
 @dataclass(frozen=True)
@@ -67,18 +99,71 @@ class NormalizedName:
         """The tokens joined by single spaces: equal keys are the same name."""
         return " ".join(self.tokens)
 
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The name's words, without generational suffixes."""
+        return tuple(t for t in self.tokens if not t.startswith(SUFFIX_MARK))
+
+    @property
+    def suffixes(self) -> frozenset[str]:
+        """The generational suffixes (``jr``, ``sr``, ``ii``...)."""
+        return frozenset(t[1:] for t in self.tokens if t.startswith(SUFFIX_MARK))
+
+    @property
+    def script(self) -> str:
+        """``latin`` (also Greek and Cyrillic, transliterated), ``kana``, ``han``, ``hangul``."""
+        return name_script(self.words)
+
+
+def name_script(words: tuple[str, ...]) -> str:
+    """The script class of a name's words (the first letter of each decides)."""
+    scripts = {_char_script(w[0]) for w in words if w}
+    if scripts - {"latin"}:
+        return "+".join(sorted(scripts - {"latin"}))
+    return "latin"
+
+
+def _char_script(char: str) -> str:
+    code = ord(char)
+    if 0x3040 <= code <= 0x30FF:
+        return "kana"
+    if 0xAC00 <= code <= 0xD7AF:
+        return "hangul"
+    if code >= 0x3000:
+        return "han"
+    return "latin"
+
+
+def is_placeholder(raw: str) -> bool:
+    """True when ``raw`` (any PN group) is only a placeholder such as ``ANONYMOUS^PATIENT``.
+
+    Placeholders never identify anybody: two subjects called ``ANONYMOUS`` are not one person.
+    """
+    groups = split_groups(raw) or [raw]
+    return all(
+        " ".join(w for w in _NON_ALNUM.split(fold_text(g.replace("^", " "))) if w)
+        in PLACEHOLDER_NAMES
+        for g in groups
+    ) and bool(raw.strip(" ^="))
+
 
 def fold_text(text: str) -> str:
-    """Lower-case ASCII (where a transliteration is known) with German vowel spellings folded."""
-    lowered = text.casefold()
+    """Lower-case ASCII (where a transliteration is known) with German vowel spellings folded.
+
+    Marks are dropped from Latin, Greek and Cyrillic letters only; kana and ideographs are
+    compatibility-normalised (half-width to full-width) but keep their marks.
+    """
+    lowered = unicodedata.normalize("NFC", text).casefold()
     for digraph, latin in _GREEK_DIGRAPHS.items():
         lowered = lowered.replace(digraph, latin)
-    decomposed = unicodedata.normalize("NFKD", lowered)
     out: list[str] = []
-    for char in decomposed:
-        if unicodedata.combining(char):
+    for char in lowered:
+        if ord(char) >= 0x3000:
+            out.append(unicodedata.normalize("NFKC", char))
             continue
-        out.append(_TRANSLIT.get(char, char))
+        for part in unicodedata.normalize("NFKD", char):
+            if not unicodedata.combining(part):
+                out.append(_TRANSLIT.get(part, part))
     ascii_text = "".join(out)
     # Both sides of every comparison are folded alike, so "ue" -> "u" only has to be symmetric.
     return _GERMAN_VOWELS.sub(r"\1", ascii_text).replace("ij", "y")
@@ -88,6 +173,10 @@ def _component_tokens(component: str) -> list[str]:
     """Tokens of one name component, with particles joined to the word that follows them."""
     folded = fold_text(component).replace("'", "").replace("’", "").replace("`", "")
     words = [w for w in _NON_ALNUM.split(folded) if w and w not in _TITLES]
+    return _join_particles(words)
+
+
+def _join_particles(words: list[str]) -> list[str]:
     tokens: list[str] = []
     pending = ""
     for index, word in enumerate(words):
@@ -106,8 +195,12 @@ def split_groups(raw: str) -> list[str]:
 
 def normalize_group(group: str) -> NormalizedName:
     """Normalise one PN component group (or a free-text name such as ``Smith, John``)."""
+    suffix_words: list[str] = []
     if "^" in group:
-        components = group.split("^")[:3]  # family, given, middle; prefix and suffix dropped
+        parts = group.split("^")
+        components = parts[:3]  # family, given, middle; the prefix (a title) is dropped
+        if len(parts) > 4:
+            suffix_words = _NON_ALNUM.split(fold_text(parts[4]))
     elif "," in group:
         components = group.split(",")
     else:
@@ -115,7 +208,25 @@ def normalize_group(group: str) -> NormalizedName:
     tokens: list[str] = []
     for component in components:
         tokens.extend(_component_tokens(component))
-    return NormalizedName(tuple(sorted(tokens)))
+    # A suffix written inside the name ("John Smith Jr", "Smith^John Jr") counts as one, but a
+    # name is never only a suffix.
+    named = [t for t in tokens if t not in _SUFFIXES or len(tokens) == 1]
+    suffixes = {_SUFFIXES[t] for t in tokens if t in _SUFFIXES and len(tokens) > 1}
+    suffixes |= {_SUFFIXES[w] for w in suffix_words if w in _SUFFIXES}
+    marked = [SUFFIX_MARK + s for s in suffixes]
+    return NormalizedName(tuple(sorted(named + marked)))
+
+
+def family_tokens(raw: str) -> frozenset[str]:
+    """The tokens of the family-name component of each PN group (``Family, Given`` too); empty
+    for free text, whose family name is not known."""
+    tokens: set[str] = set()
+    for group in split_groups(raw) or [raw]:
+        if "^" in group:
+            tokens.update(_component_tokens(group.split("^")[0]))
+        elif "," in group:
+            tokens.update(_component_tokens(group.split(",")[0]))
+    return frozenset(tokens)
 
 
 def normalize_name(raw: str) -> list[NormalizedName]:
@@ -154,7 +265,7 @@ def blocking_keys(form: NormalizedName) -> set[str]:
     """
     keys: set[str] = set()
     for token in form.tokens:
-        if len(token) < 2:
+        if len(token) < 2 or token.startswith(SUFFIX_MARK):
             continue
         keys.add("t:" + token[:100])
         if token.isascii() and token.isalpha():
@@ -180,6 +291,75 @@ def _is_particle_run(prefix: str) -> bool:
     )
 
 
+# Spellings of one name in different transliterations (first = canonical). Equivalent words
+# score EQUIVALENT_SIMILARITY: near-equal, but still a fuzzy name that needs corroboration.
+_EQUIVALENT_GROUPS = """
+mohammed muhammad mohamed mohammad muhammed mohamad mohamud mehmet
+ahmed ahmad ahmet
+youssef yousef yusuf yosef youssouf yousuf
+hussein husain hussain hosein husein huseyin
+hassan hasan
+mustafa mostafa moustafa
+abdullah abdallah abdulla
+aisha aicha ayesha aysha ayse
+fatima fatma fatimah
+khaled khalid
+omar umar omer
+ibrahim ebrahim
+yasmin yasmine jasmin
+zainab zaynab
+layla leila laila
+sergey sergei
+alexey aleksei alexei aleksey
+dmitry dmitri dmitriy
+natalia natalya nataliya
+yulia julia yuliya iuliia
+tatiana tatyana tatjana
+yuri yury yuriy iurii
+lee yi rhee
+park pak
+choi choe
+jung chung
+sousa souza
+clarke clark
+ann anne
+philip phillip
+"""
+_EQUIVALENT = {
+    word: line.split()[0]
+    for line in _EQUIVALENT_GROUPS.strip().splitlines()
+    for word in line.split()
+}
+EQUIVALENT_SIMILARITY = 0.97
+ONE_EDIT_SIMILARITY = 0.85
+_LONG_VOWELS = [("ou", "o"), ("uu", "u"), ("oo", "o"), ("aa", "a"), ("ii", "i")]
+_DOUBLED = re.compile(r"([b-df-hj-np-tv-z])\1")
+
+
+@functools.lru_cache(maxsize=65536)
+def spelling_key(token: str) -> str:
+    """A key shared by equivalent spellings of a word (see :data:`EQUIVALENT_SIMILARITY`).
+
+    Japanese long vowels (``tarou``/``taro``/``tarō``, ``yuuko``/``yuko``), Nordic ``aa``/``å``,
+    doubled consonants, ``mac``/``mc``, ``-jee``/``-ji``, ``ks``/``x``, final ``y``/``i`` and
+    ``ya``/``ia``, and the known transliterations of :data:`_EQUIVALENT_GROUPS`.
+    """
+    if not token.isascii():
+        return token
+    word = _EQUIVALENT.get(token, token)
+    for long_vowel, short in _LONG_VOWELS:
+        word = word.replace(long_vowel, short)
+    word = _DOUBLED.sub(r"\1", word)
+    if word.startswith("mac"):
+        word = "mc" + word[3:]
+    if word.endswith("jee"):
+        word = word[:-3] + "ji"
+    word = word.replace("ks", "x").replace("ya", "ia")
+    if word.endswith(("y", "ey")) and len(word) > 3:
+        word = word[:-2] + "ei" if word.endswith("ey") else word[:-1] + "i"
+    return _EQUIVALENT.get(word, word)
+
+
 def token_similarity(a: str, b: str) -> float:
     """Similarity of two name tokens in [0, 1].
 
@@ -191,9 +371,16 @@ def token_similarity(a: str, b: str) -> float:
         return 1.0
     if len(a) == 1 or len(b) == 1:
         return 0.9 if a[0] == b[0] else 0.0
+    if spelling_key(a) == spelling_key(b):
+        return EQUIVALENT_SIMILARITY
     if (a.endswith(b) and b in particle_cores(a)) or (b.endswith(a) and a in particle_cores(b)):
         return 0.95
-    return (JaroWinkler.normalized_similarity(a, b) + OSA.normalized_similarity(a, b)) / 2
+    similarity = (JaroWinkler.normalized_similarity(a, b) + OSA.normalized_similarity(a, b)) / 2
+    if max(len(a), len(b)) >= 3 and OSA.distance(a, b) == 1:
+        # One typo is one typo, however short the word: edits count relative to the word, but
+        # a single one never drops a word below ONE_EDIT_SIMILARITY.
+        similarity = max(similarity, ONE_EDIT_SIMILARITY)
+    return similarity
 
 
 _EXTRA_TOKEN_PENALTY = 3.0
@@ -215,9 +402,24 @@ def name_score(a: NormalizedName, b: NormalizedName) -> float:
     """
     if a.tokens == b.tokens:
         return 100.0
-    if not a.tokens or not b.tokens:
+    if not a.words or not b.words:
         return 0.0
-    first, second = _join_compounds(a.tokens, b.tokens)
+    if a.suffixes and b.suffixes and a.suffixes != b.suffixes:
+        return 0.0  # Jr against Sr: father and son, whatever the rest says
+    score = _words_score(a.words, b.words)
+    if a.suffixes != b.suffixes:
+        score = min(score, _ONE_SIDED_SUFFIX_CAP)
+    return score
+
+
+# A suffix written on one side only: the name is at best a near match, never the same name.
+_ONE_SIDED_SUFFIX_CAP = 95.0
+
+
+def _words_score(a_words: tuple[str, ...], b_words: tuple[str, ...]) -> float:
+    if a_words == b_words:
+        return 100.0
+    first, second = _join_compounds(a_words, b_words)
     second, first = _join_compounds(second, first)
     if sorted(first) == sorted(second):
         return 99.0

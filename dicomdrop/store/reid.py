@@ -151,11 +151,15 @@ def _person(session: Session, patient: Patient) -> Person:
 
 @dataclass(frozen=True)
 class LookupResult:
-    """A forward look-up: the pseudonym, or None; ``candidates`` when ambiguous."""
+    """A forward look-up: the pseudonym, or None; ``candidates`` when ambiguous.
+
+    ``status``: ``found``, ``nobody`` or ``ambiguous`` (``rule``: the decision table row).
+    """
 
     pseudonym: str | None
     status: str
     candidates: tuple[str, ...]
+    rule: str = ""
 
 
 def lookup(
@@ -166,21 +170,50 @@ def lookup(
     reason: str = "",
 ) -> LookupResult:
     """The pseudonym of a person (never registers anyone); audited, found or not."""
-    result = registry.find(identity)
-    pseudonym = result.pseudonym if result.status == "matched" else None
-    status = "found" if pseudonym else result.status if result.status == "ambiguous" else "none"
+    return lookup_many(registry, [identity], actor=actor, reason=reason)[0]
+
+
+def lookup_many(
+    registry: Registry,
+    identities: list[PatientIdentity],
+    *,
+    actor: str,
+    reason: str = "",
+) -> list[LookupResult]:
+    """Look up each identity with the registry's read-only decision, then write one audit row
+    per look-up in one short unit of work.
+
+    The matching reads only (it never takes the write lock, so it runs beside a daemon that
+    writes); the audit rows wait for the lock like any other write.
+    """
+    results: list[LookupResult] = []
+    for identity in identities:
+        found = registry.find(identity)
+        pseudonym = found.pseudonym if found.status == "matched" else None
+        status = "found" if pseudonym else "ambiguous" if found.status == "ambiguous" else "nobody"
+        candidates = found.candidates if status == "ambiguous" else ()
+        results.append(LookupResult(pseudonym, status, candidates, found.rule))
     with registry.store.session() as session:
-        record_event(
-            session,
-            action="lookup",
-            actor=actor,
-            reason=(reason or "").strip() or "forward lookup",
-            subject=pseudonym,
-            found=pseudonym is not None,
-            details={"status": status, "candidates": list(result.candidates)},
-        )
-    logger.info("forward lookup: %s", status)
-    return LookupResult(pseudonym, status, result.candidates if status == "ambiguous" else ())
+        for result in results:
+            record_event(
+                session,
+                action="lookup",
+                actor=actor,
+                reason=(reason or "").strip() or "forward lookup",
+                subject=result.pseudonym,
+                found=result.pseudonym is not None,
+                details={
+                    "status": result.status,
+                    "rule": result.rule,
+                    "candidates": list(result.candidates),
+                },
+            )
+    logger.info(
+        "forward lookup: %d queries, %d found",
+        len(results),
+        sum(r.status == "found" for r in results),
+    )
+    return results
 
 
 @dataclass(frozen=True)

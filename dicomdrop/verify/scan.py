@@ -222,7 +222,12 @@ class _Scanner:
         # NUL is neither a letter nor a digit: each text keeps the boundaries it has alone.
         # Folding works character by character: folding the texts one by one keeps the NFKD
         # pass for the few that are not ASCII.
-        if not self.tokens.found_in("\x00".join(fold(text) for _, text in pending)):
+        joined = "\x00".join(text for _, text in pending)
+        if joined.isascii():  # folding ASCII is lowering it, the same joined or one by one
+            folded = joined.lower()
+        else:
+            folded = "\x00".join(fold(text) for _, text in pending)
+        if not self.tokens.found_in(folded):
             return
         for path, text in pending:
             for kind in sorted(self.tokens.kinds_in(text)):
@@ -425,7 +430,12 @@ def scan_bytes(data: bytes, tokens: IdentityTokens) -> list[Finding]:
                 warnings.simplefilter("ignore")
                 scanner.blob("<preamble>", preamble, (default_encoding,))
                 for value in values:
-                    scanner.value(value)
+                    data = value.value
+                    # Most values: plain ASCII text, what value() would search as it is.
+                    if value.vr in TEXT_VRS and not value.encapsulated and data.isascii():
+                        scanner.text(value.path, data.decode("ascii"))
+                    else:
+                        scanner.value(value)
             return scanner.findings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -182,6 +182,24 @@ class IdentityTokens:
         return re.compile("|".join(groups)) if groups else None
 
     @cached_property
+    def any_pattern(self) -> re.Pattern[str] | None:
+        """A regular expression that matches where ``pattern`` matches, for a yes or no only.
+
+        The tokens of every kind (but the numeric UIDs, found by a set lookup) are merged into
+        one trie of their first characters, guards and words, so the regex engine follows one
+        path of shared prefixes at each position instead of trying each token, several times
+        faster. It has no groups: the kind of a match is ``pattern``'s business (``kinds_in``).
+        The same token patterns in another arrangement: the same positions match.
+        """
+        pairs = [
+            (kind, token)
+            for kind, tokens in self.by_kind().items()
+            for token in tokens
+            if not (kind == KIND_UID and _NUMERIC_UID.fullmatch(token))
+        ]
+        return re.compile(_trie_pattern(pairs)) if pairs else None
+
+    @cached_property
     def _numeric_uids(self) -> tuple[frozenset[str], frozenset[int]]:
         """The UIDs made of digits and dots (nearly all), and their lengths. A series has
         hundreds of them: a set lookup finds them faster than any regex, which also takes
@@ -211,7 +229,7 @@ class IdentityTokens:
 
     def found_in(self, folded: str) -> bool:
         """True when any token is in ``folded`` (text already folded)."""
-        pattern = self.pattern
+        pattern = self.any_pattern
         if pattern is not None and pattern.search(folded) is not None:
             return True
         return self._numeric_uid_in(folded)
@@ -255,9 +273,16 @@ def _literal_trie_pattern(kind: str, tokens: Iterable[str]) -> str:
     token at every position (hundreds of UIDs of one series share most of their digits).
     Longer continuations are tried first, as the longest-first alternation does.
     """
+    return _trie_pattern((kind, token) for token in tokens)
+
+
+def _trie_pattern(pairs: Iterable[tuple[str, str]]) -> str:
+    """The alternation of the patterns ``_token_pattern`` gives each (kind, token), merged into
+    a trie as ``_literal_trie_pattern`` describes. In a name token a space stands for the gap
+    between words (``_NAME_GAP``), a node of its own in the trie."""
     # (first character, its guard) -> trie of the rest; a trie node is (children, end guards)
     roots: dict[tuple[str, str], _TrieNode] = {}
-    for token in sorted(set(tokens)):
+    for kind, token in sorted(set(pairs)):
         has_letter = any(c.isalpha() for c in token)
         has_digit = any(c.isdigit() for c in token)
         if has_letter and has_digit:
@@ -268,14 +293,20 @@ def _literal_trie_pattern(kind: str, tokens: Iterable[str]) -> str:
             if kind == KIND_BIRTH_DATE and token.isdigit():
                 right = ""
         node = roots.setdefault((token[0], left), ({}, set()))
+        gap = kind in _NAME_KINDS
         for char in token[1:]:
-            node = node[0].setdefault(char, ({}, set()))
+            node = node[0].setdefault(_GAP if gap and char == " " else char, ({}, set()))
         node[1].add(right)
     branches = [re.escape(first) + left + _emit(node) for (first, left), node in roots.items()]
     return "|".join(branches)
 
 
 _TrieNode = tuple[dict[str, "_TrieNode"], set[str]]
+_GAP = ""  # the trie key of the gap between the words of a name (no character is empty)
+
+
+def _atom(char: str) -> str:
+    return _NAME_GAP if char == _GAP else re.escape(char)
 
 
 def _emit(node: _TrieNode) -> str:
@@ -285,12 +316,12 @@ def _emit(node: _TrieNode) -> str:
         children, ends = node
         if len(children) == 1 and not ends:
             ((char, child),) = children.items()
-            alternatives.append(re.escape(char))
+            alternatives.append(_atom(char))
             node = child
             continue
         break
     prefix = "".join(alternatives)
-    branches = [re.escape(char) + _emit(child) for char, child in sorted(children.items())]
+    branches = [_atom(char) + _emit(child) for char, child in sorted(children.items())]
     branches += sorted(ends)
     if len(branches) == 1:
         return prefix + branches[0]

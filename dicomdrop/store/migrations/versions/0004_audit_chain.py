@@ -1,7 +1,7 @@
 """Audit hash chain: the OS user and the keyed chain hashes of each audit row.
 
-Revision ID: 0003_audit_chain
-Revises: 0002_console_users
+Revision ID: 0004_audit_chain
+Revises: 0003_console_users
 Create Date: 2026-12-04 23:59:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0003_audit_chain'
-down_revision = '0002_console_users'
+revision = '0004_audit_chain'
+down_revision = '0003_console_users'
 branch_labels = None
 depends_on = None
 

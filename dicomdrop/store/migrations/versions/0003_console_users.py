@@ -1,6 +1,6 @@
 """Console users: local accounts of the steward console with a role and an Argon2 hash.
 
-Revision ID: 0002_console_users
+Revision ID: 0003_console_users
 Revises: 0002_operator_status
 Create Date: 2026-12-04 23:40:00
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0002_console_users'
+revision = '0003_console_users'
 down_revision = '0002_operator_status'
 branch_labels = None
 depends_on = None

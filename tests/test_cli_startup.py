@@ -1,0 +1,109 @@
+"""Start-up of the command line: a command imports what it needs, not what other commands need.
+
+Measured by which modules a command leaves imported (never by wall time): ``--version`` needs
+no DICOM library and no database layer, ``lookup`` needs the database layer but no DICOM
+library and no pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_config
+
+from dicomdrop import cli
+
+HEAVY_FOR_LOOKUP = ("pydicom", "numpy", "dicomdrop.pipeline", "dicomdrop.deid.engine", "py7zr")
+
+_REPORT_MODULES = """
+import json, sys
+from dicomdrop.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as exc:
+    status = exc.code
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+
+
+def imported_by(args: list[str], cwd: Path) -> tuple[int, set[str]]:
+    """(exit status, modules imported) of ``dicomdrop ARGS`` run in a fresh interpreter."""
+    result = subprocess.run(
+        [sys.executable, "-c", _REPORT_MODULES, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return int(report["status"] or 0), set(report["modules"])
+
+
+def _loaded(modules: set[str], prefix: str) -> bool:
+    return prefix in modules or any(m.startswith(prefix + ".") for m in modules)
+
+
+def test_version_imports_neither_dicom_nor_database_libraries(tmp_path: Path) -> None:
+    status, modules = imported_by(["--version"], tmp_path)
+    assert status == 0
+    for heavy in ("sqlalchemy", "pydicom", "numpy", "alembic", "dicomdrop.commands.process"):
+        assert not _loaded(modules, heavy), heavy
+
+
+def test_lookup_imports_no_dicom_library_nor_pipeline(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    assert cli.main(["init", "--config", str(config)]) == 0
+    status, modules = imported_by(["lookup", "Doe^John", "--config", str(config)], tmp_path)
+    assert status == 1  # nobody is registered: the command ran to its answer
+    assert _loaded(modules, "sqlalchemy")
+    for heavy in HEAVY_FOR_LOOKUP:
+        assert not _loaded(modules, heavy), heavy
+
+
+def _top_level_commands(parser: object) -> set[str]:
+    actions = getattr(parser, "_subparsers")._group_actions  # noqa: B009
+    return {name for action in actions for name in action.choices}
+
+
+def test_each_listed_command_is_registered_by_its_owner() -> None:
+    for module in cli.COMMAND_MODULES:
+        registered = _top_level_commands(cli.build_parser((module,)))
+        listed = {c for c, owner in cli.COMMAND_OWNERS.items() if owner == module}
+        assert registered == listed, module
+
+
+@pytest.mark.parametrize(
+    ("argv", "modules"),
+    [
+        (["--version"], ()),
+        (["--config", "lookup", "lookup", "x"], ("reid",)),
+        (["--config=c.toml", "status"], ("daemon",)),
+        (["--help"], cli.COMMAND_MODULES),
+        (["--version", "--help"], cli.COMMAND_MODULES),
+        (["no-such-command"], cli.COMMAND_MODULES),
+        ([], cli.COMMAND_MODULES),
+    ],
+)
+def test_the_parser_loads_the_modules_a_command_line_needs(
+    argv: list[str], modules: tuple[str, ...]
+) -> None:
+    assert cli._modules_for(argv) == modules
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for command in cli.COMMAND_OWNERS:
+        assert command in out
+
+
+def test_database_errors_are_still_told_apart_without_importing_sqlalchemy_early() -> None:
+    import sqlalchemy.exc
+
+    assert cli._is_store_error(sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception()))
+    assert not cli._is_store_error(ValueError("not the store"))
