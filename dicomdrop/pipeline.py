@@ -98,7 +98,7 @@ class Pipeline:
         self.jobs = JobStore(store)
         self.registry = Registry(store, key, settings.registry)
         self.quarantine = Quarantine(settings.paths.quarantine)
-        self.deliverer = deliverer_for(settings)
+        self.deliverer = deliverer_for(settings, store)
         self.file_workers = file_workers
         self._executor: Executor | None = None
         self._on_stage = on_stage

@@ -58,7 +58,9 @@ def test_lookup_imports_no_dicom_library_nor_pipeline(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     assert cli.main(["init", "--config", str(config)]) == 0
     status, modules = imported_by(["lookup", "Doe^John", "--config", str(config)], tmp_path)
-    assert status == 1  # nobody is registered: the command ran to its answer
+    from dicomdrop.commands.reid import LOOKUP_NOBODY
+
+    assert status == LOOKUP_NOBODY  # nobody is registered: the command ran to its answer
     assert _loaded(modules, "sqlalchemy")
     for heavy in HEAVY_FOR_LOOKUP:
         assert not _loaded(modules, heavy), heavy

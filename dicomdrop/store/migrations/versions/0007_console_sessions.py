@@ -1,8 +1,8 @@
 """Console sessions: a generation per console user, raised by a logout or a disable, so that a
 session cookie issued before stops working, also after the console restarts.
 
-Revision ID: 0006_console_sessions
-Revises: 0005_names_v2
+Revision ID: 0007_console_sessions
+Revises: 0006_network_deliveries
 Create Date: 2026-12-05 00:55:00
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0006_console_sessions'
-down_revision = '0005_names_v2'
+revision = '0007_console_sessions'
+down_revision = '0006_network_deliveries'
 branch_labels = None
 depends_on = None
 
