@@ -455,7 +455,7 @@ class Pipeline:
                                 for o, f in zip(output.failed, failed, strict=True)
                                 if (o.error_code or "deid.failed") == code
                             ),
-                            tuple(
+                            regions=tuple(
                                 PixelRegion(f, frame, (left, top, width, height))
                                 for o, f in zip(output.failed, failed, strict=True)
                                 if (o.error_code or "deid.failed") == code
@@ -531,9 +531,10 @@ class Pipeline:
         reported = result.reported
         named = exc.files or [str(p) for p in group.files]
         files = tuple(f for f in named if f not in reported)
-        self.quarantine.put_files(
-            job_id, QuarantineEntry(exc.code, exc.stage or "pipeline", exc.message, files), unpacked
+        entry = QuarantineEntry(
+            exc.code, exc.stage or "pipeline", exc.message, files, exc.pending_match
         )
+        self.quarantine.put_files(job_id, entry, unpacked)
         state = JobState.WAITING if exc.code == "match.ambiguous" else JobState.QUARANTINED
         result.outcome = state
         result.archive = None

@@ -37,7 +37,9 @@ def targets(scp_port: int, stow_url: str | None, *, outbox: bool = False) -> str
     text += (
         "[[delivery.targets]]\n"
         f'name = "pacs"\nkind = "cstore"\nhost = "127.0.0.1"\nport = {scp_port}\n'
-        'called_ae_title = "STORESCP"\ntimeout_seconds = 10.0\n'
+        # The default answer timeout: a shorter one leaves a slow answer on a loaded machine
+        # "in doubt", and storescp cannot be asked (no C-FIND), so the instance is sent again.
+        'called_ae_title = "STORESCP"\n'
     )
     if stow_url:
         text += f'[[delivery.targets]]\nname = "web"\nkind = "stow"\nurl = "{stow_url}"\n'

@@ -13,7 +13,9 @@ def test_regions_are_written_and_read_back_and_absent_when_there_are_none(tmp_pa
         PixelRegion("p/us.dcm", 1, (6, 6, 180, 14)),
         PixelRegion("p/us.dcm", 3, (0, 0, 9, 9)),
     )
-    held = QuarantineEntry("screen.text_in_pixels", "screen", "text", ("p/us.dcm",), regions)
+    held = QuarantineEntry(
+        "screen.text_in_pixels", "screen", "text", ("p/us.dcm",), regions=regions
+    )
     other = QuarantineEntry("screen.burned_in", "screen", "flagged", ("p/sc.dcm",))
     quarantine.record("job-1", held)
     quarantine.record("job-1", other)
