@@ -525,9 +525,10 @@ class Pipeline:
         reported = result.reported
         named = exc.files or [str(p) for p in group.files]
         files = tuple(f for f in named if f not in reported)
-        self.quarantine.put_files(
-            job_id, QuarantineEntry(exc.code, exc.stage or "pipeline", exc.message, files), unpacked
+        entry = QuarantineEntry(
+            exc.code, exc.stage or "pipeline", exc.message, files, exc.pending_match
         )
+        self.quarantine.put_files(job_id, entry, unpacked)
         state = JobState.WAITING if exc.code == "match.ambiguous" else JobState.QUARANTINED
         result.outcome = state
         result.archive = None

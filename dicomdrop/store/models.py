@@ -247,6 +247,9 @@ class ConsoleUser(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Raised by a logout or a disable: session cookies carry the generation they began in, and
+    #: one of an older generation is refused (kept here, so a restart forgets no logout).
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Delivery(Base):
