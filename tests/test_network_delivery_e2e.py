@@ -119,6 +119,7 @@ def test_storescu_in_cstore_and_stow_out_deidentified_with_exact_counts(
         # The outbox target gets the same verified instances as archives.
         archives = sorted(settings.paths.outbox.glob("*.zip"))
         assert len(archives) == 2
+        assert deliveries(settings)[("outbox", "sent")] == 2  # one record per archive
         with zipfile.ZipFile(archives[0]) as a, zipfile.ZipFile(archives[1]) as b:
             members = [n for n in a.namelist() + b.namelist() if n.endswith(".dcm")]
         assert len(members) == 7

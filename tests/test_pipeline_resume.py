@@ -13,6 +13,7 @@ from factories import MUELLER, MUELLER_RESPELLED, SMITH_JOAN
 
 from dicomdrop.cli import main
 from dicomdrop.config import Settings, load_settings
+from dicomdrop.delivery.ledger import DeliveryLedger
 from dicomdrop.pipeline import Pipeline
 from dicomdrop.runner import claim_copy
 from dicomdrop.secret import load_key
@@ -93,6 +94,49 @@ def test_crash_then_resume_delivers_each_patient_exactly_once(
     assert sorted(r["file"] for r in rows) == dropped
     assert {r["outcome"] for r in rows} == {"delivered"}
     assert all(r["delivered_as"].startswith(tuple(archives)) for r in rows)
+    # Each delivery is recorded in the store, also one published just before the crash.
+    assert outbox_records(settings, job_id) == archives
+
+
+def outbox_records(settings: Settings, job_id: str) -> list[str]:
+    store = Store.open(settings.store_url)
+    try:
+        return sorted(r.item for r in DeliveryLedger(store).of_job(job_id) if r.state == "sent")
+    finally:
+        store.close()
+
+
+def test_a_delivery_taken_from_the_outbox_before_the_crash_is_not_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader of the outbox may take an archive away at once: a job that died after
+    publishing it, before recording the patient's outcome, must not deliver it a second time
+    (the store's record proves the delivery, not the file)."""
+    settings, store, job_id = setup_job(tmp_path)
+    key = load_key(settings.security.key_file)
+    monkeypatch.setattr("dicomdrop.pipeline.write_json_atomic", crash_before_the_marker)
+    try:
+        with pytest.raises(Crash):
+            Pipeline(settings, key, store).run(job_id)
+    finally:
+        monkeypatch.undo()
+    published = sorted(settings.paths.outbox.glob("*.zip"))
+    assert len(published) == 1
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    published[0].rename(taken / published[0].name)
+
+    outcome = Pipeline(settings, key, store).run(job_id)
+    store.close()
+
+    assert outcome.state == "delivered"
+    left = sorted(p.name for p in settings.paths.outbox.glob("*.zip"))
+    assert len(left) == 1 and left[0] != published[0].name
+    assert outbox_records(settings, job_id) == sorted([published[0].name, *left])
+
+
+def crash_before_the_marker(*args: object, **kwargs: object) -> None:
+    raise Crash
 
 
 def drop_files(tmp_path: Path) -> list[Path]:

@@ -61,10 +61,18 @@ class Deliverer(Protocol):
 
 def deliverer_for(settings: Settings, store: Store | None = None) -> Deliverer:
     """The deliverer the settings choose: the outbox alone without ``[[delivery.targets]]``;
-    else every target, network ones through the delivery ledger in ``store``."""
-    from dicomdrop.delivery.outbox import OutboxDeliverer
+    else every target. Deliveries are recorded in the delivery ledger of ``store`` (network
+    targets need it; without it the outbox proves a delivery by its file alone)."""
+    from dicomdrop.delivery.outbox import OUTBOX_TARGET, OutboxDeliverer
 
-    outbox = OutboxDeliverer(settings.paths.outbox, settings.archives, settings.delivery)
+    named = [t.name for t in settings.delivery.targets if t.kind == "outbox"]
+    outbox = OutboxDeliverer(
+        settings.paths.outbox,
+        settings.archives,
+        settings.delivery,
+        store=store,
+        target=named[0] if named else OUTBOX_TARGET,
+    )
     if not settings.delivery.targets:
         return outbox
     from dicomdrop.delivery.network import NetworkDeliverer, TargetsDeliverer

@@ -1,13 +1,19 @@
-"""The delivery ledger: one row per network target and verified instance, in the store.
+"""The delivery ledger: the store's record of what was delivered where.
 
-Rows move pending -> sending -> sent | refused, and back to pending when a send must be tried
-again. A row is marked ``sending`` (committed) right before its bytes go on the wire, and
-``sent`` as soon as the receiver's answer is read; so after a crash only the rows left
-``sending`` are in doubt, and those are checked with the receiver before anything is resent.
+Network targets have one row per target and verified instance. Rows move pending -> sending ->
+sent | refused, and back to pending when a send must be tried again. A row is marked
+``sending`` (committed) right before its bytes go on the wire, and ``sent`` as soon as the
+receiver's answer is read; so after a crash only the rows left ``sending`` are in doubt, and
+those are checked with the receiver before anything is resent.
+
+The outbox has one row per published output (``item`` its name in the outbox), written ``sent``
+right after the atomic publish: it proves the delivery even when the reader of the outbox has
+already taken the output away.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +23,16 @@ from dicomdrop.store.db import Store
 from dicomdrop.store.models import Delivery, utcnow
 
 STATES = ("pending", "sending", "sent", "refused")
+
+_JOB_ID_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
+
+
+def job_of(stem: str) -> str:
+    """The job id inside a delivery stem (``<pseudonym>_<job>[_<n>]``)."""
+    match = _JOB_ID_RE.search(stem)
+    if match is None:
+        raise ValueError(f"delivery stem {stem!r} holds no job id")
+    return match.group(0)
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,43 @@ class DeliveryLedger:
                     )
                     added += 1
         return added
+
+    def record_published(self, job_id: str, target: str, item: str) -> None:
+        """Record ``item`` as delivered to ``target`` (an output published in one step); a
+        record already there is kept, so this is safe to repeat after a crash."""
+        with self.store.session() as session:
+            known = session.scalar(
+                select(Delivery.id).where(
+                    Delivery.job_id == job_id, Delivery.target == target, Delivery.item == item
+                )
+            )
+            if known is None:
+                session.add(
+                    Delivery(
+                        job_id=job_id,
+                        target=target,
+                        item=item,
+                        sop_class_uid="",
+                        sop_instance_uid="",
+                        study_uid="",
+                        series_uid="",
+                        state="sent",
+                        attempts=1,
+                    )
+                )
+
+    def published(self, job_id: str, target: str, item: str) -> bool:
+        """True when ``item`` of the job is recorded as delivered to ``target``."""
+        with self.store.session(readonly=True) as session:
+            found = session.scalar(
+                select(Delivery.id).where(
+                    Delivery.job_id == job_id,
+                    Delivery.target == target,
+                    Delivery.item == item,
+                    Delivery.state == "sent",
+                )
+            )
+            return found is not None
 
     def rows(self, target: str, state: str, limit: int = 1000) -> list[DeliveryRow]:
         """Rows of ``target`` in ``state``, oldest first."""

@@ -10,7 +10,6 @@ between them is finished by the next attempt.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 
 from sqlalchemy import func, select
@@ -18,20 +17,10 @@ from sqlalchemy import func, select
 from dicomdrop.archives.spool import read_spooled
 from dicomdrop.config import Settings
 from dicomdrop.delivery import Deliverer, Payload
-from dicomdrop.delivery.ledger import DeliveryLedger
+from dicomdrop.delivery.ledger import DeliveryLedger, job_of
 from dicomdrop.delivery.outgoing import outgoing_root, stage
 from dicomdrop.store.db import Store
 from dicomdrop.store.models import Delivery
-
-_JOB_ID_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
-
-
-def job_of(stem: str) -> str:
-    """The job id inside a delivery stem (``<pseudonym>_<job>[_<n>]``)."""
-    match = _JOB_ID_RE.search(stem)
-    if match is None:
-        raise ValueError(f"delivery stem {stem!r} holds no job id")
-    return match.group(0)
 
 
 def verified_instances(payload: Payload) -> Iterator[tuple[str, bytes]]:

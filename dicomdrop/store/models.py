@@ -253,7 +253,8 @@ class ConsoleUser(Base):
 
 
 class Delivery(Base):
-    """One verified instance on its way to one network target (C-STORE or STOW-RS).
+    """One verified instance on its way to one network target (C-STORE or STOW-RS), or one
+    output published into the outbox (``item`` its name there, state sent, UIDs empty).
 
     ``state``: pending (to send), sending (recorded just before the send: after a crash such a
     row is in doubt and is checked with the receiver where it can be), sent, refused (a
