@@ -490,9 +490,10 @@ class Pipeline:
 
         record_studies(self.registry, match.pseudonym, output, job_id)
         with self._stage(job_id, "pack", group=index):
-            # Named after the first group: the same name when a resumed job redoes it, which
-            # lets the deliverer's proof of delivery stop a second delivery.
-            stem = f"{match.pseudonym}_{job_id}" + (f"_{index + 1}" if index else "")
+            # One delivery per patient and job (the groups of one pseudonym were merged), so the
+            # name is unique in the job and the same when a resumed job redoes it, which lets
+            # the deliverer's proof of delivery stop a second delivery.
+            stem = f"{match.pseudonym}_{job_id}"
             delivered_as = deliver(self.deliverer, output, stem)
         result.archive = delivered_as
         result.instances = output.files

@@ -60,6 +60,9 @@ def test_two_patients_in_one_folder_and_one_of_them_again_in_another(tmp_path: P
     archives = sorted(load_settings(config).paths.outbox.glob("*.zip"))
     assert len(archives) == 2, [a.name for a in archives]
     assert len({a.name.split("_")[0] for a in archives}) == 2
+    # One delivery per patient and job: each is named <pseudonym>_<job>.zip, no "_2" suffix.
+    jobs = {a.stem.split("_", 1)[1] for a in archives}
+    assert len(jobs) == 1 and all("_" not in job for job in jobs), [a.name for a in archives]
     counts = []
     for archive in archives:
         with zipfile.ZipFile(archive) as zf:
