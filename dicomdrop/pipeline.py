@@ -89,7 +89,6 @@ class Pipeline:
         store: Store,
         *,
         file_workers: int = 1,
-        shared_executor: Executor | None = None,
         on_stage: StageCallback | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> None:
@@ -102,9 +101,6 @@ class Pipeline:
         self.deliverer = deliverer_for(settings)
         self.file_workers = file_workers
         self._executor: Executor | None = None
-        # A pool owned by the caller and fed by several pipelines at once (see
-        # ``runner.run_in_parallel``): used for every file, never shut down here.
-        self._shared_executor = shared_executor
         self._on_stage = on_stage
         self._on_progress = on_progress
 
@@ -116,9 +112,7 @@ class Pipeline:
 
     @property
     def executor(self) -> Executor | None:
-        """The per-file worker pool: the shared one, or one created on first use."""
-        if self._shared_executor is not None:
-            return self._shared_executor
+        """The per-file worker pool, created on first use."""
         if self._executor is None and self.file_workers > 1:
             self._executor = make_executor(self.file_workers)
         return self._executor
@@ -444,7 +438,6 @@ class Pipeline:
                 patient_ids=sorted(ids),
                 accession_number=match.accession,
                 executor=self.executor,
-                shared_pool=self._shared_executor is not None,
                 manifest={"job": job_id, "profile": self.settings.deid.profile},
                 tokens=tokens,
                 zip_entries=(self.settings.archives if self.deliverer.spools_zip_entries else None),

@@ -10,18 +10,12 @@ retention of originals live here too: both are about jobs, not about any stage.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Executor,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    wait,
-)
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -59,7 +53,6 @@ class JobRunner:
         store: Store,
         *,
         file_workers: int = 1,
-        shared_executor: Executor | None = None,
         observer: JobObserver | None = None,
         owns_store: bool = False,
         on_progress: ProgressCallback | None = None,
@@ -74,31 +67,17 @@ class JobRunner:
             key,
             store,
             file_workers=file_workers,
-            shared_executor=shared_executor,
             on_stage=None if observer is None else observer.stage_finished,
             on_progress=on_progress,
         )
 
     @classmethod
-    def open(
-        cls,
-        config_path: Path,
-        *,
-        observer: JobObserver | None = None,
-        shared_executor: Executor | None = None,
-    ) -> JobRunner:
+    def open(cls, config_path: Path, *, observer: JobObserver | None = None) -> JobRunner:
         """A runner with its own settings, key and store connection (closed by :meth:`close`)."""
         settings = load_settings(config_path)
         store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
         key = load_key(settings.security.key_file)
-        return cls(
-            settings,
-            key,
-            store,
-            observer=observer,
-            owns_store=True,
-            shared_executor=shared_executor,
-        )
+        return cls(settings, key, store, observer=observer, owns_store=True)
 
     def claim(self, source: Path, *, move: bool = False) -> str:
         """Take ``source`` into a new job (see :func:`claim_copy`); the job id."""
@@ -132,6 +111,16 @@ def run_job(config_path: Path, job_id: str, observer: JobObserver | None = None)
         runner.close()
 
 
+def process_job(config_path: Path, job_id: str) -> JobOutcome:
+    """Run one claimed job in this process with per-file work in-process; its outcome.
+
+    ``dicomdrop process`` runs several drops in parallel through this function, one job per
+    worker process, so that every stage (not only de-identification) uses all cores. A worker
+    keeps its settings, key and database connection from one job to the next.
+    """
+    return _process_runner(config_path).run(job_id)
+
+
 def run_in_parallel(
     paths: Sequence[Path],
     settings: Settings,
@@ -143,59 +132,40 @@ def run_in_parallel(
     on_done: Callable[[JobOutcome], None] | None = None,
     on_wait: Callable[[Sequence[str]], None] | None = None,
 ) -> list[JobOutcome]:
-    """Claim each input and start it as a job as soon as it is claimed (``on_done`` is called
-    with each outcome as it comes; ``on_wait`` with the ids of the jobs still running, about
-    once a second, e.g. to show their progress from the store).
+    """Claim each input and hand it to a pool of job processes as soon as it is claimed
+    (``on_done`` is called with each outcome as it comes; ``on_wait`` with the ids of the jobs
+    still running, about once a second, e.g. to show their progress from the store).
 
-    Files, not drops, are what the worker processes are fed. The drops run as jobs in threads
-    of this process (as many at once as there are workers, the largest first), each with its
-    own runner and store connection, so each keeps its own states, markers and resume exactly
-    as when it runs alone; all of them hand their per-file work (reading headers,
-    de-identifying, verifying, compressing) to one pool of ``workers`` processes. A pool fed
-    whole drops idles one core while its last drop runs alone; this one keeps every core busy
-    to the end of a run. Outcomes are returned in the order of ``paths``.
+    The largest drops go first, so that the pool does not end on one long job while the other
+    workers idle; the workers start (and import) while the remaining drops are being claimed.
+    Outcomes are returned in the order of ``paths``.
     """
     order = sorted(range(len(paths)), key=lambda i: -_input_size(paths[i]))
     futures: dict[int, Future[JobOutcome]] = {}
     job_ids: dict[Future[JobOutcome], str] = {}
-    file_pool = ProcessPoolExecutor(
-        workers, mp_context=_file_process_context(), initializer=quiet_library_output
-    )
-    try:
-        # Forked here, before any job thread exists (a fork pool starts all its processes on
-        # the first task): a child never inherits a lock held by another thread.
-        file_pool.submit(os.getpid).result()
-        with ThreadPoolExecutor(min(workers, len(paths)), thread_name_prefix="job") as threads:
-            for i in order:
-                job_id = claim_copy(paths[i], settings, jobs, move=move)
-                futures[i] = threads.submit(_run_threaded, config_path, job_id, file_pool)
-                job_ids[futures[i]] = job_id
-            pending = set(futures.values())
-            while pending:
-                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    if on_done is not None:
-                        on_done(future.result())
-                if on_wait is not None and pending:
-                    on_wait(sorted(job_ids[f] for f in pending))
-    finally:
-        file_pool.shutdown()
+    pool_size = min(workers, len(paths))
+    with ProcessPoolExecutor(
+        pool_size, mp_context=_job_process_context(), initializer=quiet_library_output
+    ) as pool:
+        for i in order:
+            job_id = claim_copy(paths[i], settings, jobs, move=move)
+            futures[i] = pool.submit(process_job, config_path, job_id)
+            job_ids[futures[i]] = job_id
+        pending = set(futures.values())
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in finished:
+                if on_done is not None:
+                    on_done(future.result())
+            if on_wait is not None and pending:
+                on_wait(sorted(job_ids[f] for f in pending))
     return [futures[i].result() for i in range(len(paths))]
 
 
-def _run_threaded(config_path: Path, job_id: str, file_pool: Executor) -> JobOutcome:
-    """Run ``job_id`` in this thread with a runner of its own that feeds ``file_pool``."""
-    runner = JobRunner.open(config_path, shared_executor=file_pool)
-    try:
-        return runner.run(job_id)
-    finally:
-        runner.close()
-
-
-def _file_process_context() -> multiprocessing.context.BaseContext:
-    """Fork where the platform has it: the worker processes start at once with every module
-    already imported (about a second of imports each with spawn). Safe here: the pool starts
-    before this process has any other thread, and the workers never use its store connection.
+def _job_process_context() -> multiprocessing.context.BaseContext:
+    """Fork where the platform has it: the job processes start at once with every module
+    already imported (about a second of imports each with spawn). Safe here: this process has
+    no other thread when the pool starts, and the children open their own database connection.
     """
     if "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
@@ -207,6 +177,25 @@ def _input_size(path: Path) -> int:
     if not path.is_dir():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+_runners: dict[Path, JobRunner] = {}
+
+
+def _process_runner(config_path: Path) -> JobRunner:
+    """This process's runner for ``config_path``, made on first use and closed at exit."""
+    runner = _runners.get(config_path)
+    if runner is None:
+        runner = _runners[config_path] = JobRunner.open(config_path)
+        if len(_runners) == 1:
+            atexit.register(_close_runners)
+    return runner
+
+
+def _close_runners() -> None:
+    for runner in _runners.values():
+        runner.close()
+    _runners.clear()
 
 
 def claim_copy(source: Path, settings: Settings, jobs: JobStore, *, move: bool = False) -> str:

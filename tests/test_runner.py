@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 from corpus import write_series
-from factories import MUELLER, OKONKWO
+from factories import MUELLER
 
 from dicomdrop import pipeline
 from dicomdrop.config import load_settings
 from dicomdrop.jobs import JobOutcome, JobState
-from dicomdrop.runner import JobRunner, run_in_parallel, run_job
+from dicomdrop.runner import JobRunner, process_job, run_job
 from dicomdrop.secret import load_key
 from dicomdrop.store.db import Store
-from dicomdrop.store.jobs import JobStore
 
 
 class Recorder:
@@ -52,52 +51,16 @@ def test_a_job_reports_its_stages_and_its_outcome_once(config_file: Path, tmp_pa
     assert (tmp_path / "drop").exists()  # claimed by copy
 
 
-def test_the_worker_entry_point_gives_the_same_result(config_file: Path, tmp_path: Path) -> None:
+def test_the_worker_entry_points_give_the_same_result(config_file: Path, tmp_path: Path) -> None:
     write_series(tmp_path / "one" / "a", MUELLER, 1, 1, 1)
+    write_series(tmp_path / "two" / "a", MUELLER, 1, 2, 1)
     runner = JobRunner.open(config_file)
     try:
-        first = runner.claim(tmp_path / "one")
+        first, second = runner.claim(tmp_path / "one"), runner.claim(tmp_path / "two")
     finally:
         runner.close()
     assert run_job(config_file, first) == "delivered"
-
-
-def test_drops_run_in_parallel_feed_one_file_pool_and_each_stays_its_own_job(
-    config_file: Path, tmp_path: Path
-) -> None:
-    # Three drops on two workers: two jobs run at once in threads, all files go to one pool;
-    # a drop of one file goes to the pool too (a process keeps one spool, threads share none).
-    write_series(tmp_path / "one" / "a", MUELLER, 1, 1, 6)
-    write_series(tmp_path / "two" / "a", OKONKWO, 1, 2, 1)
-    write_series(tmp_path / "three" / "a", MUELLER, 2, 1, 4)
-    settings = load_settings(config_file)
-    for folder in settings.paths.folders().values():
-        folder.mkdir(parents=True, exist_ok=True)
-    store = Store.open(settings.store_url)
-    done: list[str] = []
-    try:
-        inputs = [tmp_path / name for name in ("one", "two", "three")]
-        outcomes = run_in_parallel(
-            inputs,
-            settings,
-            JobStore(store),
-            config_file,
-            2,
-            on_done=lambda o: done.append(o.job_id),
-        )
-        records = [JobStore(store).get(o.job_id) for o in outcomes]
-    finally:
-        store.close()
-    assert [o.state for o in outcomes] == ["delivered"] * 3
-    assert [r.drop_name for r in records if r is not None] == ["one", "two", "three"]
-    assert sorted(done) == sorted(o.job_id for o in outcomes)
-    assert [sum(g.instances for g in o.delivered) for o in outcomes] == [6, 1, 4]
-    assert len({o.job_id for o in outcomes}) == 3
-    # The same patient in two drops: one pseudonym, one archive per drop.
-    pseudonyms = {o.job_id: {g.pseudonym for g in o.delivered} for o in outcomes}
-    assert pseudonyms[outcomes[0].job_id] == pseudonyms[outcomes[2].job_id]
-    assert pseudonyms[outcomes[0].job_id] != pseudonyms[outcomes[1].job_id]
-    assert len(list(settings.paths.outbox.glob("*.zip"))) == 3
+    assert process_job(config_file, second).state == "delivered"
 
 
 def _exit_worker() -> None:

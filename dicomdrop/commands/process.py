@@ -138,8 +138,7 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
     progress = Progress(len(args.paths), enabled=not args.no_progress and sys.stderr.isatty())
     outcomes: list[JobOutcome] = []
     # The bar replaces the INFO lines on a terminal (the summary says the same); warnings and
-    # errors are still shown, each erasing the bar first. Worker processes forked below inherit
-    # both.
+    # errors are still shown, each erasing the bar first. Job processes forked below inherit both.
     logger = logging.getLogger("dicomdrop")
     level, formatters = logger.level, {h: h.formatter for h in logger.handlers}
     if progress.enabled:
@@ -149,7 +148,7 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
     try:
         jobs = JobStore(store)
         if workers > 1 and len(args.paths) > 1:
-            # Several drops: jobs in threads, their files in one pool of worker processes.
+            # Several drops: one job per worker process, so every stage runs in parallel.
             outcomes = run_in_parallel(
                 args.paths,
                 settings,

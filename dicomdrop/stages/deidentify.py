@@ -315,7 +315,6 @@ def deidentify_group(
     patient_ids: Iterable[str],
     accession_number: str | None,
     executor: Executor | None = None,
-    shared_pool: bool = False,
     manifest: dict[str, Any],
     tokens: IdentityTokens | None = None,
     zip_entries: ArchiveSettings | None = None,
@@ -329,9 +328,6 @@ def deidentify_group(
     (the archive settings of a zip delivery), outputs are compressed into spool files instead
     (``dicomdrop.archives.spool``): ``GroupOutput.entries`` names them, and the manifest is
     kept in ``GroupOutput.files_in_memory``. ``on_file(done, total)`` is called after each file.
-    With ``shared_pool`` (the executor is fed by pipelines running in several threads of this
-    process), every file goes to the executor, even a group's only one: a process keeps one
-    spool open (``archives.spool``), which threads of two jobs must not share.
     """
     for leftover in (tree, *tree.parent.glob(f"{tree.name}.spool-*")):
         if leftover.exists():
@@ -369,7 +365,7 @@ def deidentify_group(
         for i, src in enumerate(sources)
     ]
     try:
-        if executor is not None and (len(tasks) > 1 or shared_pool):
+        if executor is not None and len(tasks) > 1:
             # Larger chunks for large groups: the identity tokens travel once per chunk.
             chunksize = max(8, min(64, len(tasks) // 16))
             done = executor.map(deidentify_file, tasks, chunksize=chunksize)
@@ -381,8 +377,7 @@ def deidentify_group(
             if on_file is not None:
                 on_file(len(results), len(tasks))
     finally:
-        if not shared_pool:  # another thread's group may be running in this process
-            close_spool()  # this process's (in-process work); workers close theirs on their next
+        close_spool()  # this process's (in-process work); workers close theirs on their next
     output = GroupOutput(tree=tree, spool_folder=None if spool is None else Path(spool.folder))
     output.failed = [r for r in results if r.error_code]
     output.outcomes = [r for r in results if not r.error_code]
