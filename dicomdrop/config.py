@@ -227,6 +227,62 @@ class ScreenSettings:
     )
 
 
+_TARGET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """One place a job's verified output goes (``[[delivery.targets]]``).
+
+    kind ``outbox``: the archive in ``[paths] outbox`` (format from ``[archives]``);
+    ``cstore``: C-STORE to a remote AE (``host``, ``port``, ``called_ae_title``,
+    ``calling_ae_title``, optional ``tls``); ``stow``: DICOMweb STOW-RS to ``url`` (optional
+    ``bearer_token_file`` or ``basic_auth_file``). ``tls_verify`` (on by default), ``tls_ca`` and
+    the client ``tls_certificate``/``tls_key`` apply to TLS connections of both network kinds.
+    """
+
+    name: str
+    kind: Literal["outbox", "cstore", "stow"]
+    host: str = ""
+    port: int = _num(104, minimum=1, maximum=65535)
+    called_ae_title: str = ""
+    calling_ae_title: str = "DICOMDROP"
+    url: str = ""
+    bearer_token_file: Path | None = None
+    basic_auth_file: Path | None = None
+    tls: bool = False
+    tls_verify: bool = True
+    tls_ca: Path | None = None
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    batch_size: int = _num(20, minimum=1, maximum=1000)
+    timeout_seconds: float = _num(60.0, minimum=1)
+
+    def __post_init__(self) -> None:
+        where = f"[[delivery.targets]] {self.name!r}"
+        if not _TARGET_NAME_RE.fullmatch(self.name):
+            raise ConfigError(
+                f"{where}: name must be 1-40 characters from a-z, 0-9, '_' and '-' "
+                "(it names the target in the store, logs and metrics)"
+            )
+        if self.kind == "cstore":
+            if not self.host:
+                raise ConfigError(f'{where}: kind = "cstore" needs host')
+            _check_ae_title(self.called_ae_title, f"{where} called_ae_title")
+            _check_ae_title(self.calling_ae_title, f"{where} calling_ae_title")
+        if self.kind == "stow" and not re.match(r"https?://", self.url):
+            raise ConfigError(f'{where}: kind = "stow" needs url = "https://host/dicom-web"')
+        if self.kind == "stow" and "@" in self.url.split("://", 1)[1].split("/", 1)[0]:
+            raise ConfigError(
+                f"{where}: url must not hold a user name or password (they would show in "
+                "logs and listings); put them into basic_auth_file, one line user:password"
+            )
+        if self.bearer_token_file is not None and self.basic_auth_file is not None:
+            raise ConfigError(f"{where}: set bearer_token_file or basic_auth_file, not both")
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ConfigError(f"{where}: tls_certificate and tls_key go together")
+
+
 @dataclass(frozen=True)
 class MaskRule:
     """Rectangles to blank in the pixels of one kind of device output (as RSNA CTP's pixel
@@ -296,6 +352,28 @@ class DeliverySettings:
     file_mode: int = _num(0o640, minimum=0, maximum=0o777)
     group: str = ""
     inbox_mode: int = _num(0o700, minimum=0, maximum=0o7777)
+    # No targets: the outbox alone (as before targets existed).
+    targets: tuple[DeliveryTarget, ...] = ()
+    retry_initial_seconds: float = _num(5.0, minimum=0.1)
+    retry_max_seconds: float = _num(600.0, minimum=1)
+    outgoing: Path | None = None  # None: <paths.data>/outgoing
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ConfigError("[[delivery.targets]]: every target needs a name of its own")
+        if sum(t.kind == "outbox" for t in self.targets) > 1:
+            raise ConfigError('[[delivery.targets]]: at most one target of kind "outbox"')
+
+    @property
+    def to_outbox(self) -> bool:
+        """True when verified outputs are packed into the outbox."""
+        return not self.targets or any(t.kind == "outbox" for t in self.targets)
+
+    @property
+    def network_targets(self) -> tuple[DeliveryTarget, ...]:
+        """The C-STORE and STOW-RS targets."""
+        return tuple(t for t in self.targets if t.kind != "outbox")
 
 
 @dataclass(frozen=True)
@@ -314,6 +392,88 @@ class DaemonSettings:
     orphan_grace_seconds: float = _num(300.0, minimum=0)
     resource_retry_seconds: float = _num(30.0, minimum=0.1)
     max_job_attempts: int = _num(8, minimum=1)
+
+
+#: Transfer syntaxes the C-STORE listener accepts by default: the uncompressed ones, deflate,
+#: RLE, JPEG (baseline, extended, lossless), JPEG-LS and JPEG 2000 (lossless and lossy).
+DEFAULT_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+)
+
+_AE_TITLE_RE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # printable ASCII without backslash
+_UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _check_ae_title(value: str, key: str) -> None:
+    if not _AE_TITLE_RE.fullmatch(value) or not value.strip():
+        raise ConfigError(
+            f"{key} = {value!r} is not an AE title; use 1 to 16 printable ASCII characters "
+            'without a backslash, e.g. "DICOMDROP"'
+        )
+
+
+@dataclass(frozen=True)
+class AllowedCaller:
+    """A peer allowed to send to the C-STORE listener: its AE title and, optionally, hosts."""
+
+    ae_title: str
+    hosts: tuple[str, ...] = ()  # IP addresses or host names; empty: any host
+
+    def __post_init__(self) -> None:
+        _check_ae_title(self.ae_title, "[[network.allowed_callers]] ae_title")
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """The C-STORE listener (``dicomdrop watch`` with ``enabled = true``)."""
+
+    enabled: bool = False
+    ae_title: str = "DICOMDROP"
+    bind_address: str = "0.0.0.0"  # noqa: S104 (a listener for modalities and PACS)
+    port: int = _num(11112, minimum=1, maximum=65535)
+    allowed_callers: tuple[AllowedCaller, ...] = ()
+    max_associations: int = _num(10, minimum=1)
+    transfer_syntaxes: tuple[str, ...] = DEFAULT_TRANSFER_SYNTAXES
+    idle_seconds: float = _num(30.0, minimum=0.1)
+    timeout_seconds: float = _num(60.0, minimum=1)
+    receiving: Path | None = None  # None: <paths.data>/receiving
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+
+    def __post_init__(self) -> None:
+        _check_ae_title(self.ae_title, "[network] ae_title")
+        for uid in self.transfer_syntaxes:
+            if not _UID_RE.fullmatch(uid) or len(uid) > 64:
+                raise ConfigError(
+                    f"[network] transfer_syntaxes: {uid!r} is not a transfer syntax UID "
+                    'such as "1.2.840.10008.1.2.1"'
+                )
+        if not self.transfer_syntaxes:
+            raise ConfigError("[network] transfer_syntaxes must name at least one UID")
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ConfigError(
+                "[network] tls_certificate and tls_key go together: set both for TLS, or neither"
+            )
+        if self.tls_ca is not None and self.tls_certificate is None:
+            raise ConfigError("[network] tls_ca needs tls_certificate and tls_key as well")
+        if self.enabled and not self.allowed_callers:
+            raise ConfigError(
+                "[network] enabled = true needs at least one [[network.allowed_callers]] "
+                "(ae_title, optionally hosts): the listener accepts no unknown peer"
+            )
 
 
 @dataclass(frozen=True)
@@ -371,6 +531,7 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     source: Path | None = None
 

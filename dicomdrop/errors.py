@@ -52,7 +52,8 @@ class QuarantineError(DicomdropError):
     """A drop, a patient group or a file must go to quarantine.
 
     ``stage`` names the pipeline stage that decided; ``files`` lists job-relative paths of the
-    files concerned (never patient data).
+    files concerned (never patient data); ``pending_match`` the registry's pending match the files
+    wait for (``match.ambiguous``), written to reason.json as a field of its own.
     """
 
     def __init__(
@@ -62,10 +63,12 @@ class QuarantineError(DicomdropError):
         *,
         stage: str = "",
         files: list[str] | None = None,
+        pending_match: int | None = None,
     ) -> None:
         super().__init__(message, code=code)
         self.stage = stage
         self.files = list(files or [])
+        self.pending_match = pending_match
 
 
 class ArchiveError(QuarantineError):

@@ -1,4 +1,8 @@
-"""The holds queue: what is in quarantine, and the two ways out of it (retry, release).
+"""The holds queue: what is in quarantine, and the ways out of it (retry; release, then delete).
+
+A release is a person's audited decision that the held files will not be delivered; it marks the
+hold released and keeps the files. Deleting them is a second audited action that only a released
+hold allows, so no single click destroys data, and a released hold is never retried.
 
 One implementation for the command line (``dicomdrop quarantine ...``) and the steward console,
 so that both record the same audit rows and move files the same way. A retry is split in two
@@ -27,6 +31,18 @@ class NothingToRetry(DicomdropError):
     code = "quarantine.empty"
 
 
+class HoldReleased(DicomdropError):
+    """The hold was released: it is not retried, and it is not released a second time."""
+
+    code = "quarantine.released"
+
+
+class HoldNotReleased(DicomdropError):
+    """The held files are deleted only after the hold was released."""
+
+    code = "quarantine.not_released"
+
+
 @dataclass(frozen=True)
 class Hold:
     """One quarantined (or waiting) job: its reasons, file counts and its job row (if any)."""
@@ -45,6 +61,17 @@ class Hold:
     def files(self) -> int:
         """Number of held files, over every reason."""
         return sum(self.files_by_code.values())
+
+    @property
+    def released(self) -> bool:
+        """True once a steward released the hold (its files wait to be deleted)."""
+        return self.record.released
+
+    @property
+    def released_at(self) -> datetime | None:
+        """When the hold was released, or None."""
+        at = self.record.released_at
+        return _parse_time(at) if at is not None else None
 
     @property
     def whole_drop(self) -> bool:
@@ -94,6 +121,11 @@ def start_retry(
 
     quarantine = Quarantine(settings.paths.quarantine)
     record = quarantine.read(job_id)
+    if record.released:
+        raise HoldReleased(
+            f"job {job_id} was released by {record.released_by}, so it is not retried; "
+            f"delete its held files with 'dicomdrop quarantine delete {job_id}'"
+        )
     folder = quarantine.folder(job_id)
     source = folder / "files" if (folder / "files").is_dir() else folder / "drop"
     if not source.exists():
@@ -117,12 +149,21 @@ def start_retry(
 
 
 def release(settings: Settings, store: Store, job_id: str, *, actor: str, reason: str) -> None:
-    """Delete a reviewed quarantine entry, recording who and why in the audit log first."""
+    """Mark a reviewed hold released (audited: who and why): its files will not be delivered.
+
+    The files stay in quarantine until :func:`delete_released`; the job becomes ``released``.
+    """
     reason = (reason or "").strip()
     if not reason:
         raise DicomdropError("a release needs a reason: pass --reason TEXT", code="usage")
     quarantine = Quarantine(settings.paths.quarantine)
     record = quarantine.read(job_id)
+    if record.released:
+        raise HoldReleased(
+            f"job {job_id} was released already by {record.released_by} at "
+            f"{record.released_at}; delete its held files with 'dicomdrop quarantine delete "
+            f"{job_id}'"
+        )
     with store.session() as session:
         record_event(
             session,
@@ -130,10 +171,44 @@ def release(settings: Settings, store: Store, job_id: str, *, actor: str, reason
             actor=actor,
             reason=reason,
             subject=job_id,
-            details={"job": job_id, "codes": record.codes},
+            details={"job": job_id, "codes": record.codes, "files": _file_count(record)},
+        )
+    quarantine.mark_released(job_id, by=actor)
+    end_quarantined_job(JobStore(store), job_id, JobState.RELEASED, f"released by {actor}")
+
+
+def delete_released(
+    settings: Settings, store: Store, job_id: str, *, actor: str, reason: str = ""
+) -> None:
+    """Delete a released hold's files (audited first). Raises HoldNotReleased before a release."""
+    quarantine = Quarantine(settings.paths.quarantine)
+    record = quarantine.read(job_id)
+    if not record.released:
+        raise HoldNotReleased(
+            f"job {job_id} is not released; release it first with 'dicomdrop quarantine "
+            f"release {job_id} --reason TEXT', then delete its files"
+        )
+    with store.session() as session:
+        record_event(
+            session,
+            action="quarantine.delete",
+            actor=actor,
+            reason=(reason or "").strip() or "held files deleted after the release",
+            subject=job_id,
+            details={
+                "job": job_id,
+                "codes": record.codes,
+                "files": _file_count(record),
+                "released_by": record.released_by,
+                "released_at": record.released_at,
+            },
         )
     quarantine.remove(job_id)
     end_quarantined_job(JobStore(store), job_id, JobState.RELEASED, f"released by {actor}")
+
+
+def _file_count(record: QuarantineRecord) -> int:
+    return sum(len(e.files) for e in record.entries)
 
 
 def end_quarantined_job(jobs: JobStore, job_id: str, state: str, message: str) -> None:

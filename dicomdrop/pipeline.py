@@ -98,7 +98,7 @@ class Pipeline:
         self.jobs = JobStore(store)
         self.registry = Registry(store, key, settings.registry)
         self.quarantine = Quarantine(settings.paths.quarantine)
-        self.deliverer = deliverer_for(settings)
+        self.deliverer = deliverer_for(settings, store)
         self.file_workers = file_workers
         self._executor: Executor | None = None
         self._on_stage = on_stage
@@ -531,9 +531,10 @@ class Pipeline:
         reported = result.reported
         named = exc.files or [str(p) for p in group.files]
         files = tuple(f for f in named if f not in reported)
-        self.quarantine.put_files(
-            job_id, QuarantineEntry(exc.code, exc.stage or "pipeline", exc.message, files), unpacked
+        entry = QuarantineEntry(
+            exc.code, exc.stage or "pipeline", exc.message, files, exc.pending_match
         )
+        self.quarantine.put_files(job_id, entry, unpacked)
         state = JobState.WAITING if exc.code == "match.ambiguous" else JobState.QUARANTINED
         result.outcome = state
         result.archive = None

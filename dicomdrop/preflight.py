@@ -135,6 +135,63 @@ def check_ports(settings: Settings) -> list[CheckResult]:
     return [CheckResult("http_port", True, f"{port} is free on 127.0.0.1")]
 
 
+def check_network(settings: Settings) -> list[CheckResult]:
+    """The C-STORE listener (when enabled): its port is free, caller hosts resolve, TLS files
+    load; network delivery targets: credential and TLS files can be read."""
+    import socket
+    import urllib.parse
+
+    from dicomdrop.delivery.base import client_tls_context
+    from dicomdrop.network.listener import resolve_hosts, tls_context
+
+    results: list[CheckResult] = []
+    network = settings.network
+    if network.enabled:
+        address = f"{network.bind_address}:{network.port}"
+        try:
+            with socket.socket() as probe:
+                # As the listener binds: connections of a previous run in TIME_WAIT (after a
+                # kill or a restart) do not make the port busy.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((network.bind_address, network.port))
+            results.append(CheckResult("network listener", True, f"{address} is free"))
+        except OSError as exc:
+            detail = (
+                f"[network] cannot listen on {address} ({exc.strerror}); stop what listens "
+                "there, or choose another port or bind_address"
+            )
+            results.append(CheckResult("network listener", False, detail))
+        try:
+            for caller in network.allowed_callers:
+                resolve_hosts(caller.hosts)
+            tls = tls_context(network)
+            detail = f"{len(network.allowed_callers)} allowed caller(s)" + (", TLS" if tls else "")
+            results.append(CheckResult("network callers and TLS", True, detail))
+        except DicomdropError as exc:
+            results.append(CheckResult("network callers and TLS", False, exc.message))
+    for target in settings.delivery.network_targets:
+        name = f"delivery target {target.name}"
+        problem = None
+        for key in ("bearer_token_file", "basic_auth_file"):
+            path = getattr(target, key)
+            if path is not None and not os.access(path, os.R_OK):
+                problem = f"[[delivery.targets]] {target.name}: {key} {path} cannot be read"
+        uses_tls = target.tls if target.kind == "cstore" else target.url.startswith("https")
+        if problem is None and uses_tls:
+            try:
+                client_tls_context(target)
+            except (OSError, ValueError) as exc:
+                problem = (
+                    f"[[delivery.targets]] {target.name}: TLS files cannot be used "
+                    f"({type(exc).__name__}); check tls_ca, tls_certificate, tls_key"
+                )
+        # The host only: a URL could carry credentials (user:password@), never shown.
+        host = urllib.parse.urlsplit(target.url).hostname if target.kind == "stow" else None
+        where = host or f"{target.host}:{target.port}"
+        results.append(CheckResult(name, problem is None, problem or f"{target.kind} {where}"))
+    return results
+
+
 def check_store(settings: Settings) -> list[CheckResult]:
     """The database: driver installed, server reachable, schema at the shipped head revision."""
     from sqlalchemy.engine import make_url
@@ -195,6 +252,7 @@ CHECKS: tuple[Callable[[Settings], list[CheckResult]], ...] = (
     check_store,
     check_delivery,
     check_ports,
+    check_network,
 )
 
 

@@ -2,20 +2,27 @@
 
 Layout of one entry::
 
-    quarantine/<job>/reason.json     machine-readable: job, entries [{code, stage, message, files}]
+    quarantine/<job>/reason.json     machine-readable: job, entries [{code, stage, message, files,
+                                     pending_match}], released {at, by} once released
     quarantine/<job>/files/...       files as they arrived, under their job-relative paths
     quarantine/<job>/drop/<name>     the whole drop, when the job failed before it was unpacked
 
 ``reason.json`` never holds patient data: codes, stage names, PHI-free messages and job-relative
 paths only (paths inside a drop may carry names, so they stay inside the quarantine folder, which
 is as protected as the inbox).
+
+A hold ends in one of two ways: a retry (the files become a new job) or a release, a person's
+audited decision that the files will not be delivered. A release only marks the entry
+(``released`` in reason.json); deleting the held files is a second, audited step that a released
+entry alone allows, so a hasty release never destroys anything.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,8 @@ from dicomdrop.errors import DicomdropError
 from dicomdrop.fsutil import write_json_atomic
 
 REASON_FILE = "reason.json"
+#: How entries written before ``pending_match`` existed named their pending match.
+_LEGACY_PENDING_RE = re.compile(r"\(pending match (\d+)\)")
 
 
 class QuarantineNotFound(DicomdropError):
@@ -40,6 +49,20 @@ class QuarantineEntry:
     stage: str
     message: str
     files: tuple[str, ...] = ()
+    #: The registry's pending match these files wait for (``match.ambiguous`` only).
+    pending_match: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as written in reason.json (``pending_match`` only when set)."""
+        data: dict[str, Any] = {
+            "code": self.code,
+            "stage": self.stage,
+            "message": self.message,
+            "files": list(self.files),
+        }
+        if self.pending_match is not None:
+            data["pending_match"] = self.pending_match
+        return data
 
 
 @dataclass
@@ -49,6 +72,14 @@ class QuarantineRecord:
     job_id: str
     created_at: str
     entries: list[QuarantineEntry] = field(default_factory=list)
+    #: When and by whom the hold was released (ISO time, user name), or None while it is held.
+    released_at: str | None = None
+    released_by: str | None = None
+
+    @property
+    def released(self) -> bool:
+        """True once a person released the hold (its files wait to be deleted)."""
+        return self.released_at is not None
 
     @property
     def codes(self) -> list[str]:
@@ -57,13 +88,16 @@ class QuarantineRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The reason.json content."""
-        return {
+        data: dict[str, Any] = {
             "job": self.job_id,
             "created_at": self.created_at,
             "code": self.entries[0].code if self.entries else None,
             "codes": self.codes,
-            "entries": [dict(asdict(e), files=list(e.files)) for e in self.entries],
+            "entries": [e.to_json() for e in self.entries],
         }
+        if self.released_at is not None:
+            data["released"] = {"at": self.released_at, "by": self.released_by}
+        return data
 
 
 class Quarantine:
@@ -115,11 +149,30 @@ class Quarantine:
             raise QuarantineNotFound(f"no quarantine entry for job {job_id}") from None
         entries = [
             QuarantineEntry(
-                code=e["code"], stage=e["stage"], message=e["message"], files=tuple(e["files"])
+                code=e["code"],
+                stage=e["stage"],
+                message=e["message"],
+                files=tuple(e["files"]),
+                pending_match=_pending_match(e),
             )
             for e in data.get("entries", [])
         ]
-        return QuarantineRecord(job_id=data["job"], created_at=data["created_at"], entries=entries)
+        released = data.get("released")
+        return QuarantineRecord(
+            job_id=data["job"],
+            created_at=data["created_at"],
+            entries=entries,
+            released_at=released.get("at") if isinstance(released, dict) else None,
+            released_by=released.get("by") if isinstance(released, dict) else None,
+        )
+
+    def mark_released(self, job_id: str, *, by: str) -> QuarantineRecord:
+        """Record in reason.json that ``by`` released the hold now (the files stay)."""
+        record = self.read(job_id)
+        record.released_at = datetime.now(UTC).isoformat(timespec="seconds")
+        record.released_by = by
+        write_json_atomic(self.folder(job_id) / REASON_FILE, record.to_json())
+        return record
 
     def list(self) -> list[QuarantineRecord]:
         """Every quarantine record, oldest job first."""
@@ -160,3 +213,16 @@ class Quarantine:
         if entry not in record.entries:
             record.entries.append(entry)
         write_json_atomic(path, record.to_json())
+
+
+def _pending_match(entry: dict[str, Any]) -> int | None:
+    """The entry's pending match: the field, or (reason.json written before the field existed)
+    the number the ``match.ambiguous`` message named."""
+    value = entry.get("pending_match")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if entry.get("code") == "match.ambiguous":
+        found = _LEGACY_PENDING_RE.search(str(entry.get("message", "")))
+        if found:
+            return int(found.group(1))
+    return None

@@ -3,6 +3,7 @@ functions) and fails on any arrow that points up.
 
 commands/cli/web -> daemon -> runner/holds -> pipeline -> stages
   -> (deid, verify, pixels, dicomio, archives, delivery, store) -> base (config, errors, ...)
+(network/, the C-STORE listener, sits beside stages: the daemon starts it, it uses dicomio.)
 
 Modules in one tier may import each other, with closer rules for the independent verification:
 verify/ imports only dicomio/, pixels/, config and errors (never the engine in deid/ it checks,
@@ -48,6 +49,7 @@ TIERS: dict[str, int] = {
     "stages": 2,
     "job_progress": 2,
     "preflight": 2,
+    "network": 2,
     "pipeline": 3,
     "runner": 4,
     "holds": 4,

@@ -16,7 +16,6 @@ import pytest
 from conftest import write_config
 
 from dicomdrop import cli
-from dicomdrop.commands.reid import LOOKUP_NOBODY
 
 HEAVY_FOR_LOOKUP = ("pydicom", "numpy", "dicomdrop.pipeline", "dicomdrop.deid.engine", "py7zr")
 
@@ -59,6 +58,8 @@ def test_lookup_imports_no_dicom_library_nor_pipeline(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     assert cli.main(["init", "--config", str(config)]) == 0
     status, modules = imported_by(["lookup", "Doe^John", "--config", str(config)], tmp_path)
+    from dicomdrop.commands.reid import LOOKUP_NOBODY
+
     assert status == LOOKUP_NOBODY  # nobody is registered: the command ran to its answer
     assert _loaded(modules, "sqlalchemy")
     for heavy in HEAVY_FOR_LOOKUP:

@@ -151,14 +151,26 @@ def test_folder_zip_and_7z_are_delivered_deidentified_and_sigterm_exits_zero(tmp
         assert [p.name for p in held] == ["burned.dcm"]
         assert not any((inst.settings.paths.outbox / ".incoming").iterdir())
 
-        # The pipeline's stage timings, files and quarantines reach the daemon's /metrics.
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
-            metrics = reply.read().decode()
-        assert 'dicomdrop_stage_duration_seconds_count{stage="deid"} 3' in metrics
-        assert 'dicomdrop_files_total{outcome="delivered"} 9' in metrics
-        assert 'dicomdrop_files_total{outcome="quarantined"} 1' in metrics
-        assert 'dicomdrop_quarantines_total{code="screen.burned_in"} 1' in metrics
-        assert 'dicomdrop_jobs_finished_total{state="delivered"} 2' in metrics
+        # The pipeline's stage timings, files and quarantines reach the daemon's /metrics. They
+        # travel back with each finished job's result, which the daemon's loop reads shortly
+        # after the job's final state is in the store: poll until the last job is counted.
+        expected = [
+            'dicomdrop_stage_duration_seconds_count{stage="deid"} 3',
+            'dicomdrop_files_total{outcome="delivered"} 9',
+            'dicomdrop_files_total{outcome="quarantined"} 1',
+            'dicomdrop_quarantines_total{code="screen.burned_in"} 1',
+            'dicomdrop_jobs_finished_total{state="delivered"} 2',
+        ]
+
+        def metrics_missing() -> list[str]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+                text = reply.read().decode()
+            return [line for line in expected if line not in text]
+
+        deadline = time.monotonic() + 30
+        while (missing := metrics_missing()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert missing == []
 
         assert daemon.terminate() == 0
     finally:

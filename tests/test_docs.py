@@ -65,7 +65,10 @@ def test_every_quarantine_code_is_explained() -> None:
     in docs/archives.md, which it points to)."""
     source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "dicomdrop").rglob("*.py"))
     codes = set(
-        re.findall(r'"((?:screen|match|link|verify|sort|dicom|drop|deid)\.[a-z_]+)"', source)
+        re.findall(
+            r'"((?:screen|match|link|verify|sort|dicom|drop|deid|network|delivery)\.[a-z_]+)"',
+            source,
+        )
     )
     codes -= {"drop.partial", "deid.unreadable", "deid.input_missing", "deid.output_inside_input"}
     codes.add("internal")

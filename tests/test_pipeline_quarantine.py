@@ -148,15 +148,28 @@ def test_quarantine_commands_list_show_release(
     with pytest.raises(SystemExit) as refused:  # a release without a reason is refused
         main(["quarantine", "release", entry.name, "--config", str(config)])
     assert refused.value.code == 2
+    c = ["--config", str(config)]
+    delete = ["quarantine", "delete", entry.name, "--by", "ops"]
+    assert main([*delete, *c]) == 1  # nothing is deleted before a release
+    assert "release it first" in capsys.readouterr().err
     release = ["quarantine", "release", entry.name, "--reason", "junk upload", "--by", "ops"]
-    assert main([*release, "--config", str(config)]) == 0
+    assert main([*release, *c]) == 0
+    assert (entry / "reason.json").is_file()  # released, not yet deleted
+    assert main(["quarantine", "list", *c]) == 0
+    assert "released by ops" in capsys.readouterr().out
+    assert main(["quarantine", "retry", entry.name, *c]) == 1
+    assert "not retried" in capsys.readouterr().err
+    assert main([*delete, *c]) == 0
     assert not entry.exists()
     store = Store.open(settings.store_url)
     try:
         events = list_events(store)
     finally:
         store.close()
-    assert any(e.action == "quarantine.release" and e.actor == "ops" for e in events)
+    assert [(e.action, e.actor) for e in events[:2]] == [
+        ("quarantine.delete", "ops"),
+        ("quarantine.release", "ops"),
+    ]
 
 
 def pydicom_test_files() -> list[Path]:

@@ -1,8 +1,10 @@
 """The console in a real browser: ``dicomdrop web`` runs as its own process and Debian's Chromium,
 driven by Playwright, works through a pending match left by a real ``dicomdrop process`` run.
 
-Screenshots of the main pages are kept as test artefacts in ``$DICOMDROP_SCREENSHOTS`` (default:
-a ``screenshots`` folder under the test's temporary folder); the test prints where.
+Every page the test opens is checked for accessibility (labels, names, keyboard reach; see
+tests/accessibility.py). Screenshots of the main pages are kept as test artefacts in
+``$DICOMDROP_SCREENSHOTS`` (default: a ``screenshots`` folder under the test's temporary
+folder); the test prints where.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from accessibility import accessibility_problems
 from conftest import write_config
 from crash.harness import DaemonProcess, make_installation
 from web_support import IDENTITY_TEXT, PASSWORD, ROLE_USERS, Site, add_user, make_site
@@ -98,14 +101,18 @@ def test_steward_links_a_pending_match_and_operator_sees_no_names(
     from playwright.sync_api import expect, sync_playwright
 
     site, url = console
+    problems: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             # The operator: holds queue and dashboard, never a name.
             operator = browser.new_page(viewport={"width": 1280, "height": 800})
+            operator.goto(url + "login")
+            problems += accessibility_problems(operator)
             _login(operator, url, ROLE_USERS["operator"])
             operator.goto(url + "holds")
             expect(operator.get_by_role("heading", name="Holds queue")).to_be_visible()
+            problems += accessibility_problems(operator)
             expect(operator.locator("table.holds code", has_text="match.ambiguous")).to_be_visible()
             operator.screenshot(path=str(screenshots / "holds-operator.png"), full_page=True)
             operator.get_by_role("link", name=site.held_job).first.click()
@@ -124,14 +131,17 @@ def test_steward_links_a_pending_match_and_operator_sees_no_names(
             _login(steward, url, ROLE_USERS["steward"])
             steward.wait_for_selector("#live")
             steward.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)
+            problems += accessibility_problems(steward)
             steward.get_by_role("link", name="Holds", exact=True).click()
             steward.get_by_role("link", name=site.held_job).first.click()
             expect(steward.get_by_role("button", name="Release")).to_be_visible()
             steward.screenshot(path=str(screenshots / "hold-steward.png"), full_page=True)
+            problems += accessibility_problems(steward)
             steward.get_by_role("link", name="Pending match #1").click()
             expect(steward.get_by_text("Stevenson^Mark")).to_be_visible()
             expect(steward.get_by_text("Stephenson^Mark")).to_be_visible()
             steward.screenshot(path=str(screenshots / "pending.png"), full_page=True)
+            problems += accessibility_problems(steward)
             steward.get_by_role("button", name=f"Link to {site.pseudonym}").click()
             expect(steward.get_by_role("status")).to_contain_text("is being retried as job")
             deadline = time.monotonic() + 120
@@ -141,6 +151,7 @@ def test_steward_links_a_pending_match_and_operator_sees_no_names(
                 time.sleep(0.5)
                 steward.reload()
             steward.screenshot(path=str(screenshots / "job-delivered.png"), full_page=True)
+            problems += accessibility_problems(steward)
             archives = sorted(site.settings.paths.outbox.glob("*.zip"))
             assert len(archives) == 2
             assert all(a.name.startswith(site.pseudonym + "_") for a in archives)
@@ -152,19 +163,45 @@ def test_steward_links_a_pending_match_and_operator_sees_no_names(
             steward.get_by_label("Value").fill(site.pseudonym)
             steward.get_by_label("Reason", exact=True).fill("recall of study 12")
             steward.screenshot(path=str(screenshots / "reidentify.png"), full_page=True)
+            problems += accessibility_problems(steward)
             steward.get_by_role("button", name="Re-identify").click()
             expect(steward.get_by_text("Stevenson^Mark")).to_be_visible()
             assert site.pseudonym not in steward.url and "Stevenson" not in steward.url
+            problems += accessibility_problems(steward)
+
+            # A junk drop is held; the steward releases it (the files stay), then deletes them.
+            junk = site.config.parent.parent / "junk"
+            junk.mkdir()
+            (junk / "mystery.bin").write_bytes(b"\x00\x01 not dicom")
+            assert main(["process", "--no-progress", "--config", str(site.config), str(junk)]) == 3
+            (held,) = site.settings.paths.quarantine.iterdir()
+            steward.get_by_role("link", name="Holds", exact=True).click()
+            steward.get_by_role("link", name=held.name).first.click()
+            steward.get_by_label("Reason", exact=True).fill("test upload, not a study")
+            steward.get_by_role("button", name="Release").click()
+            expect(steward.get_by_role("status")).to_contain_text("will not be delivered")
+            expect(steward.get_by_role("button", name="Retry")).to_have_count(0)
+            assert (held / "reason.json").is_file()
+            steward.screenshot(path=str(screenshots / "hold-released.png"), full_page=True)
+            problems += accessibility_problems(steward)
+            steward.get_by_role("button", name="Delete the held files").click()
+            expect(steward.get_by_text("Nothing is held.")).to_be_visible()
+            assert not held.exists()
 
             steward.get_by_role("link", name="Audit").click()
             expect(steward.get_by_role("cell", name="resolve", exact=True)).to_be_visible()
             expect(steward.get_by_role("cell", name="reidentify", exact=True)).to_be_visible()
+            for action in ("quarantine.release", "quarantine.delete", "console.login"):
+                expect(steward.get_by_role("cell", name=action, exact=True).first).to_be_visible()
             steward.screenshot(path=str(screenshots / "audit.png"), full_page=True)
+            problems += accessibility_problems(steward)
         finally:
             browser.close()
+    assert problems == []
     assert sorted(p.name for p in screenshots.iterdir()) == [
         "audit.png",
         "dashboard.png",
+        "hold-released.png",
         "hold-steward.png",
         "holds-operator.png",
         "job-delivered.png",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ GET_ROUTES = {
 POST_ROUTES = {
     "/holds/{job}/retry": {"operator", "steward"},
     "/holds/{job}/release": {"steward"},
+    "/holds/{job}/delete": {"steward"},
     "/pending/1/resolve": {"steward"},
     "/reidentify": {"steward"},
     "/cohort": {"steward"},
@@ -176,7 +178,7 @@ def test_a_form_without_the_csrf_token_is_refused(
     shared_site: Site, shared_client: TestClient, route: str
 ) -> None:
     login(shared_client, ROLE_USERS["steward"])
-    data = {"reason": "x", "confirm": "yes", "how": "new", "kind": "pseudonym", "value": "x"}
+    data = {"reason": "x", "how": "new", "kind": "pseudonym", "value": "x"}
     path = route.format(job=shared_site.held_job)
     assert shared_client.post(path, data=data).status_code == 403
     assert shared_client.post(path, data={**data, "csrf": "forged"}).status_code == 403
@@ -230,6 +232,57 @@ def test_logout_ends_the_session_even_for_a_copied_cookie(shared_client: TestCli
     shared_client.cookies.clear()
     shared_client.cookies.set("dicomdrop_console", copied)
     assert shared_client.get("/pending").status_code == 303
+
+
+def test_a_logout_holds_after_the_console_restarts(site: Site) -> None:
+    """Sessions ended by a logout stay ended in a new console process (the generation is kept in
+    the store), while a restart alone ends no session."""
+    name = ROLE_USERS["steward"]
+    for first in client_for(site):
+        login(first, name)
+        kept = first.cookies["dicomdrop_console"]
+    for restarted in client_for(site):
+        restarted.cookies.set("dicomdrop_console", kept)
+        assert restarted.get("/pending").status_code == 200  # a restart alone ends nothing
+        token = session_csrf(restarted, "/pending")
+        assert restarted.post("/logout", data={"csrf": token}).status_code == 303
+    for again in client_for(site):
+        again.cookies.set("dicomdrop_console", kept)
+        assert again.get("/pending").status_code == 303
+        login(again, name)  # a new login begins a session of the new generation
+        assert again.get("/pending").status_code == 200
+
+
+def test_logins_logouts_and_failed_logins_are_audited(site: Site, client: TestClient) -> None:
+    name = ROLE_USERS["steward"]
+    token = csrf_of(client.get("/login").text)
+    wrong = {"name": name, "password": "Wrong-Secret-1234", "csrf": token}
+    assert client.post("/login", data=wrong).status_code == 401
+    typo = {"name": "Typed-Password-99", "password": "Other-Secret-5678", "csrf": token}
+    assert client.post("/login", data=typo).status_code == 401
+    login(client, name)
+    assert (
+        client.post("/logout", data={"csrf": session_csrf(client, "/pending")}).status_code == 303
+    )
+
+    store = Store.open(site.settings.store_url)
+    try:
+        events = list_events(store, text="testclient")  # the client address is searchable
+    finally:
+        store.close()
+    rows = [(e.action, e.actor, e.subject, e.reason) for e in reversed(events)]
+    assert rows == [
+        ("console.login_failed", name, name, "failed login from testclient"),
+        ("console.login_failed", "(unknown user name)", None, "failed login from testclient"),
+        ("console.login", name, name, "login from testclient"),
+        ("console.logout", name, name, "logout from testclient"),
+    ]
+    for secret in ("Wrong-Secret-1234", "Other-Secret-5678", PASSWORD, "Typed-Password-99"):
+        assert all(secret not in repr(e) for e in events), secret
+    login(client, ROLE_USERS["auditor"])
+    page = client.get("/audit", params={"action": "console.login_failed"}).text
+    assert page.count("failed login from testclient") == 2
+    assert '<option value="console.login_failed" selected>' in page  # the actions held
 
 
 def test_login_is_rate_limited(shared_client: TestClient) -> None:
@@ -348,25 +401,51 @@ def test_operator_retries_a_hold(site: Site, client: TestClient) -> None:
     assert not (site.settings.paths.quarantine / site.held_job).exists()
 
 
-def test_steward_releases_a_hold_with_a_reason(site: Site, client: TestClient) -> None:
+def test_steward_releases_a_hold_then_deletes_its_files(site: Site, client: TestClient) -> None:
+    """A release (reason required) marks the hold and keeps the files; only a released hold's
+    files can be deleted, and both steps are audited."""
     login(client, ROLE_USERS["steward"])
     path = f"/holds/{site.held_job}"
+    held = site.settings.paths.quarantine / site.held_job
     token = csrf_of(client.get(path).text)
-    unconfirmed = client.post(f"{path}/release", data={"csrf": token, "reason": "not needed"})
-    assert unconfirmed.status_code == 400
-    no_reason = client.post(f"{path}/release", data={"csrf": token, "confirm": "yes"})
+    early = client.post(f"{path}/delete", data={"csrf": token})
+    assert early.status_code == 400 and "release it first" in early.text
+    no_reason = client.post(f"{path}/release", data={"csrf": token, "reason": " "})
     assert no_reason.status_code == 400
-    assert (site.settings.paths.quarantine / site.held_job).is_dir()
-    data = {"csrf": token, "reason": "duplicate delivery", "confirm": "yes"}
+    data = {"csrf": token, "reason": "duplicate delivery"}
     assert client.post(f"{path}/release", data=data).status_code == 303
-    assert not (site.settings.paths.quarantine / site.held_job).exists()
+    assert (held / "files").is_dir()
+    page = client.get(path).text
+    assert "Released" in page and f"{path}/delete" in page and f"{path}/retry" not in page
+    again = client.post(f"{path}/release", data=data)
+    assert again.status_code == 400 and "released already" in again.text
+    retried = client.post(f"{path}/retry", data={"csrf": token})
+    assert retried.status_code == 400 and "not retried" in retried.text
+    assert "<strong>released</strong>" in client.get("/holds").text
+
+    login(client, ROLE_USERS["operator"])  # an operator sees the mark but cannot delete
+    assert f"{path}/delete" not in client.get(path).text
+    token = csrf_of(client.get(path).text)
+    assert client.post(f"{path}/delete", data={"csrf": token}).status_code == 403
+    assert held.is_dir()
+
+    login(client, ROLE_USERS["steward"])
+    token = csrf_of(client.get(path).text)
+    deleted = client.post(f"{path}/delete", data={"csrf": token, "reason": "ticket 4711"})
+    assert deleted.status_code == 303
+    assert not held.exists()
     assert client.get(path).status_code == 404
     store = Store.open(site.settings.store_url)
     try:
-        (event,) = list_events(store, action="quarantine.release")
+        (released,) = list_events(store, action="quarantine.release")
+        (removed,) = list_events(store, action="quarantine.delete")
+        job = JobStore(store).get(site.held_job)
     finally:
         store.close()
-    assert event.actor == ROLE_USERS["steward"] and event.reason == "duplicate delivery"
+    assert released.actor == ROLE_USERS["steward"] and released.reason == "duplicate delivery"
+    assert removed.actor == ROLE_USERS["steward"] and removed.reason == "ticket 4711"
+    assert removed.details is not None and removed.details["released_by"] == ROLE_USERS["steward"]
+    assert job is not None and job.state == "released"
 
 
 def test_reidentification_is_posted_shown_once_and_audited(
@@ -508,13 +587,25 @@ def test_a_session_ends_session_minutes_after_the_login(
 
     from itsdangerous import TimestampSigner
 
+    from dicomdrop.store.users import active_user
     from dicomdrop.web.auth import session_secret
 
     signer = TimestampSigner(session_secret(shared_site.key))
     lifetime = shared_site.settings.web.session_minutes * 60
+    store = Store.open(shared_site.settings.store_url)
+    try:
+        user = active_user(store, ROLE_USERS["steward"])
+    finally:
+        store.close()
+    assert user is not None
 
     def cookie(since: float) -> str:
-        data = {"user": ROLE_USERS["steward"], "sid": "s1", "since": int(since), "csrf": "t"}
+        data = {
+            "user": user.name,
+            "gen": user.session_generation,
+            "since": int(since),
+            "csrf": "t",
+        }
         return signer.sign(base64.b64encode(json.dumps(data).encode())).decode()
 
     shared_client.cookies.clear()
@@ -554,3 +645,27 @@ def test_cohort_on_the_command_line_gives_the_console_rows(
     cli_rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert cli_rows == console_rows
     assert cli_rows[1][1] == shared_site.pseudonym and cli_rows[-1] == ["UNKNOWN-2", "", "", ""]
+
+
+def test_a_pending_match_names_its_held_files_in_a_field_of_reason_json(site: Site) -> None:
+    """The pending page finds the held study by ``pending_match``, not by the message's words;
+    a reason.json written before that field (the number only in the message) still works."""
+    from dicomdrop.web.evidence import held_study
+
+    reason = site.settings.paths.quarantine / site.held_job / "reason.json"
+    data = json.loads(reason.read_text(encoding="utf-8"))
+    (entry,) = data["entries"]
+    assert entry["code"] == "match.ambiguous" and entry["pending_match"] == 1
+    assert held_study(site.settings, site.held_job, 1) is not None
+    assert held_study(site.settings, site.held_job, 2) is None
+
+    entry["message"] = "the registry could not decide"  # the field alone decides
+    reason.write_text(json.dumps(data), encoding="utf-8")
+    study = held_study(site.settings, site.held_job, 1)
+    assert study is not None and study.instances == 2
+
+    del entry["pending_match"]  # an older reason.json: the number only in the message
+    entry["message"] = "patient matches several registry entries closely (pending match 1); ..."
+    reason.write_text(json.dumps(data), encoding="utf-8")
+    assert held_study(site.settings, site.held_job, 1) is not None
+    assert held_study(site.settings, site.held_job, 11) is None

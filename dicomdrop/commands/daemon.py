@@ -84,6 +84,8 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     from dicomdrop.daemon.metrics import MetricsObserver
     from dicomdrop.daemon.recovery import fail_vanished_jobs
     from dicomdrop.daemon.service import Daemon, worker_count
+    from dicomdrop.delivery.worker import DeliveryWorker
+    from dicomdrop.network.service import NetworkInbox
     from dicomdrop.private import secure_private_paths
     from dicomdrop.runner import run_job
     from dicomdrop.store.db import Store
@@ -108,6 +110,11 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
             fail_vanished_jobs(settings, jobs)
             return [job.id for job in jobs.unfinished()]
 
+        network = NetworkInbox(settings) if settings.network.enabled else None
+        if network is not None:
+            network.intake.count = lambda outcome: daemon.metrics.inc(
+                "dicomdrop_network_instances_total", outcome=outcome
+            )
         daemon = Daemon(
             settings,
             registry=jobs,
@@ -119,12 +126,28 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
             housekeeping=functools.partial(_purge_originals, settings),
             heartbeat=functools.partial(beats.beat, beat_id),
             heartbeat_seconds=HEARTBEAT_SECONDS,
+            network=network,
         )
         daemon.install_signal_handlers()
         console = _start_console(settings, ctx.key, store)
+        worker = (
+            DeliveryWorker(
+                settings,
+                store,
+                count=lambda target, outcome, n: daemon.metrics.inc(
+                    "dicomdrop_deliveries_total", float(n), target=target, outcome=outcome
+                ),
+            )
+            if settings.delivery.network_targets
+            else None
+        )
+        if worker is not None:
+            worker.start()
         try:
             return daemon.run()
         finally:
+            if worker is not None:
+                worker.stop()
             if console is not None:
                 console.stop()
     finally:
@@ -149,6 +172,7 @@ def _start_console(settings: Settings, key: bytes, store: Any) -> Any:
 def status_report(settings: Settings, *, errors: int = 5) -> dict[str, Any]:
     """The state of the inbox, the jobs and the disks, as the ``dicomdrop.status`` document's
     fields (``dicomdrop status`` prints it as text or JSON)."""
+    from dicomdrop.delivery.ledger import DeliveryLedger
     from dicomdrop.store.db import Store
     from dicomdrop.store.heartbeats import Heartbeats
     from dicomdrop.store.jobs import JobStore
@@ -210,6 +234,11 @@ def status_report(settings: Settings, *, errors: int = 5) -> dict[str, Any]:
             }
             for job in jobs.list(states=("quarantined", "failed"), limit=max(0, errors))
         ]
+        if settings.delivery.network_targets:
+            pending = DeliveryLedger(store).pending_by_target()
+            report["deliveries_pending"] = {
+                t.name: pending.get(t.name, 0) for t in settings.delivery.network_targets
+            }
     finally:
         store.close()
     minimum = settings.daemon.min_free_bytes
@@ -265,6 +294,9 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
             f"paused: {paused['jobs']} job(s) wait for a resource ({', '.join(paused['codes'])}); "
             "the daemon resumes them by itself once it is back"
         )
+    if "deliveries_pending" in report:
+        shown = ", ".join(f"{t} {n}" for t, n in report["deliveries_pending"].items())
+        print(f"deliveries pending: {shown}")
     if report["recent_errors"]:
         print("recent errors:")
         for e in report["recent_errors"]:
@@ -283,6 +315,7 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
     """Print one line per job."""
+    from dicomdrop.delivery.ledger import DeliveryLedger
     from dicomdrop.store.db import Store
     from dicomdrop.store.jobs import JobStore, drop_label
 
@@ -293,6 +326,7 @@ def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
         records = JobStore(store).list(
             states=args.state, limit=max(0, args.limit), drop_name=args.drop
         )
+        pending = DeliveryLedger(store).pending_of_jobs([job.id for job in records])
     finally:
         store.close()
     if args.json:
@@ -311,6 +345,7 @@ def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
                         "drop": drop_label(key, job.drop_name),
                         "files_done": job.files_done,
                         "files_total": job.files_total,
+                        "deliveries_pending": pending.get(job.id, {}),
                     }
                     for job in records
                 ]
@@ -329,9 +364,16 @@ def run_jobs(args: argparse.Namespace, ctx: Context) -> int:
             if job.state in ("claimed", "running")
             else "-"
         )
+        waiting = pending.get(job.id)
+        # Network deliveries still to send, per target, e.g. "(pending: pacs 12, web 12)".
+        note = (
+            "  (pending: " + ", ".join(f"{t} {n}" for t, n in sorted(waiting.items())) + ")"
+            if waiting
+            else ""
+        )
         print(
             f"{job.id:<23}  {job.state:<11}  {job.stage or '-':<10}  {files:<11}  "
-            f"{job.error_code or '-':<22}  {when:<20}  {drop_label(key, job.drop_name)}"
+            f"{job.error_code or '-':<22}  {when:<20}  {drop_label(key, job.drop_name)}{note}"
         )
     return 0
 

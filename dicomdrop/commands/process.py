@@ -1,4 +1,4 @@
-"""``dicomdrop process`` and ``dicomdrop quarantine list|show|retry|release``."""
+"""``dicomdrop process`` and ``dicomdrop quarantine list|show|retry|release|delete``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +111,24 @@ def register(sub: Any) -> None:
     qr.add_argument("job")
     add_json_option(qr)
     qr.set_defaults(func=run_quarantine_retry)
-    qd = qsub.add_parser("release", help="delete a reviewed quarantine entry (audited)")
+    qd = qsub.add_parser(
+        "release",
+        help="mark a reviewed hold released: its files will not be delivered (audited); "
+        "they stay until 'quarantine delete'",
+    )
     add_config_option(qd)
     qd.add_argument("job")
-    qd.add_argument("--reason", required=True, help="why the entry may be deleted")
+    qd.add_argument("--reason", required=True, help="why the held files will not be delivered")
     qd.add_argument("--by", default=None, help="who releases it (default: the OS user)")
     qd.set_defaults(func=run_quarantine_release)
+    qx = qsub.add_parser(
+        "delete", help="delete the files of a released hold (audited; only after 'release')"
+    )
+    add_config_option(qx)
+    qx.add_argument("job")
+    qx.add_argument("--reason", default="", help="why now (default: deleted after the release)")
+    qx.add_argument("--by", default=None, help="who deletes them (default: the OS user)")
+    qx.set_defaults(func=run_quarantine_delete)
 
 
 def _workers(args: argparse.Namespace, ctx: Context) -> int:
@@ -377,6 +389,7 @@ def run_quarantine_list(args: argparse.Namespace, ctx: Context) -> int:
                 "created_at": r.created_at,
                 "codes": r.codes,
                 "files": sum(len(e.files) for e in r.entries),
+                "released": r.released,
             }
             for r in records
         ]
@@ -384,7 +397,9 @@ def run_quarantine_list(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     for record in records:
         files = sum(len(e.files) for e in record.entries)
-        print(f"{record.job_id}\t{record.created_at}\t{','.join(record.codes)}\t{files} file(s)")
+        released = f"\treleased by {record.released_by}" if record.released else ""
+        line = f"{record.job_id}\t{record.created_at}\t{','.join(record.codes)}\t{files} file(s)"
+        print(line + released)
     return 0
 
 
@@ -415,8 +430,25 @@ def run_quarantine_retry(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_quarantine_release(args: argparse.Namespace, ctx: Context) -> int:
-    """Delete a quarantine entry after review, recording who and why in the audit log."""
+    """Mark a hold released after review, recording who and why in the audit log."""
     from dicomdrop.holds import release
+
+    _held_action(args, ctx, release)
+    print(f"released {args.job}; delete its files with 'dicomdrop quarantine delete {args.job}'")
+    return 0
+
+
+def run_quarantine_delete(args: argparse.Namespace, ctx: Context) -> int:
+    """Delete a released hold's files, recording who and why in the audit log."""
+    from dicomdrop.holds import delete_released
+
+    _held_action(args, ctx, delete_released)
+    print(f"deleted the held files of {args.job}")
+    return 0
+
+
+def _held_action(args: argparse.Namespace, ctx: Context, action: Callable[..., None]) -> None:
+    """Run ``release`` or ``delete_released`` on ``args.job`` with an audit key."""
     from dicomdrop.store.audit import audit_key_from
 
     settings = ctx.settings
@@ -424,11 +456,9 @@ def run_quarantine_release(args: argparse.Namespace, ctx: Context) -> int:
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     store.audit_key = audit_key_from(ctx.key)
     try:
-        release(settings, store, args.job, actor=args.by or _os_user(), reason=args.reason)
+        action(settings, store, args.job, actor=args.by or _os_user(), reason=args.reason)
     finally:
         store.close()
-    print(f"released {args.job}")
-    return 0
 
 
 def _os_user() -> str:

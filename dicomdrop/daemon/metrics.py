@@ -42,6 +42,14 @@ KNOWN_METRICS: Mapping[str, tuple[str, str]] = {
     "dicomdrop_worker_crashes_total": ("counter", "Worker processes that died during a job."),
     "dicomdrop_stage_duration_seconds": ("histogram", "Duration of pipeline stages."),
     "dicomdrop_job_duration_seconds": ("histogram", "Duration of whole jobs in a worker."),
+    "dicomdrop_deliveries_total": (
+        "counter",
+        "Instances sent to network targets, by target and outcome (sent, refused, retry).",
+    ),
+    "dicomdrop_network_instances_total": (
+        "counter",
+        "Instances received by the C-STORE listener, by outcome (stored, refused).",
+    ),
 }
 
 

@@ -28,6 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from dicomdrop.config import LoggingSettings, Settings
 from dicomdrop.daemon import metrics as metric_events
@@ -46,6 +47,9 @@ from dicomdrop.daemon.watch import InboxWatcher, Wakeup
 from dicomdrop.errors import ClaimError, ConfigError, ResourceError
 from dicomdrop.logs import setup_logging
 from dicomdrop.resources import as_resource_error
+
+if TYPE_CHECKING:
+    from dicomdrop.network.service import NetworkInbox
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +109,10 @@ class Daemon:
         housekeeping: Callable[[], None] | None = None,
         heartbeat: Callable[[], None] | None = None,
         heartbeat_seconds: float = 15.0,
+        network: NetworkInbox | None = None,
     ) -> None:
         self.settings = settings
+        self._network = network
         self._housekeeping = housekeeping
         self._heartbeat = heartbeat
         self._heartbeat_seconds = heartbeat_seconds
@@ -230,6 +236,8 @@ class Daemon:
         try:
             watcher.start()
             self.observer_kind = watcher.kind
+            if self._network is not None:
+                self._network.start(wake=lambda: self._events.put(None))
             for name in watcher.rescan():
                 self._tracker.touch(name)
             if settings.daemon.http_port:
@@ -266,6 +274,8 @@ class Daemon:
             log.exception("daemon stopping after an unexpected error")
             status = 1
         finally:
+            if self._network is not None:
+                self._network.stop()
             watcher.stop()
             self._finish_running()
             if server is not None:
@@ -275,6 +285,8 @@ class Daemon:
 
     def _recover(self) -> None:
         recover_interrupted_copies(self.settings)
+        if self._network is not None:
+            self._network.recover()
         adopt_orphans(self.settings, self._registry, self._register)
         remove_finished_work(self.settings, self._registry)
         resumed = [j for j in dict.fromkeys(self._resume()) if is_own_job(self.settings, j)]
@@ -306,6 +318,8 @@ class Daemon:
             f"{self._workers} workers, {self._tracker.pending} drops waiting, "
             f"{len(self._backlog)} jobs to resume)"
         )
+        if self._network is not None:
+            line += f"; {self._network.describe()}"
         if self._on_ready is not None:
             # The caller writes the line (``dicomdrop watch``: plain, on stderr); a log record
             # as well would show it twice on a terminal and in the journal.
@@ -347,6 +361,8 @@ class Daemon:
             self._submit(self._backlog.popleft())
         if len(self._running) >= self._workers or not self._disk_ok():
             return
+        if self._network is not None and not probe_claim and not self._claim_network_drops(now):
+            return
         ready = self._tracker.ready()
         if probe_claim and not ready:
             if not self._tracker.pending:
@@ -384,6 +400,41 @@ class Daemon:
             if probe_claim:
                 self._end_pause()
                 probe_claim = False
+
+    def _claim_network_drops(self, now: float) -> bool:
+        """Claim the network inbox's closed drops (they waited ``idle_seconds`` already) while
+        workers are free; False when claiming must stop for now (workers full, stopping, or a
+        resource problem, which pauses claiming as for inbox drops)."""
+        assert self._network is not None
+        for drop in self._network.ready_drops():
+            if len(self._running) >= self._workers or self._stop.is_set():
+                return False
+            key = str(drop)
+            failures, not_before = self._claim_failures.get(key, (0, 0.0))
+            if now < not_before:
+                continue
+            size = sum(f.stat().st_size for f in drop.iterdir() if f.is_file())
+            try:
+                job = claim_drop(drop, self.settings, self._register)
+            except Exception as exc:
+                resource = as_resource_error(exc)
+                if resource is not None:
+                    self._pause(None, resource)
+                    return False
+                if not isinstance(exc, ClaimError):
+                    raise
+                delay = min(CLAIM_RETRY_MAX_SECONDS, 2.0 ** (failures + 1))
+                self._claim_failures[key] = (failures + 1, now + delay)
+                log.error("claim failed [%s]: %s; next try in %.0f s", exc.code, exc.message, delay)
+                self.metrics.inc("dicomdrop_claim_errors_total", code=exc.code)
+                continue
+            self._claim_failures.pop(key, None)
+            if job is None:
+                continue
+            self.metrics.inc("dicomdrop_drops_claimed_total")
+            self.metrics.inc("dicomdrop_bytes_total", float(size))
+            self._submit(job.job_id)
+        return True
 
     def _disk_ok(self) -> bool:
         minimum = self.settings.daemon.min_free_bytes

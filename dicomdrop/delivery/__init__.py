@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dicomdrop.archives.spool import SpooledEntry
 from dicomdrop.config import Settings
+
+if TYPE_CHECKING:
+    from dicomdrop.store.db import Store
 
 
 class Payload(Protocol):
@@ -56,8 +59,19 @@ class Deliverer(Protocol):
         return the delivered name."""
 
 
-def deliverer_for(settings: Settings) -> Deliverer:
-    """The deliverer the settings choose."""
+def deliverer_for(settings: Settings, store: Store | None = None) -> Deliverer:
+    """The deliverer the settings choose: the outbox alone without ``[[delivery.targets]]``;
+    else every target, network ones through the delivery ledger in ``store``."""
     from dicomdrop.delivery.outbox import OutboxDeliverer
 
-    return OutboxDeliverer(settings.paths.outbox, settings.archives, settings.delivery)
+    outbox = OutboxDeliverer(settings.paths.outbox, settings.archives, settings.delivery)
+    if not settings.delivery.targets:
+        return outbox
+    from dicomdrop.delivery.network import NetworkDeliverer, TargetsDeliverer
+
+    parts: list[Deliverer] = [outbox] if settings.delivery.to_outbox else []
+    if settings.delivery.network_targets:
+        if store is None:
+            raise ValueError("network delivery targets need the store for their ledger")
+        parts.append(NetworkDeliverer(settings, store))
+    return parts[0] if len(parts) == 1 else TargetsDeliverer(parts)

@@ -82,6 +82,7 @@ def match_group(
             f"{match.pending_id}' then 'dicomdrop quarantine retry {job_id}'",
             stage="match",
             files=named,
+            pending_match=match.pending_id,
         )
     assert match.pseudonym is not None
     pseudonym = match.pseudonym

@@ -161,6 +161,13 @@ def verify_chain(store: Store, secret_key: bytes) -> ChainReport:
     return ChainReport(rows, unchained, None)
 
 
+def audit_actions(store: Store) -> list[str]:
+    """Every action the audit log holds, sorted (for a search form's choices)."""
+    query = select(AuditEvent.action).distinct().order_by(AuditEvent.action)
+    with store.session(readonly=True) as session:
+        return list(session.scalars(query))
+
+
 def list_events(
     store: Store,
     *,

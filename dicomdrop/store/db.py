@@ -30,7 +30,7 @@ _PG_LOCK_KEY = 0x44494344  # "DICD"
 _EXCLUSIVE = "dicomdrop_exclusive"
 # The newest migration shipped (a test checks it against the migrations folder): a database at
 # this revision needs no upgrade, and Alembic is not even imported.
-HEAD_REVISION = "0005_names_v2"
+HEAD_REVISION = "0007_console_sessions"
 
 
 class Store:

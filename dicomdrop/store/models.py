@@ -247,3 +247,35 @@ class ConsoleUser(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Raised by a logout or a disable: session cookies carry the generation they began in, and
+    #: one of an older generation is refused (kept here, so a restart forgets no logout).
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Delivery(Base):
+    """One verified instance on its way to one network target (C-STORE or STOW-RS).
+
+    ``state``: pending (to send), sending (recorded just before the send: after a crash such a
+    row is in doubt and is checked with the receiver where it can be), sent, refused (a
+    permanent failure status; the job is quarantined). UIDs are the pseudonymised ones.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("target", "job_id", "item"),
+        Index("ix_deliveries_target_state", "target", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(40))
+    item: Mapped[str] = mapped_column(String(400))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    study_uid: Mapped[str] = mapped_column(String(64))
+    series_uid: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -43,10 +43,14 @@ class UserRecord:
     role: str
     disabled: bool
     created_at: datetime
+    #: The sessions of this generation are valid; older ones were ended (logout, disable).
+    session_generation: int = 0
 
 
 def _record(user: ConsoleUser) -> UserRecord:
-    return UserRecord(user.name, user.role, user.disabled, user.created_at)
+    return UserRecord(
+        user.name, user.role, user.disabled, user.created_at, user.session_generation or 0
+    )
 
 
 def check_password(password: str) -> None:
@@ -88,7 +92,17 @@ def disable_user(store: Store, name: str, *, actor: str) -> None:
         if user is None:
             raise UserError(f"no console user {name}; list them with 'dicomdrop user list'")
         user.disabled = True
+        user.session_generation = (user.session_generation or 0) + 1
         record_event(session, action="user.disable", actor=actor, reason="disabled", subject=name)
+
+
+def end_sessions(store: Store, name: str) -> None:
+    """End every session of ``name`` begun so far (a logout): their cookies are refused from now
+    on, also after a restart, since the generation is kept in the store."""
+    with store.session() as session:
+        user = session.scalars(select(ConsoleUser).where(ConsoleUser.name == name)).first()
+        if user is not None:
+            user.session_generation = (user.session_generation or 0) + 1
 
 
 def list_users(store: Store) -> list[UserRecord]:
@@ -123,3 +137,38 @@ def authenticate(store: Store, name: str, password: str) -> UserRecord | None:
         if user is None or user.disabled:
             return None
         return _record(user)
+
+
+#: Audit actions of the console's sessions.
+LOGIN, LOGOUT, LOGIN_FAILED = "console.login", "console.logout", "console.login_failed"
+
+
+def audit_session(store: Store, action: str, name: str, client: str) -> None:
+    """Audit a login, a logout or a failed login (``action``) of ``name`` from ``client``.
+
+    The password is never passed here. A failed login names the user only when such a user
+    exists: what was typed into the name field of a failed login may be a password.
+    """
+    words = {LOGIN: "login", LOGOUT: "logout", LOGIN_FAILED: "failed login"}
+    with store.session() as session:
+        known = session.scalars(select(ConsoleUser.id).where(ConsoleUser.name == name)).first()
+        who = name if known is not None else "(unknown user name)"
+        if action == LOGIN_FAILED:
+            record_event(
+                session,
+                action=LOGIN_FAILED,
+                actor=who,
+                reason=f"{words[action]} from {client}",
+                subject=name if known is not None else None,
+                found=False,
+                details={"client": client, "known_user": known is not None},
+            )
+            return
+        record_event(
+            session,
+            action=action,
+            actor=name,
+            reason=f"{words[action]} from {client}",
+            subject=name,
+            details={"client": client},
+        )

@@ -14,7 +14,6 @@ import csv
 import io
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import UTC, datetime
@@ -34,8 +33,8 @@ from starlette.templating import Jinja2Templates
 
 from dicomdrop.config import Settings
 from dicomdrop.errors import DicomdropError, StoreError
-from dicomdrop.holds import Hold, list_holds, release, start_retry
-from dicomdrop.quarantine import Quarantine
+from dicomdrop.holds import Hold, delete_released, list_holds, release, start_retry
+from dicomdrop.quarantine import Quarantine, QuarantineNotFound, QuarantineRecord
 from dicomdrop.store.audit import audit_key_from
 from dicomdrop.store.db import Store
 from dicomdrop.web import text
@@ -108,7 +107,6 @@ class Console:
         env.filters["size"] = text.size
         env.filters["utc"] = text.utc
         env.globals["help_for"] = help_for
-        self._revoked: set[str] = set()
 
     # --- who is asking ---------------------------------------------------------------------
 
@@ -117,32 +115,37 @@ class Console:
         from dicomdrop.store.users import active_user
 
         name: str | None = None
+        generation: int | None = None  # None: the proxy vouches for the user, no cookie
         header = self.settings.web.trusted_user_header
         if header:
             name = request.headers.get(header) or None
         if name is None:
-            stored = request.session.get("user")
-            sid = request.session.get("sid")
-            since = request.session.get("since")
-            lifetime = self.settings.web.session_minutes * 60
-            if (
-                isinstance(stored, str)
-                and isinstance(sid, str)
-                and sid not in self._revoked
-                and isinstance(since, int)
-                and 0 <= time.time() - since <= lifetime
-            ):
-                name = stored
+            name, generation = self._session_user(request)
         if name is None:
             raise NotLoggedIn("log in first")
         record = await run_in_threadpool(active_user, self.store, name)
-        if record is None:
+        if record is None or (generation is not None and generation != record.session_generation):
             request.session.clear()
             raise NotLoggedIn("log in first")
         who = ConsoleIdentity(record.name, record.role)
         if not who.may(roles):
             raise Forbidden(f"the role {who.role} may not open this page")
         return who
+
+    def _session_user(self, request: Request) -> tuple[str | None, int | None]:
+        """The user name and session generation of a signed, unexpired session cookie."""
+        stored = request.session.get("user")
+        generation = request.session.get("gen")
+        since = request.session.get("since")
+        lifetime = self.settings.web.session_minutes * 60
+        if (
+            isinstance(stored, str)
+            and isinstance(generation, int)
+            and isinstance(since, int)
+            and 0 <= time.time() - since <= lifetime
+        ):
+            return stored, generation
+        return None, None
 
     async def form(self, request: Request, roles: Collection[str]) -> tuple[ConsoleIdentity, Any]:
         """The user (role checked) and the posted form (CSRF token checked)."""
@@ -180,8 +183,9 @@ class Console:
         return self.render(request, "login.html", None)
 
     async def login(self, request: Request) -> Response:
-        """POST /login: check the CSRF token, the throttle and the password."""
-        from dicomdrop.store.users import authenticate
+        """POST /login: check the CSRF token, the throttle and the password; audit the login
+        or the failure (with the client address, never the password)."""
+        from dicomdrop.store.users import LOGIN, LOGIN_FAILED, audit_session, authenticate
 
         form = await request.form()
         check_csrf(request, form.get("csrf"))
@@ -200,6 +204,7 @@ class Console:
         record = await run_in_threadpool(authenticate, self.store, name, password)
         if record is None:
             self.throttle.failed(client, name)
+            await run_in_threadpool(audit_session, self.store, LOGIN_FAILED, name, client)
             log.warning("console: failed login")
             return self.render(
                 request, "login.html", None, status_code=401, error="Wrong name or password."
@@ -207,20 +212,30 @@ class Console:
         self.throttle.succeeded(client, name)
         request.session.clear()
         request.session.update(
-            user=record.name, sid=secrets.token_urlsafe(16), since=int(time.time())
+            user=record.name, gen=record.session_generation, since=int(time.time())
         )
         csrf_token(request)
+        await run_in_threadpool(audit_session, self.store, LOGIN, record.name, client)
         log.info("console: %s logged in (%s)", record.name, record.role)
         return RedirectResponse("/", status_code=303)
 
     async def logout(self, request: Request) -> Response:
-        """POST /logout: end the session (its id is refused from now on)."""
+        """POST /logout: end the user's sessions (audited). The generation kept in the store is
+        raised, so the cookie, and any copy of it, is refused from now on, also after a
+        restart."""
+        from dicomdrop.store.users import LOGOUT, active_user, audit_session, end_sessions
+
         form = await request.form()
         check_csrf(request, form.get("csrf"))
-        sid = request.session.get("sid")
-        if isinstance(sid, str):
-            self._revoked.add(sid)
+        name, generation = self._session_user(request)
         request.session.clear()
+        if name is not None:
+            record = await run_in_threadpool(active_user, self.store, name)
+            if record is not None and record.session_generation == generation:
+                await run_in_threadpool(end_sessions, self.store, name)
+                client = request.client.host if request.client else "-"
+                await run_in_threadpool(audit_session, self.store, LOGOUT, name, client)
+                log.info("console: %s logged out", name)
         return RedirectResponse("/login", status_code=303)
 
     async def home(self, request: Request) -> Response:
@@ -310,23 +325,41 @@ class Console:
         return new_job
 
     async def release(self, request: Request) -> Response:
-        """POST /holds/{job}/release: delete a reviewed hold, with a reason (audited)."""
+        """POST /holds/{job}/release: mark a reviewed hold released, with a reason (audited);
+        its files stay until deleted."""
         who, form = await self.form(request, IDENTITIES)
         job_id = _job_id(request.path_params["job"])
-        if form.get("confirm") != "yes":
-            raise DicomdropError(
-                "tick 'delete the held files' to release the hold", code="console.confirm"
-            )
         await run_in_threadpool(
-            release,
-            self.settings,
-            self.store,
-            job_id,
-            actor=who.name,
-            reason=str(form.get("reason", "")),
+            lambda: release(
+                self.settings,
+                self.store,
+                job_id,
+                actor=who.name,
+                reason=str(form.get("reason", "")),
+            )
         )
         log.info("console: %s released job %s", who.name, job_id)
-        request.session["flash"] = f"Job {job_id} released: its held files are deleted."
+        request.session["flash"] = (
+            f"Job {job_id} released: its files will not be delivered. They stay in quarantine "
+            "until you delete them."
+        )
+        return RedirectResponse(f"/holds/{job_id}", status_code=303)
+
+    async def delete(self, request: Request) -> Response:
+        """POST /holds/{job}/delete: delete a released hold's files (audited)."""
+        who, form = await self.form(request, IDENTITIES)
+        job_id = _job_id(request.path_params["job"])
+        await run_in_threadpool(
+            lambda: delete_released(
+                self.settings,
+                self.store,
+                job_id,
+                actor=who.name,
+                reason=str(form.get("reason", "")),
+            )
+        )
+        log.info("console: %s deleted the held files of job %s", who.name, job_id)
+        request.session["flash"] = f"The held files of job {job_id} are deleted."
         return RedirectResponse("/holds", status_code=303)
 
     async def job(self, request: Request) -> Response:
@@ -403,10 +436,10 @@ class Console:
         if job_id is not None:
             job_id = _job_id(job_id)
             still_open = await run_in_threadpool(open_pending_of_job, registry, job_id)
-            held = Quarantine(self.settings.paths.quarantine).folder(job_id) / "reason.json"
+            held = await run_in_threadpool(self._held_record, job_id)
             if still_open:
                 message += f" Job {job_id} waits for {still_open} more pending match(es)."
-            elif held.is_file():
+            elif held is not None and not held.released:
                 new_job = await self._retry(
                     job_id, who, f"pending match #{pending_id} resolved as {pseudonym}"
                 )
@@ -414,6 +447,12 @@ class Console:
                 target = f"/jobs/{new_job}"
         request.session["flash"] = message
         return RedirectResponse(target, status_code=303)
+
+    def _held_record(self, job_id: str) -> QuarantineRecord | None:
+        try:
+            return Quarantine(self.settings.paths.quarantine).read(job_id)
+        except QuarantineNotFound:
+            return None
 
     # --- re-identification -----------------------------------------------------------------
 
@@ -478,14 +517,21 @@ class Console:
         }
 
     async def audit(self, request: Request) -> Response:
-        """GET /audit: search the audit log."""
-        from dicomdrop.store.audit import list_events
+        """GET /audit: search the audit log (by the actions it holds)."""
+        from dicomdrop.store.audit import audit_actions, list_events
 
         who = await self.user(request, AUDIT)
         query = self._audit_query(request)
         events = await run_in_threadpool(lambda: list_events(self.store, limit=500, **query))
+        actions = await run_in_threadpool(audit_actions, self.store)
         return self.render(
-            request, "audit.html", who, events=events, query=query, export=request.url.query
+            request,
+            "audit.html",
+            who,
+            events=events,
+            query=query,
+            export=request.url.query,
+            actions=actions,
         )
 
     async def audit_csv(self, request: Request) -> Response:
@@ -559,6 +605,7 @@ def create_app(
         Route("/holds/{job}", c.hold, methods=["GET"]),
         Route("/holds/{job}/retry", c.retry, methods=["POST"]),
         Route("/holds/{job}/release", c.release, methods=["POST"]),
+        Route("/holds/{job}/delete", c.delete, methods=["POST"]),
         Route("/jobs/{job}", c.job, methods=["GET"]),
         Route("/pending", c.pending_list, methods=["GET"]),
         Route("/pending/{pending_id:int}", c.pending, methods=["GET"]),

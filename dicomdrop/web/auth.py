@@ -1,11 +1,12 @@
 """Who is asking: sessions, roles, CSRF tokens and the login rate limit.
 
 Sessions are Starlette's signed cookies (HttpOnly, SameSite=Strict, Secure under TLS) holding
-only the user name, a random session id, the login time and the CSRF token: a login ends
-``[web] session_minutes`` after it began, however active, and the role is read from the store on
-every request, so a disabled user or a changed role takes effect at once. The signing key is
-derived from dicomdrop's secret key, so no second secret has to be kept, and a new secret key
-ends every session.
+only the user name, the user's session generation, the login time and the CSRF token: a login
+ends ``[web] session_minutes`` after it began, however active, and the role and the generation
+are read from the store on every request, so a disabled user, a changed role or a logout (which
+raises the generation) takes effect at once, also for a copied cookie and across restarts. The
+signing key is derived from dicomdrop's secret key, so no second secret has to be kept, and a
+new secret key ends every session.
 """
 
 from __future__ import annotations

@@ -26,16 +26,15 @@ class HeldStudy:
 def held_study(settings: Settings, job_id: str, pending_id: int) -> HeldStudy | None:
     """The study held back for ``pending_id`` in job ``job_id``, or None if no file is readable.
 
-    The pipeline names the pending match in its quarantine message ("pending match N"), which
-    tells the files of this match from those of another patient of the same drop.
+    Each ``match.ambiguous`` entry of reason.json names its pending match (``pending_match``),
+    which tells the files of this match from those of another patient of the same drop.
     """
     quarantine = Quarantine(settings.paths.quarantine)
     try:
         record = quarantine.read(job_id)
     except QuarantineNotFound:
         return None
-    marker = f"pending match {pending_id})"
-    files = [f for e in record.entries if marker in e.message for f in e.files]
+    files = [f for e in record.entries if e.pending_match == pending_id for f in e.files]
     root = quarantine.folder(job_id) / "files"
     for rel in files:
         try:
