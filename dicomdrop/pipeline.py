@@ -30,7 +30,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -314,11 +314,17 @@ class Pipeline:
         step: Callable[[], _T],
     ) -> _T | None:
         """``step()``, or None after quarantining the files of ``group`` not yet reported when
-        it raised a QuarantineError or failed on the data. Operational failures propagate."""
+        it raised a QuarantineError or failed on the data. Operational failures (and a dead
+        worker process) propagate."""
         unpacked = folder / "unpacked"
         try:
             return step()
         except (StoreError, sqlalchemy.exc.OperationalError):
+            raise
+        except BrokenExecutor:
+            # A worker process died (killed, out of memory): nothing is known about the data.
+            # The job stays unfinished; a file that kills its worker every time uses up the
+            # job's attempts and is quarantined as ``internal`` then.
             raise
         except OSError as exc:
             if resource_code(exc):
