@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from dicomdrop import resources
 from dicomdrop.config import Settings
 from dicomdrop.daemon.claim import (
     CLAIM_FILE,
@@ -141,25 +142,14 @@ def remove_finished_work(settings: Settings, registry: JobRegistry) -> list[str]
     return removed
 
 
-class JobStates(Protocol):
-    """The part of the job store that marks jobs failed."""
+class JobStates(resources.JobStates, Protocol):
+    """The part of the job store that finds jobs and marks them failed."""
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's row, or None."""
 
     def unfinished(self) -> Sequence[JobRecord]:
         """Jobs not in a finished state."""
-
-    def set_state(
-        self,
-        job_id: str,
-        state: str,
-        *,
-        stage: str | None = None,
-        error_code: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        """Change a job's state."""
 
 
 WORK_MISSING = "job.work_missing"

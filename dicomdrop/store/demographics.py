@@ -247,10 +247,7 @@ def import_demographics(
     before the first row is registered, so that no registration by a person happens without its
     audit row.
     """
-    table = read_demographics(path)
-    identities, unreadable = table.identities(date_format)
-    if unreadable:
-        raise UnreadableRowsError(path, unreadable)
+    table, identities = _read_all_rows(path, date_format)
     with registry.store.session() as session:
         record_event(
             session,
@@ -327,10 +324,7 @@ def export_demographics(
     Audited (``registry.export_demographics``: who, why, the input's name, the files written)
     before any file is written: names leave the registry here.
     """
-    table = read_demographics(in_path)
-    identities, unreadable = table.identities(date_format)
-    if unreadable:
-        raise UnreadableRowsError(in_path, unreadable)
+    table, identities = _read_all_rows(in_path, date_format)
     with registry.store.session() as session:
         record_event(
             session,
@@ -398,6 +392,19 @@ def export_demographics(
     )
     return DemographicsExport(files, counts["rows"], counts["seen"], counts["missing"],
                               counts["unmatched"])  # fmt: skip
+
+
+def _read_all_rows(
+    path: Path, date_format: str | None
+) -> tuple[DemographicsTable, list[tuple[int, PatientIdentity]]]:
+    """The file's table and every row's identity; refuses the whole file (before anything is
+    written or audited) when any row's birth date or sex cannot be read: nothing is dropped
+    silently."""
+    table = read_demographics(path)
+    identities, unreadable = table.identities(date_format)
+    if unreadable:
+        raise UnreadableRowsError(path, unreadable)
+    return table, identities
 
 
 @contextmanager
