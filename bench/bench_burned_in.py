@@ -21,7 +21,11 @@ Each image goes through exactly the function the pipeline runs on an output
 - cost: seconds per scanned frame, and the ratio to a plain pydicom read + write of the same
   file in the same run.
 
-    python bench/bench_burned_in.py [--burned 240] [--workers 1] [--json results.json]
+With ``--seed N`` (N > 0) the corpus is another one: other patients' numbers (so other
+backgrounds, grain, IDs and dates), and font, size, grey value, position, layout, kind and
+encoding drawn at random for each image, so a change tuned to the default corpus shows.
+
+    python bench/bench_burned_in.py [--burned 240] [--seed 0] [--workers 1] [--json results.json]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import io
 import itertools
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -84,8 +89,11 @@ class Result:
     plain_seconds: float
 
 
-def cases(burned: int, clean: int) -> list[Case]:
-    """A corpus whose parameters vary independently (each cycles with its own period)."""
+def cases(burned: int, clean: int, seed: int = 0) -> list[Case]:
+    """A corpus whose parameters vary independently (each cycles with its own period; with a
+    ``seed``, each is drawn at random, and the patients are others)."""
+    if seed:
+        return _random_cases(burned, clean, seed)
     out: list[Case] = []
     for i in range(burned):
         out.append(
@@ -110,6 +118,30 @@ def cases(burned: int, clean: int) -> list[Case]:
                 burned=False,
             )
         )
+    return out
+
+
+def _random_cases(burned: int, clean: int, seed: int) -> list[Case]:
+    rng = random.Random(seed)
+    base = seed * 100_000  # other patients: numbers no default corpus uses
+    out = [
+        Case(
+            number=base + i,
+            kind=rng.choice(KINDS),
+            encoding=rng.choice(ENCODINGS),
+            burned=True,
+            font=rng.choice(FONTS),
+            size=rng.choice(SIZES),
+            value=rng.choice(VALUES),
+            position=rng.choice(POSITIONS),
+            variant=rng.randrange(4),
+        )
+        for i in range(burned)
+    ]
+    for i in range(clean):
+        kind = rng.choice(CLEAN_KINDS)
+        encoding = "native" if kind in ("ct", "mr") else rng.choice(ENCODINGS)
+        out.append(Case(number=base + 10_000 + i, kind=kind, encoding=encoding, burned=False))
     return out
 
 
@@ -193,10 +225,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--burned", type=int, default=240)
     parser.add_argument("--clean", type=int, default=None, help="default: as many as burned")
+    parser.add_argument("--seed", type=int, default=0, help="0: the default corpus")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    corpus = cases(args.burned, args.clean if args.clean is not None else args.burned)
+    corpus = cases(args.burned, args.clean if args.clean is not None else args.burned, args.seed)
     started = time.perf_counter()
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
@@ -205,6 +238,7 @@ def main() -> None:
         results = [measure(c) for c in corpus]
     summary = summarize(results)
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+    summary["seed"] = args.seed
     summary["workers"] = args.workers
     summary["cpu_count"] = os.cpu_count()
     print(json.dumps(summary, indent=2))

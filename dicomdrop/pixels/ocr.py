@@ -11,6 +11,12 @@ words are joined into lines, each a :class:`TextBox` with the line's bounding bo
 Small frames are enlarged twice before OCR: text 8-12 pixels high is read far more reliably at
 twice the size, and boxes are given back in the frame's own pixels.
 
+A second way of reading (:data:`BLOCK`) serves the stroke view of grey frames (faint text over
+speckle, see ``render``): the view is enlarged three times with smooth (bicubic) interpolation,
+so thin strokes keep their shape instead of turning into blocks, and read as one block of text
+(``--psm 6``); tesseract reads faint letters it would skip in sparse mode, and reads the speckle
+of that view as short words too, so only words of five letters or digits or more count.
+
 The recognised text is for matching and for ``dicomdrop deid --show-text``; it is never logged
 nor written to a quarantine reason (those name the frame and the box only).
 """
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from dicomdrop.errors import DicomdropError
 
@@ -34,8 +41,9 @@ MIN_WORD_CHARS = 3  # shorter "words" are mostly noise read into speckle and tex
 MIN_TEXT_HEIGHT = 6  # pixels of the frame: lower "words" are texture, no person reads them
 SHORT_WORD_CHARS = 5  # words shorter than this are accepted only at SHORT_WORD_CONFIDENCE:
 SHORT_WORD_CONFIDENCE = 80.0  # speckle and grain are read as short words, at low confidence
+LONG_WORD_CHARS = 5  # the least letters or digits of a word read in BLOCK mode
 VIEW_GAP = 32  # blank rows between two views of a frame read in one call
-MAX_STACK_ROWS = 16_000  # rows of the stacked views of one call (tesseract reads < 32,768)
+MAX_STACK_ROWS = 16_000  # rows of one call's stacked views at twice their size (< 32,768)
 _TIMEOUT_SECONDS = 120
 
 
@@ -43,6 +51,21 @@ class OcrError(DicomdropError):
     """The OCR engine is missing or failed; the pixels cannot be checked (fail closed)."""
 
     code = "screen.pixels_unchecked"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a group of views is read: tesseract's page segmentation mode, the factor small
+    frames are enlarged by (and whether smoothly), and the least letters or digits of a word."""
+
+    psm: int = 11
+    scale: int = 2
+    smooth: bool = False
+    min_chars: int = MIN_WORD_CHARS
+
+
+SPARSE = Reading()  # scattered annotation lines, enlarged twice by pixel repetition
+BLOCK = Reading(psm=6, scale=3, smooth=True, min_chars=LONG_WORD_CHARS)  # the stroke view
 
 
 @dataclass(frozen=True)
@@ -78,13 +101,19 @@ def _pgm(grey: NDArray[np.uint8]) -> bytes:
     return b"P5\n%d %d\n255\n" % (columns, rows) + np.ascontiguousarray(grey).tobytes()
 
 
-def _enlarged(grey: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
-    if grey.shape[1] >= UPSCALE_BELOW:
+def _enlarged(grey: NDArray[np.uint8], reading: Reading) -> tuple[NDArray[np.uint8], int]:
+    scale = reading.scale
+    if grey.shape[1] >= UPSCALE_BELOW or scale <= 1:
         return grey, 1
-    return np.repeat(np.repeat(grey, 2, axis=0), 2, axis=1), 2
+    if not reading.smooth:
+        return np.repeat(np.repeat(grey, scale, axis=0), scale, axis=1), scale
+    rows, columns = grey.shape
+    image = Image.fromarray(grey).resize((columns * scale, rows * scale), Image.Resampling.BICUBIC)
+    enlarged: NDArray[np.uint8] = np.asarray(image)
+    return enlarged, scale
 
 
-def run_tesseract(grey: NDArray[np.uint8]) -> str:
+def run_tesseract(grey: NDArray[np.uint8], psm: int = SPARSE.psm) -> str:
     """Tesseract's TSV output for one grey image; OcrError if it cannot run."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -92,7 +121,7 @@ def run_tesseract(grey: NDArray[np.uint8]) -> str:
     }
     try:
         run = subprocess.run(
-            [TESSERACT, "stdin", "stdout", "--psm", "11", "-l", "eng", "tsv"],
+            [TESSERACT, "stdin", "stdout", "--psm", str(psm), "-l", "eng", "tsv"],
             input=_pgm(grey),
             capture_output=True,
             env=env,
@@ -117,12 +146,16 @@ def find_text(grey: NDArray[np.uint8], frame: int, min_confidence: float) -> lis
     return find_text_in_views([grey], frame, min_confidence)
 
 
-def _stacks(views: Sequence[NDArray[np.uint8]]) -> list[list[NDArray[np.uint8]]]:
-    """Views grouped into stacks no taller than tesseract reads (one stack per call)."""
+def _stacks(
+    views: Sequence[NDArray[np.uint8]], scale: int = SPARSE.scale
+) -> list[list[NDArray[np.uint8]]]:
+    """Views grouped into stacks no taller than tesseract reads once enlarged ``scale`` times
+    (one stack per call)."""
+    limit = MAX_STACK_ROWS * SPARSE.scale // max(1, scale)
     stacks: list[list[NDArray[np.uint8]]] = []
     height = 0
     for view in views:
-        if stacks and height + VIEW_GAP + view.shape[0] <= MAX_STACK_ROWS:
+        if stacks and height + VIEW_GAP + view.shape[0] <= limit:
             stacks[-1].append(view)
             height += VIEW_GAP + view.shape[0]
         else:
@@ -132,7 +165,10 @@ def _stacks(views: Sequence[NDArray[np.uint8]]) -> list[list[NDArray[np.uint8]]]
 
 
 def find_text_in_views(
-    views: Sequence[NDArray[np.uint8]], frame: int, min_confidence: float
+    views: Sequence[NDArray[np.uint8]],
+    frame: int,
+    min_confidence: float,
+    reading: Reading = SPARSE,
 ) -> list[TextBox]:
     """The lines of text tesseract finds in the views of one frame (all of the same size).
 
@@ -142,13 +178,13 @@ def find_text_in_views(
     the coordinates of the view it lies in; lines never span two views.
     """
     boxes: list[TextBox] = []
-    for stack in _stacks(views):
-        boxes += _find_in_stack(stack, frame, min_confidence)
+    for stack in _stacks(views, reading.scale):
+        boxes += _find_in_stack(stack, frame, min_confidence, reading)
     return sorted(boxes, key=lambda b: (b.frame, b.top, b.left))
 
 
 def _find_in_stack(
-    stack: Sequence[NDArray[np.uint8]], frame: int, min_confidence: float
+    stack: Sequence[NDArray[np.uint8]], frame: int, min_confidence: float, reading: Reading
 ) -> list[TextBox]:
     rows = stack[0].shape[0]
     bands: list[NDArray[np.uint8]] = []
@@ -156,10 +192,10 @@ def _find_in_stack(
         if bands:
             bands.append(np.zeros((VIEW_GAP, view.shape[1]), dtype=np.uint8))
         bands.append(view)
-    image, scale = _enlarged(np.vstack(bands) if len(bands) > 1 else stack[0])
+    image, scale = _enlarged(np.vstack(bands) if len(bands) > 1 else stack[0], reading)
     pitch = (rows + VIEW_GAP) * scale  # rows of the enlarged image from one view to the next
     lines: dict[tuple[int, str, str, str, str], list[tuple[int, int, int, int, str, float]]] = {}
-    for row in run_tesseract(image).splitlines()[1:]:
+    for row in run_tesseract(image, reading.psm).splitlines()[1:]:
         cells = row.split("\t")
         if len(cells) != 12 or cells[0] != "5":
             continue
@@ -170,7 +206,7 @@ def _find_in_stack(
         except ValueError:
             continue
         characters = sum(c.isalnum() for c in text)
-        if confidence < min_confidence or characters < MIN_WORD_CHARS:
+        if confidence < min_confidence or characters < reading.min_chars:
             continue
         if characters < SHORT_WORD_CHARS and confidence < SHORT_WORD_CONFIDENCE:
             continue

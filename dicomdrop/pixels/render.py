@@ -12,11 +12,14 @@ Each frame is read in more than one view, because no single one suits every imag
 with ``bench/bench_burned_in.py``):
 
 - grey frames: the background-free view (``text_contrast``), and the same after a 3x3 median
-  filter, which removes ultrasound speckle around text drawn over the sector;
+  filter, which removes ultrasound speckle around text drawn over the sector; and the stroke
+  view (``stroke_view``), read apart as a block of text: faint text over speckle about as
+  bright as itself, which the median erases together with the speckle;
 - colour frames: the plain grey frame (OCR binarises it well where the background is smooth),
-  the background-free view, and the background-free view of the *unsaturated* pixels: grey or
+  the background-free view, the background-free view of the *unsaturated* pixels (grey or
   white text over a saturated photograph has about the luma of its background and shows only
-  as the absence of colour.
+  as the absence of colour), and the colour-contrast view (``colour_contrast``): text whose
+  luma equals its background's still differs from it in one colour channel or another.
 
 Which frames: the first (where devices put their annotation headers), the last, and evenly spaced
 others up to the configured number.
@@ -34,9 +37,12 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.utils import pixel_array
 
 from dicomdrop.errors import DicomdropError
+from dicomdrop.pixels.ocr import BLOCK, SPARSE, Reading
 
 BACKGROUND_RADIUS = 15  # box blur radius (pixels) that estimates the background under text
 NOISE_FLOOR = 24  # grey levels above the local background that are still noise, not text
+COLOUR_NOISE_FLOOR = 16  # the same for one colour channel, either way (JPEG chroma and grain)
+STROKE_BLUR = 0.7  # Gaussian radius (pixels) that averages speckle before the stroke opening
 
 
 class RenderError(DicomdropError):
@@ -48,16 +54,17 @@ class RenderError(DicomdropError):
 @dataclass(frozen=True)
 class Frame:
     """One rendered frame: its 0-based index, its grey pixels (rows x columns, uint8) and the
-    views of it that are read by OCR, in groups read by one OCR call each (``reads``)."""
+    views of it that are read by OCR, in groups read by one OCR call each, with how each group
+    is read (``reads``)."""
 
     index: int
     grey: NDArray[np.uint8]
-    reads: tuple[tuple[NDArray[np.uint8], ...], ...]
+    reads: tuple[tuple[Reading, tuple[NDArray[np.uint8], ...]], ...]
 
     @property
     def views(self) -> tuple[NDArray[np.uint8], ...]:
         """Every view, in order."""
-        return tuple(view for group in self.reads for view in group)
+        return tuple(view for _, group in self.reads for view in group)
 
 
 def frame_count(ds: Dataset) -> int:
@@ -118,6 +125,71 @@ def text_contrast(grey: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return stretched
 
 
+def _floored(residual: NDArray[np.float32], floor: float) -> NDArray[np.uint8]:
+    """``residual`` less ``floor``, stretched to 0-255 (black when nothing is left)."""
+    above = np.clip(residual - floor, 0, None)
+    peak = float(above.max(initial=0))
+    if peak <= 0:
+        return np.zeros(residual.shape, dtype=np.uint8)
+    stretched: NDArray[np.uint8] = (above * (255.0 / peak)).astype(np.uint8)
+    return stretched
+
+
+def colour_contrast(values: NDArray[np.generic]) -> NDArray[np.uint8]:
+    """How far a colour pixel stands from its surroundings in the channel where it stands out
+    most, brighter or darker, less a noise floor, stretched to 0-255.
+
+    Grey text over a colour photograph can have the luma of what lies under it and still be
+    plain to see: over green it is less green, over purple less red. The luma and the
+    saturation views lose it where the background's luma or saturation is the text's; the
+    largest difference of one channel from its local mean (the background, a box blur as in
+    ``text_contrast``) keeps it. Either sign counts, so text darker than a bright region
+    shows as well as brighter text.
+    """
+    data = values.astype(np.float32)
+    residual = np.zeros(data.shape[:2], dtype=np.float32)
+    for channel in range(min(3, data.shape[2])):
+        plane = np.clip(data[..., channel], 0, 255).astype(np.uint8)
+        blurred = Image.fromarray(plane).filter(ImageFilter.BoxBlur(BACKGROUND_RADIUS))
+        difference = np.abs(plane.astype(np.float32) - np.asarray(blurred, dtype=np.float32))
+        residual = np.maximum(residual, difference)
+    return _floored(residual, COLOUR_NOISE_FLOOR)
+
+
+def _line_erosion(grey: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """The brightest, over four directions (-, |, /, \\), of the darkest of three pixels in a
+    line through each pixel: a pixel on a stroke keeps its value, a lone bright grain does not."""
+    rows, columns = grey.shape
+    padded = np.pad(grey, 1, mode="edge")
+    best = np.zeros_like(grey)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        line = padded[1 : 1 + rows, 1 : 1 + columns]
+        for step in (-1, 1):
+            shifted = padded[
+                1 + step * dy : 1 + step * dy + rows, 1 + step * dx : 1 + step * dx + columns
+            ]
+            line = np.minimum(line, shifted)
+        best = np.maximum(best, line)
+    return best
+
+
+def stroke_view(grey: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Faint text over speckle: strokes kept, grains dropped, background removed.
+
+    Speckle about as bright as the text hides it from every global or median-based view: a
+    3x3 median erases one-pixel strokes together with the grains. Here a light Gaussian blur
+    averages the grains down (a stroke loses less than a lone grain), an erosion along short
+    lines in four directions keeps only what is bright along a line, as strokes are, and a
+    3x3 dilation (never above the blurred frame) gives the strokes their width back; the
+    background is then removed as in ``text_contrast``. The result is read as a block of text
+    with stricter words (``ocr.BLOCK``), because speckle still leaves letter-like bits.
+    """
+    blurred = np.asarray(Image.fromarray(grey).filter(ImageFilter.GaussianBlur(STROKE_BLUR)))
+    eroded = _line_erosion(blurred)
+    dilated = np.asarray(Image.fromarray(eroded).filter(ImageFilter.MaxFilter(3)))
+    return text_contrast(np.minimum(dilated, blurred))
+
+
 def _median(grey: NDArray[np.uint8]) -> NDArray[np.uint8]:
     filtered: NDArray[np.uint8] = np.asarray(
         Image.fromarray(grey).filter(ImageFilter.MedianFilter(3))
@@ -136,7 +208,7 @@ def _unsaturated(values: NDArray[np.generic]) -> NDArray[np.uint8]:
 
 def ocr_views(
     values: NDArray[np.generic], grey: NDArray[np.uint8]
-) -> tuple[tuple[NDArray[np.uint8], ...], ...]:
+) -> tuple[tuple[Reading, tuple[NDArray[np.uint8], ...]], ...]:
     """The views of a decoded frame (and its grey rendering) that OCR reads (module docstring),
     grouped into the ones read together by one call.
 
@@ -144,10 +216,19 @@ def ocr_views(
     view saves starting the engine and loading its model. The plain grey view of a colour frame
     is read alone: the engine binarises a whole image with one threshold, and the plain view's
     bright background moves that threshold for the others (measured: photographs were missed).
+    The colour-contrast view is read alone too (stacked with the others, its faint text was
+    not read), and the stroke view of a grey frame is read in its own way (``ocr.BLOCK``).
     """
     if values.ndim == 3 and values.shape[2] >= 3:
-        return (grey,), (text_contrast(grey), text_contrast(_unsaturated(values)))
-    return ((text_contrast(grey), text_contrast(_median(grey))),)
+        return (
+            (SPARSE, (grey,)),
+            (SPARSE, (text_contrast(grey), text_contrast(_unsaturated(values)))),
+            (SPARSE, (colour_contrast(values),)),
+        )
+    return (
+        (SPARSE, (text_contrast(grey), text_contrast(_median(grey)))),
+        (BLOCK, (stroke_view(grey),)),
+    )
 
 
 def decode_frame(ds: Dataset, index: int) -> NDArray[np.generic]:

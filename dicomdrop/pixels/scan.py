@@ -90,8 +90,9 @@ def text_boxes(ds: Dataset, settings: PixelSettings) -> list[TextBox]:
     """Every line of text the OCR engine finds in the frames of ``ds`` that are scanned."""
     boxes: list[TextBox] = []
     for frame in render_frames(ds, settings.scan_frames):
-        for group in frame.reads:
-            for box in find_text_in_views(group, frame.index, settings.min_confidence):
+        for reading, group in frame.reads:
+            found = find_text_in_views(group, frame.index, settings.min_confidence, reading)
+            for box in found:
                 if not any(_same_line(box, seen) for seen in boxes):
                     boxes.append(box)
     return sorted(boxes, key=lambda b: (b.frame, b.top, b.left))
