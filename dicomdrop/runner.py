@@ -22,7 +22,7 @@ from typing import Protocol
 
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.errors import ClaimError
-from dicomdrop.fsutil import discard_tree, write_json_atomic
+from dicomdrop.fsutil import discard_tree, sweep_discarded, write_json_atomic
 from dicomdrop.job_progress import ProgressCallback
 from dicomdrop.jobs import JOB_FILE, JobOutcome, JobState, new_job_id
 from dicomdrop.logs import quiet_library_output
@@ -260,10 +260,13 @@ def purge_originals(settings: Settings, *, now: datetime | None = None) -> int:
     if not root.is_dir():
         return 0
     limit = (now or datetime.now(UTC)) - timedelta(days=settings.delivery.retention_days)
+    sweep_discarded(root)  # what an interrupted purge left half deleted
     removed = 0
     for child in root.iterdir():
         mtime = datetime.fromtimestamp(child.stat().st_mtime, UTC)
         if mtime <= limit:
-            shutil.rmtree(child, ignore_errors=True)
+            # Out of sight first: a half-deleted folder would get a fresh mtime and be kept
+            # for another retention period.
+            discard_tree(child)
             removed += 1
     return removed
