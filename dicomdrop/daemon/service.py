@@ -40,6 +40,7 @@ from dicomdrop.daemon.metrics import MetricEvent, Metrics, labels_of
 from dicomdrop.daemon.recovery import (
     adopt_orphans,
     recover_interrupted_copies,
+    remove_discarded,
     remove_finished_work,
 )
 from dicomdrop.daemon.settle import Clock, SettleTracker
@@ -284,6 +285,7 @@ class Daemon:
         return status
 
     def _recover(self) -> None:
+        remove_discarded(self.settings)
         recover_interrupted_copies(self.settings)
         if self._network is not None:
             self._network.recover()
