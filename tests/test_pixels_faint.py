@@ -17,7 +17,7 @@ from pixel_factories import Burn, burned_instance, clean_instance, draw_text, pe
 
 from dicomdrop.config import PixelSettings
 from dicomdrop.pixels import ocr
-from dicomdrop.pixels.render import colour_contrast, stroke_view, text_contrast
+from dicomdrop.pixels.render import stroke_view, text_contrast
 from dicomdrop.verify.pixels import scan_pixels
 from dicomdrop.verify.tokens import build_identity_tokens
 
@@ -82,16 +82,3 @@ def test_the_stroke_view_keeps_faint_strokes_that_the_speckle_view_loses():
         return float(view[text].mean() - view[~text].mean()) / (float(view[~text].std()) or 1.0)
 
     assert separation(strokes) > 2 * separation(plain)
-
-
-def test_the_colour_contrast_view_shows_grey_text_of_the_same_luma_as_its_background():
-    green = np.zeros((60, 200, 3), dtype=np.float32)
-    green[..., :] = (80, 150, 60)  # luma about 110, the text's
-    drawn = draw_text(green, ["OKONKWO"], Burn(size=16, value=110, position="centre"))
-    text = draw_text(np.zeros((60, 200), np.float32), ["OKONKWO"], FAINT_MASK) > 128
-    view = colour_contrast(drawn)
-    luma = text_contrast(
-        (0.299 * drawn[..., 0] + 0.587 * drawn[..., 1] + 0.114 * drawn[..., 2]).astype(np.uint8)
-    )
-    assert view[text].mean() > 100 > luma[text].mean() + 50
-    assert view[~text].mean() < 40

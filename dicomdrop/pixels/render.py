@@ -16,10 +16,10 @@ with ``bench/bench_burned_in.py``):
   view (``stroke_view``), read apart as a block of text: faint text over speckle about as
   bright as itself, which the median erases together with the speckle;
 - colour frames: the plain grey frame (OCR binarises it well where the background is smooth),
-  the background-free view, the background-free view of the *unsaturated* pixels (grey or
+  the background-free view, and the background-free view of the *unsaturated* pixels: grey or
   white text over a saturated photograph has about the luma of its background and shows only
-  as the absence of colour), and the colour-contrast view (``colour_contrast``): text whose
-  luma equals its background's still differs from it in one colour channel or another.
+  as the absence of colour. Faint text about as bright as the photograph under it is often
+  missed (docs/pixels.md, known limit).
 
 Which frames: the first (where devices put their annotation headers), the last, and evenly spaced
 others up to the configured number.
@@ -41,7 +41,6 @@ from dicomdrop.pixels.ocr import BLOCK, SPARSE, Reading
 
 BACKGROUND_RADIUS = 15  # box blur radius (pixels) that estimates the background under text
 NOISE_FLOOR = 24  # grey levels above the local background that are still noise, not text
-COLOUR_NOISE_FLOOR = 16  # the same for one colour channel, either way (JPEG chroma and grain)
 STROKE_BLUR = 0.7  # Gaussian radius (pixels) that averages speckle before the stroke opening
 
 
@@ -125,37 +124,6 @@ def text_contrast(grey: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return stretched
 
 
-def _floored(residual: NDArray[np.float32], floor: float) -> NDArray[np.uint8]:
-    """``residual`` less ``floor``, stretched to 0-255 (black when nothing is left)."""
-    above = np.clip(residual - floor, 0, None)
-    peak = float(above.max(initial=0))
-    if peak <= 0:
-        return np.zeros(residual.shape, dtype=np.uint8)
-    stretched: NDArray[np.uint8] = (above * (255.0 / peak)).astype(np.uint8)
-    return stretched
-
-
-def colour_contrast(values: NDArray[np.generic]) -> NDArray[np.uint8]:
-    """How far a colour pixel stands from its surroundings in the channel where it stands out
-    most, brighter or darker, less a noise floor, stretched to 0-255.
-
-    Grey text over a colour photograph can have the luma of what lies under it and still be
-    plain to see: over green it is less green, over purple less red. The luma and the
-    saturation views lose it where the background's luma or saturation is the text's; the
-    largest difference of one channel from its local mean (the background, a box blur as in
-    ``text_contrast``) keeps it. Either sign counts, so text darker than a bright region
-    shows as well as brighter text.
-    """
-    data = values.astype(np.float32)
-    residual = np.zeros(data.shape[:2], dtype=np.float32)
-    for channel in range(min(3, data.shape[2])):
-        plane = np.clip(data[..., channel], 0, 255).astype(np.uint8)
-        blurred = Image.fromarray(plane).filter(ImageFilter.BoxBlur(BACKGROUND_RADIUS))
-        difference = np.abs(plane.astype(np.float32) - np.asarray(blurred, dtype=np.float32))
-        residual = np.maximum(residual, difference)
-    return _floored(residual, COLOUR_NOISE_FLOOR)
-
-
 def _line_erosion(grey: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """The brightest, over four directions (-, |, /, \\), of the darkest of three pixels in a
     line through each pixel: a pixel on a stroke keeps its value, a lone bright grain does not."""
@@ -216,14 +184,12 @@ def ocr_views(
     view saves starting the engine and loading its model. The plain grey view of a colour frame
     is read alone: the engine binarises a whole image with one threshold, and the plain view's
     bright background moves that threshold for the others (measured: photographs were missed).
-    The colour-contrast view is read alone too (stacked with the others, its faint text was
-    not read), and the stroke view of a grey frame is read in its own way (``ocr.BLOCK``).
+    The stroke view of a grey frame is read in its own way (``ocr.BLOCK``).
     """
     if values.ndim == 3 and values.shape[2] >= 3:
         return (
             (SPARSE, (grey,)),
             (SPARSE, (text_contrast(grey), text_contrast(_unsaturated(values)))),
-            (SPARSE, (colour_contrast(values),)),
         )
     return (
         (SPARSE, (text_contrast(grey), text_contrast(_median(grey)))),
