@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Protocol
 
 from dicomdrop.config import Settings, load_settings
-from dicomdrop.errors import ClaimError
+from dicomdrop.errors import ClaimError, JobBusyError
 from dicomdrop.fsutil import discard_tree, sweep_discarded, write_json_atomic
+from dicomdrop.job_lock import running
 from dicomdrop.job_progress import ProgressCallback
-from dicomdrop.jobs import JOB_FILE, JobOutcome, JobState, new_job_id
+from dicomdrop.jobs import JOB_FILE, JobOutcome, JobState, host_id, new_job_id
 from dicomdrop.logs import quiet_library_output
 from dicomdrop.pipeline import Pipeline, job_dir
 from dicomdrop.resources import note_paused
@@ -87,7 +88,10 @@ class JobRunner:
         """Run (or resume) ``job_id`` to rest; its outcome."""
         before = self.jobs.get(job_id)
         try:
-            outcome = self.pipeline.run(job_id)
+            with running(job_dir(self.settings, job_id), job_id):
+                outcome = self.pipeline.run(job_id)
+        except JobBusyError:
+            raise  # another process runs it: nothing to record here
         except Exception as exc:
             note_paused(self.jobs, job_id, exc)  # re-raises a resource error as one
             raise
@@ -247,6 +251,9 @@ def claim_copy(source: Path, settings: Settings, jobs: JobStore, *, move: bool =
             "job": job_id,
             "drop_name": source.name,
             "claimed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            # The host lets this host's daemon resume the job at its next start if this
+            # process dies; the job's run lock keeps it away while the job runs.
+            "host": host_id(settings),
             "pid": os.getpid(),
         },
     )

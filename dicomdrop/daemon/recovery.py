@@ -39,14 +39,13 @@ from dicomdrop.daemon.claim import (
     DROP_FOLDER,
     ClaimedJob,
     Register,
-    host_id,
     read_job_file,
     write_job_file,
 )
 from dicomdrop.daemon.jobs import JobRecord, JobRegistry
 from dicomdrop.daemon.settle import CLAIM_PREFIX
 from dicomdrop.fsutil import discard_tree, sweep_discarded
-from dicomdrop.jobs import JobState
+from dicomdrop.jobs import JobState, host_id
 
 log = logging.getLogger(__name__)
 
