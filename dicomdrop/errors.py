@@ -107,6 +107,12 @@ class DaemonLockError(DicomdropError):
     code = "daemon.duplicate"
 
 
+class JobBusyError(DicomdropError):
+    """Another process (a daemon's worker, ``dicomdrop process``, a retry) runs this job."""
+
+    code = "job.busy"
+
+
 class ResourceError(DicomdropError):
     """The machine ran out of something (disk space, quota, file handles, memory).
 

@@ -3,13 +3,16 @@
 A crash at any moment must leave either the old or the new content of a state file, never half
 of one, and a rename must survive a power cut once the caller goes on. Every module that writes
 state (job files, group markers, outcomes, quarantine reasons, published archives) uses these
-functions so that the guarantee is implemented, and reviewed, in one place.
+functions so that the guarantee is implemented, and reviewed, in one place. The same holds for
+removing a work folder: it disappears from its name in one step, or not at all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +54,38 @@ def write_json_atomic(path: Path, data: Any, *, sync_folder: bool = False) -> No
     """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     write_text_atomic(path, text, sync_folder=sync_folder)
+
+
+#: Hidden name prefix of a folder that is being removed (see :func:`discard_tree`).
+DISCARD_PREFIX = ".discard-"
+
+
+def discard_tree(path: Path) -> None:
+    """Remove the folder ``path`` so that a crash at any moment leaves it whole or out of sight.
+
+    ``shutil.rmtree`` deletes entry by entry: a process killed halfway leaves a folder that is
+    neither the old one nor gone (its ``job.json`` removed, say, and ``attempts.json`` still
+    there), which recovery can no longer recognise as anybody's. So the folder is first renamed,
+    atomically, to a hidden ``.discard-`` name beside it and only then deleted; what a crash
+    leaves under such a name is deleted by :func:`sweep_discarded` at the next start.
+    """
+    trash = path.with_name(f"{DISCARD_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    try:
+        path.rename(trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def sweep_discarded(folder: Path) -> list[str]:
+    """Delete what :func:`discard_tree` left half deleted in ``folder``; return the names."""
+    removed: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        if not entry.name.startswith(DISCARD_PREFIX):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry.name)
+    return removed

@@ -14,19 +14,29 @@ import csv
 import io
 import json
 import secrets
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dicomdrop.fsnames import safe_text
 from dicomdrop.fsutil import write_json_atomic, write_text_atomic
 
+if TYPE_CHECKING:
+    from dicomdrop.config import Settings
+
 JOB_FILE = "job.json"  # work/<job>/job.json: job id, drop name, claimed_at, host, pid
 OUTCOME_FILE = "outcome.json"  # next to the originals: the job's outcome, without file names
 REPORT_FILE = "report.csv"  # next to outcome.json: one row per file of the drop
+
+
+def host_id(settings: Settings) -> str:
+    """The host a job's ``job.json`` names (``[daemon] host_id`` or the host name): whose
+    daemon may resume the job."""
+    return settings.daemon.host_id or socket.gethostname()
 
 
 class JobState(StrEnum):

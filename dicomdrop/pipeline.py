@@ -43,7 +43,7 @@ from dicomdrop.attempts import begin_attempt, forgive_attempt, last_failure, not
 from dicomdrop.config import Settings
 from dicomdrop.delivery import deliverer_for
 from dicomdrop.errors import QuarantineError, StoreError
-from dicomdrop.fsutil import write_json_atomic
+from dicomdrop.fsutil import discard_tree, write_json_atomic
 from dicomdrop.job_progress import FileProgress, ProgressCallback
 from dicomdrop.jobs import (
     REPORT_FILE,
@@ -581,7 +581,7 @@ class Pipeline:
             for name in ("outcome.json", REPORT_FILE):
                 with contextlib.suppress(OSError):
                     shutil.copy2(folder / name, self.settings.paths.originals / job_id)
-        shutil.rmtree(folder, ignore_errors=True)
+        discard_tree(folder)  # a kill halfway leaves a .discard- folder, swept at start
         log.info("job %s: %s", job_id, summary)
 
     def _drop_path(self, folder: Path, job_id: str) -> Path | None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomdrop.errors import DicomdropError
-from dicomdrop.fsutil import write_json_atomic
+from dicomdrop.fsutil import DISCARD_PREFIX, discard_tree, sweep_discarded, write_json_atomic
 
 REASON_FILE = "reason.json"
 #: How entries written before ``pending_match`` existed named their pending match.
@@ -204,6 +204,8 @@ class Quarantine:
             return []
         records = []
         for child in sorted(self.root.iterdir()):
+            if child.name.startswith(DISCARD_PREFIX):
+                continue  # being removed
             if (child / REASON_FILE).is_file():
                 records.append(self.read(child.name))
         return records
@@ -213,7 +215,11 @@ class Quarantine:
         folder = self.folder(job_id)
         if not (folder / REASON_FILE).is_file():
             raise QuarantineNotFound(f"no quarantine entry for job {job_id}")
-        shutil.rmtree(folder)
+        # Out of sight first: a kill halfway through would otherwise leave patient files in a
+        # folder without its reason, which no listing shows. An earlier interrupted removal is
+        # finished here too.
+        sweep_discarded(self.root)
+        discard_tree(folder)
 
     def _record(self, job_id: str, entry: QuarantineEntry) -> None:
         folder = self.folder(job_id)

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Protocol
 
 from dicomdrop.config import Settings, load_settings
-from dicomdrop.errors import ClaimError
-from dicomdrop.fsutil import write_json_atomic
+from dicomdrop.errors import ClaimError, JobBusyError
+from dicomdrop.fsutil import discard_tree, sweep_discarded, write_json_atomic
+from dicomdrop.job_lock import running
 from dicomdrop.job_progress import ProgressCallback
-from dicomdrop.jobs import JOB_FILE, JobOutcome, JobState, new_job_id
+from dicomdrop.jobs import JOB_FILE, JobOutcome, JobState, host_id, new_job_id
 from dicomdrop.logs import quiet_library_output
 from dicomdrop.pipeline import Pipeline, job_dir
 from dicomdrop.resources import note_paused
@@ -87,7 +88,10 @@ class JobRunner:
         """Run (or resume) ``job_id`` to rest; its outcome."""
         before = self.jobs.get(job_id)
         try:
-            outcome = self.pipeline.run(job_id)
+            with running(job_dir(self.settings, job_id), job_id):
+                outcome = self.pipeline.run(job_id)
+        except JobBusyError:
+            raise  # another process runs it: nothing to record here
         except Exception as exc:
             note_paused(self.jobs, job_id, exc)  # re-raises a resource error as one
             raise
@@ -207,26 +211,33 @@ def claim_copy(source: Path, settings: Settings, jobs: JobStore, *, move: bool =
     job_id = new_job_id()
     folder = job_dir(settings, job_id)
     target = folder / "drop" / source.name
-    target.parent.mkdir(parents=True)
+    # A copy is made under a staging name and put in place whole: a process killed while
+    # copying leaves no drop folder, so recovery removes the leftover instead of adopting a
+    # partial copy (the input is still where it was). A move keeps its target: once it has
+    # begun the input may be partly gone, and what reached work must be adopted, not deleted.
+    staging = folder / ".staging" / source.name
+    (target if move else staging).parent.mkdir(parents=True)
     try:
         if move:
             shutil.move(source, target)
-        elif source.is_dir():
-            shutil.copytree(source, target, symlinks=True)
         else:
-            try:
-                # Same file system: a second name for the same bytes, nothing copied. The job
-                # only reads its drop, and moving or deleting the link later leaves the input
-                # alone.
-                os.link(source, target)
-            except OSError:
-                shutil.copy2(source, target)
+            if source.is_dir():
+                shutil.copytree(source, staging, symlinks=True)
+            else:
+                try:
+                    # Same file system: a second name for the same bytes, nothing copied. The
+                    # job only reads its drop, and moving or deleting the link later leaves the
+                    # input alone.
+                    os.link(source, staging)
+                except OSError:
+                    shutil.copy2(source, staging)
+            staging.parent.rename(target.parent)
     except OSError as exc:
         # A partial copy must not be adopted later as a drop: the input is still where it
         # was. After a failed move whose target exists, the input may be partly gone: the
         # target is kept (no loss), and adopted at the next start of the daemon.
         if not move or not target.exists():
-            shutil.rmtree(folder, ignore_errors=True)
+            discard_tree(folder)
         # No path in the message: file names inside a drop may name the patient.
         failures = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else None
         if isinstance(failures, list):
@@ -240,6 +251,9 @@ def claim_copy(source: Path, settings: Settings, jobs: JobStore, *, move: bool =
             "job": job_id,
             "drop_name": source.name,
             "claimed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            # The host lets this host's daemon resume the job at its next start if this
+            # process dies; the job's run lock keeps it away while the job runs.
+            "host": host_id(settings),
             "pid": os.getpid(),
         },
     )
@@ -253,10 +267,13 @@ def purge_originals(settings: Settings, *, now: datetime | None = None) -> int:
     if not root.is_dir():
         return 0
     limit = (now or datetime.now(UTC)) - timedelta(days=settings.delivery.retention_days)
+    sweep_discarded(root)  # what an interrupted purge left half deleted
     removed = 0
     for child in root.iterdir():
         mtime = datetime.fromtimestamp(child.stat().st_mtime, UTC)
         if mtime <= limit:
-            shutil.rmtree(child, ignore_errors=True)
+            # Out of sight first: a half-deleted folder would get a fresh mtime and be kept
+            # for another retention period.
+            discard_tree(child)
             removed += 1
     return removed

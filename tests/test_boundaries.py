@@ -27,6 +27,7 @@ TIERS: dict[str, int] = {
     "config": 0,
     "errors": 0,
     "fsutil": 0,
+    "job_lock": 0,
     "jobs": 0,
     "logs": 0,
     "secret": 0,

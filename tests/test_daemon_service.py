@@ -381,3 +381,16 @@ def test_retention_removes_only_originals_older_than_the_limit(tmp_path: Path):
     os.utime(old, (past, past))
     assert purge_originals(settings) == 1
     assert not old.exists() and new.exists()
+
+
+def test_retention_finishes_a_purge_that_a_kill_interrupted(tmp_path: Path):
+    from dicomdrop.fsutil import DISCARD_PREFIX
+    from dicomdrop.runner import purge_originals
+
+    settings = daemon_settings(tmp_path)
+    half = settings.paths.originals / f"{DISCARD_PREFIX}old-job.0a1b2c3d"
+    (half / "drop" / "left").mkdir(parents=True)
+    kept = settings.paths.originals / "new-job"
+    kept.mkdir()
+    assert purge_originals(settings) == 0
+    assert sorted(p.name for p in settings.paths.originals.iterdir()) == ["new-job"]

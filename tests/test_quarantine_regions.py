@@ -28,3 +28,32 @@ def test_regions_are_written_and_read_back_and_absent_when_there_are_none(tmp_pa
     assert quarantine.read("job-1").entries == [held, other]
     quarantine.record("job-1", held)  # recorded again (a repeated attempt): not doubled
     assert len(quarantine.read("job-1").entries) == 2
+
+
+def test_removing_an_entry_takes_it_out_of_sight_whole_and_finishes_an_interrupted_removal(
+    tmp_path, monkeypatch
+):
+    import shutil
+
+    import pytest
+
+    quarantine = Quarantine(tmp_path / "q")
+    entry = QuarantineEntry("screen.burned_in", "screen", "flagged", ("p/a.dcm",))
+    for job in ("job-1", "job-2"):
+        quarantine.record(job, entry)
+        (quarantine.folder(job) / "files").mkdir()
+        (quarantine.folder(job) / "files" / "a.dcm").write_bytes(b"x")
+
+    class Killed(BaseException):
+        pass
+
+    def die(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(shutil, "rmtree", die)
+    with pytest.raises(Killed):
+        quarantine.remove("job-1")
+    monkeypatch.undo()
+    assert [r.job_id for r in quarantine.list()] == ["job-2"]
+    quarantine.remove("job-2")
+    assert list((tmp_path / "q").iterdir()) == [], "the interrupted removal was finished"

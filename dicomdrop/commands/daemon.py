@@ -80,11 +80,11 @@ def check_before_start(settings: Settings) -> None:
 def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
     from dicomdrop import __version__
-    from dicomdrop.daemon.claim import host_id
     from dicomdrop.daemon.metrics import MetricsObserver
     from dicomdrop.daemon.recovery import fail_vanished_jobs
     from dicomdrop.daemon.service import Daemon, worker_count
     from dicomdrop.delivery.worker import DeliveryWorker
+    from dicomdrop.jobs import host_id
     from dicomdrop.network.service import NetworkInbox
     from dicomdrop.private import secure_private_paths
     from dicomdrop.runner import run_job

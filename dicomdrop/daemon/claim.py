@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from dicomdrop.config import Settings
 from dicomdrop.daemon.settle import CLAIM_PREFIX
 from dicomdrop.errors import ClaimError
 from dicomdrop.fsutil import fsync_dir, write_json_atomic
-from dicomdrop.jobs import JOB_FILE, new_job_id
+from dicomdrop.jobs import JOB_FILE, host_id, new_job_id
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +50,6 @@ class ClaimedJob:
     def drop_path(self) -> Path:
         """Where the claimed drop now lives."""
         return self.work_dir / DROP_FOLDER / self.drop_name
-
-
-def host_id(settings: Settings) -> str:
-    """The name this daemon writes into ``job.json`` (``[daemon] host_id`` or the host name)."""
-    return settings.daemon.host_id or socket.gethostname()
 
 
 def claim_name(job_id: str, drop_name: str) -> str:

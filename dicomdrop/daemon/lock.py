@@ -22,8 +22,8 @@ from pathlib import Path
 from types import TracebackType
 
 from dicomdrop.config import Settings
-from dicomdrop.daemon.claim import host_id
 from dicomdrop.errors import DaemonLockError
+from dicomdrop.jobs import host_id
 
 LOCK_PREFIX = ".daemon-"
 _RECORD_BYTES = 512  # pid and state line, padded: rewritten in place, never grows

@@ -1,6 +1,6 @@
 """Finish or roll back what a crash left half done, before anything new is claimed.
 
-Two kinds of leftovers, both recognised on disk (CTP's ``active/`` folder idea):
+Several kinds of leftovers, all recognised on disk (CTP's ``active/`` folder idea):
 
 * a hidden ``.claim-<job>-<name>`` in the inbox: a cross-filesystem claim was interrupted. If
   ``work/<job>/drop/<name>`` exists the verified copy was put in place, so the source is deleted;
@@ -10,6 +10,9 @@ Two kinds of leftovers, both recognised on disk (CTP's ``active/`` folder idea):
 
 * a ``work/<job>/`` folder of a job the store already shows finished: the process died between
   recording the end state and removing the folder. It is removed.
+* a ``work/.discard-*`` folder: the process died while removing a work folder (folders are
+  renamed out of sight before they are deleted, see :func:`dicomdrop.fsutil.discard_tree`). It
+  is deleted.
 * a job row in state claimed or running whose ``work/<job>/`` is gone (removed by hand, or a
   disk replaced): nothing can resume it, so it is marked failed (``job.work_missing``).
 
@@ -36,18 +39,26 @@ from dicomdrop.daemon.claim import (
     DROP_FOLDER,
     ClaimedJob,
     Register,
-    host_id,
     read_job_file,
     write_job_file,
 )
 from dicomdrop.daemon.jobs import JobRecord, JobRegistry
 from dicomdrop.daemon.settle import CLAIM_PREFIX
-from dicomdrop.jobs import JobState
+from dicomdrop.fsutil import discard_tree, sweep_discarded
+from dicomdrop.jobs import JobState, host_id
 
 log = logging.getLogger(__name__)
 
 JOB_ID_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 _CLAIM_RE = re.compile(re.escape(CLAIM_PREFIX) + r"(?P<job>\d{8}T\d{6}Z-[0-9a-f]{6})-(?P<name>.+)")
+
+
+def remove_discarded(settings: Settings) -> list[str]:
+    """Delete the work folders whose removal a crash interrupted (``.discard-`` names)."""
+    removed = sweep_discarded(settings.paths.work)
+    if removed:
+        log.info("%d half-removed work folder(s) deleted", len(removed))
+    return removed
 
 
 def recover_interrupted_copies(settings: Settings) -> list[str]:
@@ -68,8 +79,10 @@ def recover_interrupted_copies(settings: Settings) -> list[str]:
             finished.append(job_id)
             log.info("job %s: interrupted copy claim was complete; source removed", job_id)
         else:
-            shutil.rmtree(job_dir, ignore_errors=True)
+            # The drop back under its name first: the work folder keeps its claim.json until
+            # then, so a kill in between leaves a claim that is still recognisably ours.
             entry.rename(inbox / name)
+            discard_tree(job_dir)
             log.warning(
                 "job %s: interrupted copy claim rolled back; drop back in the inbox", job_id
             )
@@ -97,7 +110,7 @@ def adopt_orphans(settings: Settings, registry: JobRegistry, register: Register)
         drops = _drop_entries(job_dir)
         if len(drops) != 1:
             if not drops and (owner == me or old_enough):
-                shutil.rmtree(job_dir, ignore_errors=True)
+                discard_tree(job_dir)
                 log.info("job %s: empty work folder of an unfinished claim removed", job_id)
             elif drops:
                 log.error(
@@ -134,9 +147,11 @@ def remove_finished_work(settings: Settings, registry: JobRegistry) -> list[str]
         record = registry.get(job_dir.name)
         if record is None or not JobState(record.state).at_rest:
             continue
-        if _owner(job_dir) != me:
+        # A folder that names no host is what an interrupted removal left (its job.json went
+        # first): the job is finished, so nothing in it is anybody's work any more.
+        if _owner(job_dir) not in (me, None):
             continue
-        shutil.rmtree(job_dir, ignore_errors=True)
+        discard_tree(job_dir)
         removed.append(job_dir.name)
         log.info("job %s: work folder of a finished job removed", job_dir.name)
     return removed

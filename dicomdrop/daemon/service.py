@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from dicomdrop.config import LoggingSettings, Settings
 from dicomdrop.daemon import metrics as metric_events
-from dicomdrop.daemon.claim import claim_drop, host_id, read_job_file
+from dicomdrop.daemon.claim import claim_drop, read_job_file
 from dicomdrop.daemon.http import MonitoringServer
 from dicomdrop.daemon.jobs import JobFunction, JobRegistry
 from dicomdrop.daemon.lock import DaemonLock
@@ -40,11 +40,14 @@ from dicomdrop.daemon.metrics import MetricEvent, Metrics, labels_of
 from dicomdrop.daemon.recovery import (
     adopt_orphans,
     recover_interrupted_copies,
+    remove_discarded,
     remove_finished_work,
 )
 from dicomdrop.daemon.settle import Clock, SettleTracker
 from dicomdrop.daemon.watch import InboxWatcher, Wakeup
-from dicomdrop.errors import ClaimError, ConfigError, ResourceError
+from dicomdrop.errors import ClaimError, ConfigError, JobBusyError, ResourceError
+from dicomdrop.job_lock import is_running
+from dicomdrop.jobs import host_id
 from dicomdrop.logs import setup_logging
 from dicomdrop.resources import as_resource_error
 
@@ -284,12 +287,21 @@ class Daemon:
         return status
 
     def _recover(self) -> None:
+        remove_discarded(self.settings)
         recover_interrupted_copies(self.settings)
         if self._network is not None:
             self._network.recover()
         adopt_orphans(self.settings, self._registry, self._register)
         remove_finished_work(self.settings, self._registry)
-        resumed = [j for j in dict.fromkeys(self._resume()) if is_own_job(self.settings, j)]
+        resumed = []
+        for job_id in dict.fromkeys(self._resume()):
+            if not is_own_job(self.settings, job_id):
+                continue
+            if is_running(self.settings.paths.work / job_id):
+                # dicomdrop process or quarantine retry runs it right now; it finishes it.
+                log.info("job %s: run by another process; not resumed", job_id)
+                continue
+            resumed.append(job_id)
         self._backlog.extend(resumed)
         if resumed:
             log.info("%d unfinished jobs will be resumed", len(resumed))
@@ -541,6 +553,9 @@ class Daemon:
             except BrokenProcessPool:
                 broken = True
                 self._crashed(job_id)
+                continue
+            except JobBusyError:
+                log.info("job %s: run by another process meanwhile; left to it", job_id)
                 continue
             except Exception as exc:
                 resource = as_resource_error(exc)

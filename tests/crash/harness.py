@@ -201,8 +201,34 @@ class JobTable:
 
 def is_idle(settings: Settings, table: JobTable) -> bool:
     """No drop left in the inbox, nothing in work, every job in a final state."""
-    if any(is_drop_name(p.name) for p in settings.paths.inbox.iterdir()):
-        return False
-    if any(not p.name.startswith(LOCK_PREFIX) for p in settings.paths.work.iterdir()):
-        return False
-    return all(state in FINAL_STATES for _, state in table.jobs().values())
+    return not idle_blockers(settings, table)
+
+
+def idle_blockers(settings: Settings, table: JobTable) -> list[str]:
+    """What keeps the daemon from being idle: drops in the inbox, entries in work, jobs in a
+    state that is not final (empty when idle)."""
+    blockers = [f"inbox: {p.name}" for p in settings.paths.inbox.iterdir() if is_drop_name(p.name)]
+    blockers += [
+        f"work: {p.name}"
+        for p in settings.paths.work.iterdir()
+        if not p.name.startswith(LOCK_PREFIX)
+    ]
+    blockers += [
+        f"job {job} ({drop}): {state}"
+        for job, (drop, state) in table.jobs().items()
+        if state not in FINAL_STATES
+    ]
+    return blockers
+
+
+def wait_until_idle(settings: Settings, table: JobTable, timeout: float, log: Path) -> None:
+    """Wait until the daemon is idle; at the deadline, fail naming what is not finished and
+    showing the end of the daemon's log."""
+    try:
+        wait_until(lambda: is_idle(settings, table), timeout, "the daemon to go idle", step=0.1)
+    except AssertionError:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-4000:] if log.exists() else ""
+        raise AssertionError(
+            f"timed out after {timeout:.0f}s waiting for the daemon to go idle; still open: "
+            f"{idle_blockers(settings, table)}\nend of the daemon's log:\n{tail}"
+        ) from None

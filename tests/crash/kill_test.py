@@ -37,7 +37,13 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from corpus import sevenzip_folder, write_series, zip_folder
-from crash.harness import DaemonProcess, JobTable, is_idle, make_installation, wait_until
+from crash.harness import (
+    DaemonProcess,
+    JobTable,
+    is_idle,
+    make_installation,
+    wait_until_idle,
+)
 from factories import (
     MUELLER,
     MUELLER_RESPELLED,
@@ -212,7 +218,7 @@ def run_round(root: Path, targets: list[str], rng: random.Random, summary: Summa
     daemon = DaemonProcess(config, log)
     try:
         daemon.wait_ready()
-        wait_until(lambda: is_idle(settings, table), 120, "the daemon to go idle", step=0.1)
+        wait_until_idle(settings, table, 120, log)
         status = daemon.terminate()
     finally:
         daemon.ensure_dead()
