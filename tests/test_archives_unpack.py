@@ -204,3 +204,55 @@ def test_damaged_deflate_member_is_corrupt_wherever_the_damage_is(
         unpack_drop(source, tmp_path / "dest", ArchiveSettings())
     assert caught.value.code in {"archive.corrupt", "archive.truncated"}
     assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar", "folder"])
+def test_members_written_as_dicom_are_not_opened_again_to_find_archives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    from dicomdrop.archives import unpack as unpack_module
+
+    inner = af.make_zip(tmp_path / "inner.zip", af.study_files(2), zipfile.ZIP_DEFLATED)
+    files = {**af.study_files(3), "notes.txt": b"x" * 40, "nested.zip": inner.read_bytes()}
+    if kind == "zip":
+        source = af.make_zip(tmp_path / "drop.zip", files, zipfile.ZIP_DEFLATED)
+    elif kind == "tar":
+        source = af.make_tar(tmp_path / "drop.tar", files)
+    else:
+        source = af.write_tree(tmp_path / "drop", files)
+    looked_at: list[str] = []
+    real_detect = unpack_module.detect_format
+
+    def detect(path: Path) -> str | None:
+        looked_at.append(path.name)
+        return real_detect(path)
+
+    monkeypatch.setattr(unpack_module, "detect_format", detect)
+    unpack_drop(source, tmp_path / "dest", ArchiveSettings())
+    expected = {k: v for k, v in files.items() if k != "nested.zip"}
+    expected |= {f"nested/{name}": data for name, data in af.study_files(2).items()}
+    assert af.read_tree(tmp_path / "dest") == expected
+    # The drop itself (an archive), the text and the nested zip are looked at; DICOM files not.
+    assert sorted(n for n in looked_at if n not in {"drop.zip", "drop.tar"}) == [
+        "nested.zip",
+        "notes.txt",
+    ]
+
+
+def test_small_writes_are_gathered_and_the_head_kept(tmp_path: Path) -> None:
+    from dicomdrop.archives.safety import ArchiveScope, DropBudget
+    from dicomdrop.archives.target import FLUSH_SIZE, ExtractionTarget
+
+    (tmp_path / "dest").mkdir()
+    scope = ArchiveScope(DropBudget(ArchiveSettings(), free_space_root=tmp_path), "a.7z", None)
+    target = ExtractionTarget(tmp_path / "dest", scope)
+    data = af.dicom_bytes(pixels=300) + bytes(range(256)) * (FLUSH_SIZE // 100)
+    path = target.accept("sub/one.dcm")
+    assert path is not None
+    with target.open_file(path, len(data)) as out:
+        for at in range(0, len(data), 7):  # 7 bytes at a time, as a slow decoder may give
+            out.write(data[at : at + 7])
+    target.note_head(path, out.head)
+    assert (tmp_path / "dest/sub/one.dcm").read_bytes() == data
+    assert out.head == data[:132] and out.written == len(data)
+    assert target.dicom_files == {path}

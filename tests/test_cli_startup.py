@@ -1,8 +1,9 @@
 """Start-up of the command line: a command imports what it needs, not what other commands need.
 
 Measured by which modules a command leaves imported (never by wall time): ``--version`` needs
-no DICOM library and no database layer, ``lookup`` needs the database layer but no DICOM
-library and no pipeline.
+no DICOM library and no database layer; ``lookup`` reads a SQLite registry with plain sqlite3
+(store/lookup.py), so it needs neither a DICOM library nor SQLAlchemy; importing the CLI module
+imports no heavy library at all.
 """
 
 from __future__ import annotations
@@ -17,7 +18,33 @@ from conftest import write_config
 
 from dicomdrop import cli
 
-HEAVY_FOR_LOOKUP = ("pydicom", "numpy", "dicomdrop.pipeline", "dicomdrop.deid.engine", "py7zr")
+HEAVY_FOR_LOOKUP = (
+    "pydicom",
+    "numpy",
+    "dicomdrop.pipeline",
+    "dicomdrop.deid.engine",
+    "py7zr",
+    "sqlalchemy",
+    "alembic",
+    "dicomdrop.store.models",
+    "dicomdrop.store.db",
+)
+# Never imported by ``import dicomdrop.cli`` itself: every command pays only for what it uses.
+HEAVY_AT_IMPORT = (
+    "sqlalchemy",
+    "alembic",
+    "pydicom",
+    "numpy",
+    "py7zr",
+    "rapidfuzz",
+    "isal",
+    "watchdog",
+    "dicomdrop.store",
+    "dicomdrop.pipeline",
+    "dicomdrop.deid",
+    "dicomdrop.verify",
+    "dicomdrop.dicomio",
+)
 
 _REPORT_MODULES = """
 import json, sys
@@ -54,16 +81,46 @@ def test_version_imports_neither_dicom_nor_database_libraries(tmp_path: Path) ->
         assert not _loaded(modules, heavy), heavy
 
 
-def test_lookup_imports_no_dicom_library_nor_pipeline(tmp_path: Path) -> None:
+def test_importing_the_cli_imports_no_heavy_module(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys, dicomdrop.cli; print(json.dumps(sorted(sys.modules)))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modules = set(json.loads(result.stdout))
+    for heavy in HEAVY_AT_IMPORT:
+        assert not _loaded(modules, heavy), heavy
+
+
+def test_lookup_imports_neither_a_dicom_library_nor_the_database_layer(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    assert cli.main(["init", "--config", str(config)]) == 0
+    assert cli.main(["db", "upgrade", "--config", str(config)]) == 0
+    status, modules = imported_by(["lookup", "Doe^John", "--config", str(config)], tmp_path)
+    from dicomdrop.commands.reid import LOOKUP_NOBODY
+
+    assert status == LOOKUP_NOBODY  # nobody is registered: the command ran to its answer
+    assert "sqlite3" in modules and "dicomdrop.store.lookup" in modules
+    for heavy in HEAVY_FOR_LOOKUP:
+        assert not _loaded(modules, heavy), heavy
+
+
+def test_lookup_before_the_database_exists_takes_the_store_and_creates_it(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     assert cli.main(["init", "--config", str(config)]) == 0
     status, modules = imported_by(["lookup", "Doe^John", "--config", str(config)], tmp_path)
     from dicomdrop.commands.reid import LOOKUP_NOBODY
 
-    assert status == LOOKUP_NOBODY  # nobody is registered: the command ran to its answer
-    assert _loaded(modules, "sqlalchemy")
-    for heavy in HEAVY_FOR_LOOKUP:
-        assert not _loaded(modules, heavy), heavy
+    assert status == LOOKUP_NOBODY
+    assert _loaded(modules, "sqlalchemy")  # it created and migrated the database
+    status, modules = imported_by(["lookup", "Doe^John", "--config", str(config)], tmp_path)
+    assert status == LOOKUP_NOBODY and not _loaded(modules, "sqlalchemy")
 
 
 def _top_level_commands(parser: object) -> set[str]:

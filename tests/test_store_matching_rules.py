@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from store_helpers import make_registry, person
 
-from dicomdrop.store import registry as registry_module
+from dicomdrop.store import decision as decision_module
 from dicomdrop.store.curation import resolve
 from dicomdrop.store.models import NameVariant, Patient, PendingMatch
 from dicomdrop.store.names import normalize_name, token_similarity
@@ -235,7 +235,7 @@ def test_another_id_of_the_same_issuer_is_review(registry: Registry) -> None:
 
 
 def test_candidate_list_cut_is_review(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_module, "MAX_CANDIDATES", 3)
+    monkeypatch.setattr(decision_module, "MAX_CANDIDATES", 3)
     register(registry, *(person(f"Smith^Jo{c}n", birth_date=None) for c in "abcdefgh"))
     register(registry, *(person(f"Sm{c}th^John", birth_date=None) for c in "abcdefgh"))
     result = registry.match_or_register(person("Smith^Xoan", birth_date=None), seen_in="b")
@@ -245,7 +245,7 @@ def test_candidate_list_cut_is_review(registry: Registry, monkeypatch: pytest.Mo
 def test_rarest_keys_are_searched_first(
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(registry_module, "MAX_CANDIDATES", 5)
+    monkeypatch.setattr(decision_module, "MAX_CANDIDATES", 5)
     register(
         registry,
         *(

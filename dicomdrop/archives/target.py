@@ -22,6 +22,10 @@ from dicomdrop.archives.safety import (
 from dicomdrop.errors import ArchiveError
 
 CHUNK_SIZE: Final = 1 << 20
+# Small writes are gathered to this size before they reach the file.
+FLUSH_SIZE: Final = 1 << 16
+_DICOM_MAGIC_OFFSET: Final = 128
+HEAD_SIZE: Final = _DICOM_MAGIC_OFFSET + 4
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -34,25 +38,52 @@ class Readable(Protocol):
 
 
 class EntryWriter:
-    """A file being unpacked: counts each chunk against the limits, then writes it."""
+    """A file being unpacked: counts each chunk against the limits, then writes it.
+
+    Large chunks (a zip member inflates in chunks of up to 1 MiB) go to the file in one
+    ``write`` call each, without passing through a buffer; small ones (7z, tar) are gathered to
+    :data:`FLUSH_SIZE` first. A member's first bytes are kept (:attr:`head`) so that the unpacker
+    knows a DICOM file without opening it again.
+    """
 
     def __init__(self, fd: int, scope: ArchiveScope, member: str) -> None:
-        self._file = open(fd, "wb", buffering=CHUNK_SIZE)  # noqa: SIM115 (closed by close())
+        self._fd = fd
         self._scope = scope
         self._member = member
+        self._pending = bytearray()
         self.written = 0
+        self.head = b""
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Count and write ``data``; raises :class:`ArchiveError` when a limit is crossed."""
         size = len(data)
         self.written += size
         self._scope.add_bytes(size, self.written, self._member)
-        self._file.write(data)
+        if len(self.head) < HEAD_SIZE:
+            self.head += bytes(data[: HEAD_SIZE - len(self.head)])
+        if self._pending or size < FLUSH_SIZE:
+            self._pending += data
+            if len(self._pending) >= FLUSH_SIZE:
+                self._flush()
+        else:
+            _write_all(self._fd, data)
         return size
 
+    def _flush(self) -> None:
+        if self._pending:
+            _write_all(self._fd, self._pending)
+            self._pending.clear()
+
     def close(self) -> None:
-        """Close the file (idempotent)."""
-        self._file.close()
+        """Write what is gathered and close the file (idempotent)."""
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        try:
+            _write_all(fd, self._pending)
+        finally:
+            self._pending = bytearray()
+            os.close(fd)
 
     def __enter__(self) -> EntryWriter:
         return self
@@ -66,6 +97,19 @@ class EntryWriter:
         self.close()
 
 
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """``os.write`` until every byte is written (a write may take fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def is_dicom_head(head: bytes) -> bool:
+    """True when a file's first bytes carry the DICOM Part 10 magic (``DICM`` after the
+    128-byte preamble): such a file is never an archive (``detect.detect_format``)."""
+    return head[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + 4] == b"DICM"
+
+
 class ExtractionTarget:
     """The folder one archive is unpacked into."""
 
@@ -75,6 +119,9 @@ class ExtractionTarget:
         self.dropped = 0
         self._files: set[PurePosixPath] = set()
         self._dirs: set[PurePosixPath] = set()
+        # Member files whose first bytes say DICOM: not archives, not to be opened again to
+        # find out (filled as each one is closed).
+        self.dicom_files: set[PurePosixPath] = set()
 
     def accept(self, raw_name: str) -> PurePosixPath | None:
         """The checked relative path for a member name; None when it is skipped (macOS junk)."""
@@ -116,13 +163,19 @@ class ExtractionTarget:
         self._files.add(path)
         return EntryWriter(fd, self.scope, member)
 
+    def note_head(self, path: PurePosixPath, head: bytes) -> None:
+        """Record a written member's first bytes (see :attr:`dicom_files`)."""
+        if is_dicom_head(head):
+            self.dicom_files.add(path)
+
     def copy_file(self, path: PurePosixPath, source: Readable, declared_size: int | None) -> int:
         """Stream ``source`` into a new member file in chunks; returns the bytes written."""
         with self.open_file(path, declared_size) as out:
             read = source.read
             while chunk := read(CHUNK_SIZE):
                 out.write(chunk)
-            return out.written
+        self.note_head(path, out.head)
+        return out.written
 
     def _conflict(self, path: PurePosixPath) -> ArchiveError:
         return ArchiveError(

@@ -160,8 +160,8 @@ class _Unpacking:
 
     def unpack(self, source: Path) -> None:
         if source.is_dir() and not source.is_symlink():
-            self._copy_folder(source)
-            self._queue_archives_in(self.dest, nesting=0)
+            known = self._copy_folder(source)
+            self._queue_archives_in(self.dest, nesting=0, dicom=known)
         else:
             fmt = detect_format(source)
             if fmt is None:
@@ -170,8 +170,8 @@ class _Unpacking:
                     "the drop is neither a folder nor a zip, 7z or tar archive",
                     files=[source.name],
                 )
-            self._extract(source, fmt, self.dest, label=source.name)
-            self._queue_archives_in(self.dest, nesting=1)
+            known = self._extract(source, fmt, self.dest, label=source.name)
+            self._queue_archives_in(self.dest, nesting=1, dicom=known)
         while self.pending:
             archive, fmt, nesting = self.pending.popleft()
             self._expand_nested(archive, fmt, nesting)
@@ -192,13 +192,15 @@ class _Unpacking:
             rejected=tuple(self.rejected),
         )
 
-    def _extract(self, archive: Path, fmt: str, into: Path, label: str) -> None:
+    def _extract(self, archive: Path, fmt: str, into: Path, label: str) -> set[PurePosixPath]:
+        """Unpack ``archive`` into ``into``; the members known to be DICOM files."""
         scope = ArchiveScope(self.budget, label, archive.stat().st_size)
         target = ExtractionTarget(into, scope)
         _extractor(fmt)(archive, fmt, target)
         self.dropped += target.dropped
         self.archives_expanded += 1
         self.formats.add(fmt)
+        return target.dicom_files
 
     def _expand_nested(self, archive: Path, fmt: str, nesting: int) -> None:
         label = archive.relative_to(self.dest).as_posix()
@@ -207,7 +209,7 @@ class _Unpacking:
         staging = _unused_name(archive.parent, f".{archive.name}.unpacking")
         staging.mkdir()
         try:
-            self._extract(archive, fmt, staging, label=label)
+            known = self._extract(archive, fmt, staging, label=label)
         except ArchiveError as exc:
             if self.rejected_dir is None or exc.code not in MEMBER_CODES:
                 raise
@@ -221,18 +223,24 @@ class _Unpacking:
         archive.unlink()
         final = _unused_name(archive.parent, strip_archive_suffix(archive.name))
         staging.rename(final)
-        self._queue_archives_in(final, nesting=nesting + 1)
+        self._queue_archives_in(final, nesting=nesting + 1, dicom=known)
 
-    def _queue_archives_in(self, folder: Path, nesting: int) -> None:
+    def _queue_archives_in(self, folder: Path, nesting: int, dicom: set[PurePosixPath]) -> None:
+        """Queue the archives in ``folder``, found by content; ``dicom`` (paths relative to
+        ``folder``) are known DICOM files from their first bytes as written, never archives."""
         for parent, dirs, names in os.walk(folder):
             dirs.sort()
+            relative = PurePosixPath(Path(parent).relative_to(folder).as_posix())
             for name in sorted(names):
+                if relative / name in dicom:
+                    continue
                 path = Path(parent, name)
                 fmt = detect_format(path)
                 if fmt is not None:
                     self.pending.append((path, fmt, nesting))
 
-    def _copy_folder(self, source: Path) -> None:
+    def _copy_folder(self, source: Path) -> set[PurePosixPath]:
+        """Copy a folder drop into the destination; the files known to be DICOM files."""
         scope = ArchiveScope(self.budget, "", None)
         target = ExtractionTarget(self.dest, scope)
         stack: list[tuple[Path, PurePosixPath]] = [(source, PurePosixPath())]
@@ -274,6 +282,7 @@ class _Unpacking:
                         "the drop folder holds a device, fifo or socket; only files are accepted",
                         files=[where],
                     )
+        return target.dicom_files
 
 
 def _unused_name(folder: Path, name: str) -> Path:

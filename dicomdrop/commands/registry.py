@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.commands.jsonout import add_json_option, emit, timestamp
 from dicomdrop.errors import DicomdropError
-from dicomdrop.store.audit import audit_key_from, current_user
-from dicomdrop.store.db import Store
+from dicomdrop.store.auditchain import audit_key_from, current_user
+
+if TYPE_CHECKING:
+    from dicomdrop.store.db import Store
 
 
 def open_store(ctx: Context) -> Store:
     """The configured store, migrated to the current schema."""
+    from dicomdrop.store.db import Store
+
     settings = ctx.settings
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     # Audited commands chain their rows with it; without a key, writing a row says so.
@@ -154,6 +158,8 @@ def register(sub: Any) -> None:
 
 def run_db_upgrade(args: argparse.Namespace, ctx: Context) -> int:
     """Apply migrations and print the schema revision."""
+    from dicomdrop.store.db import Store
+
     store = Store.open(ctx.settings.store_url, busy_timeout_ms=ctx.settings.store.busy_timeout_ms)
     try:
         print(f"schema revision: {store.schema_revision()}")

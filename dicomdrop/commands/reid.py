@@ -12,7 +12,7 @@ from typing import Any
 from dicomdrop.commands import Context, add_config_option
 from dicomdrop.commands.jsonout import add_json_option, emit, timestamp
 from dicomdrop.commands.registry import add_date_format_option, open_registry, open_store
-from dicomdrop.store.audit import audit_key_from, current_user
+from dicomdrop.store.auditchain import audit_key_from, current_user
 
 # Exit statuses of ``dicomdrop lookup`` (1 is every command's error status; 2 is a usage error).
 LOOKUP_FOUND = 0
@@ -123,30 +123,21 @@ def _as_dict(person: Any) -> dict[str, Any]:
 
 def run_lookup(args: argparse.Namespace, ctx: Context) -> int:
     """Print the pseudonym alone (see the exit statuses in the command's description)."""
-    from dicomdrop.store.registry import PatientIdentity
-    from dicomdrop.store.reid import lookup, lookup_many
+    from dicomdrop.store.decision import PatientIdentity
 
     if (args.name is None) == (args.batch is None):
         print("dicomdrop: lookup needs a NAME or --batch FILE.csv (one of them)", file=sys.stderr)
         return LOOKUP_ERROR
     if args.batch is not None:
-        return _run_lookup_batch(args, ctx, lookup_many)
-    registry = open_registry(ctx)
-    try:
-        result = lookup(
-            registry,
-            PatientIdentity(
-                name=args.name,
-                patient_id=args.patient_id,
-                issuer=args.issuer,
-                birth_date=args.birth_date,
-                sex=args.sex,
-            ),
-            actor=args.by or current_user(),
-            reason=args.reason,
-        )
-    finally:
-        registry.store.close()
+        return _run_lookup_batch(args, ctx)
+    identity = PatientIdentity(
+        name=args.name,
+        patient_id=args.patient_id,
+        issuer=args.issuer,
+        birth_date=args.birth_date,
+        sex=args.sex,
+    )
+    (result,) = _look_up(ctx, [identity], actor=args.by or current_user(), reason=args.reason)
     if result.status == "ambiguous":
         print("dicomdrop: ambiguous, candidates: " + ", ".join(result.candidates), file=sys.stderr)
         return LOOKUP_AMBIGUOUS
@@ -157,21 +148,46 @@ def run_lookup(args: argparse.Namespace, ctx: Context) -> int:
     return LOOKUP_FOUND
 
 
-def _run_lookup_batch(args: argparse.Namespace, ctx: Context, lookup_many: Any) -> int:
+def _look_up(ctx: Context, identities: list[Any], *, actor: str, reason: str) -> list[Any]:
+    """The look-up results of ``identities``: with plain sqlite3 on a SQLite registry at the
+    current schema (no SQLAlchemy import: see store/lookup.py), else through the store."""
+    from dicomdrop.store.lookup import lookup_sqlite, open_sqlite
+
+    settings = ctx.settings
+    conn = open_sqlite(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
+    if conn is not None:
+        try:
+            return lookup_sqlite(
+                conn,
+                settings.registry,
+                audit_key_from(ctx.key),
+                identities,
+                actor=actor,
+                os_user=current_user(),
+                reason=reason,
+            )
+        finally:
+            conn.close()
+    from dicomdrop.store.reid import lookup_many
+
+    registry = open_registry(ctx)
+    try:
+        return lookup_many(registry, identities, actor=actor, reason=reason)
+    finally:
+        registry.store.close()
+
+
+def _run_lookup_batch(args: argparse.Namespace, ctx: Context) -> int:
     from dicomdrop.store.demographics import read_demographics
 
     table = read_demographics(args.batch)
     identities, unreadable = table.identities(args.date_format)
-    registry = open_registry(ctx)
-    try:
-        results = lookup_many(
-            registry,
-            [identity for _, identity in identities],
-            actor=args.by or current_user(),
-            reason=args.reason,
-        )
-    finally:
-        registry.store.close()
+    results = _look_up(
+        ctx,
+        [identity for _, identity in identities],
+        actor=args.by or current_user(),
+        reason=args.reason,
+    )
     lines: dict[int, list[str]] = {
         number: [str(number), "error", "", reason] for number, reason in unreadable
     }

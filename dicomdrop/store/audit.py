@@ -15,21 +15,20 @@ chain cannot show is the removal of the newest rows; keep copies of ``audit --ve
 
 from __future__ import annotations
 
-import getpass
-import hashlib
 import hmac
-import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from dicomdrop.errors import StoreError
+from dicomdrop.store.auditchain import audit_key_from as audit_key_from
+from dicomdrop.store.auditchain import current_user as current_user
+from dicomdrop.store.auditchain import row_hash
 from dicomdrop.store.db import Store
 from dicomdrop.store.models import AuditEvent, utcnow
 
-_AUDIT_LABEL = b"dicomdrop audit chain v1"
 _PG_AUDIT_LOCK = 0x41554449  # "AUDI": serialises appends to the chain on PostgreSQL
 
 
@@ -59,41 +58,20 @@ class ChainReport:
     problem: str = ""
 
 
-def audit_key_from(secret_key: bytes) -> bytes:
-    """The key of the audit chain, derived from the secret key (never stored)."""
-    return hmac.new(secret_key, _AUDIT_LABEL, hashlib.sha256).digest()
-
-
-def current_user() -> str:
-    """The operating-system user running the command (the default ``--by``)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def _moment(at: datetime) -> str:
-    """A timestamp as every backend gives it back: naive UTC, microseconds."""
-    if at.tzinfo is not None:
-        at = at.astimezone(UTC).replace(tzinfo=None)
-    return at.isoformat(timespec="microseconds")
-
-
 def _row_hash(key: bytes, event: AuditEvent, prev_hash: str) -> str:
-    fields = [
+    return row_hash(
+        key,
         prev_hash,
-        event.id,
-        _moment(event.at),
-        event.actor,
-        event.os_user,
-        event.action,
-        event.reason,
-        event.subject,
-        bool(event.found),
-        event.details,
-    ]
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+        row_id=event.id,
+        at=event.at,
+        actor=event.actor,
+        os_user=event.os_user,
+        action=event.action,
+        reason=event.reason,
+        subject=event.subject,
+        found=bool(event.found),
+        details=event.details,
+    )
 
 
 def record_event(

@@ -22,15 +22,16 @@ from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomdrop.errors import StoreError
+from dicomdrop.store.revision import HEAD_REVISION as HEAD_REVISION
 
 logger = logging.getLogger(__name__)
 
 # Key of the PostgreSQL advisory lock that serialises registrations and migrations.
 _PG_LOCK_KEY = 0x44494344  # "DICD"
 _EXCLUSIVE = "dicomdrop_exclusive"
-# The newest migration shipped (a test checks it against the migrations folder): a database at
-# this revision needs no upgrade, and Alembic is not even imported.
-HEAD_REVISION = "0007_console_sessions"
+# The newest migration shipped (HEAD_REVISION, kept in store/revision.py; a test checks it
+# against the migrations folder): a database at this revision needs no upgrade, and Alembic is
+# not even imported.
 
 
 class Store:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from dicomdrop.errors import StoreError
 from dicomdrop.store.audit import record_event
 from dicomdrop.store.db import Store
+from dicomdrop.store.lookup import LookupResult, audit_fields, log_lookups, results_of
 from dicomdrop.store.models import Identifier, NameVariant, Patient, Study
 from dicomdrop.store.registry import PatientIdentity, Registry
 
@@ -149,19 +150,6 @@ def _person(session: Session, patient: Patient) -> Person:
     )
 
 
-@dataclass(frozen=True)
-class LookupResult:
-    """A forward look-up: the pseudonym, or None; ``candidates`` when ambiguous.
-
-    ``status``: ``found``, ``nobody`` or ``ambiguous`` (``rule``: the decision table row).
-    """
-
-    pseudonym: str | None
-    status: str
-    candidates: tuple[str, ...]
-    rule: str = ""
-
-
 def lookup(
     registry: Registry,
     identity: PatientIdentity,
@@ -186,33 +174,20 @@ def lookup_many(
     The matching reads only (it never takes the write lock, so it runs beside a daemon that
     writes); the audit rows wait for the lock like any other write.
     """
-    results: list[LookupResult] = []
-    for identity in identities:
-        found = registry.find(identity)
-        pseudonym = found.pseudonym if found.status == "matched" else None
-        status = "found" if pseudonym else "ambiguous" if found.status == "ambiguous" else "nobody"
-        candidates = found.candidates if status == "ambiguous" else ()
-        results.append(LookupResult(pseudonym, status, candidates, found.rule))
+    results = results_of(registry.find, identities)
     with registry.store.session() as session:
         for result in results:
+            fields = audit_fields(result, reason)
             record_event(
                 session,
-                action="lookup",
+                action=fields.action,
                 actor=actor,
-                reason=(reason or "").strip() or "forward lookup",
-                subject=result.pseudonym,
-                found=result.pseudonym is not None,
-                details={
-                    "status": result.status,
-                    "rule": result.rule,
-                    "candidates": list(result.candidates),
-                },
+                reason=fields.reason,
+                subject=fields.subject,
+                found=fields.found,
+                details=fields.details,
             )
-    logger.info(
-        "forward lookup: %d queries, %d found",
-        len(results),
-        sum(r.status == "found" for r in results),
-    )
+    log_lookups(results)
     return results
 
 
