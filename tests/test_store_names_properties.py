@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from dicomdrop.store.names import (
     PARTICLES,
+    TITLES,
     fold_text,
     name_score,
     normalize_name,
@@ -16,7 +17,8 @@ from dicomdrop.store.names import (
 # Particles join the word after them, which differs between PN components and free text; a
 # word is a particle by its folded form (``mç`` folds to the particle ``mc``).
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwyzäöüéèñçåøß", min_size=2, max_size=12).filter(
-    lambda w: fold_text(w) not in PARTICLES and w not in ("jr", "sr", "ii", "iii", "iv")
+    # Particles, titles and suffixes are not name words: normalising drops or joins them.
+    lambda w: fold_text(w) not in PARTICLES | TITLES and w not in ("jr", "sr", "ii", "iii", "iv")
 )
 
 

@@ -61,7 +61,7 @@ PARTICLES = frozenset(
     ]
 )  # fmt: skip
 # Titles dropped from free-text names.
-_TITLES = frozenset(["dr", "mr", "mrs", "ms", "miss", "prof", "sir", "md", "phd"])
+TITLES = frozenset(["dr", "mr", "mrs", "ms", "miss", "prof", "sir", "md", "phd"])
 # Generational suffixes: kept (marked with SUFFIX_MARK) because they have to agree.
 _SUFFIXES = {
     "jr": "jr", "junior": "jr", "sr": "sr", "senior": "sr",
@@ -172,7 +172,7 @@ def fold_text(text: str) -> str:
 def _component_tokens(component: str) -> list[str]:
     """Tokens of one name component, with particles joined to the word that follows them."""
     folded = fold_text(component).replace("'", "").replace("’", "").replace("`", "")
-    words = [w for w in _NON_ALNUM.split(folded) if w and w not in _TITLES]
+    words = [w for w in _NON_ALNUM.split(folded) if w and w not in TITLES]
     return _join_particles(words)
 
 
