@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from dicomdrop.config import RegistrySettings
 from dicomdrop.deid.keyed import MAX_PSEUDONYM_BODY
@@ -143,6 +144,29 @@ class Found:
     exact: set[int] = field(default_factory=set)
     same_day: set[int] = field(default_factory=set)
     any_undated: bool = False
+
+
+# The kinds of row a look-up returns, in one UNION (both readers build the same query).
+KIND_RESOLVED, KIND_BY_ID, KIND_EXACT, KIND_SAME_DAY, KIND_UNDATED = range(5)
+
+
+def found_from_rows(rows: Iterable[tuple[Any, Any]], identity: PatientIdentity) -> Found:
+    """Fold the look-up's ``(patient id, kind)`` rows into a :class:`Found`."""
+    found = Found()
+    for patient_id, kind in rows:
+        if kind == KIND_RESOLVED:
+            found.resolved = int(patient_id)
+        elif kind == KIND_BY_ID:
+            found.by_id = int(patient_id)
+        elif kind == KIND_EXACT:
+            found.exact.add(int(patient_id))
+        elif kind == KIND_SAME_DAY:
+            found.same_day.add(int(patient_id))
+        else:
+            found.any_undated = True
+    if not identity.birth_date:
+        found.any_undated = True  # not looked at: the key search has to run anyway
+    return found
 
 
 class RegistryReads(Protocol):

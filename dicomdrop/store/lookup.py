@@ -34,6 +34,7 @@ from dicomdrop.store.decision import (
     MatchResult,
     PatientIdentity,
     PatientRow,
+    found_from_rows,
 )
 from dicomdrop.store.names import NormalizedName
 from dicomdrop.store.revision import HEAD_REVISION
@@ -186,6 +187,7 @@ class SqliteReads:
             clause, values = _equal(column, value)
             identity_sql.append(clause)
             params += values
+        # Row kinds 0-4 are decision.KIND_RESOLVED ... KIND_UNDATED, as in OrmReads.
         parts = [
             "SELECT id, kind FROM (SELECT p.id AS id, 0 AS kind FROM patients p "
             "JOIN pending_matches pm ON pm.resolution = p.pseudonym "
@@ -215,21 +217,7 @@ class SqliteReads:
                 "SELECT id, kind FROM (SELECT id, 4 AS kind FROM patients "
                 "WHERE birth_date IS NULL LIMIT 1)"
             )
-        found = Found()
-        for patient_id, kind in self.conn.execute(" UNION ALL ".join(parts), params):
-            if kind == 0:
-                found.resolved = int(patient_id)
-            elif kind == 1:
-                found.by_id = int(patient_id)
-            elif kind == 2:
-                found.exact.add(int(patient_id))
-            elif kind == 3:
-                found.same_day.add(int(patient_id))
-            else:
-                found.any_undated = True
-        if not identity.birth_date:
-            found.any_undated = True  # not looked at: the key search has to run anyway
-        return found
+        return found_from_rows(self.conn.execute(" UNION ALL ".join(parts), params), identity)
 
     def patient(self, patient_id: int) -> PatientRow | None:
         row = self.conn.execute(

@@ -32,6 +32,11 @@ from dicomdrop.store.audit import audit_key_from
 from dicomdrop.store.db import Store
 from dicomdrop.store.decision import (
     ID_NAME_FLOOR,
+    KIND_BY_ID,
+    KIND_EXACT,
+    KIND_RESOLVED,
+    KIND_SAME_DAY,
+    KIND_UNDATED,
     MAX_CANDIDATES,
     MAX_SAME_BIRTH_DATE,
     Decider,
@@ -43,6 +48,7 @@ from dicomdrop.store.decision import (
     Rule,
     Scored,
     births_compatible,
+    found_from_rows,
     sexes_compatible,
 )
 from dicomdrop.store.models import (
@@ -511,9 +517,6 @@ def _identity_filter(identity: PatientIdentity) -> list[ColumnElement[bool]]:
     ]
 
 
-_RESOLVED, _BY_ID, _EXACT, _SAME_DAY, _UNDATED = range(5)
-
-
 def _row(patient: Patient) -> PatientRow:
     return PatientRow(patient.id, patient.pseudonym, patient.birth_date, patient.sex)
 
@@ -530,7 +533,7 @@ class OrmReads:
 
     def look_up(self, identity: PatientIdentity, keys: list[str]) -> Found:
         resolved = (
-            select(Patient.id.label("id"), literal(_RESOLVED).label("kind"))
+            select(Patient.id.label("id"), literal(KIND_RESOLVED).label("kind"))
             .join(PendingMatch, PendingMatch.resolution == Patient.pseudonym)
             .where(PendingMatch.status == "resolved", *_identity_filter(identity))
             .order_by(PendingMatch.id.desc())
@@ -540,7 +543,7 @@ class OrmReads:
         parts = [select(resolved.c.id, resolved.c.kind)]
         if identity.patient_id:
             owner = (
-                select(Identifier.patient_id.label("id"), literal(_BY_ID).label("kind"))
+                select(Identifier.patient_id.label("id"), literal(KIND_BY_ID).label("kind"))
                 .where(
                     Identifier.issuer == (identity.issuer or ""),
                     Identifier.value == identity.patient_id,
@@ -552,39 +555,25 @@ class OrmReads:
         compatible = _compatible(identity)
         if keys:
             parts.append(
-                select(NameVariant.patient_id, literal(_EXACT))
+                select(NameVariant.patient_id, literal(KIND_EXACT))
                 .join(Patient)
                 .where(NameVariant.normalized.in_(keys), *compatible)
             )
         if keys and identity.birth_date:
             same_day = (
-                select(Patient.id.label("id"), literal(_SAME_DAY).label("kind"))
+                select(Patient.id.label("id"), literal(KIND_SAME_DAY).label("kind"))
                 .where(Patient.birth_date == identity.birth_date, *compatible)
                 .limit(MAX_SAME_BIRTH_DATE + 1)
                 .subquery()
             )
             undated = (
-                select(Patient.id.label("id"), literal(_UNDATED).label("kind"))
+                select(Patient.id.label("id"), literal(KIND_UNDATED).label("kind"))
                 .where(Patient.birth_date.is_(None))
                 .limit(1)
                 .subquery()
             )
             parts += [select(same_day.c.id, same_day.c.kind), select(undated.c.id, undated.c.kind)]
-        found = Found()
-        for patient_id, kind in self.session.execute(union_all(*parts)):
-            if kind == _RESOLVED:
-                found.resolved = int(patient_id)
-            elif kind == _BY_ID:
-                found.by_id = int(patient_id)
-            elif kind == _EXACT:
-                found.exact.add(int(patient_id))
-            elif kind == _SAME_DAY:
-                found.same_day.add(int(patient_id))
-            else:
-                found.any_undated = True
-        if not identity.birth_date:
-            found.any_undated = True  # not looked at: the key search has to run anyway
-        return found
+        return found_from_rows(self.session.execute(union_all(*parts)), identity)
 
     def patient(self, patient_id: int) -> PatientRow | None:
         patient = self.session.get(Patient, patient_id)
