@@ -22,8 +22,8 @@ from crash.harness import (
     DaemonProcess,
     JobTable,
     make_installation,
+    run_daemon_until_idle,
     wait_until,
-    wait_until_idle,
 )
 from factories import MUELLER, SMITH_JOAN
 
@@ -124,13 +124,7 @@ def test_a_killed_process_job_is_finished_by_the_next_daemon_start(tmp_path: Pat
     assert state == "running"
 
     log = tmp_path / "daemon.log"
-    daemon = DaemonProcess(config, log)
-    try:
-        daemon.wait_ready()
-        wait_until_idle(settings, table, 60, log)
-        assert daemon.terminate() == 0
-    finally:
-        daemon.ensure_dead()
+    run_daemon_until_idle(config, settings, table, log)
     assert table.jobs()[job_id][1] == "delivered"
     table.close()
     assert delivered_instances(settings.paths.outbox) == 6, "every instance once, none twice"
@@ -168,13 +162,8 @@ def test_a_daemon_leaves_alone_a_job_that_another_process_runs(tmp_path: Path) -
         if holder.poll() is None:
             holder.kill()
             holder.wait()
-    daemon = DaemonProcess(config, log)  # its next start resumes the job: nobody runs it now
-    try:
-        daemon.wait_ready()
-        wait_until_idle(settings, table, 60, log)
-        assert daemon.terminate() == 0
-    finally:
-        daemon.ensure_dead()
+    # Its next start resumes the job: nobody runs it now.
+    run_daemon_until_idle(config, settings, table, log)
     assert table.jobs()[job_id][1] == "delivered"
     table.close()
     assert delivered_instances(settings.paths.outbox) == 6

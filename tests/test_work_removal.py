@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import write_config
 from corpus import write_series
-from crash.harness import DaemonProcess, JobTable, make_installation, wait_until_idle
+from crash.harness import JobTable, make_installation, run_daemon_until_idle
 from daemon_support import MemoryJobRegistry
 from factories import MUELLER, SMITH_JOAN
 
@@ -76,13 +76,9 @@ def test_a_kill_while_a_finished_job_is_cleaned_up_is_finished_by_the_next_start
 
     log = tmp_path / "daemon.log"
     table = JobTable(settings)
-    daemon = DaemonProcess(config, log)
     try:
-        daemon.wait_ready()
-        wait_until_idle(settings, table, 30, log)
-        assert daemon.terminate() == 0
+        run_daemon_until_idle(config, settings, table, log, timeout=30)
     finally:
-        daemon.ensure_dead()
         table.close()
     assert work_entries(settings.paths.work) == []
     archives = sorted(settings.paths.outbox.glob("*.zip"))

@@ -232,3 +232,17 @@ def wait_until_idle(settings: Settings, table: JobTable, timeout: float, log: Pa
             f"timed out after {timeout:.0f}s waiting for the daemon to go idle; still open: "
             f"{idle_blockers(settings, table)}\nend of the daemon's log:\n{tail}"
         ) from None
+
+
+def run_daemon_until_idle(
+    config: Path, settings: Settings, table: JobTable, log: Path, timeout: float = 60
+) -> None:
+    """Start the daemon, wait until it is idle, stop it with SIGTERM (which must exit 0)."""
+    daemon = DaemonProcess(config, log)
+    try:
+        daemon.wait_ready()
+        wait_until_idle(settings, table, timeout, log)
+        status = daemon.terminate()
+    finally:
+        daemon.ensure_dead()
+    assert status == 0, f"SIGTERM gave exit status {status}"
