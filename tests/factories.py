@@ -33,6 +33,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from dicomdrop.deid.table import load_table, parse_table_tag
+from dicomdrop.romanise import romanisations
 
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 UID_ROOT = "1.2.826.0.1.3680043.10.1137"
@@ -253,6 +254,7 @@ MUELLER_RESPELLED = Person(1, "MUELLER^HANS", "PID-1001", "19600101", "M")
 SMITH_JOHN = Person(2, "Smith^Johnathan", "PID-2002", "19711231", "M")
 SMITH_JOAN = Person(3, "Smith^Joanna", "PID-3003", "19820615", "F")
 OKONKWO = Person(4, "Okonkwo^Chidinma^Adaeze", "PID-4004", "19990909", "F")
+IVANOV = Person(5, "Иванов^Сергей", "PID-5005", "19750412", "M")
 
 
 def uid(*parts: int) -> str:
@@ -301,7 +303,11 @@ def make_person_instance(
         PatientWeight=None,
         ImageType=None,
     )
-    ds.file_meta.SourceApplicationEntityTitle = person.family.replace("ü", "ue").upper()[:16]
+    # An AE title is ASCII: a Cyrillic family name appears in it in Latin letters.
+    ae_title = person.family.replace("ü", "ue")
+    if not ae_title.isascii():
+        ae_title = min(romanisations(ae_title), default="") or "PACS"
+    ds.file_meta.SourceApplicationEntityTitle = ae_title.upper()[:16]
     ref_patient = Dataset()
     ref_patient.PatientName = person.name
     ref_patient.PatientID = person.patient_id

@@ -6,8 +6,9 @@ commands/cli/web -> daemon -> runner/holds -> pipeline -> stages
 (network/, the C-STORE listener, sits beside stages: the daemon starts it, it uses dicomio.)
 
 Modules in one tier may import each other, with closer rules for the independent verification:
-verify/ imports only dicomio/, pixels/, config and errors (never the engine in deid/ it checks,
-the archives' spool, or a stage: it is handed the output bytes through
+verify/ imports only dicomio/, pixels/, config, errors and romanise (the spellings of names in
+Latin letters; never the engine in deid/ it checks, the archives' spool, or a stage: it is
+handed the output bytes through
 ``dicomio.output.StoredOutput``); pixels/ (rendering, OCR, masks) only dicomio/, verify/,
 config and errors; and dicomio/ only config and errors, so nothing reaches the engine through it.
 """
@@ -27,6 +28,7 @@ TIERS: dict[str, int] = {
     "config": 0,
     "errors": 0,
     "fsutil": 0,
+    "romanise": 0,
     "job_lock": 0,
     "jobs": 0,
     "logs": 0,
@@ -66,7 +68,7 @@ NEVER: set[tuple[str, str]] = {("verify", "deid"), ("pixels", "deid")}
 # Parts that may import only the listed parts (besides themselves, and the standard library,
 # pydicom and the other third-party packages).
 ONLY_IMPORTS: dict[str, set[str]] = {
-    "verify": {"dicomio", "pixels", "config", "errors"},
+    "verify": {"dicomio", "pixels", "config", "errors", "romanise"},
     "pixels": {"dicomio", "verify", "config", "errors"},
     "dicomio": {"config", "errors"},
 }

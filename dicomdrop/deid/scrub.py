@@ -24,9 +24,11 @@ from functools import lru_cache
 from itertools import permutations
 from typing import Final
 
+from dicomdrop.romanise import romanisations
+
 MIN_TOKEN: Final = 3
 _SEPARATORS: Final = r"[\s^,.\-_'/=]+"
-_WORD_SPLIT: Final = re.compile(r"[^0-9a-z]+")
+_WORD_SPLIT: Final = re.compile(r"[\W_]+")  # letters of any script: Cyrillic names too
 _SPECIAL_FOLDS: Final = {"ß": "ss", "ø": "o", "æ": "ae", "œ": "oe", "đ": "d", "ł": "l", "ı": "i"}
 
 
@@ -76,9 +78,15 @@ class NameScrubber:
     """Replaces a patient's names and IDs in text; built once per patient identity."""
 
     def __init__(
-        self, pattern: re.Pattern[str] | None, anchors: tuple[str, ...], replacement: str
+        self,
+        pattern: re.Pattern[str] | None,
+        anchors: tuple[str, ...],
+        replacement: str,
+        *,
+        bytes_pattern: re.Pattern[str] | None = None,
     ) -> None:
         self._pattern = pattern
+        self._bytes_pattern = bytes_pattern if bytes_pattern is not None else pattern
         self._anchors = anchors
         self._anchor_bytes = tuple(a.encode("ascii") for a in anchors if a.isascii())
         self._all_ascii = len(self._anchor_bytes) == len(anchors)
@@ -121,7 +129,8 @@ class NameScrubber:
         lowered = data.lower()
         if not any(anchor in lowered for anchor in self._anchor_bytes):
             return data, 0
-        spans = [m.span() for m in self._pattern.finditer(lowered.decode("latin-1"))]
+        assert self._bytes_pattern is not None  # set whenever the text pattern is
+        spans = [m.span() for m in self._bytes_pattern.finditer(lowered.decode("latin-1"))]
         if not spans:
             return data, 0
         buffer = bytearray(data)
@@ -175,9 +184,10 @@ _DIGRAPHS: Final = str.maketrans(
 
 
 def _spellings(variant: str) -> set[str]:
-    """The variant, and the variant with umlauts written as digraphs when it has any."""
+    """The variant, the variant with umlauts written as digraphs when it has any, and its Latin
+    spellings when it is written in Cyrillic or Greek letters."""
     digraphs = variant.translate(_DIGRAPHS)
-    return {variant, digraphs}
+    return {variant, digraphs, *romanisations(variant)}
 
 
 def _with_initials(words: list[str]) -> set[str]:
@@ -214,10 +224,25 @@ def _cached_scrubber(
         {re.escape(fold(i)) for i in ids if len(i) >= MIN_TOKEN}, key=len, reverse=True
     )
     anchors.update(fold(i) for i in ids if len(i) >= MIN_TOKEN)
+    return NameScrubber(
+        _compiled(word_alts, id_alts, _LETTER_OR_DIGIT),
+        tuple(sorted(anchors)),
+        replacement,
+        # Binary values are searched as Latin-1: a byte above 0x7f there is no letter.
+        bytes_pattern=_compiled(word_alts, id_alts, "[0-9a-z]"),
+    )
+
+
+# A letter or digit of any script: a name is matched as whole words in Cyrillic text too.
+_LETTER_OR_DIGIT: Final = r"[^\W_]"
+
+
+def _compiled(word_alts: list[str], id_alts: list[str], word_char: str) -> re.Pattern[str] | None:
+    """One pattern: the name alternatives as whole words (``word_char`` must not touch them),
+    the IDs anywhere."""
     parts: list[str] = []
     if word_alts:
-        parts.append(r"(?<![0-9a-z])(?:" + "|".join(word_alts) + r")(?![0-9a-z])")
+        parts.append(rf"(?<!{word_char})(?:" + "|".join(word_alts) + rf")(?!{word_char})")
     if id_alts:
         parts.append("(?:" + "|".join(id_alts) + ")")
-    pattern = re.compile("|".join(parts)) if parts else None
-    return NameScrubber(pattern, tuple(sorted(anchors)), replacement)
+    return re.compile("|".join(parts)) if parts else None

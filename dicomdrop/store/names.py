@@ -32,25 +32,15 @@ from dataclasses import dataclass
 
 from rapidfuzz.distance import OSA, JaroWinkler
 
+from dicomdrop.romanise import CYRILLIC, GREEK, GREEK_DIGRAPHS
+
 # Letters that Unicode decomposition does not reduce to ASCII.
 _SPECIAL_LETTERS = {
     "ß": "ss", "ẞ": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d",
     "þ": "th", "ı": "i", "ĳ": "ij", "ŀ": "l", "ħ": "h", "ŧ": "t", "ſ": "s",
 }  # fmt: skip
-_CYRILLIC = {
-    "а": "a", "б": "b", "в": "v", "г": "g", "ґ": "g", "д": "d", "е": "e", "ё": "e", "є": "ye",
-    "ж": "zh", "з": "z", "и": "i", "і": "i", "ї": "yi", "й": "y", "к": "k", "л": "l", "м": "m",
-    "н": "n", "о": "o", "п": "p", "р": "r", "с": "s", "т": "t", "у": "u", "ф": "f", "х": "kh",
-    "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ы": "y", "ь": "", "э": "e",
-    "ю": "yu", "я": "ya", "ђ": "dj", "ј": "j", "љ": "lj", "њ": "nj", "ћ": "c", "џ": "dz",
-}  # fmt: skip
-_GREEK = {
-    "α": "a", "β": "v", "γ": "g", "δ": "d", "ε": "e", "ζ": "z", "η": "i", "θ": "th", "ι": "i",
-    "κ": "k", "λ": "l", "μ": "m", "ν": "n", "ξ": "x", "ο": "o", "π": "p", "ρ": "r", "σ": "s",
-    "ς": "s", "τ": "t", "υ": "y", "φ": "f", "χ": "ch", "ψ": "ps", "ω": "o",
-}  # fmt: skip
-_GREEK_DIGRAPHS = {"ου": "ou", "αι": "ai", "ει": "ei", "οι": "oi", "μπ": "b", "ντ": "d"}
-_TRANSLIT = {**_SPECIAL_LETTERS, **_CYRILLIC, **_GREEK}
+_GREEK_DIGRAPHS = GREEK_DIGRAPHS
+_TRANSLIT = {**_SPECIAL_LETTERS, **CYRILLIC, **GREEK}
 
 # Name particles, joined to the following word of the same name component.
 PARTICLES = frozenset(

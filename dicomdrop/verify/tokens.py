@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
 
+from dicomdrop.romanise import SYSTEMS as ROMANISATIONS
+from dicomdrop.romanise import has_cyrillic_or_greek, romanise
+
 MIN_NAME_LETTERS = 3
 MIN_IDENTIFIER_CHARS = 4
 STANDARD_UID_ROOT = "1.2.840.10008."
@@ -89,17 +92,27 @@ def fold(text: str) -> str:
     return _COMBINING_MARKS.sub("", text)
 
 
-def _spellings(word: str) -> tuple[str, str, str]:
-    """Folded spellings of one name word: plain, alternative, without umlaut digraphs.
+#: How many spellings :func:`_spellings` gives per word.
+SPELLINGS = 5
+
+
+def _spellings(word: str) -> tuple[str, ...]:
+    """Folded spellings of one name word: plain, alternative, without umlaut digraphs, and in
+    Latin letters under two romanisations (the plain spelling again for a Latin word).
 
     ``Müller`` → ``muller``, ``mueller``, ``muller``; ``Mueller`` → ``mueller``, ``mueller``,
-    ``muller``. The positions stay the same so a full name can be spelled consistently.
+    ``muller``; ``Сергей`` → ``сергей``, …, ``sergey``, ``sergei``. The positions stay the same
+    so a full name can be spelled consistently.
     """
     plain = fold(word)
     alternative = fold(
         unicodedata.normalize("NFC", word).casefold().translate(_ALTERNATIVE_SPELLING)
     )
-    return plain, alternative, _UMLAUT_DIGRAPHS.sub("", plain)
+    if has_cyrillic_or_greek(word):
+        latin = tuple(fold(romanise(word, system)) for system in ROMANISATIONS)
+    else:
+        latin = (plain,) * len(ROMANISATIONS)
+    return (plain, alternative, _UMLAUT_DIGRAPHS.sub("", plain), *latin)
 
 
 @dataclass(frozen=True)
@@ -412,7 +425,7 @@ def _full_name_spellings(order: Sequence[str]) -> set[str]:
     """Spell every word the same way (plain, then alternative) across one word order."""
     per_word = [_spellings(w) for w in order]
     spellings = set()
-    for choice in range(3):
+    for choice in range(SPELLINGS):
         joined = " ".join(s[choice] for s in per_word)
         if sum(c.isalnum() for c in joined) >= MIN_NAME_LETTERS:
             spellings.add(joined)
