@@ -41,6 +41,7 @@ import sqlalchemy.exc
 from dicomdrop.archives import unpack_drop
 from dicomdrop.attempts import begin_attempt, forgive_attempt, last_failure, note_failure
 from dicomdrop.config import Settings
+from dicomdrop.deid.profile import compile_profile
 from dicomdrop.delivery import deliverer_for
 from dicomdrop.errors import QuarantineError, StoreError
 from dicomdrop.fsutil import discard_tree, write_json_atomic
@@ -62,7 +63,7 @@ from dicomdrop.stages.group import PatientGroup, group_instances, merge_groups
 from dicomdrop.stages.match import PatientMatch, match_group, merge_matches, record_studies
 from dicomdrop.stages.screen import SCREEN_MESSAGES, split_verdicts
 from dicomdrop.stages.sort import sort_tree
-from dicomdrop.stages.verify import identity_tokens, verify_output
+from dicomdrop.stages.verify import identity_tokens, kept_on_purpose, verify_output
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
 from dicomdrop.store.registry import Registry
@@ -410,7 +411,7 @@ class Pipeline:
         to the caller."""
         unpacked = folder / "unpacked"
         index = patient[0].index
-        retain_uids = bool(self.settings.deid.retain_uids)
+        kept = kept_on_purpose(compile_profile(self.settings.deid))
         passed = [p for m in patient for p in m.passed]
         match = patient[0].match
         if len(patient) > 1:
@@ -425,7 +426,7 @@ class Pipeline:
 
         variants, ids = match.name_variants, match.patient_ids
         # Built before de-identification: each output is scanned as it is produced.
-        tokens = identity_tokens(group, variants, ids, others, retain_uids=retain_uids)
+        tokens = identity_tokens(group, variants, ids, others, kept=kept)
         tree = folder / "out" / f"group-{index}"
         with self._stage(job_id, "deid", group=index) as details:
             output = deidentify_group(
@@ -488,7 +489,7 @@ class Pipeline:
                 variants=variants,
                 ids=ids,
                 others=others,
-                retain_uids=retain_uids,
+                kept=kept,
                 unpacked=unpacked,
                 executor=self.executor,
             )

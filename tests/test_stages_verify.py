@@ -9,7 +9,7 @@ from test_stages_match import group
 
 from dicomdrop.errors import VerificationError
 from dicomdrop.stages.deidentify import GroupOutput
-from dicomdrop.stages.verify import identity_tokens, verify_output
+from dicomdrop.stages.verify import KeptOnPurpose, identity_tokens, verify_output
 
 
 def output_with(tmp_path: Path, name: str) -> GroupOutput:
@@ -22,7 +22,7 @@ def output_with(tmp_path: Path, name: str) -> GroupOutput:
 def check(tmp_path: Path, name: str) -> None:
     patient = group()
     other = group(patient_name="Okafor^Ngozi", patient_id="PID-2", other_patient_names=())
-    tokens = identity_tokens(patient, {"Doe^Jane"}, {"PID-1"}, [other], retain_uids=False)
+    tokens = identity_tokens(patient, {"Doe^Jane"}, {"PID-1"}, [other], kept=KeptOnPurpose())
     verify_output(
         patient,
         output_with(tmp_path, name),
@@ -30,7 +30,7 @@ def check(tmp_path: Path, name: str) -> None:
         variants={"Doe^Jane"},
         ids={"PID-1"},
         others=[other],
-        retain_uids=False,
+        kept=KeptOnPurpose(),
         unpacked=tmp_path,
     )
 

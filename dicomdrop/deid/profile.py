@@ -185,6 +185,14 @@ class Profile:
                 return rep.action
         return "K"
 
+    def keeps(self, tag: int) -> bool:
+        """True when the value of a public ``tag`` is kept as it is (by the table, an option,
+        the preset or a site rule)."""
+        rule = self.overrides.get(tag)
+        if rule is not None:
+            return rule.action == "keep"
+        return self.action_for(tag) == "K"
+
     def method_codes(self) -> list[tuple[str, str]]:
         """CID 7050 (code, meaning) of the profile and of each option in effect."""
         if not self.basic_profile_applied:

@@ -84,9 +84,13 @@ class NameScrubber:
         replacement: str,
         *,
         bytes_pattern: re.Pattern[str] | None = None,
+        encoded_words: tuple[bytes, ...] = (),
     ) -> None:
         self._pattern = pattern
         self._bytes_pattern = bytes_pattern if bytes_pattern is not None else pattern
+        # Name words with letters beyond ASCII, as UTF-8 and Latin-1 bytes in their usual cases:
+        # how a binary value (a vendor's private block) holds them.
+        self._encoded_words = encoded_words
         self._anchors = anchors
         self._anchor_bytes = tuple(a.encode("ascii") for a in anchors if a.isascii())
         self._all_ascii = len(self._anchor_bytes) == len(anchors)
@@ -113,24 +117,32 @@ class NameScrubber:
         return self._anchor_search is not None and self._anchor_search(raw) is not None
 
     def may_match_binary(self, raw: bytes) -> bool:
-        """Cheap pre-check on binary data (only ASCII spellings are looked for there)."""
-        if self._pattern is None or not self._anchor_bytes:
+        """Cheap pre-check on binary data: False only when no spelling can be in it."""
+        if self._pattern is None:
             return False
+        if any(word in raw for word in self._encoded_words):
+            return True
         lowered = raw.lower()
         return any(anchor in lowered for anchor in self._anchor_bytes)
 
     def scrub_bytes(self, data: bytes) -> tuple[bytes, int]:
-        """Binary data with each ASCII-spelled match overwritten by ``*`` of the same length.
+        """Binary data with each match overwritten by ``*`` of the same length: the ASCII
+        spellings as whole words, and the name's words with other letters as UTF-8 or Latin-1.
 
         The length is kept so that the structure of binary values stays intact.
         """
-        if self._pattern is None or not self._anchor_bytes:
+        if self._pattern is None:
             return data, 0
+        spans: list[tuple[int, int]] = []
         lowered = data.lower()
-        if not any(anchor in lowered for anchor in self._anchor_bytes):
-            return data, 0
-        assert self._bytes_pattern is not None  # set whenever the text pattern is
-        spans = [m.span() for m in self._bytes_pattern.finditer(lowered.decode("latin-1"))]
+        if any(anchor in lowered for anchor in self._anchor_bytes):
+            assert self._bytes_pattern is not None  # set whenever the text pattern is
+            spans += [m.span() for m in self._bytes_pattern.finditer(lowered.decode("latin-1"))]
+        for word in self._encoded_words:
+            start = data.find(word)
+            while start != -1:
+                spans.append((start, start + len(word)))
+                start = data.find(word, start + len(word))
         if not spans:
             return data, 0
         buffer = bytearray(data)
@@ -230,7 +242,25 @@ def _cached_scrubber(
         replacement,
         # Binary values are searched as Latin-1: a byte above 0x7f there is no letter.
         bytes_pattern=_compiled(word_alts, id_alts, "[0-9a-z]"),
+        encoded_words=_encoded_words(names),
     )
+
+
+def _encoded_words(names: Iterable[str]) -> tuple[bytes, ...]:
+    """The words of 3+ letters with non-ASCII letters of ``names``, as UTF-8 and Latin-1 bytes
+    in lower, upper, title and their own case; longest first."""
+    encoded: set[bytes] = set()
+    for variant in names:
+        for word in re.split(r"[\W_]+", variant):
+            if len(word) < MIN_TOKEN or word.isascii():
+                continue
+            for form in {word, word.lower(), word.upper(), word.title()}:
+                for codec in ("utf-8", "latin-1"):
+                    try:
+                        encoded.add(form.encode(codec))
+                    except UnicodeEncodeError:
+                        continue
+    return tuple(sorted(encoded, key=len, reverse=True))
 
 
 # A letter or digit of any script: a name is matched as whole words in Cyrillic text too.

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
+from dicomdrop.deid.profile import Profile
 from dicomdrop.errors import QuarantineError
 from dicomdrop.stages.deidentify import GroupOutput
 from dicomdrop.stages.group import PatientGroup
@@ -26,6 +29,29 @@ from dicomdrop.verify.scan import (
     verify_tree,
 )
 
+STUDY_INSTANCE_UID: Final = 0x0020000D
+PATIENT_BIRTH_DATE: Final = 0x00100030
+ACCESSION_NUMBER: Final = 0x00080050
+
+
+@dataclass(frozen=True)
+class KeptOnPurpose:
+    """Identity values the profile keeps by design, which the scan must therefore not search:
+    searching them would quarantine every file (``names-only`` keeps all three)."""
+
+    uids: bool = False
+    birth_date: bool = False
+    accession: bool = False
+
+
+def kept_on_purpose(profile: Profile) -> KeptOnPurpose:
+    """What ``profile`` keeps of the identity values the scan searches besides names and IDs."""
+    return KeptOnPurpose(
+        uids=profile.keeps(STUDY_INSTANCE_UID),
+        birth_date=profile.keeps(PATIENT_BIRTH_DATE),
+        accession=profile.keeps(ACCESSION_NUMBER),
+    )
+
 
 def identity_tokens(
     group: PatientGroup,
@@ -33,13 +59,13 @@ def identity_tokens(
     ids: Collection[str],
     others: Sequence[PatientGroup],
     *,
-    retain_uids: bool,
+    kept: KeptOnPurpose,
     output: GroupOutput | None = None,
 ) -> IdentityTokens:
-    """The patient's identity tokens: names, IDs, accession numbers, birth date and, unless
-    the profile keeps UIDs, the original study, series and SOP instance UIDs of every file of
-    the group (from its headers, plus those the engine reported for ``output``); and the
-    names and IDs of the ``others`` patients of the drop."""
+    """The patient's identity tokens: names and IDs; unless the profile keeps them on purpose,
+    accession numbers, the birth date and the original study, series and SOP instance UIDs of
+    every file of the group (from its headers, plus those the engine reported for ``output``);
+    and the names and IDs of the ``others`` patients of the drop."""
     accessions = set(group.accession_numbers)
     uids = set(group.original_uids)
     if output is not None:
@@ -51,9 +77,9 @@ def identity_tokens(
     return build_identity_tokens(
         names=sorted(v for v in variants if v),
         patient_ids=sorted(i for i in ids if i),
-        accession_numbers=sorted(accessions),
-        birth_dates=sorted(births),
-        uids=() if retain_uids else sorted(uids),
+        accession_numbers=() if kept.accession else sorted(accessions),
+        birth_dates=() if kept.birth_date else sorted(births),
+        uids=() if kept.uids else sorted(uids),
         other_names=sorted(
             {n for g in others for n in (g.patient_name, *g.other_patient_names) if n}
         ),
@@ -63,13 +89,13 @@ def identity_tokens(
     )
 
 
-def tokens_cover(group: PatientGroup, output: GroupOutput, *, retain_uids: bool) -> bool:
+def tokens_cover(group: PatientGroup, output: GroupOutput, *, kept: KeptOnPurpose) -> bool:
     """True when the group's headers gave every original UID and accession number that the
     engine reported for ``output`` (so the tokens built from them cover the outputs)."""
     accessions = {o.original_accession for o in output.outcomes} - {""}
     if not accessions <= set(group.accession_numbers):
         return False
-    return retain_uids or output.original_uids <= set(group.original_uids)
+    return kept.uids or output.original_uids <= set(group.original_uids)
 
 
 def verify_output(
@@ -80,7 +106,7 @@ def verify_output(
     variants: Collection[str],
     ids: Collection[str],
     others: Sequence[PatientGroup],
-    retain_uids: bool,
+    kept: KeptOnPurpose,
     unpacked: Path,
     executor: Executor | None = None,
 ) -> VerifyReport:
@@ -88,12 +114,10 @@ def verify_output(
     nothing was found. On any finding the outputs are removed and a QuarantineError naming every
     source file of the group is raised."""
     prescanned = output.scanned
-    if not tokens_cover(group, output, retain_uids=retain_uids):
+    if not tokens_cover(group, output, kept=kept):
         # An output's original UID or accession number was not in the group headers
         # (cannot happen for files read alike): rescan everything with all of them.
-        tokens = identity_tokens(
-            group, variants, ids, others, retain_uids=retain_uids, output=output
-        )
+        tokens = identity_tokens(group, variants, ids, others, kept=kept, output=output)
         prescanned = {}
     if output.spooled:
         report = verify_entries(
