@@ -14,6 +14,7 @@ Greek follows ELOT 743 with its usual digraphs (``ου`` -> ``ou``, ``μπ`` -> 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Final
 
@@ -40,9 +41,12 @@ GREEK_DIGRAPHS: Final = {"ου": "ou", "αι": "ai", "ει": "ei", "οι": "oi",
 SYSTEMS: Final = (CYRILLIC, CYRILLIC_ICAO)
 
 
+_CYRILLIC_OR_GREEK: Final = re.compile("[\u0370-\u03ff\u0400-\u04ff]")
+
+
 def has_cyrillic_or_greek(text: str) -> bool:
     """True if ``text`` holds a Cyrillic or Greek letter."""
-    return any("\u0370" <= c <= "\u03ff" or "\u0400" <= c <= "\u04ff" for c in text)
+    return _CYRILLIC_OR_GREEK.search(text) is not None
 
 
 def romanise(text: str, cyrillic: dict[str, str] = CYRILLIC) -> str:

@@ -101,3 +101,46 @@ def test_romanisations_follow_both_systems_and_leave_latin_names_alone():
 def test_a_cyrillic_or_greek_name_romanises_to_latin_letters_only(text):
     for spelling in romanisations(text):
         assert spelling.isascii()
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("Ivanov^Sergey", "Пациент Иванов С."),
+        ("Ivanov^Sergey", "Сергей"),
+        ("Papadopoulos^Giorgos", "κ. Παπαδόπουλος"),
+    ],
+)
+def test_the_verifier_finds_a_latin_name_written_in_cyrillic_or_greek(name, text):
+    assert build_identity_tokens(names=[name]).kinds_in(text) == {"name"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Пациент Иванов осмотрен", "Пациент DD0009 осмотрен"),
+        ("Сергей Иванов", "DD0009"),
+        ("Ивановская ул.", "Ивановская ул."),
+    ],
+)
+def test_the_scrubber_removes_a_latin_name_written_in_cyrillic(text, expected):
+    assert build_scrubber(["Ivanov^Sergey"], [], "DD0009").scrub(text)[0] == expected
+
+
+def test_a_latin_name_written_in_cyrillic_never_reaches_the_outbox(tmp_path: Path):
+    config = write_config(tmp_path / "site", "[deid]\nclean_descriptors = true\n")
+    assert main(["init", "--config", str(config)]) == 0
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    ds = make_person_instance(IVANOV, 1, 1, 1)
+    ds.PatientName = "Ivanov^Sergey"
+    ds.StudyDescription = "МРТ головы, пациент Иванов С."
+    ds.ImageComments = "Сергей Иванов"
+    (drop / "1.dcm").write_bytes(dicom_bytes(ds))
+    assert main(["process", "--no-progress", "--config", str(config), str(drop)]) == 0
+    (archive,) = load_settings(config).paths.outbox.glob("*.zip")
+    with zipfile.ZipFile(archive) as zf:
+        data = b"".join(zf.read(n) for n in zf.namelist())
+    for spelling in ("Иванов", "Сергей", "Ivanov", "Sergey"):
+        assert spelling.encode().lower() not in data.lower(), spelling
+    assert "МРТ головы".encode() in data

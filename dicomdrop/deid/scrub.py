@@ -24,7 +24,7 @@ from functools import lru_cache
 from itertools import permutations
 from typing import Final
 
-from dicomdrop.romanise import romanisations
+from dicomdrop.romanise import CYRILLIC, GREEK, romanisations
 
 MIN_TOKEN: Final = 3
 _SEPARATORS: Final = r"[\s^,.\-_'/=]+"
@@ -33,15 +33,19 @@ _SPECIAL_FOLDS: Final = {"ß": "ss", "ø": "o", "æ": "ae", "œ": "oe", "đ": "d
 
 
 def fold_char(char: str) -> str:
-    """One character, lower-cased, without diacritics (may be 0..n characters)."""
+    """One character, lower-cased, without diacritics, Cyrillic and Greek in Latin letters (may
+    be 0..n characters)."""
     lower = char.lower()
     special = _SPECIAL_FOLDS.get(lower)
     if special is not None:
         return special
     if lower.isascii():
         return lower
+    cyrillic = CYRILLIC.get(lower)
+    if cyrillic is not None:  # Latin letters: a name is found whichever script it is typed in
+        return cyrillic
     decomposed = unicodedata.normalize("NFKD", lower)
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+    return "".join(GREEK.get(c, c) for c in decomposed if not unicodedata.combining(c))
 
 
 def fold(text: str) -> str:

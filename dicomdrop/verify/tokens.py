@@ -85,9 +85,13 @@ _NOT_BEFORE_DIGIT = r"(?!\d)"
 
 
 def fold(text: str) -> str:
-    """Return ``text`` case-folded, without diacritics, with special letters transliterated."""
+    """Return ``text`` case-folded, without diacritics, with special letters transliterated and
+    Cyrillic and Greek letters in Latin ones (BGN/PCGN, ELOT 743): tokens and texts are folded
+    alike, so a name is found whichever of the two scripts either side is written in."""
     if text.isascii():
         return text.lower()
+    if has_cyrillic_or_greek(text):
+        text = romanise(text)
     text = unicodedata.normalize("NFKD", text).casefold().translate(_TRANSLITERATION)
     return _COMBINING_MARKS.sub("", text)
 
