@@ -20,7 +20,14 @@ from pathlib import Path
 
 import pytest
 from corpus import sevenzip_folder, write_series, zip_folder
-from crash.harness import DaemonProcess, JobTable, is_idle, make_installation, wait_until
+from crash.harness import (
+    DaemonProcess,
+    JobTable,
+    dead_pid,
+    is_idle,
+    make_installation,
+    wait_until,
+)
 from factories import MUELLER, OKONKWO, SMITH_JOHN, Person, dicom_bytes, make_person_instance
 
 from dicomdrop.config import Settings, load_settings
@@ -295,7 +302,9 @@ def test_two_daemons_on_one_inbox_and_store_process_each_drop_once(installation:
 
 
 def test_claimed_jobs_resume_and_jobs_without_work_folder_fail(installation: Installation):
-    from dicomdrop.daemon.claim import claim_drop
+    from dicomdrop.daemon.claim import claim_drop, read_job_file
+    from dicomdrop.fsutil import write_json_atomic
+    from dicomdrop.jobs import JOB_FILE
     from dicomdrop.store.db import Store
     from dicomdrop.store.jobs import JobStore
 
@@ -311,6 +320,10 @@ def test_claimed_jobs_resume_and_jobs_without_work_folder_fail(installation: Ins
             lambda job_id, name: jobs.create(job_id, drop_name=name),
         )
         assert claimed is not None
+        # As a daemon that died after claiming leaves it: its claimer is no live process.
+        record = read_job_file(claimed.work_dir)
+        assert record is not None
+        write_json_atomic(claimed.work_dir / JOB_FILE, {**record, "pid": dead_pid()})
         jobs.create("20200101T000000Z-abcdef", drop_name="lost")
         jobs.set_state("20200101T000000Z-abcdef", "running")
     finally:

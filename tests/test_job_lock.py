@@ -130,29 +130,55 @@ def test_a_killed_process_job_is_finished_by_the_next_daemon_start(tmp_path: Pat
     assert delivered_instances(settings.paths.outbox) == 6, "every instance once, none twice"
 
 
+def claim_in_child(config: Path, drop: Path, *, lock: bool) -> tuple[subprocess.Popen[bytes], str]:
+    """A separate process that claims ``drop`` as ``dicomdrop process`` does and then waits:
+    holding the job's run lock (``lock``: running it), or not yet (waiting in its pool)."""
+    code = textwrap.dedent(
+        f"""
+        import contextlib, time
+        from pathlib import Path
+        from dicomdrop.config import load_settings
+        from dicomdrop.job_lock import running
+        from dicomdrop.runner import claim_copy
+        from dicomdrop.store.db import Store
+        from dicomdrop.store.jobs import JobStore
+
+        settings = load_settings(Path({str(config)!r}))
+        store = Store.open(settings.store_url)
+        job_id = claim_copy(Path({str(drop)!r}), settings, JobStore(store))
+        store.close()
+        folder = settings.paths.work / job_id
+        with running(folder, job_id) if {lock!r} else contextlib.nullcontext():
+            print(job_id, flush=True)
+            time.sleep(60)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    child.stdout.close()
+    return child, line.decode().strip()
+
+
 @pytest.mark.e2e
-def test_a_daemon_leaves_alone_a_job_that_another_process_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lock", [True, False], ids=["running it", "waiting in its pool"])
+def test_a_daemon_leaves_alone_a_job_that_another_live_process_has(
+    tmp_path: Path, lock: bool
+) -> None:
     config, drop = installation(tmp_path)
     settings = load_settings(config)
-    from dicomdrop.runner import claim_copy
-    from dicomdrop.store.db import Store
-    from dicomdrop.store.jobs import JobStore
-
-    store = Store.open(settings.store_url)
-    job_id = claim_copy(drop, settings, JobStore(store))
-    JobStore(store).set_state(job_id, "running")
-    store.close()
-    holder = hold_lock_in_child(settings.paths.work / job_id, 60)
+    holder, job_id = claim_in_child(config, drop, lock=lock)
     log = tmp_path / "daemon.log"
     table = JobTable(settings)
     daemon = DaemonProcess(config, log)
     try:
+        assert job_id in table.jobs()
         daemon.wait_ready()
         wait_until(
             lambda: "run by another process; not resumed" in daemon.output(), 30, "the log line"
         )
         time.sleep(1.0)
-        assert table.jobs()[job_id][1] == "running", "the daemon did not take the job"
+        assert table.jobs()[job_id][1] == "claimed", "the daemon did not take the job"
         assert list(settings.paths.outbox.glob("*.zip")) == []
         holder.send_signal(signal.SIGKILL)  # the other process dies without finishing
         holder.wait()
@@ -162,7 +188,7 @@ def test_a_daemon_leaves_alone_a_job_that_another_process_runs(tmp_path: Path) -
         if holder.poll() is None:
             holder.kill()
             holder.wait()
-    # Its next start resumes the job: nobody runs it now.
+    # Its next start resumes the job: nobody has it now.
     run_daemon_until_idle(config, settings, table, log)
     assert table.jobs()[job_id][1] == "delivered"
     table.close()

@@ -83,6 +83,27 @@ def worker_count(workers: int) -> int:
     return workers or os.cpu_count() or 1
 
 
+def run_elsewhere(settings: Settings, job_id: str) -> bool:
+    """True while another live process has the job: it holds the job's run lock, or the process
+    that claimed it (``dicomdrop process`` or ``quarantine retry``, whose jobs may wait in its
+    pool before they run) is still alive. The previous daemon of this host_id is dead (this one
+    holds the daemon lock), so a live claimer is never it."""
+    folder = settings.paths.work / job_id
+    if is_running(folder):
+        return True
+    record = read_job_file(folder)
+    pid = record.get("pid") if record else None
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, under another user
+    return True
+
+
 def is_own_job(settings: Settings, job_id: str) -> bool:
     """True if ``work/<job>/job.json`` names this daemon's host (so this daemon may resume it)."""
     record = read_job_file(settings.paths.work / job_id)
@@ -297,8 +318,8 @@ class Daemon:
         for job_id in dict.fromkeys(self._resume()):
             if not is_own_job(self.settings, job_id):
                 continue
-            if is_running(self.settings.paths.work / job_id):
-                # dicomdrop process or quarantine retry runs it right now; it finishes it.
+            if run_elsewhere(self.settings, job_id):
+                # dicomdrop process or quarantine retry has it right now; it finishes it.
                 log.info("job %s: run by another process; not resumed", job_id)
                 continue
             resumed.append(job_id)

@@ -246,3 +246,10 @@ def run_daemon_until_idle(
     finally:
         daemon.ensure_dead()
     assert status == 0, f"SIGTERM gave exit status {status}"
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped): no live process has it now."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
