@@ -83,16 +83,12 @@ def worker_count(workers: int) -> int:
     return workers or os.cpu_count() or 1
 
 
-def run_elsewhere(settings: Settings, job_id: str) -> bool:
-    """True while another live process has the job: it holds the job's run lock, or the process
-    that claimed it (``dicomdrop process`` or ``quarantine retry``, whose jobs may wait in its
-    pool before they run) is still alive. The previous daemon of this host_id is dead (this one
-    holds the daemon lock), so a live claimer is never it."""
-    folder = settings.paths.work / job_id
-    if is_running(folder):
-        return True
-    record = read_job_file(folder)
-    pid = record.get("pid") if record else None
+def _claimer_alive(record: dict[str, object]) -> bool:
+    """True while the process that claimed a job (its ``job.json`` pid) is alive and is not this
+    one: ``dicomdrop process`` or ``quarantine retry``, whose jobs may wait in its pool before
+    they run. The previous daemon of this host_id is dead (this one holds the daemon lock), so a
+    live claimer is never it."""
+    pid = record.get("pid")
     if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
         return False
     try:
@@ -102,12 +98,6 @@ def run_elsewhere(settings: Settings, job_id: str) -> bool:
     except PermissionError:
         return True  # alive, under another user
     return True
-
-
-def is_own_job(settings: Settings, job_id: str) -> bool:
-    """True if ``work/<job>/job.json`` names this daemon's host (so this daemon may resume it)."""
-    record = read_job_file(settings.paths.work / job_id)
-    return record is not None and record.get("host") == host_id(settings)
 
 
 class Daemon:
@@ -316,9 +306,11 @@ class Daemon:
         remove_finished_work(self.settings, self._registry)
         resumed = []
         for job_id in dict.fromkeys(self._resume()):
-            if not is_own_job(self.settings, job_id):
-                continue
-            if run_elsewhere(self.settings, job_id):
+            folder = self.settings.paths.work / job_id
+            record = read_job_file(folder)
+            if record is None or record.get("host") != host_id(self.settings):
+                continue  # only jobs whose job.json names this daemon's host are resumed
+            if is_running(folder) or _claimer_alive(record):
                 # dicomdrop process or quarantine retry has it right now; it finishes it.
                 log.info("job %s: run by another process; not resumed", job_id)
                 continue

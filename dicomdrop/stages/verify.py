@@ -13,8 +13,8 @@ from collections.abc import Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
+from dicomdrop.deid.engine import ACCESSION, PATIENT_BIRTH_DATE, STUDY_UID
 from dicomdrop.deid.profile import Profile
 from dicomdrop.errors import QuarantineError
 from dicomdrop.stages.deidentify import GroupOutput
@@ -28,10 +28,6 @@ from dicomdrop.verify.scan import (
     verify_entries,
     verify_tree,
 )
-
-STUDY_INSTANCE_UID: Final = 0x0020000D
-PATIENT_BIRTH_DATE: Final = 0x00100030
-ACCESSION_NUMBER: Final = 0x00080050
 
 
 @dataclass(frozen=True)
@@ -47,9 +43,9 @@ class KeptOnPurpose:
 def kept_on_purpose(profile: Profile) -> KeptOnPurpose:
     """What ``profile`` keeps of the identity values the scan searches besides names and IDs."""
     return KeptOnPurpose(
-        uids=profile.keeps(STUDY_INSTANCE_UID),
+        uids=profile.keeps(STUDY_UID),
         birth_date=profile.keeps(PATIENT_BIRTH_DATE),
-        accession=profile.keeps(ACCESSION_NUMBER),
+        accession=profile.keeps(ACCESSION),
     )
 
 

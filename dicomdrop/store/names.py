@@ -39,7 +39,6 @@ _SPECIAL_LETTERS = {
     "ß": "ss", "ẞ": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d",
     "þ": "th", "ı": "i", "ĳ": "ij", "ŀ": "l", "ħ": "h", "ŧ": "t", "ſ": "s",
 }  # fmt: skip
-_GREEK_DIGRAPHS = GREEK_DIGRAPHS
 _TRANSLIT = {**_SPECIAL_LETTERS, **CYRILLIC, **GREEK}
 
 # Name particles, joined to the following word of the same name component.
@@ -144,7 +143,7 @@ def fold_text(text: str) -> str:
     compatibility-normalised (half-width to full-width) but keep their marks.
     """
     lowered = unicodedata.normalize("NFC", text).casefold()
-    for digraph, latin in _GREEK_DIGRAPHS.items():
+    for digraph, latin in GREEK_DIGRAPHS.items():
         lowered = lowered.replace(digraph, latin)
     out: list[str] = []
     for char in lowered:
