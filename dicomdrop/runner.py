@@ -163,7 +163,8 @@ def run_in_parallel(
     job_ids: dict[Future[JobOutcome], str] = {}
     pool_size = min(workers, len(paths))
     context = _job_process_context()
-    channels = Channels.make(context, pool_size)
+    # One worker has nobody to share with: its per-file work stays in-process, unpickled.
+    channels = Channels.make(context, pool_size) if pool_size > 1 else None
     with ProcessPoolExecutor(
         pool_size, mp_context=context, initializer=_start_job_process, initargs=(channels,)
     ) as pool:
@@ -173,7 +174,7 @@ def run_in_parallel(
                 futures[i] = pool.submit(process_job, config_path, job_id)
                 job_ids[futures[i]] = job_id
             # Queued after every job: a worker starts helping only when no job is left to start.
-            for _ in range(pool_size):
+            for _ in range(pool_size if channels is not None else 0):
                 pool.submit(help_others)
             pending = set(futures.values())
             while pending:
@@ -184,15 +185,18 @@ def run_in_parallel(
                 if on_wait is not None and pending:
                     on_wait(sorted(job_ids[f] for f in pending))
         finally:
-            channels.over.set()  # the helpers return once nothing is queued
-    channels.close()
+            if channels is not None:
+                channels.over.set()  # the helpers return once nothing is queued
+    if channels is not None:
+        channels.close()
     return [futures[i].result() for i in range(len(paths))]
 
 
-def _start_job_process(channels: Channels) -> None:
+def _start_job_process(channels: Channels | None) -> None:
     """Initialise a worker of ``run_in_parallel``: quiet libraries, join the work sharing."""
     quiet_library_output()
-    join(channels)
+    if channels is not None:
+        join(channels)
 
 
 def _job_process_context() -> multiprocessing.context.BaseContext:
