@@ -116,8 +116,11 @@ class JobRunner:
 
 
 def run_job(config_path: Path, job_id: str, observer: JobObserver | None = None) -> str:
-    """Run one claimed job in this process (the daemon's worker entry point); its final state."""
-    runner = JobRunner.open(config_path, observer=observer)
+    """Run one claimed job in this process (the daemon's worker entry point); its final state.
+
+    In a daemon worker, the job's per-file work is shared with the pool's idle workers.
+    """
+    runner = JobRunner.open(config_path, observer=observer, executor=current())
     try:
         return runner.run(job_id).state
     finally:
@@ -186,7 +189,7 @@ def run_in_parallel(
                     on_wait(sorted(job_ids[f] for f in pending))
         finally:
             if channels is not None:
-                channels.over.set()  # the helpers return once nothing is queued
+                channels.release.set()  # the helpers return
     if channels is not None:
         channels.close()
     return [futures[i].result() for i in range(len(paths))]

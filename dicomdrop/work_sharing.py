@@ -9,7 +9,8 @@ that every job process can take from:
 
 - a job process that maps work (the *owner*) puts its chunks on the queue and, while it waits
   for their results, takes chunks from the queue itself, its own or another job's;
-- a worker with no job left runs :func:`help_others`, which takes chunks until the run is over;
+- a worker with no job of its own runs :func:`help_others`, which takes chunks until it is
+  released (``Channels.release``: the run is over, or the worker is wanted for a job);
 - whoever runs a chunk sends its results (or the exception it raised) to its owner's queue.
 
 Nothing else changes hands: a chunk's function must be a module-level function whose effects
@@ -54,7 +55,7 @@ class Channels:
     tasks: Queue[bytes]
     results: tuple[Queue[bytes], ...]
     slots: Queue[int]
-    over: Event
+    release: Event  # set: helpers return after the chunk in hand
 
     @classmethod
     def make(cls, context: BaseContext, workers: int) -> Channels:
@@ -66,7 +67,7 @@ class Channels:
             tasks=context.Queue(),
             results=tuple(context.Queue() for _ in range(workers)),
             slots=slots,
-            over=context.Event(),
+            release=context.Event(),
         )
 
     def close(self) -> None:
@@ -101,11 +102,11 @@ def current() -> SharedExecutor | None:
 
 
 def help_others() -> int:
-    """Run other jobs' chunks until the run is over (a worker with no job left); how many."""
+    """Run other jobs' chunks until released (a worker with no job of its own); how many."""
     sharer = _sharer
     if sharer is None:
         return 0
-    return sharer.help_until_over()
+    return sharer.help_until_released()
 
 
 class SharedExecutor(Executor):
@@ -206,14 +207,15 @@ class SharedExecutor(Executor):
         self._channels.results[chunk.owner].put(reply)
         return True
 
-    def help_until_over(self) -> int:
-        """Run queued chunks until the run is over and nothing is queued; how many ran."""
+    def help_until_released(self) -> int:
+        """Run queued chunks until ``release`` is set; how many ran. A chunk left on the queue
+        then is run by its owner, which never waits for a helper."""
         ran = 0
-        while True:
+        release = self._channels.release
+        while not release.is_set():
             if self._run_one(block=True):
                 ran += 1
-            elif self._channels.over.is_set():
-                return ran
+        return ran
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Nothing to stop: the run's pool owns the processes."""

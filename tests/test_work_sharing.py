@@ -123,7 +123,7 @@ def test_a_worker_with_no_job_left_runs_the_chunks_of_another() -> None:
     try:
         results = list(owner.map(slow_pid, range(40), chunksize=2))
     finally:
-        channels.over.set()
+        channels.release.set()
         helper.join(timeout=30)
         channels.close()
     assert [value for value, _ in results] == list(range(40))
