@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-POLL_SECONDS: Final = 0.02  # how long a waiting owner blocks on the queue before looking again
+POLL_SECONDS: Final = 0.005  # how long a waiting owner blocks on the task queue before it looks
+# for its answers again (an answer waits at most this long to be read)
 
 
 class WorkSharingError(RuntimeError):
