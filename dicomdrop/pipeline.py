@@ -90,6 +90,7 @@ class Pipeline:
         store: Store,
         *,
         file_workers: int = 1,
+        executor: Executor | None = None,
         on_stage: StageCallback | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> None:
@@ -102,6 +103,7 @@ class Pipeline:
         self.deliverer = deliverer_for(settings, store)
         self.file_workers = file_workers
         self._executor: Executor | None = None
+        self._given_executor = executor  # someone else's (work sharing): used, never shut down
         self._on_stage = on_stage
         self._on_progress = on_progress
 
@@ -113,7 +115,9 @@ class Pipeline:
 
     @property
     def executor(self) -> Executor | None:
-        """The per-file worker pool, created on first use."""
+        """The per-file executor: the one given, or a worker pool created on first use."""
+        if self._given_executor is not None:
+            return self._given_executor
         if self._executor is None and self.file_workers > 1:
             self._executor = make_executor(self.file_workers)
         return self._executor

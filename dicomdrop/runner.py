@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +32,7 @@ from dicomdrop.resources import note_paused
 from dicomdrop.secret import load_key
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
+from dicomdrop.work_sharing import Channels, current, help_others, join
 
 
 class JobObserver(Protocol):
@@ -54,6 +55,7 @@ class JobRunner:
         store: Store,
         *,
         file_workers: int = 1,
+        executor: Executor | None = None,
         observer: JobObserver | None = None,
         owns_store: bool = False,
         on_progress: ProgressCallback | None = None,
@@ -68,17 +70,24 @@ class JobRunner:
             key,
             store,
             file_workers=file_workers,
+            executor=executor,
             on_stage=None if observer is None else observer.stage_finished,
             on_progress=on_progress,
         )
 
     @classmethod
-    def open(cls, config_path: Path, *, observer: JobObserver | None = None) -> JobRunner:
+    def open(
+        cls,
+        config_path: Path,
+        *,
+        observer: JobObserver | None = None,
+        executor: Executor | None = None,
+    ) -> JobRunner:
         """A runner with its own settings, key and store connection (closed by :meth:`close`)."""
         settings = load_settings(config_path)
         store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
         key = load_key(settings.security.key_file)
-        return cls(settings, key, store, observer=observer, owns_store=True)
+        return cls(settings, key, store, observer=observer, owns_store=True, executor=executor)
 
     def claim(self, source: Path, *, move: bool = False) -> str:
         """Take ``source`` into a new job (see :func:`claim_copy`); the job id."""
@@ -107,8 +116,11 @@ class JobRunner:
 
 
 def run_job(config_path: Path, job_id: str, observer: JobObserver | None = None) -> str:
-    """Run one claimed job in this process (the daemon's worker entry point); its final state."""
-    runner = JobRunner.open(config_path, observer=observer)
+    """Run one claimed job in this process (the daemon's worker entry point); its final state.
+
+    In a daemon worker, the job's per-file work is shared with the pool's idle workers.
+    """
+    runner = JobRunner.open(config_path, observer=observer, executor=current())
     try:
         return runner.run(job_id).state
     finally:
@@ -116,11 +128,13 @@ def run_job(config_path: Path, job_id: str, observer: JobObserver | None = None)
 
 
 def process_job(config_path: Path, job_id: str) -> JobOutcome:
-    """Run one claimed job in this process with per-file work in-process; its outcome.
+    """Run one claimed job in this process; its outcome.
 
     ``dicomdrop process`` runs several drops in parallel through this function, one job per
-    worker process, so that every stage (not only de-identification) uses all cores. A worker
-    keeps its settings, key and database connection from one job to the next.
+    worker process, so that every stage (not only de-identification) uses all cores; per-file
+    work is shared with the run's other workers (``dicomdrop.work_sharing``) so that no core
+    idles while a job remains. A worker keeps its settings, key and database connection from one
+    job to the next.
     """
     return _process_runner(config_path).run(job_id)
 
@@ -143,27 +157,49 @@ def run_in_parallel(
     The largest drops go first, so that the pool does not end on one long job while the other
     workers idle; the workers start (and import) while the remaining drops are being claimed.
     Outcomes are returned in the order of ``paths``.
+
+    When a worker has no job left, it takes on the per-file work of the others
+    (``dicomdrop.work_sharing``) until the run is over.
     """
     order = sorted(range(len(paths)), key=lambda i: -_input_size(paths[i]))
     futures: dict[int, Future[JobOutcome]] = {}
     job_ids: dict[Future[JobOutcome], str] = {}
     pool_size = min(workers, len(paths))
+    context = _job_process_context()
+    # One worker has nobody to share with: its per-file work stays in-process, unpickled.
+    channels = Channels.make(context, pool_size) if pool_size > 1 else None
     with ProcessPoolExecutor(
-        pool_size, mp_context=_job_process_context(), initializer=quiet_library_output
+        pool_size, mp_context=context, initializer=_start_job_process, initargs=(channels,)
     ) as pool:
-        for i in order:
-            job_id = claim_copy(paths[i], settings, jobs, move=move)
-            futures[i] = pool.submit(process_job, config_path, job_id)
-            job_ids[futures[i]] = job_id
-        pending = set(futures.values())
-        while pending:
-            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            for future in finished:
-                if on_done is not None:
-                    on_done(future.result())
-            if on_wait is not None and pending:
-                on_wait(sorted(job_ids[f] for f in pending))
+        try:
+            for i in order:
+                job_id = claim_copy(paths[i], settings, jobs, move=move)
+                futures[i] = pool.submit(process_job, config_path, job_id)
+                job_ids[futures[i]] = job_id
+            # Queued after every job: a worker starts helping only when no job is left to start.
+            for _ in range(pool_size if channels is not None else 0):
+                pool.submit(help_others)
+            pending = set(futures.values())
+            while pending:
+                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    if on_done is not None:
+                        on_done(future.result())
+                if on_wait is not None and pending:
+                    on_wait(sorted(job_ids[f] for f in pending))
+        finally:
+            if channels is not None:
+                channels.release.set()  # the helpers return
+    if channels is not None:
+        channels.close()
     return [futures[i].result() for i in range(len(paths))]
+
+
+def _start_job_process(channels: Channels | None) -> None:
+    """Initialise a worker of ``run_in_parallel``: quiet libraries, join the work sharing."""
+    quiet_library_output()
+    if channels is not None:
+        join(channels)
 
 
 def _job_process_context() -> multiprocessing.context.BaseContext:
@@ -190,7 +226,7 @@ def _process_runner(config_path: Path) -> JobRunner:
     """This process's runner for ``config_path``, made on first use and closed at exit."""
     runner = _runners.get(config_path)
     if runner is None:
-        runner = _runners[config_path] = JobRunner.open(config_path)
+        runner = _runners[config_path] = JobRunner.open(config_path, executor=current())
         if len(_runners) == 1:
             atexit.register(_close_runners)
     return runner

@@ -42,6 +42,7 @@ TIERS: dict[str, int] = {
     "ports": 0,
     "config_render": 0,
     "delivery_access": 0,
+    "work_sharing": 0,
     "dicomio": 1,
     "deid": 1,
     "verify": 1,

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -394,3 +395,40 @@ def test_retention_finishes_a_purge_that_a_kill_interrupted(tmp_path: Path):
     kept.mkdir()
     assert purge_originals(settings) == 0
     assert sorted(p.name for p in settings.paths.originals.iterdir()) == ["new-job"]
+
+
+def test_one_large_drop_alone_uses_the_idle_worker_too(tmp_path: Path):
+    """With one job running and a worker free, the free worker takes chunks of the job's
+    per-file work (work sharing), and the drop is delivered whole."""
+    from corpus import write_series
+    from factories import SMITH_JOAN
+
+    from dicomdrop.cli import main
+    from dicomdrop.runner import run_job
+    from dicomdrop.store.db import Store
+    from dicomdrop.store.jobs import JobStore
+
+    config = write_config(tmp_path, DAEMON_TOML)
+    assert main(["init", "--config", str(config)]) == 0
+    settings = load_settings(config)
+    staging = tmp_path / "staging" / "study"
+    write_series(staging / "series", SMITH_JOAN, 1, 1, 200)
+    store = Store.open(settings.store_url, upgrade=True)
+    try:
+        daemon = Daemon(
+            settings,
+            registry=JobStore(store),
+            runner=functools.partial(run_job, config.resolve()),
+            tick_seconds=0.05,
+        )
+        with RunningDaemon(daemon) as running:
+            staging.rename(settings.paths.inbox / "study")
+            wait_for(lambda: any(settings.paths.outbox.glob("*.zip")), 120, "the delivery")
+            wait_for(lambda: not daemon._running, 30, "the job's end")
+            assert running.stop() == 0
+    finally:
+        store.close()
+    (archive,) = settings.paths.outbox.glob("*.zip")
+    with zipfile.ZipFile(archive) as zf:
+        assert sum(n.endswith(".dcm") for n in zf.namelist()) == 200
+    assert daemon.metrics.value("dicomdrop_shared_chunks_total") > 0

@@ -160,7 +160,8 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
     try:
         jobs = JobStore(store)
         if workers > 1 and len(args.paths) > 1:
-            # Several drops: one job per worker process, so every stage runs in parallel.
+            # Several drops: one job per worker process, so every stage runs in parallel, and
+            # per-file work shared among them, so no core idles while a job remains.
             outcomes = run_in_parallel(
                 args.paths,
                 settings,

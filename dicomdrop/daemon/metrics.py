@@ -40,6 +40,10 @@ KNOWN_METRICS: Mapping[str, tuple[str, str]] = {
     "dicomdrop_jobs_finished_total": ("counter", "Jobs that reached an end state, by state."),
     "dicomdrop_quarantines_total": ("counter", "Quarantines, by error code."),
     "dicomdrop_worker_crashes_total": ("counter", "Worker processes that died during a job."),
+    "dicomdrop_shared_chunks_total": (
+        "counter",
+        "Chunks of per-file work of a job run by a worker that had no job of its own.",
+    ),
     "dicomdrop_stage_duration_seconds": ("histogram", "Duration of pipeline stages."),
     "dicomdrop_job_duration_seconds": ("histogram", "Duration of whole jobs in a worker."),
     "dicomdrop_deliveries_total": (

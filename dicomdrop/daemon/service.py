@@ -2,7 +2,9 @@
 
 The loop runs on the main thread and is the only place that claims. It claims a drop only when a
 worker is free (never more jobs submitted than workers), so one huge drop occupies one worker
-and small drops keep flowing through the others, first settled, first claimed. File events and
+and small drops keep flowing through the others, first settled, first claimed. A worker with no
+job lends a hand with the per-file work of the running ones (``dicomdrop.work_sharing``) until a
+job needs it, so one large drop alone still uses every core. File events and
 finished jobs wake the loop; a periodic rescan catches what events missed.
 
 Stopping (SIGTERM, SIGINT or :meth:`Daemon.request_stop`): claiming stops at once, running jobs
@@ -50,6 +52,7 @@ from dicomdrop.job_lock import is_running
 from dicomdrop.jobs import host_id
 from dicomdrop.logs import setup_logging
 from dicomdrop.resources import as_resource_error
+from dicomdrop.work_sharing import Channels, help_others, join
 
 if TYPE_CHECKING:
     from dicomdrop.network.service import NetworkInbox
@@ -153,6 +156,9 @@ class Daemon:
         self._errors: collections.Counter[str] = collections.Counter()
         self._retry_at: dict[str, float] = {}
         self._pool: ProcessPoolExecutor | None = None
+        # Workers with no job lend a hand with the running jobs' per-file work (_arm_helpers).
+        self._channels: Channels | None = None
+        self._helpers: set[Future[int]] = set()
         self._disk_problem: str | None = None
         # A resource error (full disk, no file handles, no memory) pauses the daemon: the jobs
         # that met it wait in _paused, nothing is claimed or started, and one paused job is
@@ -279,6 +285,7 @@ class Daemon:
                     next_rescan = self._clock() + settings.daemon.rescan_seconds
                 self._reap(block=False)
                 self._fill()
+                self._arm_helpers()
                 self._publish_gauges()
         except ConfigError:
             # A mistake the operator can fix (a port taken since the start check): the command
@@ -535,11 +542,14 @@ class Daemon:
     # --- the pool --------------------------------------------------------------------------
 
     def _new_pool(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("spawn")
+        self._close_channels()
+        self._channels = Channels.make(context, self._workers) if self._workers > 1 else None
         pool = ProcessPoolExecutor(
             max_workers=self._workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=_init_worker,
-            initargs=(self.settings.logging, os.getpid()),
+            initargs=(self.settings.logging, os.getpid(), self._channels),
         )
         # Start the workers now, not at the first claim: a spawned worker needs a second or
         # more to import the pipeline, which would otherwise delay the first drop.
@@ -549,6 +559,8 @@ class Daemon:
 
     def _submit(self, job_id: str) -> None:
         assert self._pool is not None
+        if self._helpers and self._channels is not None:
+            self._channels.release.set()  # the job needs a worker: helpers return to the pool
         future = self._pool.submit(_run_in_worker, self._runner, job_id)
         self._running[future] = job_id
         future.add_done_callback(lambda _: self._events.put(None))
@@ -597,6 +609,51 @@ class Daemon:
             self._pool = self._new_pool()
             log.warning("a worker process died; the pool was recreated")
 
+    def _arm_helpers(self) -> None:
+        """Lend the workers that have no job to the running jobs' per-file work.
+
+        Helpers (``work_sharing.help_others``) take chunks of header reads, de-identification
+        and verification from the jobs that run, so one large drop uses every core, not one.
+        They are released when a job needs their worker, when no job runs, and at stop; new
+        ones are lent once all released ones are back.
+        """
+        channels = self._channels
+        if channels is None or self._pool is None:
+            return
+        returned = {f for f in self._helpers if f.done()}
+        self._helpers -= returned
+        for helper in returned:
+            if helper.exception() is None:
+                self.metrics.inc("dicomdrop_shared_chunks_total", float(helper.result()))
+        if not self._running and any(
+            isinstance(f.exception(), BrokenProcessPool) for f in returned
+        ):
+            # A helper's process died with no job to notice it (a job's own future would).
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = self._new_pool()
+            log.warning("a worker process died; the pool was recreated")
+            return
+        if self._helpers:
+            if not self._running or self._stop.is_set():
+                channels.release.set()  # nobody to help
+            return
+        channels.release.clear()
+        idle = self._workers - len(self._running)
+        if not self._running or idle <= 0 or self._stop.is_set() or self._resource is not None:
+            return
+        for _ in range(idle):
+            helper = self._pool.submit(help_others)
+            helper.add_done_callback(lambda _: self._events.put(None))
+            self._helpers.add(helper)
+
+    def _close_channels(self) -> None:
+        """Release the helpers and close the queues of the pool that ends."""
+        if self._channels is not None:
+            self._channels.release.set()
+            self._channels.close()
+            self._channels = None
+        self._helpers.clear()
+
     def _crashed(self, job_id: str) -> None:
         if job_id == self._probe:
             self._end_pause()  # not a resource error this time
@@ -625,6 +682,8 @@ class Daemon:
     def _finish_running(self) -> None:
         """Give running jobs stop_timeout_seconds, then kill what still runs."""
         deadline = self._clock() + self.settings.daemon.stop_timeout_seconds
+        if self._channels is not None:
+            self._channels.release.set()  # helpers return after the chunk in hand
         if self._running:
             log.info("stopping: waiting for %d running jobs", len(self._running))
         while self._running and self._clock() < deadline:
@@ -642,6 +701,7 @@ class Daemon:
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.kill()
         pool.shutdown(wait=True, cancel_futures=True)
+        self._close_channels()
         self._running.clear()
 
     def _publish_gauges(self) -> None:
@@ -667,12 +727,17 @@ class Daemon:
         )
 
 
-def _init_worker(logging_settings: LoggingSettings, daemon_pid: int) -> None:
-    """Worker start-up: logs like the daemon; signals are for the daemon, which decides."""
+def _init_worker(
+    logging_settings: LoggingSettings, daemon_pid: int, channels: Channels | None
+) -> None:
+    """Worker start-up: logs like the daemon; signals are for the daemon, which decides; joins
+    the work sharing of the pool (``_arm_helpers``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_daemon(daemon_pid)
     setup_logging(logging_settings)
+    if channels is not None:
+        join(channels)
 
 
 _PR_SET_PDEATHSIG = 1
