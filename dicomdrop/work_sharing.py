@@ -176,7 +176,7 @@ class SharedExecutor(Executor):
             try:
                 message = results.get_nowait()
             except queue.Empty:
-                self._run_one(block=True)
+                self._run_one()
                 continue
             answer_batch, index, ok, payload = pickle.loads(message)  # noqa: S301 - our own workers
             if answer_batch == batch:
@@ -184,10 +184,10 @@ class SharedExecutor(Executor):
                 return
             # An answer to an earlier map that was left early has nobody waiting: dropped.
 
-    def _run_one(self, *, block: bool) -> bool:
+    def _run_one(self) -> bool:
         """Run one queued chunk (anybody's); False when none came within the poll time."""
         try:
-            message = self._channels.tasks.get(timeout=POLL_SECONDS if block else 0)
+            message = self._channels.tasks.get(timeout=POLL_SECONDS)
         except queue.Empty:
             if os.getppid() != self._parent:
                 # The run's main process is gone: nobody will collect these jobs. Stopping here
@@ -214,7 +214,7 @@ class SharedExecutor(Executor):
         ran = 0
         release = self._channels.release
         while not release.is_set():
-            if self._run_one(block=True):
+            if self._run_one():
                 ran += 1
         return ran
 
