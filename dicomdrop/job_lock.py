@@ -54,11 +54,17 @@ def is_running(folder: Path) -> bool:
     except FileNotFoundError:
         return False
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
+        return held_elsewhere(fd)
     finally:
         os.close(fd)
+
+
+def held_elsewhere(fd: int) -> bool:
+    """True when another open file description holds an exclusive ``flock`` on ``fd``'s file
+    (a shared lock is tried and, when it is granted, given back at once)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False

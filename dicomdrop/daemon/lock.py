@@ -23,6 +23,7 @@ from types import TracebackType
 
 from dicomdrop.config import Settings
 from dicomdrop.errors import DaemonLockError
+from dicomdrop.job_lock import held_elsewhere
 from dicomdrop.jobs import host_id
 
 LOCK_PREFIX = ".daemon-"
@@ -115,11 +116,6 @@ def daemon_state(settings: Settings) -> tuple[str, str] | None:
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read_record(fd)  # held: a daemon runs
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        return _read_record(fd) if held_elsewhere(fd) else None  # held: a daemon runs
     finally:
         os.close(fd)
