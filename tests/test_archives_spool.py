@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import multiprocessing
 import shutil
 import subprocess
@@ -21,7 +23,7 @@ from dicomdrop.archives.spool import (
     read_spooled,
     spool_for,
 )
-from dicomdrop.archives.zipwrite import DEFLATED, STORED
+from dicomdrop.archives.zipwrite import DEFLATED, STORED, ZipWriter
 from dicomdrop.config import ArchiveSettings
 from dicomdrop.errors import ArchiveError
 from dicomdrop.verify.scan import KIND_UNDECODABLE, build_identity_tokens, verify_entries
@@ -156,3 +158,48 @@ def test_read_spooled_refuses_damaged_compressed_data(tmp_path: Path) -> None:
         stream.write(b"\xff\x00\xff")
     with pytest.raises(OSError):
         read_spooled(entry)
+
+
+def _zip_of(entries: list[tuple[str, SpooledEntry]], out, *, kernel_copy: bool) -> None:
+    writer = ZipWriter(
+        out,
+        compression=DEFLATED,
+        level=1,
+        date_time=(2020, 1, 1, 0, 0, 0),
+        create_system=3,
+        external_attr=0,
+    )
+    writer._kernel_copy = kernel_copy
+    with contextlib.ExitStack() as stack:
+        for name, entry in entries:
+            writer.add_spooled(name, entry, stack.enter_context(Path(entry.spool).open("rb")))
+    writer.close()
+
+
+def test_entries_copied_in_the_kernel_give_the_bytes_of_a_copy_through_python(
+    tmp_path: Path,
+) -> None:
+    entries = spool_all(tmp_path / "spool", INSTANCES)
+    with (tmp_path / "kernel.zip").open("wb") as out:
+        out.write(b"prefix")  # the copy starts where the writer is, not at 0
+        _zip_of(entries, out, kernel_copy=True)
+    with (tmp_path / "python.zip").open("wb") as out:
+        out.write(b"prefix")
+        _zip_of(entries, out, kernel_copy=False)
+    assert (tmp_path / "kernel.zip").read_bytes() == (tmp_path / "python.zip").read_bytes()
+
+
+def test_entries_are_copied_into_a_stream_that_is_not_a_file(tmp_path: Path) -> None:
+    entries = spool_all(tmp_path / "spool", INSTANCES)
+    buffer = io.BytesIO()  # no file descriptor: copied through Python
+    _zip_of(entries, buffer, kernel_copy=True)
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as archive:
+        assert {n: archive.read(n) for n in archive.namelist()} == INSTANCES
+
+
+def test_a_spool_cut_short_is_an_error_in_the_kernel_copy_too(tmp_path: Path) -> None:
+    entries = spool_all(tmp_path / "spool", {"a.dcm": af.dicom_bytes(1)})
+    name, entry = entries[0]
+    Path(entry.spool).write_bytes(Path(entry.spool).read_bytes()[: entry.offset + 10])
+    with (tmp_path / "out.zip").open("wb") as out, pytest.raises(OSError, match="ends inside"):
+        _zip_of([(name, entry)], out, kernel_copy=True)

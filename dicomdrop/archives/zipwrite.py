@@ -13,10 +13,12 @@ zip64 one, which is added only where a size or offset needs it.
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 import zlib
 from dataclasses import dataclass
-from io import BytesIO
+from io import BytesIO, UnsupportedOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final, Protocol
 
@@ -45,6 +47,11 @@ _MAX32: Final = 0xFFFFFFFF
 _UTF8_NAME: Final = 0x800
 _VERSION: Final = 20
 _VERSION_ZIP64: Final = 45
+# copy_file_range refused before copying anything: the file system, the kernel or the kind of
+# file does not allow it (another device on old kernels, a pipe, a socket); data is then copied.
+_NO_KERNEL_COPY: Final = frozenset(
+    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
+)
 
 
 class _Compressor(Protocol):
@@ -121,6 +128,7 @@ class ZipWriter:
         self._limit = zip64_limit
         self._entries: list[_Entry] = []
         self._start = out.tell()
+        self._kernel_copy = hasattr(os, "copy_file_range")  # off after the first refusal
 
     def add_file(self, name: str, source: Path) -> None:
         """Stream the file ``source`` into the archive as ``name`` (forward slashes)."""
@@ -152,17 +160,48 @@ class ZipWriter:
             len(extra),
         )
         self._out.write(header + encoded + extra)
-        source.seek(entry.offset)
-        remaining = entry.compressed
-        while remaining:
-            chunk = source.read(min(remaining, _CHUNK))
-            if not chunk:
-                raise OSError(f"spool file ends inside the entry {name}")
-            self._out.write(chunk)
-            remaining -= len(chunk)
+        if not self._copy_in_kernel(source, entry.offset, entry.compressed, name):
+            source.seek(entry.offset)
+            remaining = entry.compressed
+            while remaining:
+                chunk = source.read(min(remaining, _CHUNK))
+                if not chunk:
+                    raise OSError(f"spool file ends inside the entry {name}")
+                self._out.write(chunk)
+                remaining -= len(chunk)
         self._entries.append(
             _Entry(encoded, flags, entry.method, entry.crc, entry.compressed, entry.size, offset)
         )
+
+    def _copy_in_kernel(self, source: BinaryIO, offset: int, count: int, name: str) -> bool:
+        """Copy ``count`` bytes of ``source`` from ``offset`` to the output with
+        ``os.copy_file_range`` (no copy through this process); False, with nothing written, where
+        the streams are not plain files or the kernel or file system cannot."""
+        if not self._kernel_copy or count == 0:
+            return False
+        try:
+            source_fd, out_fd = source.fileno(), self._out.fileno()
+        except (AttributeError, OSError, UnsupportedOperation):
+            self._kernel_copy = False
+            return False
+        self._out.flush()
+        position = self._out.tell()
+        copied = 0
+        try:
+            while copied < count:
+                done = os.copy_file_range(
+                    source_fd, out_fd, count - copied, offset + copied, position + copied
+                )
+                if done == 0:
+                    raise OSError(f"spool file ends inside the entry {name}")
+                copied += done
+        except OSError as exc:
+            if copied or exc.errno not in _NO_KERNEL_COPY:
+                raise
+            self._kernel_copy = False
+            return False
+        self._out.seek(position + count)
+        return True
 
     def _add(self, name: str, stream: BinaryIO, size_hint: int) -> None:
         encoded, flags = _encode_name(name)

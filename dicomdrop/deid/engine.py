@@ -127,7 +127,7 @@ def deidentify(dataset: Dataset, context: DeidContext) -> DeidResult:
 
     Raises DeidError (code ``deid.failed`` or ``deid.invalid_value``) naming the element path.
     """
-    before = _identifiers(dataset)
+    before = identifiers(dataset)
     names, ids = identity_from_dataset(dataset)
     scrubber = build_scrubber(
         [*context.name_variants, *names], [*context.patient_ids, *ids], context.pseudonym
@@ -149,7 +149,7 @@ def deidentify(dataset: Dataset, context: DeidContext) -> DeidResult:
             "deid.failed",
             f"cannot de-identify element {walk.where()}: {type(exc).__name__}",
         ) from exc
-    after = _identifiers(dataset)
+    after = identifiers(dataset)
     return DeidResult(
         counts=MappingProxyType(dict(walk.counts)),
         original_study_uid=before[STUDY_UID],
@@ -166,7 +166,7 @@ def deidentify(dataset: Dataset, context: DeidContext) -> DeidResult:
     )
 
 
-class _Plan:
+class WalkPlan:
     """What the walk needs from a profile, prepared once per profile.
 
     ``actions`` starts as the profile's table and memoizes the action of every other public tag
@@ -206,15 +206,15 @@ class _Plan:
         return action
 
 
-_PLANS: dict[int, _Plan] = {}
+_PLANS: dict[int, WalkPlan] = {}
 
 
-def _plan_for(profile: Profile) -> _Plan:
+def walk_plan(profile: Profile) -> WalkPlan:
     plan = _PLANS.get(id(profile))
     if plan is None or plan.profile is not profile:
         if len(_PLANS) >= 64:
             _PLANS.clear()
-        plan = _PLANS[id(profile)] = _Plan(profile)
+        plan = _PLANS[id(profile)] = WalkPlan(profile)
     return plan
 
 
@@ -224,7 +224,7 @@ class _Walk:
     def __init__(self, context: DeidContext, scrubber: NameScrubber) -> None:
         self.context = context
         self.profile = context.profile
-        self.plan = _plan_for(context.profile)
+        self.plan = walk_plan(context.profile)
         self.scrubber = scrubber
         self.scrub_retained = self.profile.scrub_names and scrubber.active
         self.counts: Counter[str] = Counter()
@@ -605,7 +605,7 @@ def _code_sequence(codes: tuple[tuple[str, str], ...]) -> DicomSequence:
 
 
 @lru_cache(maxsize=64)
-def _code_sequence_bytes(
+def code_sequence_bytes(
     codes: tuple[tuple[str, str], ...], implicit_vr: bool, little_endian: bool
 ) -> bytes:
     """The encoded items of the code sequence, as pydicom writes them (built once)."""
@@ -622,7 +622,7 @@ def _set_code_sequence(ds: Dataset, codes: tuple[tuple[str, str], ...]) -> None:
     if implicit_vr is None or little_endian is None:
         ds[CODE_SEQUENCE] = DataElement(CODE_SEQUENCE, "SQ", _code_sequence(codes))
         return
-    data = _code_sequence_bytes(codes, implicit_vr, little_endian)
+    data = code_sequence_bytes(codes, implicit_vr, little_endian)
     ds[CODE_SEQUENCE] = RawDataElement(
         BaseTag(CODE_SEQUENCE), "SQ", len(data), data, 0, implicit_vr, little_endian
     )
@@ -776,7 +776,7 @@ def _texts(ds: Dataset, tag: int) -> list[str]:
     return [v for v in _strings(ds, tag) if v]
 
 
-def _identifiers(ds: Dataset) -> dict[int, str | None]:
+def identifiers(ds: Dataset) -> dict[int, str | None]:
     found: dict[int, str | None] = {}
     for tag in (STUDY_UID, SERIES_UID, SOP_UID, ACCESSION, STUDY_DATE):
         found[tag] = _text(ds, tag) or None

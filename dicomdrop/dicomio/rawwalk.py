@@ -251,6 +251,73 @@ def whole_file(data: bytes) -> RawFile:
     return RawFile(data[:128], not walker.explicit, meta, elements)
 
 
+class RawItem(NamedTuple):
+    """One item of a sequence: its elements (nested sequences kept as values) and whether it
+    was written with an undefined length."""
+
+    undefined: bool
+    elements: list[FileElement]
+
+
+def sequence_items(value: bytes) -> list[RawItem]:
+    """The items of an Explicit VR Little Endian sequence value (without its delimiter), each
+    element's value as bytes: what pydicom's reader keeps of a nested element before it converts
+    it. Nested sequences are checked to the end of their items, not split.
+
+    Raises :class:`RawWalkError` for anything not read exactly.
+    """
+    walker = _Walker(value, explicit=True, values=None)
+    end = len(value)
+    items: list[RawItem] = []
+    pos = 0
+    while pos < end:
+        tag, _, length, start = walker.header(pos, end)
+        if tag != _ITEM:
+            raise RawWalkError("sequence content is not an item")
+        if length == _UNDEFINED:
+            elements, pos = _item_elements(walker, start, end, undefined=True)
+            items.append(RawItem(True, elements))
+        else:
+            stop = start + length
+            if stop > end:
+                raise RawWalkError("item runs past its sequence")
+            elements, _ = _item_elements(walker, start, stop, undefined=False)
+            items.append(RawItem(False, elements))
+            pos = stop
+    return items
+
+
+def _item_elements(
+    walker: _Walker, pos: int, end: int, *, undefined: bool
+) -> tuple[list[FileElement], int]:
+    """The elements of one item from ``pos``; and the position after it (after the item
+    delimiter of an undefined-length item)."""
+    data = walker.data
+    elements: list[FileElement] = []
+    while pos < end:
+        tag, vr, length, start = walker.header(pos, end)
+        if tag == _ITEM_END and undefined:
+            return elements, start
+        if tag >> 16 == 0xFFFE:
+            raise RawWalkError("item tag outside a sequence")
+        if length == _UNDEFINED:
+            if vr != "SQ":
+                raise RawWalkError("undefined length outside a sequence")
+            pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
+            elements.append(FileElement(tag, vr, _UNDEFINED, data[start : pos - 8], start))
+            continue
+        stop = start + length
+        if stop > end:
+            raise RawWalkError("value runs past its container")
+        if vr == "SQ":
+            walker.sequence(start, stop, end, "", (default_encoding,), 0)
+        elements.append(FileElement(tag, vr, length, data[start:stop], start))
+        pos = stop
+    if undefined:
+        raise RawWalkError("item without its delimiter")
+    return elements, pos
+
+
 def _dataset_walker(data: bytes, values: list[RawValue] | None = None) -> tuple[_Walker, int]:
     """A walker for the dataset of ``data`` and where the dataset starts. The file meta values
     go to ``values`` (which the dataset walker appends to as well); None: no values are kept,

@@ -9,6 +9,11 @@ Study, series and instance numbers are ordinals (1, 2, ...) in the order of the 
 study and series UIDs and of InstanceNumber, so the layout is the same on every run.
 Files are de-identified in a process pool when more than one worker is configured.
 
+A file in Explicit VR Little Endian is rewritten from its raw elements by the byte rewriter
+(``dicomdrop.deid.rewrite``), which gives the engine's bytes without building and encoding a
+dataset; anything the rewriter does not mirror exactly (site rules, kept private elements,
+another transfer syntax, a masked image) goes through the engine and the encoder.
+
 Each file is read once: de-identified, encoded to bytes in memory, and, when identity tokens are
 given, those exact bytes are searched by the independent verification scan
 (``dicomdrop.verify.scan.scan_bytes``) before they are written. The findings travel with the
@@ -41,10 +46,11 @@ from dicomdrop import __version__
 from dicomdrop.archives.spool import SpooledEntry, SpoolSpec, close_spool, spool_for
 from dicomdrop.archives.zipwrite import DEFLATED, STORED
 from dicomdrop.config import ArchiveSettings, DeidSettings, MaskRule, PixelSettings
-from dicomdrop.deid.engine import DeidContext, deidentify
+from dicomdrop.deid.engine import DeidContext, DeidResult, deidentify
 from dicomdrop.deid.profile import Profile, compile_profile
+from dicomdrop.deid.rewrite import RewriteUnsupported, rewrite_file
 from dicomdrop.dicomio.encode import encode_dataset
-from dicomdrop.dicomio.rawwalk import FileElement, RawWalkError, whole_file
+from dicomdrop.dicomio.rawwalk import FileElement, RawFile, RawWalkError, whole_file
 from dicomdrop.errors import DicomdropError, TruncatedError
 from dicomdrop.pixels.integrity import check_pixel_data
 from dicomdrop.pixels.mask import apply_mask
@@ -158,12 +164,13 @@ def _shared_tokens(tokens: IdentityTokens) -> IdentityTokens:
 def deidentify_file(task: FileTask) -> FileOutcome:
     """De-identify one file into its staging path (runs in a worker process)."""
     try:
-        ds = read_dataset(Path(task.source).read_bytes())
+        raw, ds = read_file(Path(task.source).read_bytes())
         check_pixel_data(ds)  # a file cut short is never delivered as if it were whole
         # Planned on the input header: de-identification removes the device a mask rule names.
         plan = plan_for(ds, task.pixels) if task.pixels is not None else None
         if plan is not None and plan.rule is not None:
             apply_mask(ds, plan.rule.boxes)
+            raw = None  # the masked pixels are in the dataset only
         context = DeidContext(
             pseudonym=task.pseudonym,
             key=task.key,
@@ -174,9 +181,8 @@ def deidentify_file(task: FileTask) -> FileOutcome:
         )
         instance_number = _int_or_zero(ds.get("InstanceNumber"))
         series_number = _int_or_zero(ds.get("SeriesNumber"))
-        result = deidentify(ds, context)
-        data = encode_dataset(ds)  # the bytes of save_as(enforce_file_format=False)
-        del ds
+        data, result = _deidentified_bytes(raw, ds, context)
+        del ds, raw
         findings = None
         if task.tokens is not None:
             findings = tuple(scan_bytes(data, _shared_tokens(task.tokens)))
@@ -254,6 +260,21 @@ def _check_pixels(
     return tuple(findings)
 
 
+def _deidentified_bytes(
+    raw: RawFile | None, ds: Dataset, context: DeidContext
+) -> tuple[bytes, DeidResult]:
+    """The de-identified file bytes: rewritten from the raw elements when the byte rewriter
+    mirrors the engine for this file (``dicomdrop.deid.rewrite``), else the engine on ``ds``
+    and the encoder."""
+    if raw is not None:
+        try:
+            return rewrite_file(raw, ds, context)
+        except RewriteUnsupported:
+            ds = _dataset(raw)  # a fresh one: the engine sees the file as read
+    result = deidentify(ds, context)
+    return encode_dataset(ds), result  # the bytes of save_as(enforce_file_format=False)
+
+
 def read_dataset(data: bytes) -> Dataset:
     """The dataset of a whole file's bytes, as ``pydicom.dcmread(..., force=True)`` gives it.
 
@@ -261,8 +282,14 @@ def read_dataset(data: bytes) -> Dataset:
     split by it into raw elements, which pydicom converts on access as it does after its own
     read; anything else is read by pydicom.
     """
+    return read_file(data)[1]
+
+
+def read_file(data: bytes) -> tuple[RawFile | None, Dataset]:
+    """The raw elements of a whole file (None when pydicom must read it) and its dataset, as
+    :func:`read_dataset` gives it."""
     try:
-        raw = whole_file(data)
+        raw: RawFile | None = whole_file(data)
     except RawWalkError:
         raw = None
     elements = None if raw is None else _raw_elements(raw.elements, implicit=raw.implicit)
@@ -276,7 +303,17 @@ def read_dataset(data: bytes) -> Dataset:
             raise TruncatedError("the file ends before the delimiter of an undefined length")
         for w in caught:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        return ds
+        return None, ds
+    return raw, _dataset(raw, elements)
+
+
+def _dataset(
+    raw: RawFile, elements: dict[BaseTag, DataElement | RawDataElement] | None = None
+) -> FileDataset:
+    """The dataset of a file the raw walker split, its elements still raw."""
+    if elements is None:
+        elements = _raw_elements(raw.elements, implicit=raw.implicit)
+        assert elements is not None  # the caller checked that once
     file_meta_elements = _raw_elements(raw.meta, implicit=False, public_un=True)
     assert file_meta_elements is not None  # public UN is accepted here
     file_meta = FileMetaDataset(file_meta_elements)

@@ -1,0 +1,546 @@
+"""De-identify a file's bytes in one walk: the engine's result, without building its dataset.
+
+The engine (``dicomdrop.deid.engine``) works on a pydicom dataset and the encoder
+(``dicomdrop.dicomio.encode``) writes it back. On headers as scanners write them (about 150
+elements, nested sequences, private blocks) most of that time goes to pydicom's objects: an
+element object per element, sequences parsed into datasets, values converted, then every element
+written again. Most elements are kept or removed unchanged, so this module walks the raw
+elements of the file (``dicomio.rawwalk``) and writes the output element by element: a kept value
+is copied as bytes, a removed one is skipped, and a changed one gets the bytes the engine would
+store (``actions.encode_value``) or, for the few values pydicom must convert (names scrubbed out
+of free text), the bytes pydicom writes for the engine's element.
+
+It is a fast path, not a second engine: it mirrors the engine's decisions, element by element,
+with the engine's own helpers (the compiled plan, the scrubber, keyed UIDs, date shifts), and
+gives exactly the bytes and the :class:`DeidResult` of ``deidentify`` + ``encode_dataset``; the
+tests compare both on real files, on scanner-like headers and on generated ones. Whatever it
+does not mirror exactly raises :class:`RewriteUnsupported` before anything is returned, and the
+caller runs the engine: site rules, kept private elements, transfer syntaxes other than Explicit
+VR Little Endian, character sets inside sequence items, non-ASCII values where the engine would
+convert them, a name found in free text inside a sequence, and any layout the raw walker does
+not read exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import struct
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Any, Final
+
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.config import IGNORE
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomdrop.deid.actions import (
+    BINARY_VRS,
+    DICOMDIR_KEY_DUMMIES,
+    TEXT_VRS,
+    dummy_value,
+    empty_value,
+    encode_value,
+    pseudonym_value,
+    shift_da,
+    shift_dt,
+    shift_range_dash,
+)
+from dicomdrop.deid.engine import (
+    ACCESSION,
+    CODE_SEQUENCE,
+    CODED_VALUE_TAGS,
+    GRAPHICS_GROUPS,
+    MEDIA_SOP_UID,
+    META_PRIVATE_INFO,
+    OTHER_IDS,
+    OTHER_NAMES,
+    PATIENT_ID,
+    PATIENT_NAME,
+    SERIES_UID,
+    SOP_UID,
+    STUDY_DATE,
+    STUDY_UID,
+    DeidContext,
+    DeidResult,
+    WalkPlan,
+    code_sequence_bytes,
+    identifiers,
+    identity_from_dataset,
+    walk_plan,
+)
+from dicomdrop.deid.keyed import derive_date_offset_days, derive_uid
+from dicomdrop.deid.scrub import NameScrubber, build_scrubber
+from dicomdrop.dicomio.rawwalk import FileElement, RawFile, RawWalkError, sequence_items
+
+_SHORT_HEADER: Final = struct.Struct("<HH2sH")
+_LONG_HEADER: Final = struct.Struct("<HH2sHI")
+_ITEM_HEADER: Final = struct.Struct("<HHI")
+_UNDEFINED: Final = 0xFFFFFFFF
+_LONG_VRS: Final = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+)
+_ITEM_END: Final = _ITEM_HEADER.pack(0xFFFE, 0xE00D, 0)
+_SEQUENCE_END: Final = _ITEM_HEADER.pack(0xFFFE, 0xE0DD, 0)
+_META_GROUP_LENGTH: Final = 0x00020000
+_TRANSFER_SYNTAX: Final = 0x00020010
+_CHARSET: Final = 0x00080005
+_ZERO_PREAMBLE: Final = bytes(128)
+_MAX_DEPTH: Final = 32
+# Top-level elements the engine reads through pydicom before its walk when they are not plain
+# ASCII (identity and identifiers): pydicom then writes them from the converted value.
+_READ_BEFORE_WALK: Final = frozenset(
+    {OTHER_NAMES, OTHER_IDS, STUDY_UID, SERIES_UID, SOP_UID, ACCESSION, STUDY_DATE}
+)
+_RESULT_TAGS: Final = (STUDY_UID, SERIES_UID, SOP_UID, ACCESSION, STUDY_DATE)
+
+# Walk modes, as the engine's: inside a D sequence every text is dummied; in C it is scrubbed.
+_NORMAL, _DUMMY, _CLEAN = 0, 1, 2
+
+
+class RewriteUnsupported(Exception):
+    """The file or profile needs something only the engine does; run the engine instead."""
+
+
+def rewrite_file(raw: RawFile, ds: Dataset, context: DeidContext) -> tuple[bytes, DeidResult]:
+    """The de-identified file bytes and result, as ``deidentify`` + ``encode_dataset`` give them.
+
+    ``raw`` is the file split by ``rawwalk.whole_file`` and ``ds`` the dataset ``read_dataset``
+    built from the same bytes (read for identity and for the few values pydicom converts; its
+    values are not changed). Raises :class:`RewriteUnsupported` when the engine must run.
+    """
+    _check_supported(raw, ds, context)
+    before = identifiers(ds)
+    names, ids = identity_from_dataset(ds)
+    scrubber = build_scrubber(
+        [*context.name_variants, *names], [*context.patient_ids, *ids], context.pseudonym
+    )
+    rewrite = _Rewrite(context, scrubber, ds)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as the engine: pydicom's opinions on values
+            body = rewrite.top_level(raw.elements)
+            meta = rewrite.level(raw.meta, _NORMAL, top=False, meta=True)
+            after = rewrite.finish(body, meta)
+            data = _file_bytes(body, meta, ds)
+    except (RawWalkError, RecursionError) as exc:
+        raise RewriteUnsupported(f"the raw walk cannot read this file ({exc})") from exc
+    return data, DeidResult(
+        counts=MappingProxyType(dict(rewrite.counts)),
+        original_study_uid=before[STUDY_UID],
+        new_study_uid=after[STUDY_UID],
+        original_series_uid=before[SERIES_UID],
+        new_series_uid=after[SERIES_UID],
+        original_sop_instance_uid=before[SOP_UID],
+        new_sop_instance_uid=after[SOP_UID],
+        original_accession=before[ACCESSION],
+        new_accession=after[ACCESSION],
+        original_study_date=before[STUDY_DATE],
+        new_study_date=None if rewrite.study_date_dummied else after[STUDY_DATE],
+        date_offset_days=rewrite.offset_used,
+    )
+
+
+def _check_supported(raw: RawFile, ds: Dataset, context: DeidContext) -> None:
+    profile = context.profile
+    if raw.implicit or len(raw.preamble) != 128:
+        raise RewriteUnsupported("not an Explicit VR Little Endian file with a preamble")
+    syntax = next((e.value for e in raw.meta if e.tag == _TRANSFER_SYNTAX), b"")
+    if syntax.rstrip(b"\x00 ") != ExplicitVRLittleEndian.encode("ascii"):
+        raise RewriteUnsupported("the encoder writes this transfer syntax through pydicom")
+    if profile.overrides or profile.forced:
+        raise RewriteUnsupported("site rules are applied by the engine")
+    if not walk_plan(profile).remove_all_private:
+        raise RewriteUnsupported("private elements are kept: the engine decides which")
+    if ds.original_character_set != ds._character_set:
+        raise RewriteUnsupported("the character set changed since reading")
+    if len({element.tag for element in raw.elements}) != len(raw.elements):
+        raise RewriteUnsupported("an element written twice")
+    for element in raw.elements:
+        if element.tag >> 16 in (0, 2):
+            raise RewriteUnsupported("command or file meta elements in the dataset")
+        if element.tag in _READ_BEFORE_WALK and not element.value.isascii():
+            raise RewriteUnsupported("an identifier the engine reads through pydicom")
+
+
+def _header(tag: int, vr: str, length: int) -> bytes:
+    if vr in _LONG_VRS:
+        return _LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode("ascii"), 0, length)
+    if length > 0xFFFF:
+        raise RewriteUnsupported("a value too long for its VR's header")
+    return _SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode("ascii"), length)
+
+
+def _element(tag: int, vr: str, value: bytes) -> bytes:
+    return _header(tag, vr, len(value)) + value
+
+
+def _pydicom_bytes(element: DataElement, encodings: Any) -> bytes:
+    """What pydicom's writer gives for ``element`` in Explicit VR Little Endian."""
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR = False
+    buffer.is_little_endian = True
+    write_data_element(buffer, element, encodings)
+    return bytes(buffer.getvalue())
+
+
+def _strings(value: bytes) -> list[str] | None:
+    """The values of a plain ASCII string element, as the engine reads them; None: not ASCII."""
+    if not value:
+        return []
+    if not value.isascii():
+        return None
+    return [v.strip(" \x00") for v in value.decode("ascii").split("\\")]
+
+
+class _Rewrite:
+    """The state of one file's rewrite (the engine's ``_Walk``, on raw elements)."""
+
+    def __init__(self, context: DeidContext, scrubber: NameScrubber, ds: Dataset) -> None:
+        self.context = context
+        self.profile = context.profile
+        self.plan: WalkPlan = walk_plan(context.profile)
+        self.scrubber = scrubber
+        self.scrub_retained = self.profile.scrub_names and scrubber.active
+        self.ds = ds
+        self.counts: Counter[str] = Counter()
+        self.uids: dict[str, str] = {}
+        self.offset_used: int | None = None
+        self.study_date_dummied = False
+        self._offset: int | None = None
+        # Top level: the encoder writes text with the data set's character set.
+        self.encodings: Any = ds.get("SpecificCharacterSet", default_encoding)
+
+    # --- levels ---------------------------------------------------------------------------------
+
+    def top_level(self, elements: Sequence[FileElement]) -> dict[int, bytes]:
+        return self.level(elements, _NORMAL, top=True, meta=False)
+
+    def level(
+        self,
+        elements: Sequence[FileElement],
+        mode: int,
+        *,
+        top: bool,
+        meta: bool,
+        encodings: Any = None,
+        depth: int = 0,
+    ) -> dict[int, bytes]:
+        """The output elements (tag -> encoded bytes) of one data set or item."""
+        if depth > _MAX_DEPTH:
+            raise RewriteUnsupported("sequences nested too deep")
+        plan = self.plan
+        actions = plan.actions
+        scrub_kept = mode == _CLEAN or self.scrub_retained
+        level_encodings = self.encodings if top else encodings
+        out: dict[int, bytes] = {}
+        private = 0
+        kept = 0
+        for element in elements:
+            tag = element.tag
+            if tag & 0x10000:
+                private += 1
+                continue
+            if not tag & 0xFFFF or tag in META_PRIVATE_INFO:
+                if tag != _META_GROUP_LENGTH:
+                    self.counts["X"] += 1
+                else:
+                    out[tag] = b""  # written by _meta_bytes once the group's length is known
+                continue
+            if not top and not meta and tag == _CHARSET:
+                raise RewriteUnsupported("a character set inside a sequence item")
+            vr = element.vr
+            if vr is None or len(vr) != 2:
+                raise RewriteUnsupported("an element without a VR")
+            if vr == "UN":
+                raise RewriteUnsupported("a public element stored as UN")
+            if element.length == _UNDEFINED and vr != "SQ":
+                raise RewriteUnsupported("an undefined length outside a sequence")
+            action = actions.get(tag) or plan.action(tag)
+            value = element.value
+            if action == "K":
+                kept += 1
+                if vr == "SQ":
+                    out[tag] = self._sequence(element, mode, level_encodings, depth)
+                elif vr in TEXT_VRS:
+                    if mode == _DUMMY and tag not in CODED_VALUE_TAGS:
+                        out[tag] = self._set(tag, vr, dummy_value(vr), level_encodings)
+                    elif scrub_kept:
+                        out[tag] = self._scrub(element, vr, top, level_encodings)
+                    else:
+                        out[tag] = _element(tag, vr, value)
+                elif (
+                    scrub_kept
+                    and vr in BINARY_VRS
+                    and tag >> 16 != 0x7FE0
+                    and tag >> 24 not in GRAPHICS_GROUPS
+                ):
+                    out[tag] = self._scrub(element, vr, top, level_encodings)
+                else:
+                    out[tag] = _element(tag, vr, value)
+                continue
+            new = self._act(action, element, vr, mode, top, level_encodings, depth)
+            if new is not None:
+                out[tag] = new
+        if kept:
+            self.counts["K"] += kept
+        if private:
+            self.counts["private_removed"] += private
+        return out
+
+    def _act(
+        self,
+        action: str,
+        element: FileElement,
+        vr: str,
+        mode: int,
+        top: bool,
+        encodings: Any,
+        depth: int,
+    ) -> bytes | None:
+        """The engine's handler for ``action``: the new element bytes, or None (removed)."""
+        tag = element.tag
+        if action == "X":
+            self.counts["X"] += 1
+            return None
+        if action == "Z":
+            dummy = DICOMDIR_KEY_DUMMIES.get(tag) if top else None
+            if tag == STUDY_DATE and dummy is not None:
+                self.study_date_dummied = True
+            self.counts["Z"] += 1
+            return self._set(tag, vr, empty_value(vr) if dummy is None else dummy, encodings)
+        if action == "D":
+            self.counts["D"] += 1
+            if vr == "SQ":
+                return self._sequence(element, _DUMMY, encodings, depth)
+            if vr == "UI":
+                return self._replace_uids(element, encodings)
+            return self._set(tag, vr, dummy_value(vr), encodings)
+        if action == "C":
+            self.counts["C"] += 1
+            if vr == "SQ":
+                return self._sequence(element, _CLEAN, encodings, depth)
+            if vr in ("DA", "DT"):
+                if self.plan.shift_dates:
+                    return self._shift_dates(element, vr, encodings)
+                return _element(tag, vr, element.value)
+            if vr in TEXT_VRS or vr == "CS":
+                return self._scrub(element, vr, top, encodings)
+            if vr in BINARY_VRS and tag >> 24 not in GRAPHICS_GROUPS:
+                return None
+            return _element(tag, vr, element.value)
+        if action == "U":
+            self.counts["U"] += 1
+            if vr == "SQ":
+                return self._sequence(element, mode, encodings, depth)
+            if vr == "UI":
+                return self._replace_uids(element, encodings)
+            return self._set(tag, vr, empty_value(vr), encodings)
+        if action == "P":
+            self.counts["P"] += 1
+            vr = vr if vr in TEXT_VRS else "LO"
+            return self._set(tag, vr, pseudonym_value(vr, self.context.pseudonym), encodings)
+        raise RewriteUnsupported(f"action {action} is applied by the engine")
+
+    # --- values ---------------------------------------------------------------------------------
+
+    def _set(self, tag: int, vr: str, value: Any, encodings: Any) -> bytes:
+        """The element as the engine stores ``value`` (raw bytes, else through pydicom)."""
+        data = encode_value(vr, value, True)
+        if data is not None:
+            return _element(tag, vr, data)
+        if vr == "SQ":
+            raise RewriteUnsupported("a sequence value set through pydicom")
+        return _pydicom_bytes(DataElement(tag, vr, value, validation_mode=IGNORE), encodings)
+
+    def _sequence(self, element: FileElement, mode: int, encodings: Any, depth: int) -> bytes:
+        """The sequence as the encoder writes it after the engine walked its items."""
+        item_encodings = convert_encodings(encodings or [default_encoding])
+        parts: list[bytes] = []
+        for item in sequence_items(element.value):
+            body = self.level(
+                item.elements,
+                mode,
+                top=False,
+                meta=False,
+                encodings=item_encodings,
+                depth=depth + 1,
+            )
+            value = b"".join(body[tag] for tag in sorted(body))
+            if item.undefined:
+                parts += (_ITEM_HEADER.pack(0xFFFE, 0xE000, _UNDEFINED), value, _ITEM_END)
+            else:
+                parts += (_ITEM_HEADER.pack(0xFFFE, 0xE000, len(value)), value)
+        value = b"".join(parts)
+        tag = element.tag
+        if element.length == _UNDEFINED:
+            return _header(tag, "SQ", _UNDEFINED) + value + _SEQUENCE_END
+        return _header(tag, "SQ", len(value)) + value
+
+    def _replace_uids(self, element: FileElement, encodings: Any) -> bytes:
+        values = _strings(element.value)
+        if values is None:
+            raise RewriteUnsupported("a UID that is not ASCII")
+        if not values or values == [""]:
+            return _element(element.tag, "UI", element.value)
+        new = [self._new_uid(v) for v in values]
+        return self._set(element.tag, "UI", new[0] if len(new) == 1 else new, encodings)
+
+    def _new_uid(self, uid: str) -> str:
+        if not uid.strip():
+            return uid
+        new = self.uids.get(uid)
+        if new is None:
+            new = self.uids[uid] = derive_uid(self.context.key, uid)
+        return new
+
+    def _date_offset(self) -> int:
+        if self._offset is None:
+            self._offset = derive_date_offset_days(
+                self.context.key,
+                self.context.pseudonym,
+                self.profile.date_shift_min_days,
+                self.profile.date_shift_max_days,
+            )
+        self.offset_used = self._offset
+        return self._offset
+
+    def _shift_dates(self, element: FileElement, vr: str, encodings: Any) -> bytes:
+        from pydicom import config as pydicom_config
+
+        value = element.value
+        if not value.isascii() or b"\x1b" in value or pydicom_config.datetime_conversion:
+            raise RewriteUnsupported("a date the engine reads through pydicom")
+        values = value.decode("ascii").rstrip(" \x00").split("\\")
+        if values == [""]:
+            return _element(element.tag, vr, value)
+        days = self._date_offset()
+        shift_one = shift_da if vr == "DA" else shift_dt
+        shifted: list[str] = []
+        for one in values:
+            new = shift_one(one, days)
+            if new is None and "-" in one.strip()[1:]:
+                new = shift_range_dash(one, days, shift_one)
+            if new is None:
+                self.counts["date_invalid"] += 1
+                new = str(dummy_value(vr))
+            shifted.append(new)
+        return self._set(element.tag, vr, shifted[0] if len(shifted) == 1 else shifted, encodings)
+
+    def _scrub(self, element: FileElement, vr: str, top: bool, encodings: Any) -> bytes:
+        """The engine's ``_scrub``: unchanged unless the raw value may hold a name or ID."""
+        tag, value = element.tag, element.value
+        scrubber = self.scrubber
+        if not scrubber.active or not (
+            scrubber.may_match_binary if vr in BINARY_VRS else scrubber.may_match_bytes
+        )(value):
+            return _element(tag, vr, value)
+        # As the engine: pydicom converts the value, the scrubber edits it, pydicom writes it.
+        if top:
+            converted = copy.copy(self.ds[BaseTag(tag)])
+        else:  # in an item: decoded with the character set the item inherits (``encodings``)
+            converted = convert_raw_data_element(
+                RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True),
+                encoding=encodings,
+            )
+        current = converted.value
+        if current is None or current == "":
+            return _pydicom_bytes(converted, encodings)
+        if isinstance(current, bytes):
+            data, hits = scrubber.scrub_bytes(current)
+            if hits:
+                converted.value = data
+        elif isinstance(current, MultiValue | list):
+            texts = [scrubber.scrub(_as_text(v)) for v in current]
+            hits = sum(h for _, h in texts)
+            if hits:
+                converted.value = [t for t, _ in texts]
+        else:
+            text, hits = scrubber.scrub(_as_text(current))
+            if hits:
+                converted.value = text
+        if hits:
+            self.counts["scrubbed"] += hits
+        return _pydicom_bytes(converted, encodings)
+
+    # --- after the walk -------------------------------------------------------------------------
+
+    def finish(self, body: dict[int, bytes], meta: dict[int, bytes]) -> dict[int, str | None]:
+        """The engine's ``finish`` on the output elements; the identifiers written."""
+        profile = self.profile
+        plan = self.plan
+        pseudonym = self.context.pseudonym
+        for tag, vr in ((PATIENT_NAME, "PN"), (PATIENT_ID, "LO")):
+            body[tag] = self._new(tag, vr, pseudonym_value(vr, pseudonym))
+        body[0x00120062] = self._new(0x00120062, "CS", "YES")  # PatientIdentityRemoved
+        body[0x00120063] = self._new(0x00120063, "LO", list(plan.method_text))
+        if plan.method_codes:
+            data = code_sequence_bytes(plan.method_codes, False, True)
+            body[CODE_SEQUENCE] = _element(CODE_SEQUENCE, "SQ", data)
+        body[0x00280303] = self._new(0x00280303, "CS", profile.dates_mode)
+        if self.context.accession_number is not None:
+            body[ACCESSION] = self._new(ACCESSION, "SH", self.context.accession_number)
+        after = {tag: self._written_text(body.get(tag), tag) for tag in _RESULT_TAGS}
+        if SOP_UID in body:
+            sop = self._written_strings(body[SOP_UID], SOP_UID)
+            if sop is None or len(sop) > 1:
+                raise RewriteUnsupported("a SOP instance UID the engine reads through pydicom")
+            if sop and sop[0]:
+                meta[MEDIA_SOP_UID] = self._new(MEDIA_SOP_UID, "UI", sop[0])
+        return after
+
+    def _new(self, tag: int, vr: str, value: Any) -> bytes:
+        data = encode_value(vr, value, True)
+        if data is None:
+            raise RewriteUnsupported("a value the engine sets through pydicom")
+        return _element(tag, vr, data)
+
+    def _written_strings(self, written: bytes, tag: int) -> list[str] | None:
+        """The string values of an output element (its header skipped)."""
+        long_header = written[4:6].decode("ascii", "replace") in _LONG_VRS
+        values = _strings(written[12:] if long_header else written[8:])
+        if values is None:
+            # Kept as read and not ASCII: pydicom's value, as the engine reads it.
+            value = self.ds[BaseTag(tag)].value
+            items = value if isinstance(value, MultiValue | list) else [value]
+            return [_as_text(v).strip(" \x00") for v in items]
+        return values
+
+    def _written_text(self, written: bytes | None, tag: int) -> str | None:
+        if written is None:
+            return None
+        values = self._written_strings(written, tag)
+        return ("\\".join(values or []).strip()) or None
+
+
+def _file_bytes(body: dict[int, bytes], meta: dict[int, bytes], ds: Dataset) -> bytes:
+    """Preamble (zeroed), file meta and data set, as ``encode_dataset`` writes them."""
+    if _CHARSET in body:
+        # The encoder reads the character set through pydicom, which then writes it.
+        body[_CHARSET] = _pydicom_bytes(ds[BaseTag(_CHARSET)], default_encoding)
+    if _TRANSFER_SYNTAX in meta:
+        meta[_TRANSFER_SYNTAX] = _pydicom_bytes(ds.file_meta[_TRANSFER_SYNTAX], None)
+    group_length = meta.pop(_META_GROUP_LENGTH, None)
+    meta_body = b"".join(meta[tag] for tag in sorted(meta))
+    parts = [_ZERO_PREAMBLE, b"DICM"]
+    if group_length is not None:
+        parts.append(_LONG_HEADER.pack(0x0002, 0x0000, b"UL", 4, len(meta_body)))
+    parts.append(meta_body)
+    parts += (body[tag] for tag in sorted(body))
+    return b"".join(parts)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return "" if value is None else str(value)
+
+
+__all__ = ["RewriteUnsupported", "rewrite_file"]
