@@ -23,9 +23,9 @@ tree) is measured for the full corpus and for a half-size one: it must not grow 
 
 Then the CPU time per file by stage: ``dicomdrop process`` runs once more in this process with
 one worker, timing the CPU (``time.process_time``) of each pipeline stage, and inside the
-de-identification stage of each step (read, de-identify, encode, verification scan, compress),
-next to the plain loop's CPU per file. Wall times suffer from other work on the machine; CPU
-times much less. The load average is printed before and after.
+de-identification stage of each step (read, byte rewriter or engine and encoder, verification
+scan, compress), next to the plain loop's CPU per file. Wall times suffer from other work on
+the machine; CPU times much less. The load average is printed before and after.
 
     python bench/bench_pipeline.py [--corpus thin scanner] [--scale 100] [--workers 2]
                                    [--rounds 3] [--no-stages]
@@ -219,9 +219,10 @@ class CpuTimers:
 # (label, module, attribute): the steps inside the de-identification stage, timed by wrapping
 # the functions as the stage module calls them.
 DEID_STEPS = (
-    ("read", "dicomdrop.stages.deidentify", "read_dataset"),
-    ("de-identify", "dicomdrop.stages.deidentify", "deidentify"),
-    ("encode", "dicomdrop.stages.deidentify", "encode_dataset"),
+    ("read", "dicomdrop.stages.deidentify", "read_file"),
+    ("de-identify (byte rewriter)", "dicomdrop.stages.deidentify", "rewrite_file"),
+    ("de-identify (engine)", "dicomdrop.stages.deidentify", "deidentify"),
+    ("encode (engine)", "dicomdrop.stages.deidentify", "encode_dataset"),
     ("verification scan", "dicomdrop.stages.deidentify", "scan_bytes"),
     ("compress (spool)", "dicomdrop.archives.spool.EntrySpool", "add"),
     ("pixel checks", "dicomdrop.stages.deidentify", "check_pixel_data"),

@@ -217,7 +217,11 @@ class Pipeline:
                     shutil.rmtree(leftover)
             self._check_free_space(drop)
             unpacked_report = unpack_drop(
-                drop, unpacked, self.settings.archives, rejected_dir=rejected
+                drop,
+                unpacked,
+                self.settings.archives,
+                rejected_dir=rejected,
+                executor=self.executor,
             )
             # A damaged archive inside the drop goes to quarantine alone; the rest goes on.
             for member in unpacked_report.rejected:

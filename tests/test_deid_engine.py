@@ -69,6 +69,16 @@ def test_basic_profile_actions_per_code():
     assert result.counts["X"] > 0 and result.counts["U"] >= 4
 
 
+def test_a_dicomdir_key_stored_with_a_binary_vr_is_emptied_not_given_a_text_dummy():
+    # Before: the text dummy was set on an OB element and the file failed to encode (deid.failed).
+    ds = make_instance()
+    del ds.StudyTime
+    ds.add_new(0x00080030, "OB", b"101500")  # StudyTime, written with a binary VR
+    run(ds)
+    assert ds[0x00080030].VR == "OB" and ds[0x00080030].value == b""
+    assert b"101500" not in written(ds)
+
+
 def test_markers_are_set():
     ds = make_instance()
     run(ds, DeidSettings(retain_uids=True, clean_descriptors=True))

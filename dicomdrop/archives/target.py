@@ -26,7 +26,8 @@ CHUNK_SIZE: Final = 1 << 20
 FLUSH_SIZE: Final = 1 << 16
 _DICOM_MAGIC_OFFSET: Final = 128
 HEAD_SIZE: Final = _DICOM_MAGIC_OFFSET + 4
-_OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: How a member file is created: new, never through a link.
+OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Readable(Protocol):
@@ -140,11 +141,21 @@ class ExtractionTarget:
         try:
             (self.root / path).mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
-            raise self._conflict(path) from None
+            raise self.conflict(path) from None
         self._dirs.add(path)
 
     def open_file(self, path: PurePosixPath, declared_size: int | None) -> EntryWriter:
         """Create a member file for writing; it must not exist yet."""
+        self.reserve_file(path, declared_size)
+        try:
+            fd = os.open(self.root / path, OPEN_FLAGS, 0o644)
+        except (FileExistsError, IsADirectoryError, NotADirectoryError):
+            raise self.conflict(path) from None
+        return EntryWriter(fd, self.scope, path.as_posix())
+
+    def reserve_file(self, path: PurePosixPath, declared_size: int | None) -> None:
+        """Count a member file against the limits and make its folder, before it is written
+        (here, or by another process that opens it with :data:`OPEN_FLAGS`)."""
         member = path.as_posix()
         if path in self._files:
             raise ArchiveError(
@@ -156,12 +167,7 @@ class ExtractionTarget:
         self.scope.budget.start_entry(self.scope.where(member), declared_size)
         if len(path.parts) > 1:
             self.make_dir(path.parent)
-        try:
-            fd = os.open(self.root / path, _OPEN_FLAGS, 0o644)
-        except (FileExistsError, IsADirectoryError, NotADirectoryError):
-            raise self._conflict(path) from None
         self._files.add(path)
-        return EntryWriter(fd, self.scope, member)
 
     def note_head(self, path: PurePosixPath, head: bytes) -> None:
         """Record a written member's first bytes (see :attr:`dicom_files`)."""
@@ -177,7 +183,8 @@ class ExtractionTarget:
         self.note_head(path, out.head)
         return out.written
 
-    def _conflict(self, path: PurePosixPath) -> ArchiveError:
+    def conflict(self, path: PurePosixPath) -> ArchiveError:
+        """The error for a member file whose path is a folder, or below a file."""
         return ArchiveError(
             CORRUPT,
             "the archive holds a file and a folder with the same path",

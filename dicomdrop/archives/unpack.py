@@ -13,6 +13,7 @@ import os
 import shutil
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
@@ -84,7 +85,12 @@ class UnpackReport:
 
 
 def unpack_drop(
-    source: Path, dest: Path, limits: ArchiveSettings, *, rejected_dir: Path | None = None
+    source: Path,
+    dest: Path,
+    limits: ArchiveSettings,
+    *,
+    rejected_dir: Path | None = None,
+    executor: Executor | None = None,
 ) -> UnpackReport:
     """Unpack ``source`` (a folder or an archive file) into the new folder ``dest``.
 
@@ -96,6 +102,9 @@ def unpack_drop(
     (:data:`MEMBER_CODES`) is moved there, at its path relative to ``dest``, and listed in
     ``UnpackReport.rejected``; the rest of the drop is unpacked. Without it, such an archive
     fails the whole drop.
+
+    With an ``executor``, the files of large zip archives are inflated and written by its
+    processes (``zip_format.extract_zip``); every decision about the drop stays in this process.
     """
     if source.is_symlink():
         # The inbox is a trust boundary: a link there could point at any file or folder the
@@ -108,7 +117,7 @@ def unpack_drop(
     if dest.exists() or dest.is_symlink():
         raise ArchiveError(EXISTS, "the unpack destination already exists; it is never overwritten")
     dest.mkdir()
-    run = _Unpacking(DropBudget(limits, free_space_root=dest), dest, rejected_dir)
+    run = _Unpacking(DropBudget(limits, free_space_root=dest), dest, rejected_dir, executor)
     try:
         run.unpack(source)
         report = run.report()
@@ -133,23 +142,32 @@ def unpack_drop(
     return report
 
 
-_Extractor = Callable[[Path, str, ExtractionTarget], None]
+_Extractor = Callable[[Path, str, ExtractionTarget, Executor | None], None]
 
 _EXTRACTORS: Final[dict[str, _Extractor]] = {
-    ZIP: lambda archive, _fmt, target: extract_zip(archive, target),
-    SEVEN_ZIP: lambda archive, _fmt, target: extract_7z(archive, target),
+    ZIP: lambda archive, _fmt, target, executor: extract_zip(archive, target, executor),
+    SEVEN_ZIP: lambda archive, _fmt, target, _executor: extract_7z(archive, target),
 }
 
 
 def _extractor(fmt: str) -> _Extractor:
-    return _EXTRACTORS.get(fmt, extract_tar)
+    return _EXTRACTORS.get(
+        fmt, lambda archive, f, target, _executor: extract_tar(archive, f, target)
+    )
 
 
 class _Unpacking:
     """The state of one drop being unpacked: budget, counters, archives still to expand."""
 
-    def __init__(self, budget: DropBudget, dest: Path, rejected_dir: Path | None) -> None:
+    def __init__(
+        self,
+        budget: DropBudget,
+        dest: Path,
+        rejected_dir: Path | None,
+        executor: Executor | None = None,
+    ) -> None:
         self.budget = budget
+        self.executor = executor
         self.dest = dest
         self.rejected_dir = rejected_dir
         self.rejected: list[RejectedMember] = []
@@ -196,7 +214,7 @@ class _Unpacking:
         """Unpack ``archive`` into ``into``; the members known to be DICOM files."""
         scope = ArchiveScope(self.budget, label, archive.stat().st_size)
         target = ExtractionTarget(into, scope)
-        _extractor(fmt)(archive, fmt, target)
+        _extractor(fmt)(archive, fmt, target, self.executor)
         self.dropped += target.dropped
         self.archives_expanded += 1
         self.formats.add(fmt)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import copy
 import lzma
+import os
 import stat
 import struct
 import zipfile
 import zlib
-from pathlib import Path
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Final, Protocol, cast
 
 import inflate64
@@ -36,7 +39,13 @@ from dicomdrop.archives.safety import (
     UNSUPPORTED,
     member_path,
 )
-from dicomdrop.archives.target import ExtractionTarget
+from dicomdrop.archives.target import (
+    CHUNK_SIZE,
+    HEAD_SIZE,
+    OPEN_FLAGS,
+    ExtractionTarget,
+    is_dicom_head,
+)
 from dicomdrop.archives.zipwrite import crc32
 from dicomdrop.errors import ArchiveError
 
@@ -50,6 +59,11 @@ _FLAG_STRONG_ENCRYPTION: Final = 0x40
 _FLAG_UTF8: Final = 0x800
 _UNIX: Final = 3
 _UNICODE_PATH_EXTRA: Final = 0x7075
+#: With an executor, an archive of at least this many files is unpacked by its processes, in
+#: chunks of at least ``PARALLEL_CHUNK_MEMBERS`` files and at most ``PARALLEL_MAX_CHUNKS`` chunks.
+PARALLEL_MIN_MEMBERS: Final = 64
+PARALLEL_CHUNK_MEMBERS: Final = 32
+PARALLEL_MAX_CHUNKS: Final = 32
 _RAW_CHUNK: Final = 1024 * 1024  # compressed bytes per read (output is capped separately)
 # What inflating a damaged or cut member raises (ISA-L has its own error type).
 _READ_ERRORS: Final[tuple[type[Exception], ...]] = (
@@ -61,12 +75,19 @@ _READ_ERRORS: Final[tuple[type[Exception], ...]] = (
 _OUT_CHUNK: Final = 1024 * 1024  # most bytes one read may inflate (bounds a bomb's first bite)
 
 
-def extract_zip(archive: Path, target: ExtractionTarget) -> None:
-    """Unpack ``archive`` into ``target``; every member is checked before anything is written."""
+def extract_zip(archive: Path, target: ExtractionTarget, executor: Executor | None = None) -> None:
+    """Unpack ``archive`` into ``target``; every member is checked before anything is written.
+
+    With an ``executor`` and at least :data:`PARALLEL_MIN_MEMBERS` files, the files are inflated
+    and written by its processes, in chunks (see :func:`_extract_in_parallel`).
+    """
     try:
         with zipfile.ZipFile(archive) as zip_file:
             members = [(info, _member_name(info)) for info in zip_file.infolist()]
             _check_members(members, target)
+            if executor is not None and _files_in(members) >= PARALLEL_MIN_MEMBERS:
+                _extract_in_parallel(archive, members, target, executor)
+                return
             for info, name in members:
                 path = target.accept(name)
                 if path is None:
@@ -91,6 +112,127 @@ def extract_zip(archive: Path, target: ExtractionTarget) -> None:
         raise ArchiveError(
             CORRUPT, "a zip archive holds damaged compressed data", files=[target.scope.label]
         ) from exc
+
+
+def _files_in(members: list[tuple[zipfile.ZipInfo, str]]) -> int:
+    return sum(1 for info, name in members if not _is_folder(info, name))
+
+
+def _is_folder(info: zipfile.ZipInfo, name: str) -> bool:
+    return info.is_dir() or name.endswith(("/", "\\"))
+
+
+def _extract_in_parallel(
+    archive: Path,
+    members: list[tuple[zipfile.ZipInfo, str]],
+    target: ExtractionTarget,
+    executor: Executor,
+) -> None:
+    """Unpack the checked ``members`` with ``executor``'s processes.
+
+    Everything that decides about the archive stays here, before any member is written: names,
+    duplicates, folders (made here), the entry count and size limits, and the byte limits (drop
+    total, compression ratio), counted on the declared sizes. That is exact, because a member is
+    never written beyond its declared size (both readers refuse it as damaged) and a member that
+    ends short fails its size and CRC check. The processes only inflate and write, each file
+    created new (``OPEN_FLAGS``) in a folder made here, and report a failure instead of raising,
+    so that every chunk has finished before an error removes the destination.
+    """
+    planned: list[tuple[int, str]] = []
+    for index, (info, name) in enumerate(members):
+        path = target.accept(name)
+        if path is None:
+            continue
+        if _is_folder(info, name):
+            target.make_dir(path)
+            continue
+        target.reserve_file(path, info.file_size)
+        target.scope.add_bytes(info.file_size, info.file_size, path.as_posix())
+        planned.append((index, path.as_posix()))
+    size = max(PARALLEL_CHUNK_MEMBERS, -(-len(planned) // PARALLEL_MAX_CHUNKS))
+    chunks = [
+        (str(archive), str(target.root), planned[start : start + size])
+        for start in range(0, len(planned), size)
+    ]
+    for outcome in executor.map(extract_members, chunks):
+        if isinstance(outcome, MemberFailure):
+            raise outcome.error(target)
+        for relative, dicom in outcome:
+            if dicom:
+                target.dicom_files.add(PurePosixPath(relative))
+
+
+@dataclass(frozen=True)
+class MemberFailure:
+    """Why a chunk of members could not be unpacked, as a process reports it (picklable)."""
+
+    kind: str  # "damaged", "read", "os", "internal"
+    member: str
+    detail: str
+    errno: int | None = None
+    truncated: bool = False
+
+    def error(self, target: ExtractionTarget) -> Exception:
+        """The exception the serial extraction raises for the same failure."""
+        if self.kind == "damaged":
+            return _damaged(target, zipfile.BadZipFile(self.detail))
+        if self.kind == "read":
+            return ArchiveError(
+                TRUNCATED if self.truncated else CORRUPT,
+                "a zip archive could not be read to the end: it is truncated or damaged",
+                files=[target.scope.label],
+            )
+        if self.kind == "conflict":
+            return target.conflict(PurePosixPath(self.member))
+        if self.kind == "os" and self.errno is not None:
+            return OSError(self.errno, self.detail)
+        if self.kind == "os":
+            return ArchiveError(
+                CORRUPT, "a zip archive holds damaged compressed data", files=[target.scope.label]
+            )
+        return RuntimeError(f"unpacking a zip member failed: {self.detail}")
+
+
+def extract_members(
+    chunk: tuple[str, str, list[tuple[int, str]]],
+) -> list[tuple[str, bool]] | MemberFailure:
+    """Inflate and write members (index in the archive, checked relative path) under ``root``:
+    each path and whether its first bytes say DICOM, or the first failure. Runs in any process
+    of the executor; never raises (see :func:`_extract_in_parallel`)."""
+    archive, root, members = chunk
+    relative = ""
+    try:
+        written: list[tuple[str, bool]] = []
+        with zipfile.ZipFile(archive) as zip_file:
+            infos = zip_file.infolist()
+            for index, relative in members:
+                try:
+                    fd = os.open(os.path.join(root, relative), OPEN_FLAGS, 0o644)  # noqa: PTH118
+                except (FileExistsError, IsADirectoryError, NotADirectoryError):
+                    return MemberFailure("conflict", relative, "")
+                head = b""
+                try:
+                    with _open_member(zip_file, infos[index]) as stream:
+                        while chunk_data := stream.read(CHUNK_SIZE):
+                            if len(head) < HEAD_SIZE:
+                                head += chunk_data[: HEAD_SIZE - len(head)]
+                            view = memoryview(chunk_data)
+                            while view:
+                                view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+                written.append((relative, is_dicom_head(head)))
+        return written
+    except zipfile.BadZipFile as exc:
+        return MemberFailure("damaged", relative, str(exc))
+    except _READ_ERRORS as exc:
+        return MemberFailure(
+            "read", relative, type(exc).__name__, truncated=isinstance(exc, EOFError)
+        )
+    except OSError as exc:
+        return MemberFailure("os", relative, exc.strerror or type(exc).__name__, errno=exc.errno)
+    except Exception as exc:  # a bug, not a verdict on the archive: the job fails and is retried
+        return MemberFailure("internal", relative, type(exc).__name__)
 
 
 def _damaged(target: ExtractionTarget, exc: zipfile.BadZipFile) -> ArchiveError:

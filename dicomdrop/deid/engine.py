@@ -41,6 +41,7 @@ from dicomdrop import __version__
 from dicomdrop.deid.actions import (
     BINARY_VRS,
     DICOMDIR_KEY_DUMMIES,
+    STRING_VRS,
     TEXT_VRS,
     dummy_value,
     empty_value,
@@ -324,7 +325,8 @@ class _Walk:
         self.counts["X"] += 1
 
     def _empty(self, ds: Dataset, key: BaseTag, elem: Any, vr: str, path: str, mode: int) -> None:
-        dummy = DICOMDIR_KEY_DUMMIES.get(int(key)) if not path else None
+        # The DICOMDIR dummies are text: a key stored with a binary VR is emptied instead.
+        dummy = DICOMDIR_KEY_DUMMIES.get(int(key)) if not path and vr in STRING_VRS else None
         _set(ds, key, elem, vr, empty_value(vr) if dummy is None else dummy)
         if int(key) == STUDY_DATE and dummy is not None:
             self.study_date_dummied = True

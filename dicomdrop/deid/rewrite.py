@@ -44,6 +44,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from dicomdrop.deid.actions import (
     BINARY_VRS,
     DICOMDIR_KEY_DUMMIES,
+    STRING_VRS,
     TEXT_VRS,
     dummy_value,
     empty_value,
@@ -71,6 +72,7 @@ from dicomdrop.deid.engine import (
     DeidContext,
     DeidResult,
     WalkPlan,
+    _dictionary_vr,
     code_sequence_bytes,
     identifiers,
     identity_from_dataset,
@@ -161,8 +163,6 @@ def _check_supported(raw: RawFile, ds: Dataset, context: DeidContext) -> None:
         raise RewriteUnsupported("private elements are kept: the engine decides which")
     if ds.original_character_set != ds._character_set:
         raise RewriteUnsupported("the character set changed since reading")
-    if len({element.tag for element in raw.elements}) != len(raw.elements):
-        raise RewriteUnsupported("an element written twice")
     for element in raw.elements:
         if element.tag >> 16 in (0, 2):
             raise RewriteUnsupported("command or file meta elements in the dataset")
@@ -243,6 +243,8 @@ class _Rewrite:
         out: dict[int, bytes] = {}
         private = 0
         kept = 0
+        # pydicom keeps the last of a tag written twice, where the first was.
+        elements = list({element.tag: element for element in elements}.values())
         for element in elements:
             tag = element.tag
             if tag & 0x10000:
@@ -259,7 +261,8 @@ class _Rewrite:
             vr = element.vr
             if vr is None or len(vr) != 2:
                 raise RewriteUnsupported("an element without a VR")
-            if vr == "UN":
+            if vr == "UN" and _dictionary_vr(tag) != "UN":
+                # pydicom's reader gives it the dictionary VR, and its writer writes that.
                 raise RewriteUnsupported("a public element stored as UN")
             if element.length == _UNDEFINED and vr != "SQ":
                 raise RewriteUnsupported("an undefined length outside a sequence")
@@ -311,7 +314,7 @@ class _Rewrite:
             self.counts["X"] += 1
             return None
         if action == "Z":
-            dummy = DICOMDIR_KEY_DUMMIES.get(tag) if top else None
+            dummy = DICOMDIR_KEY_DUMMIES.get(tag) if top and vr in STRING_VRS else None
             if tag == STUDY_DATE and dummy is not None:
                 self.study_date_dummied = True
             self.counts["Z"] += 1
