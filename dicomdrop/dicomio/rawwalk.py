@@ -262,7 +262,7 @@ class RawItem(NamedTuple):
 def sequence_items(value: bytes) -> list[RawItem]:
     """The items of an Explicit VR Little Endian sequence value (without its delimiter), each
     element's value as bytes: what pydicom's reader keeps of a nested element before it converts
-    it. Nested sequences are checked to the end of their items, not split.
+    it. Nested sequences are not split (one of undefined length is walked to find its end).
 
     Raises :class:`RawWalkError` for anything not read exactly.
     """
@@ -309,8 +309,8 @@ def _item_elements(
         stop = start + length
         if stop > end:
             raise RawWalkError("value runs past its container")
-        if vr == "SQ":
-            walker.sequence(start, stop, end, "", (default_encoding,), 0)
+        # A nested sequence of defined length is kept as bytes (as pydicom's reader keeps it
+        # until the element is read): its items are split when it is walked.
         elements.append(FileElement(tag, vr, length, data[start:stop], start))
         pos = stop
     if undefined:

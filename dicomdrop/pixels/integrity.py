@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import struct
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import get_expected_length
 
+from dicomdrop.dicomio.rawwalk import FileElement
 from dicomdrop.errors import TruncatedError
 
 _ITEM = 0xE000FFFE  # (FFFE,E000) read as a little endian UL: group first
@@ -156,6 +158,68 @@ def check_pixel_data(ds: Dataset) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _check(ds)
+
+
+def native_pixels_complete(elements: Mapping[int, FileElement], syntax: str) -> bool:
+    """True when native pixel data is known complete from the raw top-level ``elements`` of an
+    Explicit or Implicit VR Little Endian file (``syntax``), or absent; False when this cannot
+    tell, and :func:`check_pixel_data` must decide.
+
+    The common case (size elements as plain values, whole bytes per sample, defined length) is
+    read here without converting elements; it gives what ``get_expected_length`` gives.
+    """
+    if syntax not in _NATIVE_SYNTAXES:
+        return False
+    pixels = elements.get(0x7FE00010)
+    if pixels is None:
+        return True
+    if pixels.length == 0xFFFFFFFF or pixels.vr not in (None, "OB", "OW"):
+        return False
+    sizes = [_unsigned_short(elements.get(tag)) for tag in _SIZE_TAGS]
+    frames = _plain_integer(elements.get(0x00280008), missing=1)
+    photometric = _plain_text(elements.get(0x00280004))
+    rows, columns, samples, bits = sizes
+    if None in sizes or frames is None or frames < 1 or photometric is None:
+        return False
+    assert rows is not None and columns is not None and samples is not None and bits is not None
+    if bits % 8:
+        return False
+    expected = rows * columns * samples * frames * (bits // 8)
+    if photometric == "YBR_FULL_422":
+        expected = expected // 3 * 2
+    return len(pixels.value) >= expected
+
+
+_NATIVE_SYNTAXES: Final = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+# Rows, Columns, SamplesPerPixel, BitsAllocated
+_SIZE_TAGS: Final = (0x00280010, 0x00280011, 0x00280002, 0x00280100)
+
+
+def _unsigned_short(element: FileElement | None) -> int | None:
+    if element is None or element.vr not in (None, "US") or len(element.value) != 2:
+        return None
+    value: int = struct.unpack("<H", element.value)[0]
+    return value
+
+
+def _plain_text(element: FileElement | None) -> str | None:
+    """A single plain ASCII value without padding oddities; "" when absent."""
+    if element is None:
+        return ""
+    value = element.value
+    if not value.isascii() or b"\\" in value or b"\x1b" in value:
+        return None
+    return value.decode("ascii").strip(" \x00")
+
+
+def _plain_integer(element: FileElement | None, *, missing: int) -> int | None:
+    """An IS value written as a plain integer; ``missing`` when absent; None otherwise."""
+    if element is None:
+        return missing
+    text = _plain_text(element)
+    if text is None or not text.isdigit():
+        return None
+    return int(text)
 
 
 def _check(ds: Dataset) -> None:

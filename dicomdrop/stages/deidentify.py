@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pydicom
 from pydicom.dataelem import DataElement, RawDataElement
@@ -52,9 +52,9 @@ from dicomdrop.deid.rewrite import RewriteUnsupported, rewrite_file
 from dicomdrop.dicomio.encode import encode_dataset
 from dicomdrop.dicomio.rawwalk import FileElement, RawFile, RawWalkError, whole_file
 from dicomdrop.errors import DicomdropError, TruncatedError
-from dicomdrop.pixels.integrity import check_pixel_data
+from dicomdrop.pixels.integrity import check_pixel_data, native_pixels_complete
 from dicomdrop.pixels.mask import apply_mask
-from dicomdrop.pixels.scan import plan_for
+from dicomdrop.pixels.scan import PixelPlan, plan_for
 from dicomdrop.resources import resource_code
 from dicomdrop.verify.pixels import scan_pixels
 from dicomdrop.verify.scan import Finding, IdentityTokens, scan_bytes
@@ -165,9 +165,15 @@ def deidentify_file(task: FileTask) -> FileOutcome:
     """De-identify one file into its staging path (runs in a worker process)."""
     try:
         raw, ds = read_file(Path(task.source).read_bytes())
-        check_pixel_data(ds)  # a file cut short is never delivered as if it were whole
+        top = {} if raw is None else {element.tag: element for element in raw.elements}
+        # A file cut short is never delivered as if it were whole (read from the raw elements
+        # when they tell, else from the dataset).
+        if raw is None or not native_pixels_complete(top, _transfer_syntax(raw)):
+            check_pixel_data(ds)
         # Planned on the input header: de-identification removes the device a mask rule names.
-        plan = plan_for(ds, task.pixels) if task.pixels is not None else None
+        plan = None
+        if task.pixels is not None:
+            plan = _plan_without_risk(top, task.pixels) or plan_for(ds, task.pixels)
         if plan is not None and plan.rule is not None:
             apply_mask(ds, plan.rule.boxes)
             raw = None  # the masked pixels are in the dataset only
@@ -179,8 +185,8 @@ def deidentify_file(task: FileTask) -> FileOutcome:
             patient_ids=task.patient_ids,
             accession_number=task.accession_number,
         )
-        instance_number = _int_or_zero(ds.get("InstanceNumber"))
-        series_number = _int_or_zero(ds.get("SeriesNumber"))
+        instance_number = _number(top, ds, 0x00200013, "InstanceNumber")
+        series_number = _number(top, ds, 0x00200011, "SeriesNumber")
         data, result = _deidentified_bytes(raw, ds, context)
         del ds, raw
         findings = None
@@ -335,6 +341,55 @@ def _raw_elements(
         key = BaseTag(tag)
         result[key] = RawDataElement(key, vr, length, value, offset, implicit, True)
     return result
+
+
+def _transfer_syntax(raw: RawFile) -> str:
+    for element in raw.meta:
+        if element.tag == 0x00020010:
+            return element.value.decode("ascii", "replace").strip(" \x00")
+    return ""
+
+
+_RISK_TAGS: Final = (0x00080060, 0x00080016)  # Modality, SOPClassUID
+
+
+def _plan_without_risk(top: dict[int, FileElement], settings: PixelSettings) -> PixelPlan | None:
+    """The plan of an instance plainly not at risk (no pixel data, or a Modality and SOP class
+    outside the risk lists), read from the raw top-level elements; None: ``plan_for`` decides
+    (anything at risk, or not plain ASCII)."""
+    if not top:
+        return None
+    if 0x7FE00010 not in top:
+        return PixelPlan(at_risk=False, scan=False)
+    values: list[list[str]] = []
+    for tag in _RISK_TAGS:
+        element = top.get(tag)
+        raw = b"" if element is None else element.value
+        if not raw.isascii() or b"\x00" in raw.rstrip(b"\x00") or b"\x1b" in raw:
+            return None
+        values.append([v.strip(" \x00").upper() for v in raw.decode("ascii").split("\\")])
+    modalities, sop_classes = values
+    if not sop_classes[0]:
+        return None  # the SOP class is then read from the file meta
+    if {m.strip().upper() for m in settings.risk_modalities} & set(modalities):
+        return None
+    if len(sop_classes) != 1 or sop_classes[0] in {c.strip() for c in settings.risk_sop_classes}:
+        return None
+    return PixelPlan(at_risk=False, scan=False)
+
+
+def _number(top: dict[int, FileElement], ds: Dataset, tag: int, keyword: str) -> int:
+    """An IS element as an int (0 when absent or not a number): from the raw bytes when they
+    are a plain integer, else as pydicom converts it."""
+    element = top.get(tag)
+    if element is not None and element.value.isascii():
+        text = element.value.decode("ascii").strip(" ")
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        if digits.isdigit():
+            return int(text)
+    elif element is None and top:
+        return 0
+    return _int_or_zero(ds.get(keyword))
 
 
 def _int_or_zero(value: Any) -> int:

@@ -53,6 +53,7 @@ from factories import (
     make_person_instance,
 )
 
+from dicomdrop.archives.zip_format import PARALLEL_MIN_MEMBERS
 from dicomdrop.config import Settings, load_settings
 from dicomdrop.daemon.lock import LOCK_PREFIX
 
@@ -74,9 +75,12 @@ ARCHIVE_RE = re.compile(
 )
 PEOPLE = {p.name: p for p in (MUELLER, SMITH_JOHN, OKONKWO)}
 
+#: Instances of ward-a's first series: enough for the zip to be unpacked by the worker processes
+#: (``zip_format.PARALLEL_MIN_MEMBERS``), so that kills land in a parallel unpack too.
+FIRST_SERIES = PARALLEL_MIN_MEMBERS + 2
 #: What each drop must give: instances delivered per patient, and quarantine codes.
 EXPECTED_DELIVERIES: dict[str, dict[str, int]] = {
-    "ward-a.zip": {MUELLER.name: 7, SMITH_JOHN.name: 2},
+    "ward-a.zip": {MUELLER.name: FIRST_SERIES + 3, SMITH_JOHN.name: 2},
     "ward-b": {OKONKWO.name: 3},
     "ward-c.7z": {MUELLER.name: 5},
     "ward-d": {SMITH_JOHN.name: 4},
@@ -95,7 +99,7 @@ EXPECTED_STATES = {
 def build_drops(staging: Path) -> list[Path]:
     """Write the drops under ``staging``; return them (to be renamed into the inbox)."""
     a = staging / "a"
-    write_series(a / "first", MUELLER, 1, 1, 4)
+    write_series(a / "first", MUELLER, 1, 1, FIRST_SERIES)
     write_series(a / "second", MUELLER, 1, 2, 3)
     write_series(a / "other", SMITH_JOHN, 1, 1, 2)
     b = staging / "ward-b"
