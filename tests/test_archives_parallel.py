@@ -10,7 +10,9 @@ nothing left behind.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
+import os
 import struct
 import zipfile
 import zlib
@@ -22,6 +24,7 @@ from typing import Any
 
 import archive_factories as af
 import pytest
+from faults import fill, tmpfs
 
 from dicomdrop.archives import unpack_drop
 from dicomdrop.archives.safety import (
@@ -30,10 +33,14 @@ from dicomdrop.archives.safety import (
     RATIO,
     TOO_LARGE,
     TOO_MANY_ENTRIES,
+    ArchiveScope,
+    DropBudget,
 )
+from dicomdrop.archives.target import ExtractionTarget
 from dicomdrop.archives.zip_format import PARALLEL_MIN_MEMBERS, extract_members
 from dicomdrop.config import ArchiveSettings
 from dicomdrop.errors import ArchiveError
+from dicomdrop.resources import resource_code
 
 PADDING = {f"series/IM{n:04d}.dcm": af.dicom_bytes(n) for n in range(PARALLEL_MIN_MEMBERS + 6)}
 
@@ -244,3 +251,15 @@ def test_zlib_agrees_that_the_damaged_stream_is_damaged(tmp_path: Path) -> None:
         raw = archive.read_bytes()[start : start + info.compress_size]
     with pytest.raises(zlib.error):
         zlib.decompressobj(-15).decompress(raw)
+
+
+def test_a_full_disk_in_a_worker_is_a_resource_problem_not_a_verdict(tmp_path: Path) -> None:
+    archive = af.make_zip(tmp_path / "drop.zip", {"big.bin": os.urandom(512 * 1024)})
+    with tmpfs(tmp_path / "small", "1m") as root:
+        fill(root, leave=64 * 1024)
+        outcome = extract_members((str(archive), str(root), [(0, "big.bin")]))
+        assert not isinstance(outcome, list)
+        assert (outcome.kind, outcome.errno) == ("os", errno.ENOSPC)
+        target = ExtractionTarget(root, ArchiveScope(DropBudget(ArchiveSettings()), "drop", 1))
+        error = outcome.error(target)
+        assert isinstance(error, OSError) and resource_code(error) is not None
