@@ -150,9 +150,22 @@ def deidentify(dataset: Dataset, context: DeidContext) -> DeidResult:
             "deid.failed",
             f"cannot de-identify element {walk.where()}: {type(exc).__name__}",
         ) from exc
-    after = identifiers(dataset)
+    return deid_result(
+        walk.counts, before, identifiers(dataset), walk.study_date_dummied, walk.keyed
+    )
+
+
+def deid_result(
+    counts: Counter[str],
+    before: dict[int, str | None],
+    after: dict[int, str | None],
+    study_date_dummied: bool,
+    keyed: KeyedValues,
+) -> DeidResult:
+    """The result of a de-identification from its counts and the identifiers before and after
+    (``identifiers``)."""
     return DeidResult(
-        counts=MappingProxyType(dict(walk.counts)),
+        counts=MappingProxyType(dict(counts)),
         original_study_uid=before[STUDY_UID],
         new_study_uid=after[STUDY_UID],
         original_series_uid=before[SERIES_UID],
@@ -162,8 +175,8 @@ def deidentify(dataset: Dataset, context: DeidContext) -> DeidResult:
         original_accession=before[ACCESSION],
         new_accession=after[ACCESSION],
         original_study_date=before[STUDY_DATE],
-        new_study_date=None if walk.study_date_dummied else after[STUDY_DATE],
-        date_offset_days=walk.offset_used,
+        new_study_date=None if study_date_dummied else after[STUDY_DATE],
+        date_offset_days=keyed.offset_used,
     )
 
 
@@ -219,6 +232,72 @@ def walk_plan(profile: Profile) -> WalkPlan:
     return plan
 
 
+class KeyedValues:
+    """The keyed values of one data set: each original UID's new UID (derived once), and the
+    patient's date offset (derived on first use, and then reported as used)."""
+
+    def __init__(self, context: DeidContext) -> None:
+        self.context = context
+        self.uids: dict[str, str] = {}
+        self.offset_used: int | None = None
+
+    def new_uid(self, uid: str) -> str:
+        if not uid.strip():
+            return uid
+        new = self.uids.get(uid)
+        if new is None:
+            new = self.uids[uid] = derive_uid(self.context.key, uid)
+        return new
+
+    def shifted_dates(self, values: Sequence[str], vr: str) -> tuple[list[str], int]:
+        """DA or DT ``values`` moved by the date offset (ranges end by end); an invalid value
+        becomes the VR's dummy. Also the number of invalid values."""
+        if self.offset_used is None:
+            profile = self.context.profile
+            self.offset_used = derive_date_offset_days(
+                self.context.key,
+                self.context.pseudonym,
+                profile.date_shift_min_days,
+                profile.date_shift_max_days,
+            )
+        days = self.offset_used
+        shift_one = shift_da if vr == "DA" else shift_dt
+        shifted: list[str] = []
+        invalid = 0
+        for one in values:
+            text = str(one)
+            new = shift_one(text, days)
+            if new is None and "-" in text.strip()[1:]:
+                new = shift_range_dash(text, days, shift_one)
+            if new is None:
+                invalid += 1
+                new = str(dummy_value(vr))
+            shifted.append(new)
+        return shifted, invalid
+
+
+def scrub_value(scrubber: NameScrubber, element: DataElement) -> int:
+    """Replace the patient's names and IDs in a converted element's value (bytes: overwritten
+    in place, text: replaced); the number of matches. An empty value is left as it is."""
+    value = element.value
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bytes):
+        data, hits = scrubber.scrub_bytes(value)
+        if hits:
+            element.value = data
+    elif isinstance(value, MultiValue | list):
+        texts = [scrubber.scrub(_as_text(v)) for v in value]
+        hits = sum(h for _, h in texts)
+        if hits:
+            element.value = [t for t, _ in texts]
+    else:
+        text, hits = scrubber.scrub(_as_text(value))
+        if hits:
+            element.value = text
+    return hits
+
+
 class _Walk:
     """The state of one deidentify call."""
 
@@ -229,11 +308,9 @@ class _Walk:
         self.scrubber = scrubber
         self.scrub_retained = self.profile.scrub_names and scrubber.active
         self.counts: Counter[str] = Counter()
-        self.uids: dict[str, str] = {}
+        self.keyed = KeyedValues(context)
         self.current: tuple[str, int] = ("", 0)
-        self.offset_used: int | None = None
         self.study_date_dummied = False  # StudyDate holds the Z dummy, not a date of the patient
-        self._offset: int | None = None
         # K is not here: the walk handles it inline.
         self._handlers: dict[str, Callable[[Dataset, BaseTag, Any, str, str, int], None]] = {
             "X": self._remove,
@@ -375,27 +452,8 @@ class _Walk:
         values = _element_strings(ds, key, elem)
         if not values or values == [""]:
             return
-        new = [self._new_uid(v) for v in values]
+        new = [self.keyed.new_uid(v) for v in values]
         _set(ds, key, elem, "UI", new[0] if len(new) == 1 else new)
-
-    def _new_uid(self, uid: str) -> str:
-        if not uid.strip():
-            return uid
-        new = self.uids.get(uid)
-        if new is None:
-            new = self.uids[uid] = derive_uid(self.context.key, uid)
-        return new
-
-    def _date_offset(self) -> int:
-        if self._offset is None:
-            self._offset = derive_date_offset_days(
-                self.context.key,
-                self.context.pseudonym,
-                self.profile.date_shift_min_days,
-                self.profile.date_shift_max_days,
-            )
-        self.offset_used = self._offset
-        return self._offset
 
     def _shift_dates(self, ds: Dataset, key: BaseTag, elem: Any, vr: str) -> None:
         values = _raw_date_values(elem)
@@ -406,18 +464,9 @@ class _Walk:
             values = list(value) if isinstance(value, MultiValue | list) else [value]
         elif values == [""]:
             return
-        days = self._date_offset()
-        shift_one = shift_da if vr == "DA" else shift_dt
-        shifted: list[str] = []
-        for one in values:
-            text = str(one)
-            new = shift_one(text, days)
-            if new is None and "-" in text.strip()[1:]:
-                new = shift_range_dash(text, days, shift_one)
-            if new is None:
-                self.counts["date_invalid"] += 1
-                new = str(dummy_value(vr))
-            shifted.append(new)
+        shifted, invalid = self.keyed.shifted_dates(values, vr)
+        if invalid:
+            self.counts["date_invalid"] += invalid
         _set(ds, key, elem, vr, shifted[0] if len(shifted) == 1 else shifted)
 
     def _scrub(self, ds: Dataset, key: BaseTag, vr: str) -> None:
@@ -433,23 +482,7 @@ class _Walk:
             )(raw.value)
         ):
             return
-        elem = ds[key]
-        value = elem.value
-        if value is None or value == "":
-            return
-        if isinstance(value, bytes):
-            data, hits = self.scrubber.scrub_bytes(value)
-            if hits:
-                elem.value = data
-        elif isinstance(value, MultiValue | list):
-            texts = [self.scrubber.scrub(_as_text(v)) for v in value]
-            hits = sum(h for _, h in texts)
-            if hits:
-                elem.value = [t for t, _ in texts]
-        else:
-            text, hits = self.scrubber.scrub(_as_text(value))
-            if hits:
-                elem.value = text
+        hits = scrub_value(self.scrubber, ds[key])
         if hits:
             self.counts["scrubbed"] += hits
 

@@ -28,7 +28,6 @@ import struct
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from types import MappingProxyType
 from typing import Any, Final
 
 from pydicom.charset import convert_encodings, default_encoding
@@ -50,9 +49,6 @@ from dicomdrop.deid.actions import (
     empty_value,
     encode_value,
     pseudonym_value,
-    shift_da,
-    shift_dt,
-    shift_range_dash,
 )
 from dicomdrop.deid.engine import (
     ACCESSION,
@@ -71,14 +67,16 @@ from dicomdrop.deid.engine import (
     STUDY_UID,
     DeidContext,
     DeidResult,
+    KeyedValues,
     WalkPlan,
     _dictionary_vr,
     code_sequence_bytes,
+    deid_result,
     identifiers,
     identity_from_dataset,
+    scrub_value,
     walk_plan,
 )
-from dicomdrop.deid.keyed import derive_date_offset_days, derive_uid
 from dicomdrop.deid.scrub import NameScrubber, build_scrubber
 from dicomdrop.dicomio.rawwalk import FileElement, RawFile, RawWalkError, sequence_items
 
@@ -134,19 +132,8 @@ def rewrite_file(raw: RawFile, ds: Dataset, context: DeidContext) -> tuple[bytes
             data = _file_bytes(body, meta, ds)
     except (RawWalkError, RecursionError) as exc:
         raise RewriteUnsupported(f"the raw walk cannot read this file ({exc})") from exc
-    return data, DeidResult(
-        counts=MappingProxyType(dict(rewrite.counts)),
-        original_study_uid=before[STUDY_UID],
-        new_study_uid=after[STUDY_UID],
-        original_series_uid=before[SERIES_UID],
-        new_series_uid=after[SERIES_UID],
-        original_sop_instance_uid=before[SOP_UID],
-        new_sop_instance_uid=after[SOP_UID],
-        original_accession=before[ACCESSION],
-        new_accession=after[ACCESSION],
-        original_study_date=before[STUDY_DATE],
-        new_study_date=None if rewrite.study_date_dummied else after[STUDY_DATE],
-        date_offset_days=rewrite.offset_used,
+    return data, deid_result(
+        rewrite.counts, before, after, rewrite.study_date_dummied, rewrite.keyed
     )
 
 
@@ -211,10 +198,8 @@ class _Rewrite:
         self.scrub_retained = self.profile.scrub_names and scrubber.active
         self.ds = ds
         self.counts: Counter[str] = Counter()
-        self.uids: dict[str, str] = {}
-        self.offset_used: int | None = None
+        self.keyed = KeyedValues(context)
         self.study_date_dummied = False
-        self._offset: int | None = None
         # Top level: the encoder writes text with the data set's character set.
         self.encodings: Any = ds.get("SpecificCharacterSet", default_encoding)
 
@@ -393,27 +378,8 @@ class _Rewrite:
             raise RewriteUnsupported("a UID that is not ASCII")
         if not values or values == [""]:
             return _element(element.tag, "UI", element.value)
-        new = [self._new_uid(v) for v in values]
+        new = [self.keyed.new_uid(v) for v in values]
         return self._set(element.tag, "UI", new[0] if len(new) == 1 else new, encodings)
-
-    def _new_uid(self, uid: str) -> str:
-        if not uid.strip():
-            return uid
-        new = self.uids.get(uid)
-        if new is None:
-            new = self.uids[uid] = derive_uid(self.context.key, uid)
-        return new
-
-    def _date_offset(self) -> int:
-        if self._offset is None:
-            self._offset = derive_date_offset_days(
-                self.context.key,
-                self.context.pseudonym,
-                self.profile.date_shift_min_days,
-                self.profile.date_shift_max_days,
-            )
-        self.offset_used = self._offset
-        return self._offset
 
     def _shift_dates(self, element: FileElement, vr: str, encodings: Any) -> bytes:
         from pydicom import config as pydicom_config
@@ -424,17 +390,9 @@ class _Rewrite:
         values = value.decode("ascii").rstrip(" \x00").split("\\")
         if values == [""]:
             return _element(element.tag, vr, value)
-        days = self._date_offset()
-        shift_one = shift_da if vr == "DA" else shift_dt
-        shifted: list[str] = []
-        for one in values:
-            new = shift_one(one, days)
-            if new is None and "-" in one.strip()[1:]:
-                new = shift_range_dash(one, days, shift_one)
-            if new is None:
-                self.counts["date_invalid"] += 1
-                new = str(dummy_value(vr))
-            shifted.append(new)
+        shifted, invalid = self.keyed.shifted_dates(values, vr)
+        if invalid:
+            self.counts["date_invalid"] += invalid
         return self._set(element.tag, vr, shifted[0] if len(shifted) == 1 else shifted, encodings)
 
     def _scrub(self, element: FileElement, vr: str, top: bool, encodings: Any) -> bytes:
@@ -453,22 +411,7 @@ class _Rewrite:
                 RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True),
                 encoding=encodings,
             )
-        current = converted.value
-        if current is None or current == "":
-            return _pydicom_bytes(converted, encodings)
-        if isinstance(current, bytes):
-            data, hits = scrubber.scrub_bytes(current)
-            if hits:
-                converted.value = data
-        elif isinstance(current, MultiValue | list):
-            texts = [scrubber.scrub(_as_text(v)) for v in current]
-            hits = sum(h for _, h in texts)
-            if hits:
-                converted.value = [t for t, _ in texts]
-        else:
-            text, hits = scrubber.scrub(_as_text(current))
-            if hits:
-                converted.value = text
+        hits = scrub_value(scrubber, converted)
         if hits:
             self.counts["scrubbed"] += hits
         return _pydicom_bytes(converted, encodings)
