@@ -125,18 +125,30 @@ def test_a_cut_image_is_left_to_the_dataset_check_which_refuses_it() -> None:
 IS_TEXTS = st.sampled_from(
     ["1", "12", " 12", "12 ", "+3", "-1", "007", "1.0", "1\\2", "", "abc", "12\x00", "0", " "]
 )
-TEXTS = st.sampled_from(["MR", "US", "us", " US", "OT\\US", "MR\x00", "", "CT\\MR", "É"])
+TEXTS = st.sampled_from(
+    ["MR", "US", "us", " US", "US\t", "\tUS", "U\x00S", "OT\\US", "MR\x00", "", "CT\\MR", "É"]
+)
 SOP_CLASSES = st.sampled_from([MR, US_IMAGE, f"{MR}\x00", f"{US_IMAGE} ", "", f"{MR}\\{MR}"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     rows=st.integers(1, 8),
     columns=st.integers(1, 8),
     bits=st.sampled_from([1, 8, 12, 16, 32]),
     samples=st.sampled_from([1, 3]),
     frames=st.one_of(st.none(), IS_TEXTS),
-    photometric=st.sampled_from(["MONOCHROME2", "RGB", "YBR_FULL_422", "YBR_FULL_422 ", None]),
+    photometric=st.sampled_from(
+        [
+            "MONOCHROME2",
+            "RGB",
+            "YBR_FULL_422",
+            "YBR_FULL_422 ",
+            " YBR_FULL_422",
+            "YBR_FULL_422\x00",
+            None,
+        ]
+    ),
     shortfall=st.integers(-4, 4),
     modality=st.one_of(st.none(), TEXTS),
     sop_class=st.one_of(st.none(), SOP_CLASSES),
@@ -176,3 +188,18 @@ def test_the_fast_paths_agree_on_generated_headers(
         size = max(0, (rows * columns * samples * max(bits, 8) // 8) - shortfall)
         elements.append((0x7FE00010, "OW" if bits > 8 else "OB", bytes(size)))
     agree(part10(elements, syntax))
+
+
+@pytest.mark.parametrize("modality", [b"US\t", b"\tUS", b"us", b"MR\\US ", b"US\x00"])
+def test_an_at_risk_modality_is_never_read_as_safe_whatever_its_padding(modality: bytes) -> None:
+    # Before: a tab after the modality hid it from the raw check but not from plan_for.
+    elements = [
+        *size_elements(2, 2, 8),
+        (0x00080060, "CS", modality),
+        (0x00080016, "UI", MR.encode()),
+        (0x7FE00010, "OB", bytes(4)),
+    ]
+    raw, ds = read_file(part10(elements))
+    assert raw is not None
+    assert _plan_without_risk({e.tag: e for e in raw.elements}, PIXELS) is None
+    assert plan_for(ds, PIXELS).at_risk

@@ -185,7 +185,11 @@ def native_pixels_complete(elements: Mapping[int, FileElement], syntax: str) -> 
     if bits % 8:
         return False
     expected = rows * columns * samples * frames * (bits // 8)
-    if photometric == "YBR_FULL_422":
+    if "422" in photometric:
+        # The one value that makes the data smaller: only as pydicom reads it for certain.
+        written = elements[0x00280004].value  # present: photometric is not ""
+        if written not in (b"YBR_FULL_422", b"YBR_FULL_422 "):
+            return False
         expected = expected // 3 * 2
     return len(pixels.value) >= expected
 

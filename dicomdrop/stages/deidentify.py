@@ -365,9 +365,12 @@ def _plan_without_risk(top: dict[int, FileElement], settings: PixelSettings) -> 
     for tag in _RISK_TAGS:
         element = top.get(tag)
         raw = b"" if element is None else element.value
-        if not raw.isascii() or b"\x00" in raw.rstrip(b"\x00") or b"\x1b" in raw:
+        if not raw.isascii() or b"\x1b" in raw:
             return None
-        values.append([v.strip(" \x00").upper() for v in raw.decode("ascii").split("\\")])
+        # Normalised at least as much as plan_for normalises pydicom's values (whitespace of
+        # any kind, NULs, case): it may only decline more often, never see less risk.
+        text = raw.decode("ascii").replace("\x00", "")
+        values.append([v.strip().upper() for v in text.split("\\")])
     modalities, sop_classes = values
     if not sop_classes[0]:
         return None  # the SOP class is then read from the file meta
