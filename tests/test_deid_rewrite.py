@@ -1367,3 +1367,22 @@ def test_the_stage_spools_the_engines_bytes(tmp_path: Path, stage_rewrites: list
     spooled = outcome.spooled.read_bytes()
     assert spooled == reference.data, first_difference(reference.data, spooled)
     assert not Path(task.staging).exists()
+
+
+def test_a_failing_rewriter_costs_nothing_the_engine_writes_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(raw: RawFile, ds: Dataset, context: DeidContext) -> tuple[bytes, DeidResult]:
+        raise TypeError("a bug in the rewriter")
+
+    monkeypatch.setattr(deidentify_stage, "rewrite_file", broken)
+    data, _ = scanner_file(2)
+    source = tmp_path / "in.dcm"
+    source.write_bytes(data)
+    task = stage_task(source, tmp_path / "staging" / "out.dcm")
+    outcome = deidentify_file(task)
+    assert outcome.error_code is None, outcome.error
+    reference = stage_reference(data, task)
+    assert reference.data is not None
+    assert Path(task.staging).read_bytes() == reference.data
+    assert "the byte rewriter failed (TypeError)" in caplog.text

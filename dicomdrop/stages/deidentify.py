@@ -276,7 +276,11 @@ def _deidentified_bytes(
         try:
             return rewrite_file(raw, ds, context)
         except RewriteUnsupported:
-            ds = _dataset(raw)  # a fresh one: the engine sees the file as read
+            pass
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+            # A rewriter bug must not cost the file: the engine is the reference.
+            log.warning("the byte rewriter failed (%s); the engine runs", type(exc).__name__)
+        ds = _dataset(raw)  # a fresh one: the engine sees the file as read
     result = deidentify(ds, context)
     return encode_dataset(ds), result  # the bytes of save_as(enforce_file_format=False)
 
