@@ -17,11 +17,7 @@ import stat
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, BinaryIO, Final
-
-import py7zr
-from py7zr.helpers import ArchiveTimestamp
-from py7zr.py7zr import FileInfoDict
+from typing import BinaryIO, Final
 
 from dicomdrop.archives.safety import EXISTS, LINK, SPECIAL_FILE
 from dicomdrop.archives.spool import SpooledEntry
@@ -38,7 +34,6 @@ INCOMING_DIR: Final = ".incoming"
 OUTPUT_SUFFIXES: Final = {"zip": ".zip", "7z": ".7z", "folder": ""}
 # 1980-01-01 00:00:00, the earliest date a zip header can hold: no acquisition time leaks out.
 FIXED_DATE_TIME: Final = (1980, 1, 1, 0, 0, 0)
-_FIXED_EPOCH_SECONDS: Final = 315532800
 _FILE_MODE: Final = 0o644
 _UNIX: Final = 3
 _LINK_UNSUPPORTED: Final = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK})
@@ -68,7 +63,9 @@ def pack_tree(
         if settings.output_format == "zip":
             _write_zip(tree, files, staging, settings)
         elif settings.output_format == "7z":
-            _write_7z(tree, files, staging)
+            from dicomdrop.archives.sevenzip_pack import write_7z  # py7zr: imported when used
+
+            write_7z(tree, files, staging)
         else:
             _copy_folder(tree, files, staging)
         if finish is not None:
@@ -185,35 +182,6 @@ def _write_zip(
         for relative in files:
             archive.add_file(relative.as_posix(), tree / relative)
         archive.close()
-        raw.flush()
-        os.fsync(raw.fileno())
-
-
-class _Deterministic7z(py7zr.SevenZipFile):
-    """A 7z writer whose members carry one fixed timestamp and plain-file attributes only."""
-
-    @staticmethod
-    def _make_file_info_from_name(bio: IO[Any], size: int, arcname: str) -> FileInfoDict:
-        fixed = ArchiveTimestamp.from_datetime(_FIXED_EPOCH_SECONDS)
-        return FileInfoDict(
-            origin=None,
-            data=bio,
-            filename=arcname,
-            uncompressed=size,
-            emptystream=False,
-            attributes=stat.FILE_ATTRIBUTE_ARCHIVE,
-            creationtime=fixed,
-            lastwritetime=fixed,
-            lastaccesstime=fixed,
-        )
-
-
-def _write_7z(tree: Path, files: list[PurePosixPath], staging: Path) -> None:
-    with staging.open("xb") as raw:
-        with _Deterministic7z(raw, mode="w") as archive:
-            for relative in files:
-                with (tree / relative).open("rb") as stream:
-                    archive.writef(stream, relative.as_posix())
         raw.flush()
         os.fsync(raw.fileno())
 

@@ -37,7 +37,6 @@ from dicomdrop.archives.safety import (
     is_macos_junk,
     too_deep_error,
 )
-from dicomdrop.archives.sevenzip_format import extract_7z
 from dicomdrop.archives.tar_format import extract_tar
 from dicomdrop.archives.target import ExtractionTarget
 from dicomdrop.archives.zip_format import extract_zip
@@ -146,8 +145,14 @@ _Extractor = Callable[[Path, str, ExtractionTarget, Executor | None], None]
 
 _EXTRACTORS: Final[dict[str, _Extractor]] = {
     ZIP: lambda archive, _fmt, target, executor: extract_zip(archive, target, executor),
-    SEVEN_ZIP: lambda archive, _fmt, target, _executor: extract_7z(archive, target),
+    SEVEN_ZIP: lambda archive, _fmt, target, _executor: _extract_7z(archive, target),
 }
+
+
+def _extract_7z(archive: Path, target: ExtractionTarget) -> None:
+    from dicomdrop.archives.sevenzip_format import extract_7z  # py7zr: imported when used
+
+    extract_7z(archive, target)
 
 
 def _extractor(fmt: str) -> _Extractor:
