@@ -397,10 +397,12 @@ def test_retention_finishes_a_purge_that_a_kill_interrupted(tmp_path: Path):
     assert sorted(p.name for p in settings.paths.originals.iterdir()) == ["new-job"]
 
 
-def test_one_large_drop_alone_uses_the_idle_worker_too(tmp_path: Path):
+@pytest.mark.parametrize("form", ["folder", "zip"])
+def test_one_large_drop_alone_uses_the_idle_worker_too(tmp_path: Path, form: str):
     """With one job running and a worker free, the free worker takes chunks of the job's
-    per-file work (work sharing), and the drop is delivered whole."""
-    from corpus import write_series
+    per-file work (work sharing; for a zip also the unpacking), and the drop is delivered
+    whole."""
+    from corpus import write_series, zip_folder
     from factories import SMITH_JOAN
 
     from dicomdrop.cli import main
@@ -422,7 +424,12 @@ def test_one_large_drop_alone_uses_the_idle_worker_too(tmp_path: Path):
             tick_seconds=0.05,
         )
         with RunningDaemon(daemon) as running:
-            staging.rename(settings.paths.inbox / "study")
+            if form == "zip":
+                zip_folder(staging, tmp_path / "staging" / "study.zip").rename(
+                    settings.paths.inbox / "study.zip"
+                )
+            else:
+                staging.rename(settings.paths.inbox / "study")
             wait_for(lambda: any(settings.paths.outbox.glob("*.zip")), 120, "the delivery")
             wait_for(lambda: not daemon._running, 30, "the job's end")
             assert running.stop() == 0
