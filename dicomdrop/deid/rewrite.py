@@ -38,7 +38,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicomdrop.deid.actions import (
     BINARY_VRS,
@@ -92,6 +92,8 @@ _SEQUENCE_END: Final = _ITEM_HEADER.pack(0xFFFE, 0xE0DD, 0)
 _META_GROUP_LENGTH: Final = 0x00020000
 _TRANSFER_SYNTAX: Final = 0x00020010
 _CHARSET: Final = 0x00080005
+_PIXEL_DATA: Final = 0x7FE00010
+_ITEM_TAG: Final = b"\xfe\xff\x00\xe0"
 _ZERO_PREAMBLE: Final = bytes(128)
 _MAX_DEPTH: Final = 32
 # Top-level elements the engine reads through pydicom before its walk when they are not plain
@@ -142,8 +144,8 @@ def _check_supported(raw: RawFile, ds: Dataset, context: DeidContext) -> None:
     if raw.implicit or len(raw.preamble) != 128:
         raise RewriteUnsupported("not an Explicit VR Little Endian file with a preamble")
     syntax = next((e.value for e in raw.meta if e.tag == _TRANSFER_SYNTAX), b"")
-    if syntax.rstrip(b"\x00 ") != ExplicitVRLittleEndian.encode("ascii"):
-        raise RewriteUnsupported("the encoder writes this transfer syntax through pydicom")
+    if not _rewritable_syntax(syntax.rstrip(b"\x00 ").decode("ascii", "replace")):
+        raise RewriteUnsupported("a transfer syntax the rewriter does not write")
     if profile.overrides or profile.forced:
         raise RewriteUnsupported("site rules are applied by the engine")
     if not walk_plan(profile).remove_all_private:
@@ -155,6 +157,20 @@ def _check_supported(raw: RawFile, ds: Dataset, context: DeidContext) -> None:
             raise RewriteUnsupported("command or file meta elements in the dataset")
         if element.tag in _READ_BEFORE_WALK and not element.value.isascii():
             raise RewriteUnsupported("an identifier the engine reads through pydicom")
+
+
+def _rewritable_syntax(syntax: str) -> bool:
+    """Explicit VR Little Endian, native or with encapsulated (compressed) pixel data."""
+    if syntax == ExplicitVRLittleEndian:
+        return True
+    uid = UID(syntax)
+    return (
+        uid.is_transfer_syntax
+        and uid.is_encapsulated
+        and not uid.is_deflated
+        and uid.is_little_endian
+        and not uid.is_implicit_VR
+    )
 
 
 def _header(tag: int, vr: str, length: int) -> bytes:
@@ -249,10 +265,17 @@ class _Rewrite:
             if vr == "UN" and _dictionary_vr(tag) != "UN":
                 # pydicom's reader gives it the dictionary VR, and its writer writes that.
                 raise RewriteUnsupported("a public element stored as UN")
-            if element.length == _UNDEFINED and vr != "SQ":
-                raise RewriteUnsupported("an undefined length outside a sequence")
             action = actions.get(tag) or plan.action(tag)
             value = element.value
+            if element.length == _UNDEFINED and vr != "SQ":
+                if not top or tag != _PIXEL_DATA or action != "K" or vr not in _LONG_VRS:
+                    raise RewriteUnsupported("an undefined length outside a sequence")
+                if not value.startswith(_ITEM_TAG):
+                    raise RewriteUnsupported("pixel data of undefined length not encapsulated")
+                # Encapsulated pixel data, as pydicom writes it: kept whole, delimiter added.
+                kept += 1
+                out[tag] = _header(tag, vr, _UNDEFINED) + value + _SEQUENCE_END
+                continue
             if action == "K":
                 kept += 1
                 if vr == "SQ":
