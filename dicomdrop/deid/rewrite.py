@@ -15,8 +15,9 @@ with the engine's own helpers (the compiled plan, the scrubber, keyed UIDs, date
 gives exactly the bytes and the :class:`DeidResult` of ``deidentify`` + ``encode_dataset``; the
 tests compare both on real files, on scanner-like headers and on generated ones. Whatever it
 does not mirror exactly raises :class:`RewriteUnsupported` before anything is returned, and the
-caller runs the engine: site rules, kept private elements, transfer syntaxes other than Explicit
-VR Little Endian, character sets inside sequence items, non-ASCII values where the engine would
+caller runs the engine: site rules, kept private elements, transfer syntaxes other than Implicit
+and Explicit VR Little Endian (native, or with encapsulated pixel data, which is copied whole),
+character sets inside sequence items, public elements the dictionary does not know (Implicit VR), non-ASCII values where the engine would
 convert them, a name found in free text inside a sequence, and any layout the raw walker does
 not read exactly.
 """
@@ -38,7 +39,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomdrop.deid.actions import (
     BINARY_VRS,
@@ -83,6 +84,7 @@ from dicomdrop.dicomio.rawwalk import FileElement, RawFile, RawWalkError, sequen
 _SHORT_HEADER: Final = struct.Struct("<HH2sH")
 _LONG_HEADER: Final = struct.Struct("<HH2sHI")
 _ITEM_HEADER: Final = struct.Struct("<HHI")
+_IMPLICIT_HEADER: Final = _ITEM_HEADER  # tag and a 4-byte length, no VR
 _UNDEFINED: Final = 0xFFFFFFFF
 _LONG_VRS: Final = frozenset(
     {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
@@ -131,7 +133,7 @@ def rewrite_file(raw: RawFile, ds: Dataset, context: DeidContext) -> tuple[bytes
             body = rewrite.top_level(raw.elements)
             meta = rewrite.level(raw.meta, _NORMAL, top=False, meta=True)
             after = rewrite.finish(body, meta)
-            data = _file_bytes(body, meta, ds)
+            data = _file_bytes(body, meta, ds, rewrite.implicit)
     except (RawWalkError, RecursionError) as exc:
         raise RewriteUnsupported(f"the raw walk cannot read this file ({exc})") from exc
     return data, deid_result(
@@ -141,11 +143,16 @@ def rewrite_file(raw: RawFile, ds: Dataset, context: DeidContext) -> tuple[bytes
 
 def _check_supported(raw: RawFile, ds: Dataset, context: DeidContext) -> None:
     profile = context.profile
-    if raw.implicit or len(raw.preamble) != 128:
-        raise RewriteUnsupported("not an Explicit VR Little Endian file with a preamble")
+    if len(raw.preamble) != 128:
+        raise RewriteUnsupported("a file without a preamble")
     syntax = next((e.value for e in raw.meta if e.tag == _TRANSFER_SYNTAX), b"")
-    if not _rewritable_syntax(syntax.rstrip(b"\x00 ").decode("ascii", "replace")):
+    text = syntax.rstrip(b"\x00 ").decode("ascii", "replace")
+    if raw.implicit != (text == ImplicitVRLittleEndian) or not (
+        raw.implicit or _rewritable_syntax(text)
+    ):
         raise RewriteUnsupported("a transfer syntax the rewriter does not write")
+    if ds.original_encoding != (raw.implicit, True):
+        raise RewriteUnsupported("the data set was not read in its file's encoding")
     if profile.overrides or profile.forced:
         raise RewriteUnsupported("site rules are applied by the engine")
     if not walk_plan(profile).remove_all_private:
@@ -173,7 +180,9 @@ def _rewritable_syntax(syntax: str) -> bool:
     )
 
 
-def _header(tag: int, vr: str, length: int) -> bytes:
+def _header(tag: int, vr: str, length: int, implicit: bool = False) -> bytes:
+    if implicit:
+        return _IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, length)
     if vr in _LONG_VRS:
         return _LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode("ascii"), 0, length)
     if length > 0xFFFF:
@@ -181,14 +190,14 @@ def _header(tag: int, vr: str, length: int) -> bytes:
     return _SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode("ascii"), length)
 
 
-def _element(tag: int, vr: str, value: bytes) -> bytes:
-    return _header(tag, vr, len(value)) + value
+def _element(tag: int, vr: str, value: bytes, implicit: bool = False) -> bytes:
+    return _header(tag, vr, len(value), implicit) + value
 
 
-def _pydicom_bytes(element: DataElement, encodings: Any) -> bytes:
-    """What pydicom's writer gives for ``element`` in Explicit VR Little Endian."""
+def _pydicom_bytes(element: DataElement, encodings: Any, implicit: bool = False) -> bytes:
+    """What pydicom's writer gives for ``element`` in Explicit (or Implicit) VR Little Endian."""
     buffer = DicomBytesIO()
-    buffer.is_implicit_VR = False
+    buffer.is_implicit_VR = implicit
     buffer.is_little_endian = True
     write_data_element(buffer, element, encodings)
     return bytes(buffer.getvalue())
@@ -216,8 +225,16 @@ class _Rewrite:
         self.counts: Counter[str] = Counter()
         self.keyed = KeyedValues(context)
         self.study_date_dummied = False
+        self.implicit = ds.original_encoding[0] is True  # the data set's encoding (meta: explicit)
+        self.level_implicit = self.implicit  # the encoding of the level being written
         # Top level: the encoder writes text with the data set's character set.
         self.encodings: Any = ds.get("SpecificCharacterSet", default_encoding)
+
+    def _el(self, tag: int, vr: str, value: bytes) -> bytes:
+        return _element(tag, vr, value, self.level_implicit)
+
+    def _hdr(self, tag: int, vr: str, length: int) -> bytes:
+        return _header(tag, vr, length, self.level_implicit)
 
     # --- levels ---------------------------------------------------------------------------------
 
@@ -237,6 +254,7 @@ class _Rewrite:
         """The output elements (tag -> encoded bytes) of one data set or item."""
         if depth > _MAX_DEPTH:
             raise RewriteUnsupported("sequences nested too deep")
+        self.level_implicit = self.implicit and not meta
         plan = self.plan
         actions = plan.actions
         scrub_kept = mode == _CLEAN or self.scrub_retained
@@ -274,7 +292,7 @@ class _Rewrite:
                     raise RewriteUnsupported("pixel data of undefined length not encapsulated")
                 # Encapsulated pixel data, as pydicom writes it: kept whole, delimiter added.
                 kept += 1
-                out[tag] = _header(tag, vr, _UNDEFINED) + value + _SEQUENCE_END
+                out[tag] = self._hdr(tag, vr, _UNDEFINED) + value + _SEQUENCE_END
                 continue
             if action == "K":
                 kept += 1
@@ -286,7 +304,7 @@ class _Rewrite:
                     elif scrub_kept:
                         out[tag] = self._scrub(element, vr, top, level_encodings)
                     else:
-                        out[tag] = _element(tag, vr, value)
+                        out[tag] = self._el(tag, vr, value)
                 elif (
                     scrub_kept
                     and vr in BINARY_VRS
@@ -295,7 +313,7 @@ class _Rewrite:
                 ):
                     out[tag] = self._scrub(element, vr, top, level_encodings)
                 else:
-                    out[tag] = _element(tag, vr, value)
+                    out[tag] = self._el(tag, vr, value)
                 continue
             new = self._act(action, element, vr, mode, top, level_encodings, depth)
             if new is not None:
@@ -341,12 +359,12 @@ class _Rewrite:
             if vr in ("DA", "DT"):
                 if self.plan.shift_dates:
                     return self._shift_dates(element, vr, encodings)
-                return _element(tag, vr, element.value)
+                return self._el(tag, vr, element.value)
             if vr in TEXT_VRS or vr == "CS":
                 return self._scrub(element, vr, top, encodings)
             if vr in BINARY_VRS and tag >> 24 not in GRAPHICS_GROUPS:
                 return None
-            return _element(tag, vr, element.value)
+            return self._el(tag, vr, element.value)
         if action == "U":
             self.counts["U"] += 1
             if vr == "SQ":
@@ -366,16 +384,18 @@ class _Rewrite:
         """The element as the engine stores ``value`` (raw bytes, else through pydicom)."""
         data = encode_value(vr, value, True)
         if data is not None:
-            return _element(tag, vr, data)
+            return self._el(tag, vr, data)
         if vr == "SQ":
             raise RewriteUnsupported("a sequence value set through pydicom")
-        return _pydicom_bytes(DataElement(tag, vr, value, validation_mode=IGNORE), encodings)
+        return _pydicom_bytes(
+            DataElement(tag, vr, value, validation_mode=IGNORE), encodings, self.level_implicit
+        )
 
     def _sequence(self, element: FileElement, mode: int, encodings: Any, depth: int) -> bytes:
         """The sequence as the encoder writes it after the engine walked its items."""
         item_encodings = convert_encodings(encodings or [default_encoding])
         parts: list[bytes] = []
-        for item in sequence_items(element.value):
+        for item in sequence_items(element.value, explicit=not self.level_implicit):
             body = self.level(
                 item.elements,
                 mode,
@@ -392,15 +412,15 @@ class _Rewrite:
         value = b"".join(parts)
         tag = element.tag
         if element.length == _UNDEFINED:
-            return _header(tag, "SQ", _UNDEFINED) + value + _SEQUENCE_END
-        return _header(tag, "SQ", len(value)) + value
+            return self._hdr(tag, "SQ", _UNDEFINED) + value + _SEQUENCE_END
+        return self._hdr(tag, "SQ", len(value)) + value
 
     def _replace_uids(self, element: FileElement, encodings: Any) -> bytes:
         values = _strings(element.value)
         if values is None:
             raise RewriteUnsupported("a UID that is not ASCII")
         if not values or values == [""]:
-            return _element(element.tag, "UI", element.value)
+            return self._el(element.tag, "UI", element.value)
         new = [self.keyed.new_uid(v) for v in values]
         return self._set(element.tag, "UI", new[0] if len(new) == 1 else new, encodings)
 
@@ -412,7 +432,7 @@ class _Rewrite:
             raise RewriteUnsupported("a date the engine reads through pydicom")
         values = value.decode("ascii").rstrip(" \x00").split("\\")
         if values == [""]:
-            return _element(element.tag, vr, value)
+            return self._el(element.tag, vr, value)
         shifted, invalid = self.keyed.shifted_dates(values, vr)
         if invalid:
             self.counts["date_invalid"] += invalid
@@ -425,7 +445,7 @@ class _Rewrite:
         if not scrubber.active or not (
             scrubber.may_match_binary if vr in BINARY_VRS else scrubber.may_match_bytes
         )(value):
-            return _element(tag, vr, value)
+            return self._el(tag, vr, value)
         # As the engine: pydicom converts the value, the scrubber edits it, pydicom writes it.
         if top:
             converted = copy.copy(self.ds[BaseTag(tag)])
@@ -437,7 +457,7 @@ class _Rewrite:
         hits = scrub_value(scrubber, converted)
         if hits:
             self.counts["scrubbed"] += hits
-        return _pydicom_bytes(converted, encodings)
+        return _pydicom_bytes(converted, encodings, self.level_implicit)
 
     # --- after the walk -------------------------------------------------------------------------
 
@@ -446,13 +466,14 @@ class _Rewrite:
         profile = self.profile
         plan = self.plan
         pseudonym = self.context.pseudonym
+        self.level_implicit = self.implicit  # data set elements from here on
         for tag, vr in ((PATIENT_NAME, "PN"), (PATIENT_ID, "LO")):
             body[tag] = self._new(tag, vr, pseudonym_value(vr, pseudonym))
         body[0x00120062] = self._new(0x00120062, "CS", "YES")  # PatientIdentityRemoved
         body[0x00120063] = self._new(0x00120063, "LO", list(plan.method_text))
         if plan.method_codes:
-            data = code_sequence_bytes(plan.method_codes, False, True)
-            body[CODE_SEQUENCE] = _element(CODE_SEQUENCE, "SQ", data)
+            data = code_sequence_bytes(plan.method_codes, self.implicit, True)
+            body[CODE_SEQUENCE] = self._el(CODE_SEQUENCE, "SQ", data)
         body[0x00280303] = self._new(0x00280303, "CS", profile.dates_mode)
         if self.context.accession_number is not None:
             body[ACCESSION] = self._new(ACCESSION, "SH", self.context.accession_number)
@@ -462,18 +483,23 @@ class _Rewrite:
             if sop is None or len(sop) > 1:
                 raise RewriteUnsupported("a SOP instance UID the engine reads through pydicom")
             if sop and sop[0]:
-                meta[MEDIA_SOP_UID] = self._new(MEDIA_SOP_UID, "UI", sop[0])
+                meta[MEDIA_SOP_UID] = _element(MEDIA_SOP_UID, "UI", self._encoded("UI", sop[0]))
         return after
 
     def _new(self, tag: int, vr: str, value: Any) -> bytes:
+        """A data set element the engine adds or replaces after its walk."""
+        return _element(tag, vr, self._encoded(vr, value), self.implicit)
+
+    @staticmethod
+    def _encoded(vr: str, value: Any) -> bytes:
         data = encode_value(vr, value, True)
         if data is None:
             raise RewriteUnsupported("a value the engine sets through pydicom")
-        return _element(tag, vr, data)
+        return data
 
     def _written_strings(self, written: bytes, tag: int) -> list[str] | None:
         """The string values of an output element (its header skipped)."""
-        long_header = written[4:6].decode("ascii", "replace") in _LONG_VRS
+        long_header = not self.implicit and written[4:6].decode("ascii", "replace") in _LONG_VRS
         values = _strings(written[12:] if long_header else written[8:])
         if values is None:
             # Kept as read and not ASCII: pydicom's value, as the engine reads it.
@@ -489,11 +515,13 @@ class _Rewrite:
         return ("\\".join(values or []).strip()) or None
 
 
-def _file_bytes(body: dict[int, bytes], meta: dict[int, bytes], ds: Dataset) -> bytes:
+def _file_bytes(
+    body: dict[int, bytes], meta: dict[int, bytes], ds: Dataset, implicit: bool
+) -> bytes:
     """Preamble (zeroed), file meta and data set, as ``encode_dataset`` writes them."""
     if _CHARSET in body:
         # The encoder reads the character set through pydicom, which then writes it.
-        body[_CHARSET] = _pydicom_bytes(ds[BaseTag(_CHARSET)], default_encoding)
+        body[_CHARSET] = _pydicom_bytes(ds[BaseTag(_CHARSET)], default_encoding, implicit)
     if _TRANSFER_SYNTAX in meta:
         meta[_TRANSFER_SYNTAX] = _pydicom_bytes(ds.file_meta[_TRANSFER_SYNTAX], None)
     group_length = meta.pop(_META_GROUP_LENGTH, None)

@@ -259,14 +259,14 @@ class RawItem(NamedTuple):
     elements: list[FileElement]
 
 
-def sequence_items(value: bytes) -> list[RawItem]:
-    """The items of an Explicit VR Little Endian sequence value (without its delimiter), each
+def sequence_items(value: bytes, *, explicit: bool = True) -> list[RawItem]:
+    """The items of a Little Endian sequence value (without its delimiter), each
     element's value as bytes: what pydicom's reader keeps of a nested element before it converts
     it. Nested sequences are not split (one of undefined length is walked to find its end).
 
     Raises :class:`RawWalkError` for anything not read exactly.
     """
-    walker = _Walker(value, explicit=True, values=None)
+    walker = _Walker(value, explicit=explicit, values=None)
     end = len(value)
     items: list[RawItem] = []
     pos = 0

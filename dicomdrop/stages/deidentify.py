@@ -9,10 +9,11 @@ Study, series and instance numbers are ordinals (1, 2, ...) in the order of the 
 study and series UIDs and of InstanceNumber, so the layout is the same on every run.
 Files are de-identified in a process pool when more than one worker is configured.
 
-A file in Explicit VR Little Endian is rewritten from its raw elements by the byte rewriter
-(``dicomdrop.deid.rewrite``), which gives the engine's bytes without building and encoding a
-dataset; anything the rewriter does not mirror exactly (site rules, kept private elements,
-another transfer syntax, a masked image) goes through the engine and the encoder.
+A file in Implicit or Explicit VR Little Endian (native or compressed pixel data) is rewritten
+from its raw elements by the byte rewriter (``dicomdrop.deid.rewrite``), which gives the
+engine's bytes without building and encoding a dataset; anything the rewriter does not mirror
+exactly (site rules, kept private elements, a masked image) goes through the engine and the
+encoder.
 
 Each file is read once: de-identified, encoded to bytes in memory, and, when identity tokens are
 given, those exact bytes are searched by the independent verification scan
