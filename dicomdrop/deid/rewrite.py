@@ -17,8 +17,8 @@ tests compare both on real files, on scanner-like headers and on generated ones.
 does not mirror exactly raises :class:`RewriteUnsupported` before anything is returned, and the
 caller runs the engine: site rules, kept private elements, transfer syntaxes other than Implicit
 and Explicit VR Little Endian (native, or with encapsulated pixel data, which is copied whole),
-character sets inside sequence items, public elements the dictionary does not know (Implicit VR), non-ASCII values where the engine would
-convert them, a name found in free text inside a sequence, and any layout the raw walker does
+character sets inside sequence items, public elements the dictionary does not know (Implicit
+VR), non-ASCII values where the engine would convert them, and any layout the raw walker does
 not read exactly.
 """
 
