@@ -15,11 +15,11 @@ with the engine's own helpers (the compiled plan, the scrubber, keyed UIDs, date
 gives exactly the bytes and the :class:`DeidResult` of ``deidentify`` + ``encode_dataset``; the
 tests compare both on real files, on scanner-like headers and on generated ones. Whatever it
 does not mirror exactly raises :class:`RewriteUnsupported` before anything is returned, and the
-caller runs the engine: site rules, kept private elements, transfer syntaxes other than Implicit
-and Explicit VR Little Endian (native, or with encapsulated pixel data, which is copied whole),
-character sets inside sequence items, public elements the dictionary does not know (Implicit
-VR), non-ASCII values where the engine would convert them, and any layout the raw walker does
-not read exactly.
+caller runs the engine: site rules, private elements kept in Implicit VR or inside items,
+transfer syntaxes other than Implicit and Explicit VR Little Endian (native, or with
+encapsulated pixel data, which is copied whole), character sets inside sequence items, public
+elements the dictionary does not know (Implicit VR), non-ASCII values where the engine would
+convert them, and any layout the raw walker does not read exactly.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ from dicomdrop.deid.engine import (
     DeidResult,
     KeyedValues,
     WalkPlan,
+    _creator_tag,
     _dictionary_vr,
     code_sequence_bytes,
     deid_result,
@@ -78,6 +79,7 @@ from dicomdrop.deid.engine import (
     scrub_value,
     walk_plan,
 )
+from dicomdrop.deid.safe_private import is_safe_private
 from dicomdrop.deid.scrub import NameScrubber, build_scrubber
 from dicomdrop.dicomio.rawwalk import FileElement, RawFile, RawWalkError, sequence_items
 
@@ -155,8 +157,6 @@ def _check_supported(raw: RawFile, ds: Dataset, context: DeidContext) -> None:
         raise RewriteUnsupported("the data set was not read in its file's encoding")
     if profile.overrides or profile.forced:
         raise RewriteUnsupported("site rules are applied by the engine")
-    if not walk_plan(profile).remove_all_private:
-        raise RewriteUnsupported("private elements are kept: the engine decides which")
     if ds.original_character_set != ds._character_set:
         raise RewriteUnsupported("the character set changed since reading")
     for element in raw.elements:
@@ -260,14 +260,14 @@ class _Rewrite:
         scrub_kept = mode == _CLEAN or self.scrub_retained
         level_encodings = self.encodings if top else encodings
         out: dict[int, bytes] = {}
-        private = 0
+        private: list[FileElement] = []
         kept = 0
         # pydicom keeps the last of a tag written twice, where the first was.
         elements = list({element.tag: element for element in elements}.values())
         for element in elements:
             tag = element.tag
             if tag & 0x10000:
-                private += 1
+                private.append(element)
                 continue
             if not tag & 0xFFFF or tag in META_PRIVATE_INFO:
                 if tag != _META_GROUP_LENGTH:
@@ -321,8 +321,97 @@ class _Rewrite:
         if kept:
             self.counts["K"] += kept
         if private:
-            self.counts["private_removed"] += private
+            self._private(private, out, mode, top, level_encodings, depth)
         return out
+
+    def _private(
+        self,
+        elements: list[FileElement],
+        out: dict[int, bytes],
+        mode: int,
+        top: bool,
+        encodings: Any,
+        depth: int,
+    ) -> None:
+        """The engine's ``_private``: the private elements of one level, kept or removed."""
+        plan = self.plan
+        if plan.remove_all_private:
+            self.counts["private_removed"] += len(elements)
+            return
+        if self.level_implicit or not top:
+            # In an item, pydicom parses the item's own sequences as it reads the item, which
+            # reads their blocks' creators or not depending on the layout: the engine decides.
+            raise RewriteUnsupported("private elements kept in Implicit VR or inside an item")
+        by_tag = {element.tag: element for element in elements}
+        scrub = mode == _CLEAN or self.scrub_retained
+        creators: dict[int, int] = {}  # creator tag -> number of kept elements in its block
+        # Blocks whose creator pydicom converted: it does so whenever it converts an element of
+        # the block (Dataset.__setitem__ reads the creator), and then writes the creator itself.
+        converted: set[int] = set()
+        removed = 0
+        for element in elements:
+            tag = element.tag
+            number = tag & 0xFFFF
+            if 0x10 <= number <= 0xFF:
+                creators.setdefault(tag, 0)
+                continue
+            if number < 0x1000 or not self._keeps_private(by_tag, tag):
+                removed += 1
+                continue
+            creator_tag = _creator_tag(tag)
+            creators[creator_tag] = creators.get(creator_tag, 0) + 1
+            vr = element.vr
+            if vr is None or len(vr) != 2 or (element.length == _UNDEFINED and vr != "SQ"):
+                raise RewriteUnsupported("a kept private element the rewriter cannot write")
+            if vr == "SQ":
+                out[tag] = self._sequence(element, mode, encodings, depth)
+                converted.add(creator_tag)  # pydicom converted the sequence, so the creator
+            elif vr in TEXT_VRS or vr in BINARY_VRS:
+                self.counts["private_kept"] += 1
+                if scrub:
+                    out[tag], was_converted = self._scrubbed(element, vr, top, encodings)
+                    if was_converted:
+                        converted.add(creator_tag)
+                else:
+                    out[tag] = self._el(tag, vr, element.value)
+            else:
+                out[tag] = self._el(tag, vr, element.value)
+        for creator_tag, kept in creators.items():
+            creator = by_tag.get(creator_tag)
+            if creator is None:
+                continue
+            vr = creator.vr or "LO"
+            if kept == 0:
+                removed += 1
+            elif scrub:
+                out[creator_tag] = self._scrubbed(
+                    creator, vr, top, encodings, "LO", converted_before=creator_tag in converted
+                )[0]
+            elif creator_tag in converted:
+                value = self._converted(creator, vr, top, encodings)
+                out[creator_tag] = _pydicom_bytes(value, encodings, self.level_implicit)
+            else:
+                out[creator_tag] = self._el(creator_tag, vr, creator.value)
+        self.counts["private_removed"] += removed
+
+    def _keeps_private(self, elements: dict[int, FileElement], tag: int) -> bool:
+        """The engine's ``_keeps_private``, the creator read from the raw bytes."""
+        profile = self.profile
+        if profile.keep_all_private:
+            return True
+        creator_element = elements.get(_creator_tag(tag))
+        if creator_element is None:
+            return False
+        value = creator_element.value
+        if not value.isascii() or any(c in value for c in (b"\x1b", b"\\", b"\x00")):
+            # Read through pydicom by the engine once converted: NUL padding would then stay.
+            raise RewriteUnsupported("a private creator the engine reads through pydicom")
+        creator = value.decode("ascii").rstrip("\x00 ").strip()
+        group, offset = tag >> 16, tag & 0xFF
+        listed = profile.private_keep.get(creator)
+        if listed and ((None, offset) in listed or (group, offset) in listed):
+            return True
+        return self.plan.safe_private and is_safe_private(creator, group, offset)
 
     def _act(
         self,
@@ -438,26 +527,57 @@ class _Rewrite:
             self.counts["date_invalid"] += invalid
         return self._set(element.tag, vr, shifted[0] if len(shifted) == 1 else shifted, encodings)
 
-    def _scrub(self, element: FileElement, vr: str, top: bool, encodings: Any) -> bytes:
-        """The engine's ``_scrub``: unchanged unless the raw value may hold a name or ID."""
+    def _scrub(
+        self,
+        element: FileElement,
+        vr: str,
+        top: bool,
+        encodings: Any,
+        checked_as: str | None = None,
+    ) -> bytes:
+        """The engine's ``_scrub``: unchanged unless the raw value may hold a name or ID
+        (looked for as in a ``checked_as`` value, by default one of ``vr``)."""
+        return self._scrubbed(element, vr, top, encodings, checked_as)[0]
+
+    def _scrubbed(
+        self,
+        element: FileElement,
+        vr: str,
+        top: bool,
+        encodings: Any,
+        checked_as: str | None = None,
+        *,
+        converted_before: bool = False,
+    ) -> tuple[bytes, bool]:
+        """:meth:`_scrub`, and whether pydicom converted the element (``converted_before``:
+        the engine's dataset holds it converted already, so the raw pre-check is skipped)."""
         tag, value = element.tag, element.value
         scrubber = self.scrubber
-        if not scrubber.active or not (
-            scrubber.may_match_binary if vr in BINARY_VRS else scrubber.may_match_bytes
+        if not scrubber.active:
+            return self._el(tag, vr, value), False
+        if not converted_before and not (
+            scrubber.may_match_binary
+            if (checked_as or vr) in BINARY_VRS
+            else scrubber.may_match_bytes
         )(value):
-            return self._el(tag, vr, value)
+            return self._el(tag, vr, value), False
         # As the engine: pydicom converts the value, the scrubber edits it, pydicom writes it.
-        if top:
-            converted = copy.copy(self.ds[BaseTag(tag)])
-        else:  # in an item: decoded with the character set the item inherits (``encodings``)
-            converted = convert_raw_data_element(
-                RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True),
-                encoding=encodings,
-            )
+        converted = self._converted(element, vr, top, encodings)
         hits = scrub_value(scrubber, converted)
         if hits:
             self.counts["scrubbed"] += hits
-        return _pydicom_bytes(converted, encodings, self.level_implicit)
+        return _pydicom_bytes(converted, encodings, self.level_implicit), True
+
+    def _converted(self, element: FileElement, vr: str, top: bool, encodings: Any) -> DataElement:
+        """The element as pydicom converts it (a copy: the dataset read is not changed)."""
+        tag, value = element.tag, element.value
+        if top:
+            return copy.copy(self.ds[BaseTag(tag)])
+        # In an item: decoded with the character set the item inherits (``encodings``).
+        return convert_raw_data_element(
+            RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True),
+            encoding=encodings,
+        )
 
     # --- after the walk -------------------------------------------------------------------------
 

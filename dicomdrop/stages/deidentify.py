@@ -12,8 +12,8 @@ Files are de-identified in a process pool when more than one worker is configure
 A file in Implicit or Explicit VR Little Endian (native or compressed pixel data) is rewritten
 from its raw elements by the byte rewriter (``dicomdrop.deid.rewrite``), which gives the
 engine's bytes without building and encoding a dataset; anything the rewriter does not mirror
-exactly (site rules, kept private elements, a masked image) goes through the engine and the
-encoder.
+exactly (site rules, private elements kept inside items, a masked image) goes through the engine
+and the encoder.
 
 Each file is read once: de-identified, encoded to bytes in memory, and, when identity tokens are
 given, those exact bytes are searched by the independent verification scan
