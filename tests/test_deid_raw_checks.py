@@ -26,7 +26,6 @@ from dicomdrop.stages.deidentify import (
     _int_or_zero,
     _number,
     _plan_without_risk,
-    _transfer_syntax,
     read_file,
 )
 
@@ -66,7 +65,7 @@ def agree(data: bytes) -> bool:
     top = {e.tag: e for e in raw.elements}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fast = native_pixels_complete(top, _transfer_syntax(raw))
+        fast = native_pixels_complete(top, raw.syntax)
         if fast:
             check_pixel_data(ds)  # must not raise: the fast path said complete
         plan = _plan_without_risk(top, PIXELS)

@@ -166,7 +166,7 @@ def _extract_in_parallel(
 class MemberFailure:
     """Why a chunk of members could not be unpacked, as a process reports it (picklable)."""
 
-    kind: str  # "damaged", "read", "os", "internal"
+    kind: str  # "damaged", "read", "conflict", "os" or "internal"
     member: str
     detail: str
     errno: int | None = None

@@ -37,7 +37,6 @@ from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_eleme
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
-from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -72,6 +71,7 @@ from dicomdrop.deid.engine import (
     WalkPlan,
     _creator_tag,
     _dictionary_vr,
+    _element_strings,
     code_sequence_bytes,
     deid_result,
     identifiers,
@@ -147,6 +147,7 @@ def _check_supported(raw: RawFile, ds: Dataset, context: DeidContext) -> None:
     profile = context.profile
     if len(raw.preamble) != 128:
         raise RewriteUnsupported("a file without a preamble")
+    # Read here, not as ``raw.syntax`` (stripped at both ends): a leading pad is left to pydicom.
     syntax = next((e.value for e in raw.meta if e.tag == _TRANSFER_SYNTAX), b"")
     text = syntax.rstrip(b"\x00 ").decode("ascii", "replace")
     if raw.implicit != (text == ImplicitVRLittleEndian) or not (
@@ -623,9 +624,7 @@ class _Rewrite:
         values = _strings(written[12:] if long_header else written[8:])
         if values is None:
             # Kept as read and not ASCII: pydicom's value, as the engine reads it.
-            value = self.ds[BaseTag(tag)].value
-            items = value if isinstance(value, MultiValue | list) else [value]
-            return [_as_text(v).strip(" \x00") for v in items]
+            return _element_strings(self.ds, BaseTag(tag), None)
         return values
 
     def _written_text(self, written: bytes | None, tag: int) -> str | None:
@@ -652,12 +651,6 @@ def _file_bytes(
     parts.append(meta_body)
     parts += (body[tag] for tag in sorted(body))
     return b"".join(parts)
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return "" if value is None else str(value)
 
 
 __all__ = ["RewriteUnsupported", "rewrite_file"]

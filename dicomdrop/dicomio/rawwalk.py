@@ -109,7 +109,7 @@ def walk(data: bytes) -> tuple[list[RawValue], bytes]:
     Raises :class:`RawWalkError` for anything not read exactly.
     """
     values: list[RawValue] = []
-    walker, end = _dataset_walker(data, values)
+    walker, end, _ = _dataset_walker(data, values)
     walker.dataset(end, len(data), "", (default_encoding,), in_undefined_item=False, depth=0)
     return values, data[:128]
 
@@ -168,7 +168,7 @@ def top_level(data: bytes) -> tuple[bool, dict[int, TopElement]]:
     The elements after the pixel data are not read, so ``data`` may be the file's first bytes
     only; a value or sequence that runs past the end of ``data`` raises :class:`RawWalkError`.
     """
-    walker, pos = _dataset_walker(data)
+    walker, pos, _ = _dataset_walker(data)
     elements: dict[int, TopElement] = {}
     # One object per element (a header has ~150), nothing kept of nested values.
     end = len(data)
@@ -210,6 +210,7 @@ class RawFile(NamedTuple):
     implicit: bool
     meta: list[FileElement]
     elements: list[FileElement]
+    syntax: str = ""  # the transfer syntax UID, as the file meta gives it
 
 
 def whole_file(data: bytes) -> RawFile:
@@ -217,7 +218,7 @@ def whole_file(data: bytes) -> RawFile:
 
     Raises :class:`RawWalkError` for anything not read exactly (see the module docstring).
     """
-    walker, pos = _dataset_walker(data)
+    walker, pos, syntax = _dataset_walker(data)
     meta: list[FileElement] = []
     meta_walker = _Walker(data, explicit=True, values=None)
     at = 132
@@ -225,30 +226,9 @@ def whole_file(data: bytes) -> RawFile:
         tag, vr, length, start = meta_walker.header(at, pos)
         meta.append(FileElement(tag, vr, length, data[start : start + length], start))
         at = start + length
-    elements: list[FileElement] = []
-    append = elements.append
     # One object per element (a file has ~150), nothing kept of nested values.
-    end = len(data)
-    header = walker.header
-    while pos < end:
-        tag, vr, length, start = header(pos, end)
-        if tag >> 16 == 0xFFFE:
-            raise RawWalkError("item tag outside a sequence")
-        if length == _UNDEFINED:
-            if vr == "SQ":
-                pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
-            elif tag == 0x7FE00010:
-                pos = walker.skip_fragments(start, end)
-            else:
-                raise RawWalkError("undefined length outside a sequence")
-            # The value as pydicom keeps it: up to the sequence delimiter, excluded.
-            append(FileElement(tag, vr, _UNDEFINED, data[start : pos - 8], start))
-            continue
-        pos = start + length
-        if pos > end:
-            raise RawWalkError("value runs past the end of the bytes")
-        append(FileElement(tag, vr, length, data[start:pos], start))
-    return RawFile(data[:128], not walker.explicit, meta, elements)
+    elements, _ = _elements(walker, pos, len(data), undefined_item=False, top=True)
+    return RawFile(data[:128], not walker.explicit, meta, elements, syntax)
 
 
 class RawItem(NamedTuple):
@@ -275,50 +255,66 @@ def sequence_items(value: bytes, *, explicit: bool = True) -> list[RawItem]:
         if tag != _ITEM:
             raise RawWalkError("sequence content is not an item")
         if length == _UNDEFINED:
-            elements, pos = _item_elements(walker, start, end, undefined=True)
+            elements, pos = _elements(walker, start, end, undefined_item=True)
             items.append(RawItem(True, elements))
         else:
             stop = start + length
             if stop > end:
                 raise RawWalkError("item runs past its sequence")
-            elements, _ = _item_elements(walker, start, stop, undefined=False)
+            elements, _ = _elements(walker, start, stop, undefined_item=False)
             items.append(RawItem(False, elements))
             pos = stop
     return items
 
 
-def _item_elements(
-    walker: _Walker, pos: int, end: int, *, undefined: bool
+def _elements(
+    walker: _Walker, pos: int, end: int, *, undefined_item: bool, top: bool = False
 ) -> tuple[list[FileElement], int]:
-    """The elements of one item from ``pos``; and the position after it (after the item
-    delimiter of an undefined-length item)."""
+    """The elements of a data set (``top``: the file's, where encapsulated pixel data may be)
+    or of one item from ``pos``; and the position after them (after the item delimiter of an
+    undefined-length item). A sequence is kept as its value bytes, as pydicom's reader keeps it
+    until the element is read: one of undefined length is walked to find its end."""
     data = walker.data
     elements: list[FileElement] = []
+    append = elements.append
+    header = walker.header
     while pos < end:
-        tag, vr, length, start = walker.header(pos, end)
-        if tag == _ITEM_END and undefined:
+        tag, vr, length, start = header(pos, end)
+        if tag == _ITEM_END and undefined_item:
             return elements, start
         if tag >> 16 == 0xFFFE:
             raise RawWalkError("item tag outside a sequence")
         if length == _UNDEFINED:
-            if vr != "SQ":
+            if vr == "SQ":
+                pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
+            elif top and tag == 0x7FE00010:
+                pos = walker.skip_fragments(start, end)
+            else:
                 raise RawWalkError("undefined length outside a sequence")
-            pos = walker.sequence(start, None, end, "", (default_encoding,), 0)
-            elements.append(FileElement(tag, vr, _UNDEFINED, data[start : pos - 8], start))
+            # The value as pydicom keeps it: up to the delimiter, excluded.
+            append(FileElement(tag, vr, _UNDEFINED, data[start : pos - 8], start))
             continue
         stop = start + length
         if stop > end:
             raise RawWalkError("value runs past its container")
-        # A nested sequence of defined length is kept as bytes (as pydicom's reader keeps it
-        # until the element is read): its items are split when it is walked.
-        elements.append(FileElement(tag, vr, length, data[start:stop], start))
+        append(FileElement(tag, vr, length, data[start:stop], start))
         pos = stop
-    if undefined:
+    if undefined_item:
         raise RawWalkError("item without its delimiter")
     return elements, pos
 
 
-def _dataset_walker(data: bytes, values: list[RawValue] | None = None) -> tuple[_Walker, int]:
+def plain_integer(value: bytes) -> int | None:
+    """An IS value written as one plain integer (optional sign, space padding), else None: what
+    pydicom then converts to the same int, without asking pydicom."""
+    if not value.isascii():
+        return None
+    text = value.decode("ascii").strip(" ")
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    return int(text) if digits.isdigit() else None
+
+
+def _dataset_walker(data: bytes, values: list[RawValue] | None = None) -> tuple[_Walker, int, str]:
     """A walker for the dataset of ``data`` and where the dataset starts. The file meta values
     go to ``values`` (which the dataset walker appends to as well); None: no values are kept,
     the walk only checks the layout and finds where elements end."""
@@ -332,7 +328,7 @@ def _dataset_walker(data: bytes, values: list[RawValue] | None = None) -> tuple[
         explicit = True
     else:
         raise RawWalkError("transfer syntax not walked here")
-    return _Walker(data, explicit=explicit, values=values), pos
+    return _Walker(data, explicit=explicit, values=values), pos, syntax
 
 
 class _Walker:

@@ -30,7 +30,7 @@ from typing import Any, Final
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import get_expected_length
 
-from dicomdrop.dicomio.rawwalk import FileElement
+from dicomdrop.dicomio.rawwalk import FileElement, plain_integer
 from dicomdrop.errors import TruncatedError
 
 _ITEM = 0xE000FFFE  # (FFFE,E000) read as a little endian UL: group first
@@ -176,7 +176,8 @@ def native_pixels_complete(elements: Mapping[int, FileElement], syntax: str) -> 
     if pixels.length == 0xFFFFFFFF or pixels.vr not in (None, "OB", "OW"):
         return False
     sizes = [_unsigned_short(elements.get(tag)) for tag in _SIZE_TAGS]
-    frames = _plain_integer(elements.get(0x00280008), missing=1)
+    frames_element = elements.get(0x00280008)
+    frames = 1 if frames_element is None else plain_integer(frames_element.value)
     photometric = _plain_text(elements.get(0x00280004))
     rows, columns, samples, bits = sizes
     if None in sizes or frames is None or frames < 1 or photometric is None:
@@ -214,16 +215,6 @@ def _plain_text(element: FileElement | None) -> str | None:
     if not value.isascii() or b"\\" in value or b"\x1b" in value:
         return None
     return value.decode("ascii").strip(" \x00")
-
-
-def _plain_integer(element: FileElement | None, *, missing: int) -> int | None:
-    """An IS value written as a plain integer; ``missing`` when absent; None otherwise."""
-    if element is None:
-        return missing
-    text = _plain_text(element)
-    if text is None or not text.isdigit():
-        return None
-    return int(text)
 
 
 def _check(ds: Dataset) -> None:

@@ -51,7 +51,13 @@ from dicomdrop.deid.engine import DeidContext, DeidResult, deidentify
 from dicomdrop.deid.profile import Profile, compile_profile
 from dicomdrop.deid.rewrite import RewriteUnsupported, rewrite_file
 from dicomdrop.dicomio.encode import encode_dataset
-from dicomdrop.dicomio.rawwalk import FileElement, RawFile, RawWalkError, whole_file
+from dicomdrop.dicomio.rawwalk import (
+    FileElement,
+    RawFile,
+    RawWalkError,
+    plain_integer,
+    whole_file,
+)
 from dicomdrop.errors import DicomdropError, TruncatedError
 from dicomdrop.pixels.integrity import check_pixel_data, native_pixels_complete
 from dicomdrop.pixels.mask import apply_mask
@@ -169,7 +175,7 @@ def deidentify_file(task: FileTask) -> FileOutcome:
         top = {} if raw is None else {element.tag: element for element in raw.elements}
         # A file cut short is never delivered as if it were whole (read from the raw elements
         # when they tell, else from the dataset).
-        if raw is None or not native_pixels_complete(top, _transfer_syntax(raw)):
+        if raw is None or not native_pixels_complete(top, raw.syntax):
             check_pixel_data(ds)
         # Planned on the input header: de-identification removes the device a mask rule names.
         plan = None
@@ -348,13 +354,6 @@ def _raw_elements(
     return result
 
 
-def _transfer_syntax(raw: RawFile) -> str:
-    for element in raw.meta:
-        if element.tag == 0x00020010:
-            return element.value.decode("ascii", "replace").strip(" \x00")
-    return ""
-
-
 _RISK_TAGS: Final = (0x00080060, 0x00080016)  # Modality, SOPClassUID
 
 
@@ -390,14 +389,10 @@ def _number(top: dict[int, FileElement], ds: Dataset, tag: int, keyword: str) ->
     """An IS element as an int (0 when absent or not a number): from the raw bytes when they
     are a plain integer, else as pydicom converts it."""
     element = top.get(tag)
-    if element is not None and element.value.isascii():
-        text = element.value.decode("ascii").strip(" ")
-        digits = text[1:] if text[:1] in ("+", "-") else text
-        if digits.isdigit():
-            return int(text)
-    elif element is None and top:
-        return 0
-    return _int_or_zero(ds.get(keyword))
+    if element is None:
+        return 0 if top else _int_or_zero(ds.get(keyword))
+    number = plain_integer(element.value)
+    return _int_or_zero(ds.get(keyword)) if number is None else number
 
 
 def _int_or_zero(value: Any) -> int:
