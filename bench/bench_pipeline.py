@@ -16,9 +16,18 @@ For each corpus, in the same run:
   starts from a new installation (``dicomdrop init`` and ``dicomdrop db upgrade``, not timed),
   so its registry is empty and every patient is registered anew.
 
-Rounds alternate the 1-process plain loop and ``dicomdrop process`` (3 by default), with the
-page cache written back before each timed run, and the medians are compared, so that a machine
-whose speed drifts during the run skews both alike. Peak memory (max RSS of one process of the
+Rounds alternate the 1-process plain loop and ``dicomdrop process`` (3 by default), and the
+medians are compared, so that a machine whose speed drifts during the run skews both alike.
+
+No timed run pays for what an earlier one left behind. Each writes into a folder of its own,
+and nothing is deleted until every run is over. Before each timed run the page cache is written
+back, and after a run that deleted files, the bench waits ``--settle`` seconds (61 by default).
+This matters on ext4 without a journal, where creating a file skips every inode freed in the
+last 60 seconds (5 more minutes while the inode table is not yet written back). One run's
+deleted files would then slow the next run's file creation. A ``dicomdrop process`` run deletes
+its unpacked files as it goes, and before this rule the plain loop after it paid for them:
+that made the plain loop up to 1.5 times slower and flattered dicomdrop.
+ Peak memory (max RSS of one process of the
 tree) is measured for the full corpus and for a half-size one: it must not grow with a drop.
 
 Then the CPU time per file by stage: ``dicomdrop process`` runs once more in this process with
@@ -62,7 +71,9 @@ def plain_copy(pair: tuple[str, str]) -> None:
 
 
 def plain_loop(files: list[Path], out: Path, workers: int) -> float:
-    out.mkdir(parents=True, exist_ok=True)
+    """Time a plain read + write of ``files`` into the new folder ``out`` (left in place: see
+    :func:`settle_disk`)."""
+    out.mkdir(parents=True)
     pairs = [(str(p), str(out / f"{i:06d}.dcm")) for i, p in enumerate(files)]
     start = time.perf_counter()
     if workers <= 1:
@@ -71,16 +82,15 @@ def plain_loop(files: list[Path], out: Path, workers: int) -> float:
     else:
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(plain_copy, pairs, chunksize=16))
-    elapsed = time.perf_counter() - start
-    shutil.rmtree(out)
-    return elapsed
+    return time.perf_counter() - start
 
 
-def settle_disk() -> None:
+def settle_disk(after_deletions: float = 0.0) -> None:
     """Write out what earlier runs left in the page cache, so that no timed run pays for the
-    write-back of another one."""
+    write-back of another one; then wait ``after_deletions`` seconds, so that no timed run
+    pays for the inodes another one freed (see the module docstring)."""
     os.sync()
-    time.sleep(1.0)
+    time.sleep(max(1.0, after_deletions))
 
 
 def write_config(folder: Path) -> Path:
@@ -94,9 +104,8 @@ def write_config(folder: Path) -> Path:
 
 
 def run_process(zips: list[Path], site: Path, workers: int) -> tuple[float, int, int, float]:
-    """Time `dicomdrop process`; return (seconds, max RSS in KiB, archives, CPU seconds)."""
-    if site.exists():
-        shutil.rmtree(site)
+    """Time `dicomdrop process` in the new folder ``site``; return (seconds, max RSS in KiB,
+    archives, CPU seconds)."""
     site.mkdir(parents=True)
     config = write_config(site)
     cli = [sys.executable, "-m", "dicomdrop"]
@@ -147,21 +156,22 @@ def corpus_round_trip(name: str, args: argparse.Namespace, root: Path) -> dict[s
     _, half_zips = GENERATORS[name](root / name / "half", args.scale // 2)
     plain1_runs: list[float] = []
     process_runs: list[tuple[float, int, int, float]] = []
+    runs = root / name / "runs"  # every run's output, deleted once all are timed
     for round_number in range(1, args.rounds + 1):
+        settle_disk(args.settle)
+        plain1_runs.append(plain_loop(files, runs / f"plain-{round_number}", 1))
         settle_disk()
-        plain1_runs.append(plain_loop(files, root / "plain-out", 1))
-        settle_disk()
-        process_runs.append(run_process(zips, root / "site", args.workers))
+        process_runs.append(run_process(zips, runs / f"site-{round_number}", args.workers))
         print(
             f"round {round_number}: plain 1 process {plain1_runs[-1]:.2f} s, "
             f"dicomdrop {process_runs[-1][0]:.2f} s "
             f"({process_runs[-1][0] / plain1_runs[-1]:.2f}x)",
             flush=True,
         )
+    settle_disk(args.settle)
+    plainn = plain_loop(files, runs / "plain-parallel", args.workers)
     settle_disk()
-    plainn = plain_loop(files, root / "plain-out", args.workers)
-    settle_disk()
-    _, half_rss, _, _ = run_process(half_zips, root / "site-half", args.workers)
+    _, half_rss, _, _ = run_process(half_zips, runs / "site-half", args.workers)
     stages = stage_profile(files, zips, root / "site-stages") if args.stages else None
     shutil.rmtree(root / name, ignore_errors=True)
     return {
@@ -332,6 +342,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--keep", type=Path, default=None, help="generate into this folder")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds")
+    parser.add_argument(
+        "--settle", type=float, default=61.0, help="seconds to wait after deletions (see above)"
+    )
     parser.add_argument("--no-stages", dest="stages", action="store_false",
                         help="skip the CPU profile by stage")  # fmt: skip
     args = parser.parse_args()
