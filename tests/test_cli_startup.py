@@ -9,6 +9,7 @@ imports no heavy library at all.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,14 +99,24 @@ def test_importing_the_cli_imports_no_heavy_module(tmp_path: Path) -> None:
         assert not _loaded(modules, heavy), heavy
 
 
-def test_lookup_imports_neither_a_dicom_library_nor_the_database_layer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["name", "batch"])
+def test_lookup_imports_neither_a_dicom_library_nor_the_database_layer(
+    tmp_path: Path, form: str
+) -> None:
     config = write_config(tmp_path)
     assert cli.main(["init", "--config", str(config)]) == 0
     assert cli.main(["db", "upgrade", "--config", str(config)]) == 0
-    status, modules = imported_by(["lookup", "Doe^John", "--config", str(config)], tmp_path)
-    from dicomdrop.commands.reid import LOOKUP_NOBODY
+    if form == "batch":
+        table = tmp_path / "people.csv"
+        table.write_text("name;birthdate;sex\nDoe^John;1970-01-02;M\nRoe^Jane;;F\n")
+        what = ["--batch", str(table)]
+    else:
+        what = ["Doe^John"]
+    status, modules = imported_by(["lookup", *what, "--config", str(config)], tmp_path)
+    from dicomdrop.commands.reid import LOOKUP_FOUND, LOOKUP_NOBODY
 
-    assert status == LOOKUP_NOBODY  # nobody is registered: the command ran to its answer
+    # Nobody is registered: the command ran to its answer (a batch answers row by row).
+    assert status == (LOOKUP_FOUND if form == "batch" else LOOKUP_NOBODY)
     assert "sqlite3" in modules and "dicomdrop.store.lookup" in modules
     for heavy in HEAVY_FOR_LOOKUP:
         assert not _loaded(modules, heavy), heavy
@@ -166,3 +177,39 @@ def test_database_errors_are_still_told_apart_without_importing_sqlalchemy_early
 
     assert cli._is_store_error(sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception()))
     assert not cli._is_store_error(ValueError("not the store"))
+
+
+_THREADS_AFTER_NUMPY = """
+import os, sys
+from dicomdrop.cli import main
+try:
+    main(["--version"])
+except SystemExit:
+    pass
+import numpy
+print(len(os.listdir("/proc/self/task")), os.environ.get("OPENBLAS_NUM_THREADS"))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1"), ("3", "3")])
+def test_numpy_starts_no_thread_pool_of_its_own_unless_asked(
+    tmp_path: Path, preset: str | None, expected: str
+) -> None:
+    # OpenBLAS starts a spinning thread per core when numpy is imported; the pipeline's work is
+    # spread over processes, so a command holds it to one thread. A value set by the user stays.
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    result = subprocess.run(
+        [sys.executable, "-c", _THREADS_AFTER_NUMPY],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    threads, setting = result.stdout.split()[-2:]
+    assert setting == expected
+    if preset is None:
+        assert threads == "1"  # the interpreter's own thread only
