@@ -178,7 +178,7 @@ def _look_up(ctx: Context, identities: list[Any], *, actor: str, reason: str) ->
 
 
 def _run_lookup_batch(args: argparse.Namespace, ctx: Context) -> int:
-    from dicomdrop.store.demographics import read_demographics
+    from dicomdrop.store.demographics_table import read_demographics
 
     table = read_demographics(args.batch)
     identities, unreadable = table.identities(args.date_format)
