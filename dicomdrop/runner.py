@@ -14,6 +14,7 @@ import atexit
 import multiprocessing
 import os
 import shutil
+import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
@@ -258,15 +259,9 @@ def claim_copy(source: Path, settings: Settings, jobs: JobStore, *, move: bool =
             shutil.move(source, target)
         else:
             if source.is_dir():
-                shutil.copytree(source, staging, symlinks=True)
+                shutil.copytree(source, staging, symlinks=True, copy_function=_link_or_copy)
             else:
-                try:
-                    # Same file system: a second name for the same bytes, nothing copied. The
-                    # job only reads its drop, and moving or deleting the link later leaves the
-                    # input alone.
-                    os.link(source, staging)
-                except OSError:
-                    shutil.copy2(source, staging)
+                _link_or_copy(str(source), str(staging))
             staging.parent.rename(target.parent)
     except OSError as exc:
         # A partial copy must not be adopted later as a drop: the input is still where it
@@ -295,6 +290,25 @@ def claim_copy(source: Path, settings: Settings, jobs: JobStore, *, move: bool =
     )
     jobs.create(job_id, drop_name=source.name)
     return job_id
+
+
+def _link_or_copy(source: str, target: str) -> str:
+    """Give a regular file ``source`` a second name ``target``, else copy it (another file
+    system, or a file of another user where the kernel protects hard links).
+
+    A link costs neither a new file nor a copy of the bytes, which for a folder of thousands of
+    slices was most of taking it in. The job only reads its drop (unpacking copies the files it
+    works on), and moving or deleting a link later leaves the input alone. Anything but a
+    regular file is copied, so that ``copytree`` refuses a fifo or a device as before.
+    """
+    if stat.S_ISREG(os.lstat(source).st_mode):
+        try:
+            os.link(source, target, follow_symlinks=False)
+        except OSError:
+            pass
+        else:
+            return target
+    return str(shutil.copy2(source, target))
 
 
 def purge_originals(settings: Settings, *, now: datetime | None = None) -> int:

@@ -79,3 +79,56 @@ def test_a_failed_copy_claims_nothing_and_leaves_no_partial_drop(
     assert "Mueller" not in err
     assert list(settings.paths.work.iterdir()) == []
     assert (drop / "p").is_dir()  # the input is untouched
+
+
+def _claimed_files(settings_work: Path) -> list[Path]:
+    return sorted(p for p in settings_work.glob("*/drop/**/*") if p.is_file())
+
+
+def test_a_folder_input_is_linked_into_its_job_not_copied(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Copying a folder of 2,000 slices cost a file creation and a copy of every byte; the job
+    # only reads its drop, so (as for an archive) a second name of each file is enough.
+    settings = load_settings(config)
+    drop = tmp_path / "input"
+    write_series(drop / "p", MUELLER, 1, 2, 3)
+    inputs = {p.relative_to(drop): os.stat(p).st_ino for p in drop.rglob("*") if p.is_file()}
+    contents = {p: (drop / p).read_bytes() for p in inputs}
+    seen: dict[Path, int] = {}
+
+    from dicomdrop import pipeline
+
+    real_run = pipeline.Pipeline.run
+
+    def run(self: pipeline.Pipeline, job_id: str) -> object:
+        claimed = settings.paths.work / job_id / "drop" / drop.name
+        seen.update({p.relative_to(claimed): os.stat(p).st_ino for p in claimed.rglob("*")
+                     if p.is_file()})  # fmt: skip
+        return real_run(self, job_id)
+
+    monkeypatch.setattr(pipeline.Pipeline, "run", run)
+    assert process(config, drop) == 0
+    assert seen == inputs  # the same files, by inode
+    assert len(list(settings.paths.outbox.glob("*.zip"))) == 1
+    # The input is untouched; the original kept for retention is the same file again.
+    assert {p: (drop / p).read_bytes() for p in inputs} == contents
+    kept = {p.name: os.stat(p).st_ino for p in settings.paths.originals.rglob("*") if p.is_file()}
+    assert {p.name: ino for p, ino in inputs.items()}.items() <= kept.items()
+
+
+def test_a_folder_input_is_copied_where_it_cannot_be_linked(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another file system, or a file of another user where the kernel protects hard links.
+    settings = load_settings(config)
+    drop = tmp_path / "input"
+    write_series(drop / "p", MUELLER, 1, 1, 2)
+
+    def no_link(src: object, dst: object, **kwargs: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    assert process(config, drop) == 0
+    assert len(list(settings.paths.outbox.glob("*.zip"))) == 1
+    assert len([p for p in drop.rglob("*") if p.is_file()]) == 2  # the input is untouched
