@@ -11,7 +11,8 @@ For each corpus, in the same run:
 
 - a plain loop: ``dcmread`` + ``save_as`` over every file (one process), and the same loop split
   over all cores;
-- ``dicomdrop process`` on the per-patient zips (default profile with verification, all cores),
+- ``dicomdrop process`` on the per-patient zips, or with ``--drops folder`` on the per-patient
+  folders (default profile with verification, all cores),
   which unpacks, sorts, groups, screens, matches, de-identifies, verifies and packs. Each run
   starts from a new installation (``dicomdrop init`` and ``dicomdrop db upgrade``, not timed),
   so its registry is empty and every patient is registered anew.
@@ -105,7 +106,9 @@ def write_config(folder: Path) -> Path:
     return config
 
 
-def run_process(zips: list[Path], site: Path, workers: int) -> tuple[float, int, int, float, float]:
+def run_process(
+    drops: list[Path], site: Path, workers: int
+) -> tuple[float, int, int, float, float]:
     """Time `dicomdrop process` in the new folder ``site``; return (seconds, max RSS in KiB,
     archives, CPU seconds, of which in the kernel)."""
     site.mkdir(parents=True)
@@ -138,7 +141,7 @@ def run_process(zips: list[Path], site: Path, workers: int) -> tuple[float, int,
             str(config),
             "--workers",
             str(workers),
-            *map(str, zips),
+            *map(str, drops),
         ],
         check=True,
         capture_output=True,
@@ -150,13 +153,20 @@ def run_process(zips: list[Path], site: Path, workers: int) -> tuple[float, int,
     return elapsed, int(rss_line), delivered, float(cpu_line), float(sys_line)
 
 
+def _folders(files: list[Path]) -> list[Path]:
+    """The per-patient folders of ``files`` (one drop each)."""
+    return sorted({path.parent for path in files})
+
+
 def corpus_round_trip(name: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Generate one corpus and time the plain loops and ``dicomdrop process`` on it."""
     print(f"\n== corpus {name}: generating ...", flush=True)
     files, zips = GENERATORS[name](root / name / "full", args.scale)
+    drops = zips if args.drops == "zip" else _folders(files)
     megabytes = sum(p.stat().st_size for p in files) / 1e6
     elements = count_elements(pydicom.dcmread(files[0]))
-    _, half_zips = GENERATORS[name](root / name / "half", args.scale // 2)
+    half_files, half_zips = GENERATORS[name](root / name / "half", args.scale // 2)
+    half_drops = half_zips if args.drops == "zip" else _folders(half_files)
     plain1_runs: list[float] = []
     process_runs: list[tuple[float, int, int, float, float]] = []
     runs = root / name / "runs"  # every run's output, deleted once all are timed
@@ -164,7 +174,7 @@ def corpus_round_trip(name: str, args: argparse.Namespace, root: Path) -> dict[s
         settle_disk(args.settle)
         plain1_runs.append(plain_loop(files, runs / f"plain-{round_number}", 1))
         settle_disk()
-        process_runs.append(run_process(zips, runs / f"site-{round_number}", args.workers))
+        process_runs.append(run_process(drops, runs / f"site-{round_number}", args.workers))
         print(
             f"round {round_number}: plain 1 process {plain1_runs[-1]:.2f} s, "
             f"dicomdrop {process_runs[-1][0]:.2f} s "
@@ -174,15 +184,15 @@ def corpus_round_trip(name: str, args: argparse.Namespace, root: Path) -> dict[s
     settle_disk(args.settle)
     plainn = plain_loop(files, runs / "plain-parallel", args.workers)
     settle_disk()
-    _, half_rss, _, _, _ = run_process(half_zips, runs / "site-half", args.workers)
-    stages = stage_profile(files, zips, root / "site-stages") if args.stages else None
+    _, half_rss, _, _, _ = run_process(half_drops, runs / "site-half", args.workers)
+    stages = stage_profile(files, drops, root / "site-stages") if args.stages else None
     shutil.rmtree(root / name, ignore_errors=True)
     return {
         "name": name,
         "files": len(files),
         "elements": elements,
         "megabytes": megabytes,
-        "zips": len(zips),
+        "drops": f"{len(drops)} {args.drops} drops",
         "plain1": statistics.median(plain1_runs),
         "plainn": plainn,
         "process": statistics.median(run[0] for run in process_runs),
@@ -245,7 +255,7 @@ DEID_STEPS = (
 )
 
 
-def stage_profile(files: list[Path], zips: list[Path], site: Path) -> dict[str, float]:
+def stage_profile(files: list[Path], drops: list[Path], site: Path) -> dict[str, float]:
     """CPU milliseconds per file by stage (and step) of one in-process run with one worker,
     and of the plain loop (read + write to memory) over the same files."""
     import importlib
@@ -281,7 +291,7 @@ def stage_profile(files: list[Path], zips: list[Path], site: Path) -> dict[str, 
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             status = cli.main(
-                ["process", "--config", str(config), "--workers", "1", *map(str, zips)]
+                ["process", "--config", str(config), "--workers", "1", *map(str, drops)]
             )
     finally:
         timers.restore()
@@ -289,7 +299,7 @@ def stage_profile(files: list[Path], zips: list[Path], site: Path) -> dict[str, 
     total = time.process_time() - start
     assert status == 0, status
     delivered = len(list((site / "outbox").glob("*.zip")))
-    assert delivered == len(zips), f"{delivered} of {len(zips)} drops delivered"
+    assert delivered == len(drops), f"{delivered} of {len(drops)} drops delivered"
     plain_start = time.process_time()
     for path in files:
         pydicom.dcmread(path).save_as(io.BytesIO(), enforce_file_format=False)
@@ -347,6 +357,9 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, default=None, help="generate into this folder")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds")
     parser.add_argument(
+        "--drops", choices=("zip", "folder"), default="zip", help="what each patient is dropped as"
+    )
+    parser.add_argument(
         "--settle", type=float, default=61.0, help="seconds to wait after deletions (see above)"
     )
     parser.add_argument("--no-stages", dest="stages", action="store_false",
@@ -366,7 +379,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for r in results:
         n, mb = r["files"], r["megabytes"]
-        label = f"{r['name']} ({n} files, {mb:.0f} MB, {r['elements']} elements)"
+        label = f"{r['name']} ({n} files, {mb:.0f} MB, {r['elements']} elements, {r['drops']})"
         for run, secs in (
             ("plain read+write, 1 process", r["plain1"]),
             (f"plain read+write, {args.workers} processes", r["plainn"]),
