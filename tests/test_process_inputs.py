@@ -81,8 +81,24 @@ def test_a_failed_copy_claims_nothing_and_leaves_no_partial_drop(
     assert (drop / "p").is_dir()  # the input is untouched
 
 
-def _claimed_files(settings_work: Path) -> list[Path]:
-    return sorted(p for p in settings_work.glob("*/drop/**/*") if p.is_file())
+def _inodes(folder: Path) -> dict[Path, int]:
+    """The inode of each file under ``folder``, by relative path."""
+    return {p.relative_to(folder): os.stat(p).st_ino for p in folder.rglob("*") if p.is_file()}
+
+
+def _claimed_inodes(monkeypatch: pytest.MonkeyPatch, work: Path, name: str) -> dict[Path, int]:
+    """Filled, while each job runs, with the inodes of its claimed drop ``name``."""
+    from dicomdrop import pipeline
+
+    seen: dict[Path, int] = {}
+    real_run = pipeline.Pipeline.run
+
+    def run(self: pipeline.Pipeline, job_id: str) -> object:
+        seen.update(_inodes(work / job_id / "drop" / name))
+        return real_run(self, job_id)
+
+    monkeypatch.setattr(pipeline.Pipeline, "run", run)
+    return seen
 
 
 def test_a_folder_input_is_linked_into_its_job_not_copied(
@@ -93,27 +109,16 @@ def test_a_folder_input_is_linked_into_its_job_not_copied(
     settings = load_settings(config)
     drop = tmp_path / "input"
     write_series(drop / "p", MUELLER, 1, 2, 3)
-    inputs = {p.relative_to(drop): os.stat(p).st_ino for p in drop.rglob("*") if p.is_file()}
+    inputs = _inodes(drop)
     contents = {p: (drop / p).read_bytes() for p in inputs}
-    seen: dict[Path, int] = {}
+    claimed = _claimed_inodes(monkeypatch, settings.paths.work, drop.name)
 
-    from dicomdrop import pipeline
-
-    real_run = pipeline.Pipeline.run
-
-    def run(self: pipeline.Pipeline, job_id: str) -> object:
-        claimed = settings.paths.work / job_id / "drop" / drop.name
-        seen.update({p.relative_to(claimed): os.stat(p).st_ino for p in claimed.rglob("*")
-                     if p.is_file()})  # fmt: skip
-        return real_run(self, job_id)
-
-    monkeypatch.setattr(pipeline.Pipeline, "run", run)
     assert process(config, drop) == 0
-    assert seen == inputs  # the same files, by inode
+    assert claimed == inputs  # the same files, by inode
     assert len(list(settings.paths.outbox.glob("*.zip"))) == 1
     # The input is untouched; the original kept for retention is the same file again.
     assert {p: (drop / p).read_bytes() for p in inputs} == contents
-    kept = {p.name: os.stat(p).st_ino for p in settings.paths.originals.rglob("*") if p.is_file()}
+    kept = {p.name: ino for p, ino in _inodes(settings.paths.originals).items()}
     assert {p.name: ino for p, ino in inputs.items()}.items() <= kept.items()
 
 
@@ -124,11 +129,15 @@ def test_a_folder_input_is_copied_where_it_cannot_be_linked(
     settings = load_settings(config)
     drop = tmp_path / "input"
     write_series(drop / "p", MUELLER, 1, 1, 2)
+    inputs = _inodes(drop)
+    claimed = _claimed_inodes(monkeypatch, settings.paths.work, drop.name)
 
     def no_link(src: object, dst: object, **kwargs: object) -> None:
         raise OSError(18, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", no_link)
     assert process(config, drop) == 0
+    assert claimed.keys() == inputs.keys()
+    assert not set(claimed.values()) & set(inputs.values())  # copies
     assert len(list(settings.paths.outbox.glob("*.zip"))) == 1
-    assert len([p for p in drop.rglob("*") if p.is_file()]) == 2  # the input is untouched
+    assert _inodes(drop) == inputs  # the input is untouched
