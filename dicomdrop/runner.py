@@ -299,11 +299,15 @@ def _link_or_copy(source: str, target: str) -> str:
     A link costs neither a new file nor a copy of the bytes, which for a folder of thousands of
     slices was most of taking it in. The job only reads its drop (unpacking copies the files it
     works on), and moving or deleting a link later leaves the input alone. Anything but a
-    regular file is copied, so that ``copytree`` refuses a fifo or a device as before.
+    regular file is copied, so that ``copytree`` refuses a fifo or a device as before. A
+    symbolic link given as the input itself is followed, as a copy follows it (Linux's
+    ``link`` would name the link instead, and the job would refuse it as ``inbox.link``);
+    ``copytree`` recreates the links inside a folder, and unpacking refuses those.
     """
-    if stat.S_ISREG(os.lstat(source).st_mode):
+    real = Path(source).resolve()
+    if stat.S_ISREG(real.stat().st_mode):
         try:
-            os.link(source, target, follow_symlinks=False)
+            os.link(real, target)
         except OSError:
             pass
         else:

@@ -81,9 +81,12 @@ def test_a_failed_copy_claims_nothing_and_leaves_no_partial_drop(
     assert (drop / "p").is_dir()  # the input is untouched
 
 
-def _inodes(folder: Path) -> dict[Path, int]:
-    """The inode of each file under ``folder``, by relative path."""
-    return {p.relative_to(folder): os.stat(p).st_ino for p in folder.rglob("*") if p.is_file()}
+def _inodes(path: Path) -> dict[Path, int]:
+    """The inode (links not followed) of each file under the folder ``path``, by relative path
+    (of a file: its own, as ``Path()``)."""
+    if path.is_file():
+        return {Path(): path.lstat().st_ino}
+    return {p.relative_to(path): p.lstat().st_ino for p in path.rglob("*") if p.is_file()}
 
 
 def _claimed_inodes(monkeypatch: pytest.MonkeyPatch, work: Path, name: str) -> dict[Path, int]:
@@ -141,3 +144,26 @@ def test_a_folder_input_is_copied_where_it_cannot_be_linked(
     assert not set(claimed.values()) & set(inputs.values())  # copies
     assert len(list(settings.paths.outbox.glob("*.zip"))) == 1
     assert _inodes(drop) == inputs  # the input is untouched
+
+
+def test_an_archive_given_through_a_link_is_taken_by_a_link_to_the_archive(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zipfile
+
+    settings = load_settings(config)
+    folder = tmp_path / "series"
+    write_series(folder / "p", MUELLER, 1, 1, 2)
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.rglob("*.dcm")):
+            zf.write(path, path.relative_to(folder).as_posix())
+    given = tmp_path / "given.zip"
+    given.symlink_to(archive)
+    claimed = _claimed_inodes(monkeypatch, settings.paths.work, given.name)
+
+    # Linux's link() names the link itself, which the job then refused as inbox.link (a copy,
+    # on another file system, followed it): the archive is linked, as a copy would read it.
+    assert process(config, given) == 0
+    assert claimed == _inodes(archive)
+    assert len(list(settings.paths.outbox.glob("*.zip"))) == 1
