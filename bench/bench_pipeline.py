@@ -27,11 +27,12 @@ This matters on ext4 without a journal, where creating a file skips every inode 
 last 60 seconds, and while the inode table block is not yet written back, every inode freed
 in the last 6 minutes. One run's deleted files would then slow the next run's file creation. A
 ``dicomdrop process`` run deletes its unpacked files as it goes, and before this rule the plain
-loop right after it paid for them: that made the plain loop up to 1.5 times slower and
+loop right after it paid for them: that made the plain loop 1.4 to 1.6 times slower and
 flattered dicomdrop. Deletions between 1 and 6 minutes old still cost both runs of a round
 alike. The CPU time in the kernel is printed apart: it is what such effects move.
- Peak memory (max RSS of one process of the
-tree) is measured for the full corpus and for a half-size one: it must not grow with a drop.
+
+Peak memory (max RSS of one process of the tree) is measured for the full corpus and for a
+half-size one: it must not grow with a drop.
 
 Then the CPU time per file by stage: ``dicomdrop process`` runs once more in this process with
 one worker, timing the CPU (``time.process_time``) of each pipeline stage, and inside the
@@ -59,7 +60,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydicom
 
@@ -106,11 +107,18 @@ def write_config(folder: Path) -> Path:
     return config
 
 
-def run_process(
-    drops: list[Path], site: Path, workers: int
-) -> tuple[float, int, int, float, float]:
-    """Time `dicomdrop process` in the new folder ``site``; return (seconds, max RSS in KiB,
-    archives, CPU seconds, of which in the kernel)."""
+class ProcessRun(NamedTuple):
+    """One timed ``dicomdrop process`` run."""
+
+    seconds: float
+    max_rss_kib: int
+    delivered: int  # archives in the outbox
+    cpu: float  # CPU seconds of the whole process tree
+    system: float  # of which in the kernel
+
+
+def run_process(drops: list[Path], site: Path, workers: int) -> ProcessRun:
+    """Time `dicomdrop process` on ``drops`` in the new folder ``site``."""
     site.mkdir(parents=True)
     config = write_config(site)
     cli = [sys.executable, "-m", "dicomdrop"]
@@ -150,25 +158,25 @@ def run_process(
     elapsed = time.perf_counter() - start
     *_, cpu_line, sys_line, rss_line = result.stdout.strip().splitlines()
     delivered = len(list((site / "outbox").glob("*.zip")))
-    return elapsed, int(rss_line), delivered, float(cpu_line), float(sys_line)
+    return ProcessRun(elapsed, int(rss_line), delivered, float(cpu_line), float(sys_line))
 
 
-def _folders(files: list[Path]) -> list[Path]:
-    """The per-patient folders of ``files`` (one drop each)."""
-    return sorted({path.parent for path in files})
+def _drops(kind: str, files: list[Path], zips: list[Path]) -> list[Path]:
+    """The per-patient drops: the zips, or the folders of ``files``."""
+    return zips if kind == "zip" else sorted({path.parent for path in files})
 
 
 def corpus_round_trip(name: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Generate one corpus and time the plain loops and ``dicomdrop process`` on it."""
     print(f"\n== corpus {name}: generating ...", flush=True)
     files, zips = GENERATORS[name](root / name / "full", args.scale)
-    drops = zips if args.drops == "zip" else _folders(files)
+    drops = _drops(args.drops, files, zips)
     megabytes = sum(p.stat().st_size for p in files) / 1e6
     elements = count_elements(pydicom.dcmread(files[0]))
     half_files, half_zips = GENERATORS[name](root / name / "half", args.scale // 2)
-    half_drops = half_zips if args.drops == "zip" else _folders(half_files)
+    half_drops = _drops(args.drops, half_files, half_zips)
     plain1_runs: list[float] = []
-    process_runs: list[tuple[float, int, int, float, float]] = []
+    process_runs: list[ProcessRun] = []
     runs = root / name / "runs"  # every run's output, deleted once all are timed
     for round_number in range(1, args.rounds + 1):
         settle_disk(args.settle)
@@ -177,14 +185,14 @@ def corpus_round_trip(name: str, args: argparse.Namespace, root: Path) -> dict[s
         process_runs.append(run_process(drops, runs / f"site-{round_number}", args.workers))
         print(
             f"round {round_number}: plain 1 process {plain1_runs[-1]:.2f} s, "
-            f"dicomdrop {process_runs[-1][0]:.2f} s "
-            f"({process_runs[-1][0] / plain1_runs[-1]:.2f}x)",
+            f"dicomdrop {process_runs[-1].seconds:.2f} s "
+            f"({process_runs[-1].seconds / plain1_runs[-1]:.2f}x)",
             flush=True,
         )
     settle_disk(args.settle)
     plainn = plain_loop(files, runs / "plain-parallel", args.workers)
     settle_disk()
-    _, half_rss, _, _, _ = run_process(half_drops, runs / "site-half", args.workers)
+    half_rss = run_process(half_drops, runs / "site-half", args.workers).max_rss_kib
     stages = stage_profile(files, drops, root / "site-stages") if args.stages else None
     shutil.rmtree(root / name, ignore_errors=True)
     return {
@@ -195,13 +203,13 @@ def corpus_round_trip(name: str, args: argparse.Namespace, root: Path) -> dict[s
         "drops": f"{len(drops)} {args.drops} drops",
         "plain1": statistics.median(plain1_runs),
         "plainn": plainn,
-        "process": statistics.median(run[0] for run in process_runs),
-        "ratios": [r[0] / p for p, r in zip(plain1_runs, process_runs, strict=True)],
-        "rss": max(run[1] for run in process_runs),
+        "process": statistics.median(run.seconds for run in process_runs),
+        "ratios": [r.seconds / p for p, r in zip(plain1_runs, process_runs, strict=True)],
+        "rss": max(run.max_rss_kib for run in process_runs),
         "half_rss": half_rss,
-        "delivered": process_runs[-1][2],
-        "cpu": statistics.median(run[3] for run in process_runs),
-        "system": statistics.median(run[4] for run in process_runs),
+        "delivered": process_runs[-1].delivered,
+        "cpu": statistics.median(run.cpu for run in process_runs),
+        "system": statistics.median(run.system for run in process_runs),
         "stages": stages,
     }
 

@@ -92,18 +92,12 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
     return parser
 
 
-#: Thread pools of numerical libraries, held to one thread unless the environment says
-#: otherwise (see :func:`main`).
-SINGLE_THREADED_LIBRARIES = ("OPENBLAS_NUM_THREADS",)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit status."""
     # pydicom imports numpy, and numpy's OpenBLAS starts a thread per core that spins while
     # idle. Nothing here multiplies matrices, and the work is already spread over processes:
     # one thread each (set before anything imports numpy; a value set by the user is kept).
-    for variable in SINGLE_THREADED_LIBRARIES:
-        os.environ.setdefault(variable, "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser(_modules_for(argv))
     args = parser.parse_args(argv)
     ctx = Context(config_path=config_path_from(getattr(args, "config", None)))

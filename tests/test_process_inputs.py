@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from corpus import write_series
+from corpus import write_series, zip_folder
 from factories import MUELLER
 
 from dicomdrop.cli import main
@@ -149,15 +149,10 @@ def test_a_folder_input_is_copied_where_it_cannot_be_linked(
 def test_an_archive_given_through_a_link_is_taken_by_a_link_to_the_archive(
     config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import zipfile
-
     settings = load_settings(config)
     folder = tmp_path / "series"
     write_series(folder / "p", MUELLER, 1, 1, 2)
-    archive = tmp_path / "study.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(folder.rglob("*.dcm")):
-            zf.write(path, path.relative_to(folder).as_posix())
+    archive = zip_folder(folder, tmp_path / "study.zip")
     given = tmp_path / "given.zip"
     given.symlink_to(archive)
     claimed = _claimed_inodes(monkeypatch, settings.paths.work, given.name)

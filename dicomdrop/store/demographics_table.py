@@ -4,13 +4,12 @@ The file has a ``name`` column and optional ``birthdate``, ``sex`` and ``Patient
 (case-insensitive, a few aliases accepted); any other column is kept. ``;`` and ``,``
 delimiters are detected.
 
-Nothing is dropped silently: a birth date or sex that cannot be read stops the whole import
-before anything is written, with the row numbers (a patient registered without the birth date
-their chart has would later need a review that the date would have settled). Dates are read in
-the unambiguous forms (``YYYYMMDD``, ``YYYY-MM-DD``, ``YYYY/MM/DD``, ``YYYY.MM.DD``,
-``DD.MM.YYYY``); day and month separated by ``/`` or ``-`` with the year last are read day-first
-or month-first as ``--date-format`` says, or as the file itself shows (a first number above 12
-somewhere means day-first), and refused when nothing tells.
+A birth date or sex that cannot be read is reported with its row number, never dropped (what an
+import then does: ``store.demographics``). Dates are read in the unambiguous forms
+(``YYYYMMDD``, ``YYYY-MM-DD``, ``YYYY/MM/DD``, ``YYYY.MM.DD``, ``DD.MM.YYYY``); day and month
+separated by ``/`` or ``-`` with the year last are read day-first or month-first as
+``--date-format`` says, or as the file itself shows (a first number above 12 somewhere means
+day-first), and refused when nothing tells.
 
 Kept apart from the import and export (``store.demographics``), which need the database
 layer: ``dicomdrop lookup --batch`` reads a file with this module and looks its rows up with
