@@ -13,11 +13,15 @@ pydicom, so nothing is ever skipped.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
+
+if TYPE_CHECKING:
+    from _dicomdrop_walk import Reader
 
 IMPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1"
@@ -48,6 +52,22 @@ _MAX_DEPTH: Final = 64
 
 class RawWalkError(ValueError):
     """The bytes are not a layout this walker reads exactly; use a full parser instead."""
+
+
+_CompiledReader: type[Reader] | None
+try:  # The inner loops compiled (dicomdrop/dicomio/_walk.c), mirroring the methods below.
+    from _dicomdrop_walk import Reader as _CompiledReader
+except ImportError:  # not built where the package was installed: this module alone is as exact
+    _CompiledReader = None
+
+#: Whether walks use the compiled loops when they are built. The pure-Python methods stay the
+#: reference: the tests turn this off to compare both.
+use_compiled: bool = True
+
+
+def compiled_available() -> bool:
+    """Whether the compiled loops were built with this installation."""
+    return _CompiledReader is not None
 
 
 class RawValue(NamedTuple):
@@ -169,6 +189,8 @@ def top_level(data: bytes) -> tuple[bool, dict[int, TopElement]]:
     only; a value or sequence that runs past the end of ``data`` raises :class:`RawWalkError`.
     """
     walker, pos, _ = _dataset_walker(data)
+    if walker.compiled is not None:
+        return not walker.explicit, walker.compiled.top_level(pos, TopElement)
     elements: dict[int, TopElement] = {}
     # One object per element (a header has ~150), nothing kept of nested values.
     end = len(data)
@@ -274,6 +296,8 @@ def _elements(
     or of one item from ``pos``; and the position after them (after the item delimiter of an
     undefined-length item). A sequence is kept as its value bytes, as pydicom's reader keeps it
     until the element is read: one of undefined length is walked to find its end."""
+    if walker.compiled is not None:
+        return walker.compiled.elements(pos, end, undefined_item, top, FileElement)
     data = walker.data
     elements: list[FileElement] = []
     append = elements.append
@@ -337,8 +361,24 @@ class _Walker:
         self.explicit = explicit
         self.values = values
         self.meta_tags: list[int] = []
+        self.compiled = (
+            _CompiledReader(
+                data,
+                explicit,
+                dictionary_vr,
+                RawWalkError,
+                value_type=RawValue,
+                element_name=element_name,
+                charset=_encodings,
+            )
+            if use_compiled and _CompiledReader is not None
+            else None
+        )
+        self.header: Callable[[int, int], tuple[int, str | None, int, int]] = (
+            self.python_header if self.compiled is None else self.compiled.header
+        )
 
-    def header(self, pos: int, end: int) -> tuple[int, str | None, int, int]:
+    def python_header(self, pos: int, end: int) -> tuple[int, str | None, int, int]:
         """(tag, VR, value length, value start) of the element at ``pos``."""
         if pos + 8 > end:
             raise RawWalkError("element header runs past its container")
@@ -394,6 +434,10 @@ class _Walker:
         depth: int,
     ) -> int:
         """Walk elements from ``pos`` to ``end`` (or the item delimiter); the position after."""
+        if self.compiled is not None and self.values is not None:
+            return self.compiled.dataset(
+                self.values, pos, end, prefix, encodings, in_undefined_item, depth
+            )
         if depth > _MAX_DEPTH:
             raise RawWalkError("sequences nested too deep")
         data = self.data
@@ -443,6 +487,10 @@ class _Walker:
         depth: int,
     ) -> int:
         """Walk the items of a sequence (``stop`` None: undefined length); the position after."""
+        if self.compiled is not None:
+            if self.values is None:
+                return self.compiled.skip_sequence(pos, stop, end, depth)
+            return self.compiled.sequence(self.values, pos, stop, end, path, encodings, depth)
         limit = end if stop is None else stop
         index = 0
         while stop is None or pos < stop:
@@ -473,6 +521,8 @@ class _Walker:
 
     def skip_fragments(self, pos: int, end: int) -> int:
         """Skip encapsulated pixel data fragments; the position after the sequence delimiter."""
+        if self.compiled is not None:
+            return self.compiled.skip_fragments(pos, end)
         while True:
             tag, _, length, start = self.header(pos, end)
             if tag == _SEQUENCE_END:
