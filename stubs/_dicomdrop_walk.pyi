@@ -46,3 +46,12 @@ class Reader:
         depth: int,
         /,
     ) -> int: ...
+
+def raw_data_elements(
+    elements: list[tuple[int, str | None, int, bytes, int]],
+    implicit: bool,
+    public_un: bool,
+    tag_type: type[int],
+    raw_type: type[tuple[Any, ...]],
+    /,
+) -> dict[Any, Any] | None: ...

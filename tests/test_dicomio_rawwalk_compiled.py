@@ -19,7 +19,9 @@ import pydicom.data
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 from scanner_headers import scanner_slice
 
@@ -319,3 +321,36 @@ def test_damaged_encapsulated_fragments_are_refused_alike(name: str) -> None:
             assert_same_walks(bytes(damaged), f"{at} {length}")
         assert_same_walks(data[: at + 6])
         assert_same_walks(data[:at] + b"\xfe\xff\x0d\xe0" + data[at + 4 :])
+
+
+def _raw_data_elements(data: bytes) -> Any:
+    """The raw data elements of the de-identify stage's reading, dataset and file meta."""
+    from dicomdrop.stages.deidentify import _raw_elements
+
+    raw = rawwalk.whole_file(data)
+    built = [
+        _raw_elements(raw.elements, implicit=raw.implicit),
+        _raw_elements(raw.elements, implicit=raw.implicit, public_un=True),
+        _raw_elements(raw.meta, implicit=False, public_un=True),
+    ]
+    kinds = [None if d is None else {(type(k), type(v)) for k, v in d.items()} for d in built]
+    return built, kinds
+
+
+def test_raw_data_elements_are_built_alike() -> None:
+    un = _short_pixels(make_phi_instance(1, 1, 1, 1))
+    un.add_new(0x00081030, "UN", b"Study^Name")  # a public element stored as UN
+    files = [*(p.read_bytes() for p in TEST_FILES), *_BASES, _encoded(un)]
+    compared = 0
+    for data in files:
+        with _compiled(False):
+            reference = _outcome(_raw_data_elements, data)
+        with _compiled(True):
+            compiled = _outcome(_raw_data_elements, data)
+        assert compiled == reference
+        compared += reference[0] == "ok"
+    assert compared > 100
+    with _compiled(True):
+        built, kinds = _raw_data_elements(_encoded(un))
+    assert built[0] is None and built[1] is not None  # refused unless public UN is allowed
+    assert kinds[1] == {(BaseTag, RawDataElement)}

@@ -841,11 +841,94 @@ static PyTypeObject ReaderType = {
 static const char *LONG_VRS[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ",
                                  "SV", "UC", "UN", "UR", "UT", "UV", NULL};
 
+/* --- the module's function ------------------------------------------------------------------- */
+
+/* raw_data_elements(elements, implicit, public_un, tag_type, raw_type): the dict that
+ * `stages.deidentify._raw_elements` builds from the (tag, VR, length, value, offset) tuples of
+ * a walk, {tag_type(tag): raw_type(tag, VR, length, value, offset, implicit, True, True,
+ * False)}, or None when a public element is stored as UN and `public_un` is false. */
+static PyObject *raw_data_elements(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyType_Check(args[3]) || !PyType_Check(args[4]) ||
+        !PyType_IsSubtype((PyTypeObject *)args[4], &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "raw_data_elements() takes a list of elements, "
+                                         "implicit, public_un, a tag type and a tuple type");
+        return NULL;
+    }
+    PyObject *elements = args[0];
+    int implicit = PyObject_IsTrue(args[1]);
+    int public_un = PyObject_IsTrue(args[2]);
+    if (implicit < 0 || public_un < 0)
+        return NULL;
+    PyObject *tag_type = args[3];
+    PyTypeObject *raw_type = (PyTypeObject *)args[4];
+    PyObject *result = PyDict_New();
+    if (result == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(elements); i++) {
+        PyObject *element = PyList_GET_ITEM(elements, i);
+        if (!PyTuple_Check(element) || PyTuple_GET_SIZE(element) != 5) {
+            PyErr_SetString(PyExc_TypeError, "an element is not a (tag, vr, length, value, "
+                                             "offset) tuple");
+            goto error;
+        }
+        PyObject *tag = PyTuple_GET_ITEM(element, 0);
+        PyObject *vr = PyTuple_GET_ITEM(element, 1);
+        if (!public_un && vr != Py_None && PyUnicode_Check(vr) &&
+            PyUnicode_CompareWithASCIIString(vr, "UN") == 0) {
+            unsigned long number = PyLong_AsUnsignedLong(tag);
+            if (number == (unsigned long)-1 && PyErr_Occurred())
+                goto error;
+            if (((number >> 16) % 2) == 0) {
+                Py_DECREF(result);
+                Py_RETURN_NONE;
+            }
+        }
+        PyObject *key = PyObject_CallOneArg(tag_type, tag);
+        if (key == NULL)
+            goto error;
+        PyObject *items[9];
+        items[0] = key;
+        Py_INCREF(key);
+        for (int k = 1; k < 5; k++) {
+            items[k] = PyTuple_GET_ITEM(element, k);
+            Py_INCREF(items[k]);
+        }
+        items[5] = implicit ? Py_True : Py_False;
+        items[6] = Py_True;
+        items[7] = Py_True;
+        items[8] = Py_False;
+        for (int k = 5; k < 9; k++)
+            Py_INCREF(items[k]);
+        PyObject *raw = named_tuple(raw_type, items, 9);
+        if (raw == NULL) {
+            Py_DECREF(key);
+            goto error;
+        }
+        int stored = PyDict_SetItem(result, key, raw);
+        Py_DECREF(key);
+        Py_DECREF(raw);
+        if (stored < 0)
+            goto error;
+    }
+    return result;
+error:
+    Py_DECREF(result);
+    return NULL;
+}
+
+static PyMethodDef module_functions[] = {
+    {"raw_data_elements", (PyCFunction)(void (*)(void))raw_data_elements, METH_FASTCALL,
+     "raw_data_elements(elements, implicit, public_un, tag_type, raw_type) -> dict or None"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "_dicomdrop_walk",
     .m_doc = "The raw element walker's inner loops, compiled (see dicomdrop.dicomio.rawwalk).",
     .m_size = -1,
+    .m_methods = module_functions,
 };
 
 PyMODINIT_FUNC PyInit__dicomdrop_walk(void) {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -55,10 +55,12 @@ class RawWalkError(ValueError):
 
 
 _CompiledReader: type[Reader] | None
+_compiled_raw_data_elements: Callable[..., Any] | None
 try:  # The inner loops compiled (dicomdrop/dicomio/_walk.c), mirroring the methods below.
     from _dicomdrop_walk import Reader as _CompiledReader
+    from _dicomdrop_walk import raw_data_elements as _compiled_raw_data_elements
 except ImportError:  # not built where the package was installed: this module alone is as exact
-    _CompiledReader = None
+    _CompiledReader = _compiled_raw_data_elements = None
 
 #: Whether walks use the compiled loops when they are built. The pure-Python methods stay the
 #: reference: the tests turn this off to compare both.
@@ -68,6 +70,12 @@ use_compiled: bool = True
 def compiled_available() -> bool:
     """Whether the compiled loops were built with this installation."""
     return _CompiledReader is not None
+
+
+def compiled_raw_data_elements() -> Callable[..., Any] | None:
+    """The compiled ``raw_data_elements(elements, implicit, public_un, tag_type, raw_type)``
+    when walks use the compiled loops, else None (see ``stages.deidentify._raw_elements``)."""
+    return _compiled_raw_data_elements if use_compiled else None
 
 
 class RawValue(NamedTuple):

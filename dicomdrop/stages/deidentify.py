@@ -55,6 +55,7 @@ from dicomdrop.dicomio.rawwalk import (
     FileElement,
     RawFile,
     RawWalkError,
+    compiled_raw_data_elements,
     plain_integer,
     whole_file,
 )
@@ -345,6 +346,12 @@ def _raw_elements(
 ) -> dict[BaseTag, DataElement | RawDataElement] | None:
     """The raw elements by tag; None when a public element is stored as UN, unless
     ``public_un``."""
+    compiled = compiled_raw_data_elements()
+    if compiled is not None and isinstance(elements, list):
+        built: dict[BaseTag, DataElement | RawDataElement] | None = compiled(
+            elements, implicit, public_un, BaseTag, RawDataElement
+        )
+        return built
     result: dict[BaseTag, DataElement | RawDataElement] = {}
     for tag, vr, length, value, offset in elements:
         if vr == "UN" and not public_un and not (tag >> 16) % 2:
