@@ -401,9 +401,13 @@ def test_retention_finishes_a_purge_that_a_kill_interrupted(tmp_path: Path):
 def test_one_large_drop_alone_uses_the_idle_worker_too(tmp_path: Path, form: str):
     """With one job running and a worker free, the free worker takes chunks of the job's
     per-file work (work sharing; for a zip also the unpacking), and the drop is delivered
-    whole."""
+    whole.
+
+    A small drop goes first, so that both worker processes exist (they are spawned on demand,
+    and one that starts importing when the large drop does may find its small-image work
+    already done)."""
     from corpus import write_series, zip_folder
-    from factories import SMITH_JOAN
+    from factories import SMITH_JOAN, SMITH_JOHN
 
     from dicomdrop.cli import main
     from dicomdrop.runner import run_job
@@ -424,18 +428,43 @@ def test_one_large_drop_alone_uses_the_idle_worker_too(tmp_path: Path, form: str
             tick_seconds=0.05,
         )
         with RunningDaemon(daemon) as running:
+            write_series(tmp_path / "warm-up" / "series", SMITH_JOHN, 1, 1, 3)
+            (tmp_path / "warm-up").rename(settings.paths.inbox / "warm-up")
+            wait_for(lambda: any(settings.paths.outbox.glob("*.zip")), 120, "the warm-up")
+            wait_for(lambda: not daemon._running and not daemon._helpers, 30, "the helpers")
+            (warm_up,) = settings.paths.outbox.glob("*.zip")
+            shared_before = daemon.metrics.value("dicomdrop_shared_chunks_total")
             if form == "zip":
                 zip_folder(staging, tmp_path / "staging" / "study.zip").rename(
                     settings.paths.inbox / "study.zip"
                 )
             else:
                 staging.rename(settings.paths.inbox / "study")
-            wait_for(lambda: any(settings.paths.outbox.glob("*.zip")), 120, "the delivery")
+            wait_for(lambda: len(list(settings.paths.outbox.glob("*.zip"))) == 2, 120, "delivery")
             wait_for(lambda: not daemon._running, 30, "the job's end")
             assert running.stop() == 0
     finally:
         store.close()
-    (archive,) = settings.paths.outbox.glob("*.zip")
+    (archive,) = set(settings.paths.outbox.glob("*.zip")) - {warm_up}
     with zipfile.ZipFile(archive) as zf:
         assert sum(n.endswith(".dcm") for n in zf.namelist()) == 200
-    assert daemon.metrics.value("dicomdrop_shared_chunks_total") > 0
+    assert daemon.metrics.value("dicomdrop_shared_chunks_total") > shared_before
+
+
+def test_chunks_of_helpers_that_return_at_stop_are_counted(tmp_path: Path):
+    """A helper released when the last job ended may return after the daemon's last tick: the
+    chunks it ran still count in dicomdrop_shared_chunks_total when the pool closes."""
+    from concurrent.futures import Future
+
+    settings = daemon_settings(tmp_path)
+    daemon = Daemon(
+        settings, registry=MemoryJobRegistry(), runner=marker_runner(settings, tmp_path)
+    )
+    returned: Future[int] = Future()
+    returned.set_result(3)
+    cancelled: Future[int] = Future()
+    cancelled.cancel()  # queued, never started: nothing to count
+    daemon._helpers = {returned, cancelled}
+    daemon._close_channels()
+    assert daemon.metrics.value("dicomdrop_shared_chunks_total") == 3
+    assert not daemon._helpers

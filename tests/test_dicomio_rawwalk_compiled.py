@@ -235,8 +235,9 @@ def test_truncations_at_element_headers_walk_alike(base: bytes, data: st.DataObj
     assert_same_walks(base[:at])
 
 
+@pytest.mark.parametrize("undefined", [False, True])
 @pytest.mark.parametrize("levels", [63, 64, 65, 66])
-def test_sequences_nested_to_the_limit_walk_alike(levels: int) -> None:
+def test_sequences_nested_to_the_limit_walk_alike(levels: int, undefined: bool) -> None:
     item = Dataset()
     item.CodeValue = "X"
     for _ in range(levels - 1):
@@ -245,11 +246,13 @@ def test_sequences_nested_to_the_limit_walk_alike(levels: int) -> None:
         item = outer
     ds = _short_pixels(make_phi_instance(1, 1, 1, 1))
     ds.ContentSequence = [item]
-    data = _encoded(ds)
+    data = _encoded(_undefined_lengths(ds) if undefined else ds)
     assert_same_walks(data, str(levels))
-    with _compiled(True):
-        outcome = _outcome(rawwalk.walk, data)
-    assert (outcome == ("refused", "sequences nested too deep")) == (levels > 64)
+    # Undefined lengths are walked to their end by every walk, defined ones by the full walk.
+    for walk in (rawwalk.walk, rawwalk.top_level) if undefined else (rawwalk.walk,):
+        with _compiled(True):
+            outcome = _outcome(walk, data)
+        assert (outcome == ("refused", "sequences nested too deep")) == (levels > 64)
 
 
 def test_overlay_and_private_elements_of_the_overlay_shape_walk_alike() -> None:

@@ -620,11 +620,7 @@ class Daemon:
         channels = self._channels
         if channels is None or self._pool is None:
             return
-        returned = {f for f in self._helpers if f.done()}
-        self._helpers -= returned
-        for helper in returned:
-            if helper.exception() is None:
-                self.metrics.inc("dicomdrop_shared_chunks_total", float(helper.result()))
+        returned = self._collect_helpers()
         if not self._running and any(
             isinstance(f.exception(), BrokenProcessPool) for f in returned
         ):
@@ -646,12 +642,23 @@ class Daemon:
             helper.add_done_callback(lambda _: self._events.put(None))
             self._helpers.add(helper)
 
+    def _collect_helpers(self) -> set[Future[int]]:
+        """Take the helpers that returned out of the lent ones, counting the chunks they ran."""
+        returned = {f for f in self._helpers if f.done()}
+        self._helpers -= returned
+        for helper in returned:
+            if not helper.cancelled() and helper.exception() is None:
+                self.metrics.inc("dicomdrop_shared_chunks_total", float(helper.result()))
+        return returned
+
     def _close_channels(self) -> None:
-        """Release the helpers and close the queues of the pool that ends."""
+        """Release the helpers and close the queues of the pool that ends. Helpers that
+        returned since the last tick (released when the last job ended) are counted here."""
         if self._channels is not None:
             self._channels.release.set()
             self._channels.close()
             self._channels = None
+        self._collect_helpers()
         self._helpers.clear()
 
     def _crashed(self, job_id: str) -> None:
