@@ -5,6 +5,8 @@ from typing import Any, TypeVar
 
 _Element = TypeVar("_Element", bound=tuple[Any, ...])
 
+INTERFACE: int
+
 class Reader:
     def __init__(
         self,

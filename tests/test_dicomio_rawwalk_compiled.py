@@ -357,3 +357,25 @@ def test_raw_data_elements_are_built_alike() -> None:
         built, kinds = _raw_data_elements(_encoded(un))
     assert built[0] is None and built[1] is not None  # refused unless public UN is allowed
     assert kinds[1] == {(BaseTag, RawDataElement)}
+
+
+def test_a_module_built_from_other_sources_is_not_used() -> None:
+    # An editable install keeps the module it built until it is rebuilt: one that offers
+    # another interface than this walker was written against is left alone.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types\n"
+        "stale = types.ModuleType('_dicomdrop_walk')\n"
+        "stale.INTERFACE = 0\n"
+        "sys.modules['_dicomdrop_walk'] = stale\n"
+        "from dicomdrop.dicomio import rawwalk\n"
+        "print(rawwalk.compiled_available(), rawwalk.compiled_raw_data_elements())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "None"]
+    import _dicomdrop_walk
+
+    assert _dicomdrop_walk.INTERFACE == rawwalk.COMPILED_INTERFACE

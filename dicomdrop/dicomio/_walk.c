@@ -24,6 +24,9 @@
 #define PIXEL_DATA 0x7FE00010UL
 #define SPECIFIC_CHARACTER_SET 0x00080005UL
 #define MAX_DEPTH 64
+/* What rawwalk expects of this module: raised with every change to what it offers or does, so
+ * that a module built from older sources (an editable install not rebuilt) is not used. */
+#define INTERFACE 1
 
 /* The VR text of every pair of upper-case letters, interned ("SQ" is the literal "SQ"). */
 static PyObject *vr_text[26][26];
@@ -878,6 +881,10 @@ PyMODINIT_FUNC PyInit__dicomdrop_walk(void) {
     Py_INCREF(&ReaderType);
     if (PyModule_AddObject(m, "Reader", (PyObject *)&ReaderType) < 0) {
         Py_DECREF(&ReaderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "INTERFACE", INTERFACE) < 0) {
         Py_DECREF(m);
         return NULL;
     }

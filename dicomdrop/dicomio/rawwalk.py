@@ -54,13 +54,21 @@ class RawWalkError(ValueError):
     """The bytes are not a layout this walker reads exactly; use a full parser instead."""
 
 
+#: The ``INTERFACE`` of the compiled module that this module was written against.
+COMPILED_INTERFACE: Final = 1
+
 _CompiledReader: type[Reader] | None
 _compiled_raw_data_elements: Callable[..., Any] | None
 try:  # The inner loops compiled (dicomdrop/dicomio/_walk.c), mirroring the methods below.
-    from _dicomdrop_walk import Reader as _CompiledReader
-    from _dicomdrop_walk import raw_data_elements as _compiled_raw_data_elements
+    import _dicomdrop_walk
 except ImportError:  # not built where the package was installed: this module alone is as exact
     _CompiledReader = _compiled_raw_data_elements = None
+else:
+    if _dicomdrop_walk.INTERFACE == COMPILED_INTERFACE:
+        _CompiledReader = _dicomdrop_walk.Reader
+        _compiled_raw_data_elements = _dicomdrop_walk.raw_data_elements
+    else:  # built from other sources (an editable install not rebuilt since): not used
+        _CompiledReader = _compiled_raw_data_elements = None
 
 #: Whether walks use the compiled loops when they are built. The pure-Python methods stay the
 #: reference: the tests turn this off to compare both.
