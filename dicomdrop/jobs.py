@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dicomdrop.fsnames import safe_text
-from dicomdrop.fsutil import write_json_atomic, write_text_atomic
+from dicomdrop.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from dicomdrop.config import Settings
@@ -150,6 +150,16 @@ def write_outcome(folder: Path, outcome: JobOutcome) -> None:
     """Write ``outcome.json`` and ``report.csv`` of ``outcome`` into ``folder``."""
     write_json_atomic(folder / OUTCOME_FILE, _outcome_json(outcome))
     write_report(folder / REPORT_FILE, outcome)
+
+
+def keep_outcome(folder: Path, kept: Path, *, only_missing: bool = False) -> None:
+    """Copy ``outcome.json`` and ``report.csv`` from a job's work ``folder`` into ``kept`` (the
+    folder of its originals), each atomically and durably. A file the work folder lacks is
+    skipped; with ``only_missing``, so is one that ``kept`` has already."""
+    for name in (OUTCOME_FILE, REPORT_FILE):
+        source, target = folder / name, kept / name
+        if source.is_file() and not (only_missing and target.exists()):
+            write_bytes_atomic(target, source.read_bytes(), sync_folder=True)
 
 
 def read_outcome(folder: Path, job_id: str, state: str) -> JobOutcome:

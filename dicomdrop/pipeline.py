@@ -51,6 +51,7 @@ from dicomdrop.jobs import (
     GroupOutcome,
     JobOutcome,
     JobState,
+    keep_outcome,
     read_outcome,
     write_outcome,
 )
@@ -578,6 +579,12 @@ class Pipeline:
                 shutil.move(drop_root, target)
                 os.utime(target)  # retention counts from delivery, not from the drop's age
         write_outcome(folder, outcome)
+        kept = self.settings.paths.originals / job_id
+        if keep_original and kept.is_dir():
+            # The outcome is also kept next to the originals, since the work folder goes away;
+            # before the end state is recorded, because a restart that finds the job at rest
+            # removes its work folder.
+            keep_outcome(folder, kept)
         summary = outcome.summary_line()
         self.jobs.set_state(
             job_id,
@@ -585,11 +592,6 @@ class Pipeline:
             error_code=next(iter(outcome.quarantined), None),
             message=summary,
         )
-        # The outcome is also kept next to the originals: the work folder goes away.
-        if keep_original:
-            for name in ("outcome.json", REPORT_FILE):
-                with contextlib.suppress(OSError):
-                    shutil.copy2(folder / name, self.settings.paths.originals / job_id)
         discard_tree(folder)  # a kill halfway leaves a .discard- folder, swept at start
         log.info("job %s: %s", job_id, summary)
 

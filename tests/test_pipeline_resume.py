@@ -207,3 +207,83 @@ def test_crash_then_resume_delivers_one_archive_for_groups_of_one_patient(
     with (settings.paths.originals / job_id / "report.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 5 and {r["outcome"] for r in rows} == {"delivered"}
+
+
+def test_a_kill_right_after_the_end_state_keeps_the_report_with_the_originals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies just after the job's end state is recorded: the restart removes the
+    work folder of the finished job, and the report next to the originals must already be
+    there, complete (it was copied after the end state, and lost with the work folder)."""
+    from dicomdrop.daemon.recovery import remove_finished_work
+
+    settings, store, job_id = setup_job(tmp_path)
+    key = load_key(settings.security.key_file)
+    real = JobStore.set_state
+
+    def die_after_the_end_state(self: JobStore, job: str, state: str, **kwargs: object) -> None:
+        real(self, job, state, **kwargs)  # type: ignore[arg-type]
+        if state == "delivered":
+            raise Crash
+
+    monkeypatch.setattr(JobStore, "set_state", die_after_the_end_state)
+    try:
+        with pytest.raises(Crash):
+            Pipeline(settings, key, store).run(job_id)
+    finally:
+        monkeypatch.undo()
+    assert remove_finished_work(settings, JobStore(store)) == [job_id]  # the restart
+    outcome = Pipeline(settings, key, store).run(job_id)
+    store.close()
+
+    assert outcome.state == "delivered"
+    kept = settings.paths.originals / job_id
+    assert (kept / "outcome.json").is_file()
+    with (kept / "report.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(drop_files(tmp_path))
+    assert {r["outcome"] for r in rows} == {"delivered"}
+
+
+def test_the_restart_keeps_the_report_of_a_job_that_ended_before_keeping_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job at rest whose work folder still has the report the originals lack (left so by an
+    earlier version killed after the end state) gets it at the restart, before the work folder
+    goes; a full disk then leaves the work folder for the next start."""
+    import errno
+
+    from dicomdrop.daemon.recovery import remove_finished_work
+
+    settings, store, job_id = setup_job(tmp_path)
+    key = load_key(settings.security.key_file)
+    real = JobStore.set_state
+
+    def die_after_the_end_state(self: JobStore, job: str, state: str, **kwargs: object) -> None:
+        real(self, job, state, **kwargs)  # type: ignore[arg-type]
+        if state == "delivered":
+            raise Crash
+
+    monkeypatch.setattr(JobStore, "set_state", die_after_the_end_state)
+    with pytest.raises(Crash):
+        Pipeline(settings, key, store).run(job_id)
+    monkeypatch.undo()
+    kept = settings.paths.originals / job_id
+    (kept / "report.csv").unlink()
+    (kept / "outcome.json").unlink()
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("dicomdrop.jobs.write_bytes_atomic", full_disk)
+    assert remove_finished_work(settings, JobStore(store)) == []
+    assert (settings.paths.work / job_id / "report.csv").is_file()
+    monkeypatch.undo()
+    assert remove_finished_work(settings, JobStore(store)) == [job_id]
+    store.close()
+    with (kept / "report.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(drop_files(tmp_path))
+    assert {r["outcome"] for r in rows} == {"delivered"}
+    assert (kept / "outcome.json").is_file()
+    assert not (settings.paths.work / job_id).exists()

@@ -9,7 +9,9 @@ Several kinds of leftovers, all recognised on disk (CTP's ``active/`` folder ide
   It is adopted (``job.json`` completed if missing, then registered).
 
 * a ``work/<job>/`` folder of a job the store already shows finished: the process died between
-  recording the end state and removing the folder. It is removed.
+  recording the end state and removing the folder. It is removed, after its outcome and report
+  are copied next to the originals if they are missing there (the pipeline copies them before
+  it records the end state; a version before that did so after).
 * a ``work/.discard-*`` folder: the process died while removing a work folder (folders are
   renamed out of sight before they are deleted, see :func:`dicomdrop.fsutil.discard_tree`). It
   is deleted.
@@ -45,7 +47,7 @@ from dicomdrop.daemon.claim import (
 from dicomdrop.daemon.jobs import JobRecord, JobRegistry
 from dicomdrop.daemon.settle import CLAIM_PREFIX
 from dicomdrop.fsutil import discard_tree, sweep_discarded
-from dicomdrop.jobs import JobState, host_id
+from dicomdrop.jobs import JobState, host_id, keep_outcome
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,18 @@ def remove_finished_work(settings: Settings, registry: JobRegistry) -> list[str]
         # first): the job is finished, so nothing in it is anybody's work any more.
         if _owner(job_dir) not in (me, None):
             continue
+        kept = settings.paths.originals / job_dir.name
+        if kept.is_dir():
+            try:  # a job finished by an earlier version kept its outcome after its end state
+                keep_outcome(job_dir, kept, only_missing=True)
+            except OSError as exc:
+                log.warning(
+                    "job %s: its report could not be kept with the originals (%s); the work "
+                    "folder stays until the next start",
+                    job_dir.name,
+                    exc.strerror or type(exc).__name__,
+                )
+                continue
         discard_tree(job_dir)
         removed.append(job_dir.name)
         log.info("job %s: work folder of a finished job removed", job_dir.name)
