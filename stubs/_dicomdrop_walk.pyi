@@ -20,7 +20,6 @@ class Reader:
         charset: Callable[[bytes, tuple[str, ...]], tuple[str, ...]] | None = None,
     ) -> None: ...
     def header(self, pos: int, end: int, /) -> tuple[int, str | None, int, int]: ...
-    def skip_sequence(self, pos: int, stop: int | None, end: int, depth: int, /) -> int: ...
     def skip_fragments(self, pos: int, end: int, /) -> int: ...
     def elements(
         self, pos: int, end: int, undefined_item: bool, top: bool, type: type[_Element], /
@@ -28,7 +27,7 @@ class Reader:
     def top_level(self, pos: int, type: type[_Element], /) -> dict[int, _Element]: ...
     def dataset(
         self,
-        values: list[Any],
+        values: list[Any] | None,
         pos: int,
         end: int,
         prefix: str,
@@ -39,7 +38,7 @@ class Reader:
     ) -> int: ...
     def sequence(
         self,
-        values: list[Any],
+        values: list[Any] | None,
         pos: int,
         stop: int | None,
         end: int,

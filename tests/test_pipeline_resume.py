@@ -209,16 +209,10 @@ def test_crash_then_resume_delivers_one_archive_for_groups_of_one_patient(
     assert len(rows) == 5 and {r["outcome"] for r in rows} == {"delivered"}
 
 
-def test_a_kill_right_after_the_end_state_keeps_the_report_with_the_originals(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def run_until_killed_after_the_end_state(
+    settings: Settings, store: Store, job_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The process dies just after the job's end state is recorded: the restart removes the
-    work folder of the finished job, and the report next to the originals must already be
-    there, complete (it was copied after the end state, and lost with the work folder)."""
-    from dicomdrop.daemon.recovery import remove_finished_work
-
-    settings, store, job_id = setup_job(tmp_path)
-    key = load_key(settings.security.key_file)
+    """Run the job until the process dies just after it recorded the job's end state."""
     real = JobStore.set_state
 
     def die_after_the_end_state(self: JobStore, job: str, state: str, **kwargs: object) -> None:
@@ -229,9 +223,22 @@ def test_a_kill_right_after_the_end_state_keeps_the_report_with_the_originals(
     monkeypatch.setattr(JobStore, "set_state", die_after_the_end_state)
     try:
         with pytest.raises(Crash):
-            Pipeline(settings, key, store).run(job_id)
+            Pipeline(settings, load_key(settings.security.key_file), store).run(job_id)
     finally:
         monkeypatch.undo()
+
+
+def test_a_kill_right_after_the_end_state_keeps_the_report_with_the_originals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies just after the job's end state is recorded: the restart removes the
+    work folder of the finished job, and the report next to the originals must already be
+    there, complete (it was copied after the end state, and lost with the work folder)."""
+    from dicomdrop.daemon.recovery import remove_finished_work
+
+    settings, store, job_id = setup_job(tmp_path)
+    key = load_key(settings.security.key_file)
+    run_until_killed_after_the_end_state(settings, store, job_id, monkeypatch)
     assert remove_finished_work(settings, JobStore(store)) == [job_id]  # the restart
     outcome = Pipeline(settings, key, store).run(job_id)
     store.close()
@@ -256,18 +263,7 @@ def test_the_restart_keeps_the_report_of_a_job_that_ended_before_keeping_it(
     from dicomdrop.daemon.recovery import remove_finished_work
 
     settings, store, job_id = setup_job(tmp_path)
-    key = load_key(settings.security.key_file)
-    real = JobStore.set_state
-
-    def die_after_the_end_state(self: JobStore, job: str, state: str, **kwargs: object) -> None:
-        real(self, job, state, **kwargs)  # type: ignore[arg-type]
-        if state == "delivered":
-            raise Crash
-
-    monkeypatch.setattr(JobStore, "set_state", die_after_the_end_state)
-    with pytest.raises(Crash):
-        Pipeline(settings, key, store).run(job_id)
-    monkeypatch.undo()
+    run_until_killed_after_the_end_state(settings, store, job_id, monkeypatch)
     kept = settings.paths.originals / job_id
     (kept / "report.csv").unlink()
     (kept / "outcome.json").unlink()

@@ -26,7 +26,7 @@
 #define MAX_DEPTH 64
 /* What rawwalk expects of this module: raised with every change to what it offers or does, so
  * that a module built from older sources (an editable install not rebuilt) is not used. */
-#define INTERFACE 1
+#define INTERFACE 2
 
 /* The VR text of every pair of upper-case letters, interned ("SQ" is the literal "SQ"). */
 static PyObject *vr_text[26][26];
@@ -394,25 +394,6 @@ static PyObject *Reader_header(Reader *self, PyObject *const *args, Py_ssize_t n
     return header_tuple(&h);
 }
 
-/* sequence(pos, stop or None, end, depth): the position after (no value kept). */
-static PyObject *Reader_skip_sequence(Reader *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "skip_sequence() takes 4 arguments");
-        return NULL;
-    }
-    Py_ssize_t pos = PyLong_AsSsize_t(args[0]);
-    int undefined = args[1] == Py_None;
-    Py_ssize_t stop = undefined ? 0 : PyLong_AsSsize_t(args[1]);
-    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t depth = PyLong_AsSsize_t(args[3]);
-    if (PyErr_Occurred())
-        return NULL;
-    Py_ssize_t after;
-    if (sequence_values(self, NULL, pos, stop, undefined, end, NULL, NULL, (int)depth, &after) < 0)
-        return NULL;
-    return PyLong_FromSsize_t(after);
-}
-
 static PyObject *Reader_skip_fragments(Reader *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t at[2];
     if (parse_positions(args, nargs, 2, "skip_fragments", at) < 0)
@@ -436,14 +417,16 @@ static int check_values_walk(Reader *self, PyObject *values) {
     return 0;
 }
 
-/* dataset(values, pos, end, prefix, encodings, in_undefined_item, depth): position after. */
+/* dataset(values or None, pos, end, prefix, encodings, in_undefined_item, depth): position
+ * after (values None: nothing is kept). */
 static PyObject *Reader_dataset(Reader *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 7 || !PyUnicode_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError, "dataset() takes values, pos, end, prefix, encodings, "
                                          "in_undefined_item, depth");
         return NULL;
     }
-    if (check_values_walk(self, args[0]) < 0)
+    PyObject *values = args[0] == Py_None ? NULL : args[0];
+    if (values != NULL && check_values_walk(self, values) < 0)
         return NULL;
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     Py_ssize_t end = PyLong_AsSsize_t(args[2]);
@@ -454,20 +437,22 @@ static PyObject *Reader_dataset(Reader *self, PyObject *const *args, Py_ssize_t 
     if (in_undefined_item < 0)
         return NULL;
     Py_ssize_t after;
-    if (dataset_values(self, args[0], pos, end, args[3], args[4], in_undefined_item, (int)depth,
+    if (dataset_values(self, values, pos, end, args[3], args[4], in_undefined_item, (int)depth,
                        &after) < 0)
         return NULL;
     return PyLong_FromSsize_t(after);
 }
 
-/* sequence(values, pos, stop or None, end, path, encodings, depth): position after. */
+/* sequence(values or None, pos, stop or None, end, path, encodings, depth): position after
+ * (values None: nothing is kept). */
 static PyObject *Reader_sequence(Reader *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 7 || !PyUnicode_Check(args[4])) {
         PyErr_SetString(PyExc_TypeError, "sequence() takes values, pos, stop, end, path, "
                                          "encodings, depth");
         return NULL;
     }
-    if (check_values_walk(self, args[0]) < 0)
+    PyObject *values = args[0] == Py_None ? NULL : args[0];
+    if (values != NULL && check_values_walk(self, values) < 0)
         return NULL;
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     int undefined = args[2] == Py_None;
@@ -477,7 +462,7 @@ static PyObject *Reader_sequence(Reader *self, PyObject *const *args, Py_ssize_t
     if (PyErr_Occurred())
         return NULL;
     Py_ssize_t after;
-    if (sequence_values(self, args[0], pos, stop, undefined, end, args[4], args[5], (int)depth,
+    if (sequence_values(self, values, pos, stop, undefined, end, args[4], args[5], (int)depth,
                         &after) < 0)
         return NULL;
     return PyLong_FromSsize_t(after);
@@ -740,8 +725,6 @@ static void Reader_dealloc(Reader *self) {
 static PyMethodDef Reader_methods[] = {
     {"header", (PyCFunction)(void (*)(void))Reader_header, METH_FASTCALL,
      "header(pos, end) -> (tag, vr, length, start)"},
-    {"skip_sequence", (PyCFunction)(void (*)(void))Reader_skip_sequence, METH_FASTCALL,
-     "skip_sequence(pos, stop, end, depth) -> position after the sequence"},
     {"skip_fragments", (PyCFunction)(void (*)(void))Reader_skip_fragments, METH_FASTCALL,
      "skip_fragments(pos, end) -> position after the sequence delimiter"},
     {"elements", (PyCFunction)(void (*)(void))Reader_elements, METH_FASTCALL,
@@ -749,9 +732,10 @@ static PyMethodDef Reader_methods[] = {
     {"top_level", (PyCFunction)(void (*)(void))Reader_top_level, METH_FASTCALL,
      "top_level(pos, type) -> {tag: element} up to the pixel data"},
     {"dataset", (PyCFunction)(void (*)(void))Reader_dataset, METH_FASTCALL,
-     "dataset(values, pos, end, prefix, encodings, in_undefined_item, depth) -> position after"},
+     "dataset(values or None, pos, end, prefix, encodings, in_undefined_item, depth) -> "
+     "position after"},
     {"sequence", (PyCFunction)(void (*)(void))Reader_sequence, METH_FASTCALL,
-     "sequence(values, pos, stop, end, path, encodings, depth) -> position after"},
+     "sequence(values or None, pos, stop, end, path, encodings, depth) -> position after"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -55,7 +55,7 @@ class RawWalkError(ValueError):
 
 
 #: The ``INTERFACE`` of the compiled module that this module was written against.
-COMPILED_INTERFACE: Final = 1
+COMPILED_INTERFACE: Final = 2
 
 _CompiledReader: type[Reader] | None
 _compiled_raw_data_elements: Callable[..., Any] | None
@@ -450,7 +450,7 @@ class _Walker:
         depth: int,
     ) -> int:
         """Walk elements from ``pos`` to ``end`` (or the item delimiter); the position after."""
-        if self.compiled is not None and self.values is not None:
+        if self.compiled is not None:
             return self.compiled.dataset(
                 self.values, pos, end, prefix, encodings, in_undefined_item, depth
             )
@@ -504,8 +504,6 @@ class _Walker:
     ) -> int:
         """Walk the items of a sequence (``stop`` None: undefined length); the position after."""
         if self.compiled is not None:
-            if self.values is None:
-                return self.compiled.skip_sequence(pos, stop, end, depth)
             return self.compiled.sequence(self.values, pos, stop, end, path, encodings, depth)
         limit = end if stop is None else stop
         index = 0
