@@ -275,6 +275,14 @@ def test_a_reader_made_without_value_helpers_refuses_to_keep_values() -> None:
     with pytest.raises(TypeError, match="value_type"):
         reader.dataset([], 0, 0, "", ("iso8859",), False, 0)
     assert reader.header(132, len(_SCANNER))[0] == 0x00020000
+    # Only tuple types are filled in place: anything else is refused, never written into.
+    start = rawwalk._dataset_walker(_SCANNER)[1]
+    with pytest.raises(TypeError, match="tuple type"):
+        reader.top_level(start, dict)
+    with pytest.raises(TypeError, match="tuple type"):
+        reader.elements(start, len(_SCANNER), False, True, list)
+    with pytest.raises(TypeError, match="tuple type"):
+        Reader(_SCANNER, True, rawwalk.dictionary_vr, rawwalk.RawWalkError, value_type=int)
 
 
 def _lengths(data: bytes, at: int) -> list[tuple[int, str]]:

@@ -468,6 +468,14 @@ static PyObject *Reader_sequence(Reader *self, PyObject *const *args, Py_ssize_t
     return PyLong_FromSsize_t(after);
 }
 
+/* Whether `type` is a tuple type, whose instances `named_tuple` may fill; else a TypeError. */
+static int check_tuple_type(PyObject *type) {
+    if (PyType_Check(type) && PyType_IsSubtype((PyTypeObject *)type, &PyTuple_Type))
+        return 0;
+    PyErr_SetString(PyExc_TypeError, "the element type must be a tuple type");
+    return -1;
+}
+
 /* A named tuple of `type` (a tuple subclass without instance dict), as tuple.__new__ makes it. */
 static PyObject *named_tuple(PyTypeObject *type, PyObject **items, Py_ssize_t n) {
     PyObject *tuple = type->tp_alloc(type, n);
@@ -510,10 +518,12 @@ static int element_extent(Reader *self, Header *h, Py_ssize_t end, int top, Py_s
 
 /* elements(pos, end, undefined_item, top, FileElement): `rawwalk._elements`. */
 static PyObject *Reader_elements(Reader *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyType_Check(args[4])) {
+    if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "elements() takes pos, end, undefined_item, top, type");
         return NULL;
     }
+    if (check_tuple_type(args[4]) < 0)
+        return NULL;
     Py_ssize_t pos = PyLong_AsSsize_t(args[0]);
     Py_ssize_t end = PyLong_AsSsize_t(args[1]);
     if (PyErr_Occurred())
@@ -588,10 +598,12 @@ error:
 /* top_level(pos, TopElement): the top-level elements up to the pixel data, as a dict
  * (`rawwalk.top_level` after its walker is made). */
 static PyObject *Reader_top_level(Reader *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyType_Check(args[1])) {
+    if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "top_level() takes pos, type");
         return NULL;
     }
+    if (check_tuple_type(args[1]) < 0)
+        return NULL;
     Py_ssize_t pos = PyLong_AsSsize_t(args[0]);
     if (pos == -1 && PyErr_Occurred())
         return NULL;
@@ -615,24 +627,14 @@ static PyObject *Reader_top_level(Reader *self, PyObject *const *args, Py_ssize_
         }
         Py_ssize_t stop, after;
         int undefined = h.length == UNDEFINED;
-        if (undefined) {
-            if (!is_sq(h.vr)) {
-                header_clear(&h);
-                fail(self, "undefined length outside a sequence");
-                goto error;
-            }
-            if (sequence_values(self, NULL, h.start, 0, 1, end, NULL, NULL, 0, &after) < 0) {
-                header_clear(&h);
-                goto error;
-            }
-            stop = after - 8;
-        } else {
-            stop = after = h.start + (Py_ssize_t)h.length;
-            if (stop > end) {
-                header_clear(&h);
-                fail(self, "value runs past the end of the bytes");
-                goto error;
-            }
+        if (element_extent(self, &h, end, 0, &stop, &after) < 0) {
+            header_clear(&h);
+            goto error;
+        }
+        if (!undefined && stop > end) {
+            header_clear(&h);
+            fail(self, "value runs past the end of the bytes");
+            goto error;
         }
         PyObject *items[4];
         items[0] = h.vr;
@@ -679,11 +681,8 @@ static int Reader_init(Reader *self, PyObject *args, PyObject *kwargs) {
                                      &explicit_vr, &dictionary_vr, &error, &value_type,
                                      &element_name, &charset))
         return -1;
-    if (value_type != NULL && value_type != Py_None &&
-        !(PyType_Check(value_type) && PyType_IsSubtype((PyTypeObject *)value_type, &PyTuple_Type))) {
-        PyErr_SetString(PyExc_TypeError, "value_type must be a tuple type");
+    if (value_type != NULL && value_type != Py_None && check_tuple_type(value_type) < 0)
         return -1;
-    }
     if (!PyExceptionClass_Check(error)) {
         PyErr_SetString(PyExc_TypeError, "error must be an exception class");
         return -1;
@@ -761,12 +760,13 @@ static const char *LONG_VRS[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ",
  * False)}, or None when a public element is stored as UN and `public_un` is false. */
 static PyObject *raw_data_elements(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 5 || !PyList_Check(args[0]) || !PyType_Check(args[3]) || !PyType_Check(args[4]) ||
-        !PyType_IsSubtype((PyTypeObject *)args[4], &PyTuple_Type)) {
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyType_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError, "raw_data_elements() takes a list of elements, "
                                          "implicit, public_un, a tag type and a tuple type");
         return NULL;
     }
+    if (check_tuple_type(args[4]) < 0)
+        return NULL;
     PyObject *elements = args[0];
     int implicit = PyObject_IsTrue(args[1]);
     int public_un = PyObject_IsTrue(args[2]);
