@@ -1,7 +1,5 @@
 """``python -m dicomdrop`` runs the command-line interface."""
 
-import sys
+from dicomdrop.cli import run
 
-from dicomdrop.cli import main
-
-sys.exit(main())
+run()

@@ -9,17 +9,26 @@ Start-up: a command imports only the module that defines it (``COMMAND_OWNERS``)
 module imports what the command needs when it runs, so ``dicomdrop --version`` or
 ``dicomdrop lookup`` do not pay for pydicom, the pipeline or the database layer they do not use.
 A command not listed in ``COMMAND_OWNERS`` still works: every command module is then loaded.
+
+Exit: the ``dicomdrop`` script and ``python -m dicomdrop`` run :func:`run`, which ends the
+process once the command returned and the exit handlers ran, without Python's teardown of every
+module and object (about 60 ms after a command that loaded pydicom and SQLAlchemy, paid after
+every ``process`` and by every script that calls ``dicomdrop``).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from dicomdrop import __version__
 from dicomdrop.commands import Context, add_config_option
@@ -126,6 +135,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dicomdrop: error: the store failed ({type(exc).__name__})", file=sys.stderr)
         logging.getLogger("dicomdrop").debug("command failed", exc_info=True)
         return 1
+
+
+def run() -> NoReturn:
+    """The console entry point: :func:`main`, then :func:`exit_now` with its status."""
+    exit_now(main())
+
+
+def exit_now(status: int) -> NoReturn:
+    """End the process with ``status`` as a normal exit would, minus the interpreter teardown.
+
+    What a normal exit does that matters still happens, in the same order: the exit handlers
+    (logging's flush and close, the runners' stores, multiprocessing's children), then the
+    standard streams are flushed. With a thread other than this one still running, a normal
+    exit would wait for it, so this exits normally then; and an exception (from the command,
+    or ``SystemExit`` from argparse) never reaches here, it takes Python's own way out.
+    """
+    if threading.active_count() > 1:
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        # A closed pipe or stream: nothing more can be said there.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 def _is_store_error(exc: Exception) -> bool:
