@@ -39,6 +39,7 @@ TIERS: dict[str, int] = {
     "fsnames": 0,
     "attempts": 0,
     "private": 0,
+    "spread": 0,
     "ports": 0,
     "config_render": 0,
     "delivery_access": 0,

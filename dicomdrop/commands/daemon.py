@@ -88,6 +88,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     from dicomdrop.network.service import NetworkInbox
     from dicomdrop.private import secure_private_paths
     from dicomdrop.runner import run_job
+    from dicomdrop.spread import spread_subfolders
     from dicomdrop.store.db import Store
     from dicomdrop.store.heartbeats import HEARTBEAT_SECONDS, Heartbeats
     from dicomdrop.store.jobs import JobStore
@@ -103,6 +104,7 @@ def run_watch(args: argparse.Namespace, ctx: Context) -> int:
     )
     try:
         secure_private_paths(settings)
+        spread_subfolders(settings.paths.work)
         jobs = JobStore(store)
 
         def resume() -> list[str]:

@@ -20,6 +20,7 @@ from dicomdrop.jobs import REPORT_FILE, JobOutcome
 from dicomdrop.private import secure_private_paths
 from dicomdrop.quarantine import Quarantine
 from dicomdrop.runner import JobRunner, claim_copy, purge_originals, run_in_parallel
+from dicomdrop.spread import spread_subfolders
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
 
@@ -147,6 +148,7 @@ def run_process(args: argparse.Namespace, ctx: Context) -> int:
     workers = _workers(args, ctx)
     store = Store.open(settings.store_url, busy_timeout_ms=settings.store.busy_timeout_ms)
     secure_private_paths(settings, warn=False)  # the bar below replaces INFO lines
+    spread_subfolders(settings.paths.work)
     progress = Progress(len(args.paths), enabled=not args.no_progress and sys.stderr.isatty())
     outcomes: list[JobOutcome] = []
     # The bar replaces the INFO lines on a terminal (the summary says the same); warnings and

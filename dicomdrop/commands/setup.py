@@ -11,6 +11,7 @@ from dicomdrop.errors import ConfigError
 from dicomdrop.private import secure_private_paths
 from dicomdrop.sample import write_sample_drop
 from dicomdrop.secret import create_key_file, load_key
+from dicomdrop.spread import spread_subfolders
 
 
 def register(sub: Any) -> None:
@@ -61,6 +62,7 @@ def run_init(args: argparse.Namespace, ctx: Context) -> int:
         print(f"key file exists, kept: {key_file}")
     load_key(key_file)
     secure_private_paths(settings, warn=False)
+    spread_subfolders(settings.paths.work)
     return 0
 
 
