@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import gc
 import importlib
 import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # idle. Nothing here multiplies matrices, and the work is already spread over processes:
     # one thread each (set before anything imports numpy; a value set by the user is kept).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    parser = build_parser(_modules_for(argv))
+    parser = _without_collection(build_parser, _modules_for(argv))
     args = parser.parse_args(argv)
     ctx = Context(config_path=config_path_from(getattr(args, "config", None)))
     try:
@@ -135,6 +136,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dicomdrop: error: the store failed ({type(exc).__name__})", file=sys.stderr)
         logging.getLogger("dicomdrop").debug("command failed", exc_info=True)
         return 1
+
+
+def _without_collection(
+    build: Callable[[Sequence[str]], argparse.ArgumentParser], modules: Sequence[str]
+) -> argparse.ArgumentParser:
+    """``build(modules)`` with the cyclic garbage collector paused: loading the command modules
+    imports most of what a command uses (for ``process``, the pipeline with pydicom and
+    SQLAlchemy), hundreds of thousands of objects of which none is garbage, and the collector
+    would walk them again and again meanwhile: about 30 ms of the 0.35 s that ``process``
+    spends on one core before its first job. It runs as before once they are loaded.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return build(modules)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def run() -> NoReturn:

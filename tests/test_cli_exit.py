@@ -37,26 +37,27 @@ _SCRIPT = textwrap.dedent(
         def __del__(self):
             mark("teardown")
 
-    kept = Finaliser()
     atexit.register(mark, "exit handler")
     atexit.register(print, "printed by an exit handler")  # runs first; left in the buffer
     print("printed before the command")  # still in the stream's buffer: a pipe is not a tty
-    if how == "thread":
-        returned = threading.Event()
-        command = cli.main
+    returned = threading.Event()
+    command = cli.main
 
-        def main_then_signal(argv=None):
-            try:
-                return command(argv)
-            finally:
-                returned.set()
+    def main_then_signal(argv=None):
+        try:
+            return command(argv)
+        finally:
+            globals()["kept"] = Finaliser()  # the teardown's witness: an object it finalises
+            returned.set()
+
+    cli.main = main_then_signal
+    if how == "thread":
 
         def late():  # still working after the command returned
             returned.wait()
             time.sleep(0.2)
             mark("thread finished")
 
-        cli.main = main_then_signal
         threading.Thread(target=late).start()
     sys.argv = ["dicomdrop", *argv]
     if how == "normal":
@@ -151,3 +152,45 @@ def test_python_dash_m_uses_run(config: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout
+
+
+def test_the_collector_is_paused_while_command_modules_load_and_resumed_after(
+    monkeypatch: pytest.MonkeyPatch, config: Path
+) -> None:
+    import gc
+    import importlib
+
+    seen: list[bool] = []
+    real_import = importlib.import_module
+
+    def recording_import(name: str, package: str | None = None) -> object:
+        seen.append(gc.isenabled())
+        return real_import(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", recording_import)
+    assert gc.isenabled()
+
+    assert cli.main(["--config", str(config), "check-config"]) == 0
+
+    assert seen and not any(seen)
+    assert gc.isenabled()
+
+
+def test_the_collector_is_resumed_when_loading_fails_and_left_off_if_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+
+    def failing(modules: object) -> None:
+        assert not gc.isenabled()
+        raise ImportError("a command module is broken")
+
+    with pytest.raises(ImportError):
+        cli._without_collection(failing, ())  # type: ignore[arg-type]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        cli._without_collection(lambda modules: None, ())  # type: ignore[arg-type,return-value]
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
