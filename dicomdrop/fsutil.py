@@ -26,12 +26,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def atomic_temp_name(name: str) -> str:
+    """The name of the temporary file :func:`write_bytes_atomic` writes before it renames it to
+    ``name`` (left behind where the process was killed in between)."""
+    return f".{name}.tmp"
+
+
 def write_bytes_atomic(path: Path, data: bytes, *, sync_folder: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename.
 
     With ``sync_folder`` the rename itself is made durable too (the folder is fsynced).
     """
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(atomic_temp_name(path.name))
     try:
         with tmp.open("wb") as fh:
             fh.write(data)

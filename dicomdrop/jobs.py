@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dicomdrop.fsnames import safe_text
-from dicomdrop.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
+from dicomdrop.fsutil import (
+    atomic_temp_name,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 if TYPE_CHECKING:
     from dicomdrop.config import Settings
@@ -31,6 +36,11 @@ if TYPE_CHECKING:
 JOB_FILE = "job.json"  # work/<job>/job.json: job id, drop name, claimed_at, host, pid
 OUTCOME_FILE = "outcome.json"  # next to the originals: the job's outcome, without file names
 REPORT_FILE = "report.csv"  # next to outcome.json: one row per file of the drop
+#: What :func:`keep_outcome` puts next to the originals, the drop aside: the two files, and
+#: their temporary names, which a process killed while writing one leaves there.
+KEPT_NAMES = frozenset(
+    name for kept in (OUTCOME_FILE, REPORT_FILE) for name in (kept, atomic_temp_name(kept))
+)
 
 
 def host_id(settings: Settings) -> str:

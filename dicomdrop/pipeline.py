@@ -47,7 +47,7 @@ from dicomdrop.errors import QuarantineError, StoreError
 from dicomdrop.fsutil import discard_tree, write_json_atomic
 from dicomdrop.job_progress import FileProgress, ProgressCallback
 from dicomdrop.jobs import (
-    REPORT_FILE,
+    KEPT_NAMES,
     GroupOutcome,
     JobOutcome,
     JobState,
@@ -604,9 +604,7 @@ class Pipeline:
             self.quarantine.folder(job_id) / "drop",
         ):
             entries = (
-                [p for p in place.iterdir() if p.name not in ("outcome.json", REPORT_FILE)]
-                if place.is_dir()
-                else []
+                [p for p in place.iterdir() if p.name not in KEPT_NAMES] if place.is_dir() else []
             )
             if len(entries) == 1:
                 return entries[0]

@@ -283,3 +283,36 @@ def test_the_restart_keeps_the_report_of_a_job_that_ended_before_keeping_it(
     assert {r["outcome"] for r in rows} == {"delivered"}
     assert (kept / "outcome.json").is_file()
     assert not (settings.paths.work / job_id).exists()
+
+
+def test_a_kill_while_keeping_the_report_leaves_a_job_the_restart_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies while the outcome is being kept next to the originals: its temporary
+    file is written there, not yet renamed. The restart must still find the drop among the
+    originals (it saw two entries and failed the job as ``job.drop_missing``; found by the kill
+    harness) and finish the job with its report, leaving no temporary file behind."""
+    from dicomdrop import jobs as jobs_module
+
+    settings, store, job_id = setup_job(tmp_path)
+    key = load_key(settings.security.key_file)
+
+    def killed_before_the_rename(path: Path, data: bytes, *, sync_folder: bool = False) -> None:
+        path.with_name(f".{path.name}.tmp").write_bytes(data[: len(data) // 2])
+        raise Crash
+
+    monkeypatch.setattr(jobs_module, "write_bytes_atomic", killed_before_the_rename)
+    with pytest.raises(Crash):
+        Pipeline(settings, key, store).run(job_id)
+    monkeypatch.undo()
+    kept = settings.paths.originals / job_id
+    assert (kept / ".outcome.json.tmp").is_file()
+
+    outcome = Pipeline(settings, key, store).run(job_id)
+    store.close()
+
+    assert outcome.state == "delivered"
+    assert sorted(p.name for p in kept.iterdir()) == ["drop", "outcome.json", "report.csv"]
+    with (kept / "report.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(drop_files(tmp_path))
