@@ -144,7 +144,7 @@ def _without_collection(
     """``build(modules)`` with the cyclic garbage collector paused: loading the command modules
     imports most of what a command uses (for ``process``, the pipeline with pydicom and
     SQLAlchemy), hundreds of thousands of objects of which none is garbage, and the collector
-    would walk them again and again meanwhile: about 30 ms of the 0.35 s that ``process``
+    would walk them again and again meanwhile: about 25 ms of the 0.33 s that ``process``
     spends on one core before its first job. It runs as before once they are loaded.
     """
     enabled = gc.isenabled()

@@ -37,42 +37,49 @@ FS_IOC_SETFLAGS: Final = (1 << 30) | (_LONG << 16) | (ord("f") << 8) | 2
 FS_TOPDIR_FL: Final = 0x00020000
 
 
-def folder_flags(folder: Path) -> int | None:
-    """The inode flags of ``folder`` (``lsattr``), or None where the file system has none."""
+def _open_folder(folder: Path) -> int | None:
+    """A descriptor of ``folder`` to ask its flags through, or None (not Linux, not a folder)."""
     if not sys.platform.startswith("linux"):
         return None
-    import fcntl
-
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return None
+
+
+def _flags(fd: int) -> int:
+    import fcntl
+
+    flags = array.array("i", [0])
+    fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+    return flags[0]
+
+
+def folder_flags(folder: Path) -> int | None:
+    """The inode flags of ``folder`` (``lsattr``), or None where the file system has none."""
+    fd = _open_folder(folder)
+    if fd is None:
+        return None
     try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        return _flags(fd)
     except OSError:
         return None
     finally:
         os.close(fd)
-    return flags[0]
 
 
 def spread_subfolders(folder: Path) -> bool:
     """Set the ``T`` attribute on ``folder``, keeping its other flags; True when it is set
     (now or before), False where it cannot be (nothing is changed then)."""
-    flags = folder_flags(folder)
-    if flags is None:
+    fd = _open_folder(folder)
+    if fd is None:
         return False
-    if flags & FS_TOPDIR_FL:
-        return True
-    import fcntl
+    try:
+        flags = _flags(fd)
+        if not flags & FS_TOPDIR_FL:
+            import fcntl
 
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return False
-    try:
-        fcntl.ioctl(fd, FS_IOC_SETFLAGS, array.array("i", [flags | FS_TOPDIR_FL]))
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, array.array("i", [flags | FS_TOPDIR_FL]))
     except OSError as exc:
         log.debug("the work folder's job folders are not spread (%s)", exc.strerror)
         return False
