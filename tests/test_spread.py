@@ -128,3 +128,26 @@ def test_process_spreads_the_work_folder_of_an_installed_site(tmp_path: Path) ->
     assert cli.main(["process", "--config", str(config), "--no-progress", str(drop)]) in (0, 3)
 
     assert "T" in _lsattr(work)
+
+
+@pytest.mark.e2e
+def test_the_daemon_spreads_the_work_folder_when_it_starts(tmp_path: Path) -> None:
+    from crash.harness import DaemonProcess, make_installation
+
+    from dicomdrop.config import load_settings
+
+    _needs_flags(tmp_path)
+    config = make_installation(tmp_path)
+    work = load_settings(config).paths.work
+    work.mkdir(parents=True, exist_ok=True)
+    _clear(work)  # a site set up before the attribute was set
+    assert "T" not in _lsattr(work)
+    log = tmp_path / "daemon.log"
+    log.touch()
+    daemon = DaemonProcess(config, log)
+    try:
+        daemon.wait_ready()
+        assert "T" in _lsattr(work)
+        assert daemon.terminate() == 0
+    finally:
+        daemon.ensure_dead()
