@@ -176,21 +176,20 @@ def test_the_collector_is_paused_while_command_modules_load_and_resumed_after(
     assert gc.isenabled()
 
 
-def test_the_collector_is_resumed_when_loading_fails_and_left_off_if_it_was(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_collector_is_resumed_when_loading_fails_and_left_off_if_it_was() -> None:
     import gc
 
-    def failing(modules: object) -> None:
+    def failing() -> None:
         assert not gc.isenabled()
         raise ImportError("a command module is broken")
 
-    with pytest.raises(ImportError):
-        cli._without_collection(failing, ())  # type: ignore[arg-type]
+    with pytest.raises(ImportError), cli._collector_paused():
+        failing()
     assert gc.isenabled()
     gc.disable()
     try:
-        cli._without_collection(lambda modules: None, ())  # type: ignore[arg-type,return-value]
+        with cli._collector_paused():
+            pass
         assert not gc.isenabled()
     finally:
         gc.enable()
