@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import itertools
 import multiprocessing
+import resource
 import shutil
+import signal
+import struct
 import subprocess
+import tempfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -17,13 +23,15 @@ import pytest
 from dicomdrop.archives import pack_tree
 from dicomdrop.archives.pack import pack_spooled
 from dicomdrop.archives.spool import (
+    HEADER_ROOM,
+    SPOOL_NAME,
     SpooledEntry,
     SpoolSpec,
     close_spool,
     read_spooled,
     spool_for,
 )
-from dicomdrop.archives.zipwrite import DEFLATED, STORED, ZipWriter
+from dicomdrop.archives.zipwrite import DEFLATED, STORED, ZipWriter, fits_room
 from dicomdrop.config import ArchiveSettings
 from dicomdrop.errors import ArchiveError
 from dicomdrop.verify.scan import KIND_UNDECODABLE, build_identity_tokens, verify_entries
@@ -203,3 +211,200 @@ def test_a_spool_cut_short_is_an_error_in_the_kernel_copy_too(tmp_path: Path) ->
     Path(entry.spool).write_bytes(Path(entry.spool).read_bytes()[: entry.offset + 10])
     with (tmp_path / "out.zip").open("wb") as out, pytest.raises(OSError, match="ends inside"):
         _zip_of([(name, entry)], out, kernel_copy=True)
+
+
+# --- the spool becomes the archive -------------------------------------------------------------
+
+
+def _private(path: Path) -> None:
+    """The ``finish`` of a delivery: the archive's mode (the spool's is not the archive's)."""
+    path.chmod(0o640)
+
+
+def _local_entries(data: bytes) -> list[str]:
+    """The entry names met by reading local headers one after another from the start, as a
+    streaming reader does, up to the central directory."""
+    names, at = [], 0
+    while data[at : at + 4] == b"PK\x03\x04":
+        compressed, _, name_length, extra_length = struct.unpack("<2I2H", data[at + 18 : at + 30])
+        names.append(data[at + 30 : at + 30 + name_length].decode())
+        at += 30 + name_length + extra_length + compressed
+    assert data[at : at + 4] == b"PK\x01\x02", "a streaming reader does not reach the directory"
+    return names
+
+
+def test_the_spool_becomes_the_archive_when_every_entry_is_in_it(tmp_path: Path) -> None:
+    entries = spool_all(tmp_path / "spool", INSTANCES)
+    spool = Path(entries[0][1].spool)
+    settings = ArchiveSettings()
+    final = pack_spooled(entries, MANIFEST, tmp_path / "a", "DD123_job", settings, finish=_private)
+    assert final.stat().st_ino == spool.stat().st_ino  # not a copy
+    assert final.stat().st_mode & 0o777 == 0o640
+    tree = af.write_tree(tmp_path / "tree", {**INSTANCES, **MANIFEST})
+    packed = pack_tree(tree, tmp_path / "b", "DD123_job", settings)
+    with zipfile.ZipFile(final) as left, zipfile.ZipFile(packed) as right:
+        assert left.testzip() is None
+        listed = [
+            (i.filename, i.date_time, i.external_attr, i.extra, i.compress_type)
+            for i in left.infolist()
+        ]
+        assert listed == [
+            (i.filename, i.date_time, i.external_attr, i.extra, i.compress_type)
+            for i in right.infolist()
+        ]
+        assert {n: left.read(n) for n in left.namelist()} == {**INSTANCES, **MANIFEST}
+    # The entries lie in the order they were spooled, the manifest after them.
+    assert _local_entries(final.read_bytes()) == [*INSTANCES, *MANIFEST]
+    assert list((tmp_path / "a" / ".incoming").iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("unzip") is None, reason="unzip is not installed")
+def test_a_spool_made_archive_passes_unzip_test(tmp_path: Path) -> None:
+    entries = spool_all(tmp_path / "spool", INSTANCES)
+    final = pack_spooled(
+        entries, MANIFEST, tmp_path / "out", "DD1_job", ArchiveSettings(), finish=_private
+    )
+    assert final.stat().st_ino == Path(entries[0][1].spool).stat().st_ino
+    result = subprocess.run(["unzip", "-t", str(final)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_an_instance_left_out_of_the_archive_is_not_in_its_bytes(tmp_path: Path) -> None:
+    held_back = b"HELD-BACK-INSTANCE " * 50
+    data = {**INSTANCES, "DD123/study-3/series-1/instance-1.dcm": held_back}
+    entries = spool_all(tmp_path / "spool", data, STORED)
+    kept = entries[:-1]
+    final = pack_spooled(
+        kept,
+        MANIFEST,
+        tmp_path / "out",
+        "DD1_job",
+        ArchiveSettings(zip_compression="stored"),
+        finish=_private,
+    )
+    assert final.stat().st_ino != Path(entries[0][1].spool).stat().st_ino  # copied
+    assert b"HELD-BACK-INSTANCE" not in final.read_bytes()
+    with zipfile.ZipFile(final) as archive:
+        assert {n: archive.read(n) for n in archive.namelist()} == {**INSTANCES, **MANIFEST}
+
+
+def test_a_name_too_long_for_its_room_is_copied(tmp_path: Path) -> None:
+    long_name = "DD123/" + "s" * HEADER_ROOM + "/instance-1.dcm"
+    entries = spool_all(tmp_path / "spool", {long_name: b"long", "DD123/a.dcm": b"short"})
+    assert not fits_room(long_name, entries[0][1]) and fits_room("DD123/a.dcm", entries[1][1])
+    final = pack_spooled(
+        entries, {}, tmp_path / "out", "DD1_job", ArchiveSettings(), finish=_private
+    )
+    assert final.stat().st_ino != Path(entries[0][1].spool).stat().st_ino
+    with zipfile.ZipFile(final) as archive:
+        assert archive.read(long_name) == b"long" and archive.read("DD123/a.dcm") == b"short"
+
+
+def test_without_a_finish_the_archive_is_a_copy(tmp_path: Path) -> None:
+    # The spool is private; only a finish gives the archive the delivery's mode.
+    entries = spool_all(tmp_path / "spool", INSTANCES)
+    final = pack_spooled(entries, MANIFEST, tmp_path / "out", "DD1_job", ArchiveSettings())
+    assert final.stat().st_ino != Path(entries[0][1].spool).stat().st_ino
+
+
+def test_a_spool_on_another_file_system_is_copied(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system to spool on")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        entries = spool_all(Path(other) / "spool", INSTANCES)
+        final = pack_spooled(
+            entries, MANIFEST, tmp_path / "out", "DD1_job", ArchiveSettings(), finish=_private
+        )
+        with zipfile.ZipFile(final) as archive:
+            assert {n: archive.read(n) for n in archive.namelist()} == {**INSTANCES, **MANIFEST}
+
+
+def _append_many(folder: str, seed: int) -> list[tuple[str, SpooledEntry]]:
+    spec = SpoolSpec(folder)
+    out = []
+    for i in range(40):
+        content = bytes([seed]) * (1000 + 997 * ((seed * 40 + i) % 13))
+        out.append((f"DD1/p{seed}/instance-{i}.dcm", spool_for(spec).add(content)))
+    close_spool()
+    return out
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
+def test_processes_appending_at_once_never_interleave_their_entries(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(4, mp_context=context) as pool:
+        parts = list(pool.map(_append_many, [str(folder)] * 8, range(1, 9)))
+    entries = [entry for part in parts for entry in part]
+    assert len({e.spool for _, e in entries}) == 1  # one spool for the folder
+    regions = sorted((e.offset - e.room, e.offset + e.compressed) for _, e in entries)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(regions))  # tiled, no gap
+    for name, entry in entries:
+        seed = int(name.split("/")[1][1:])
+        assert set(read_spooled(entry)) == {seed}
+    final = pack_spooled(
+        entries, {}, tmp_path / "out", "DD1_job", ArchiveSettings(), finish=_private
+    )
+    assert final.stat().st_ino == Path(entries[0][1].spool).stat().st_ino
+    with zipfile.ZipFile(final) as archive:
+        assert archive.testzip() is None
+        assert len(archive.namelist()) == len(entries)
+
+
+def _spool_past_a_size_limit(folder: str) -> str:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit: a short write, not a kill
+    spec = SpoolSpec(folder, compression=STORED)
+    spool_for(spec).add(b"a" * 1000)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (HEADER_ROOM + 1000 + HEADER_ROOM + 500, -1))
+    try:
+        spool_for(spec).add(b"b" * 5000)
+    except OSError as exc:
+        return f"{exc.errno} {exc.strerror}"
+    finally:
+        close_spool()
+    return "no error"
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
+def test_an_entry_cut_short_by_the_file_system_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        result = pool.submit(_spool_past_a_size_limit, str(folder)).result()
+    assert result.startswith(f"{errno.ENOSPC} ") and "took 660 of 5160 bytes" in result
+    # What was written of it is bytes no entry accounts for: a later pack would copy.
+    assert (folder / SPOOL_NAME).stat().st_size == 2 * HEADER_ROOM + 1000 + 500
+
+
+def test_a_placed_entry_past_the_zip64_limit_carries_its_sizes_in_the_local_header(
+    tmp_path: Path,
+) -> None:
+    [(name, entry)] = spool_all(tmp_path / "spool", {"DD1/big.dcm": b"z" * 5000}, STORED)
+    assert fits_room(name, entry, zip64_limit=4000)
+    with Path(entry.spool).open("r+b") as out:
+        writer = ZipWriter(
+            out,
+            compression=STORED,
+            level=0,
+            date_time=(2020, 1, 1, 0, 0, 0),
+            create_system=3,
+            external_attr=0,
+            zip64_limit=4000,
+        )
+        out.seek(0, 2)
+        writer.place_spooled(name, entry)
+        writer.close()
+    data = Path(entry.spool).read_bytes()
+    assert struct.unpack("<2I", data[18:26]) == (0xFFFFFFFF, 0xFFFFFFFF)
+    extra_length = struct.unpack("<H", data[28:30])[0]
+    extra = data[30 + len(name) : 30 + len(name) + extra_length]
+    assert struct.unpack("<2H2Q", extra[:20]) == (1, 16, 5000, 5000)
+    assert 30 + len(name) + extra_length == entry.room
+    with zipfile.ZipFile(entry.spool) as archive:
+        assert archive.read(name) == b"z" * 5000

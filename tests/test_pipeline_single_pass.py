@@ -4,7 +4,9 @@ output's bytes before they are written, and parallel jobs that keep the order of
 from __future__ import annotations
 
 import json
+import logging
 import re
+import struct
 import zipfile
 from pathlib import Path
 
@@ -221,3 +223,33 @@ def test_headers_read_in_worker_processes_give_the_same_groups(tmp_path: Path) -
     assert parallel == group_instances(tmp_path, files, SCREEN)
     assert parallel.unreadable == (Path("p/broken.dcm"),)
     assert sum(len(g.files) for g in parallel.groups) == len(files) - 1
+
+
+def test_a_delivered_zip_is_the_spool_its_outputs_were_compressed_into(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_config(tmp_path / "site")
+    assert main(["init", "--config", str(config)]) == 0
+    write_series(tmp_path / "drop" / "a", MUELLER, 1, 1, 3)
+    write_series(tmp_path / "drop" / "b", MUELLER, 1, 2, 3)
+    caplog.set_level(logging.INFO, logger="dicomdrop.archives.pack")
+
+    assert main(["process", "--config", str(config), str(tmp_path / "drop")]) == 0
+
+    packed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("packed")]
+    assert packed == ["packed 7 files as zip"]  # not "(copied)": the spool became the archive
+    settings = load_settings(config)
+    (archive,) = settings.paths.outbox.glob("*.zip")
+    assert archive.stat().st_mode & 0o777 == settings.delivery.file_mode
+    data = archive.read_bytes()
+    at, names = 0, []
+    while data[at : at + 4] == b"PK\x03\x04":  # local headers one after another, as streamed
+        compressed, _, name_length, extra_length = struct.unpack("<2I2H", data[at + 18 : at + 30])
+        names.append(data[at + 30 : at + 30 + name_length].decode())
+        at += 30 + name_length + extra_length + compressed
+    assert data[at : at + 4] == b"PK\x01\x02"
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.testzip() is None
+        assert sorted(names) == sorted(zf.namelist()) and names[-1] == "manifest.json"
+        assert len(zf.namelist()) == 7
+    assert not list(settings.paths.work.rglob("*.spool"))

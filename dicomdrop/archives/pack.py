@@ -3,7 +3,9 @@
 The result is written under ``<dest_dir>/.incoming/``, fsynced, then moved to its final name in
 ``dest_dir`` in one step, so a reader sees either nothing or the complete result. Archives are
 deterministic: entries are the files' relative paths with forward slashes, in sorted order, with
-one fixed timestamp and no owner, uid, gid or extended-timestamp fields.
+one fixed timestamp and no owner, uid, gid or extended-timestamp fields. A zip made from a spool
+(:func:`pack_spooled`) lists the same entries in the same order, but where its spool becomes
+the archive, the entries' bytes lie in the order they were de-identified.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import BinaryIO, Final
 from dicomdrop.archives.safety import EXISTS, LINK, SPECIAL_FILE
 from dicomdrop.archives.spool import SpooledEntry
 from dicomdrop.archives.target import CHUNK_SIZE
-from dicomdrop.archives.zipwrite import DEFLATED, STORED, ZipWriter
+from dicomdrop.archives.zipwrite import DEFLATED, STORED, ZipWriter, fits_room
 from dicomdrop.config import ArchiveSettings
 from dicomdrop.errors import ArchiveError
 from dicomdrop.fsutil import fsync_dir
@@ -90,9 +92,10 @@ def pack_spooled(
 ) -> Path:
     """Write ``dest_dir/<stem>.zip`` from spooled entries and small in-memory ``files``.
 
-    Names are relative paths with forward slashes; the archive is laid out, published and
-    refused like :func:`pack_tree` gives it for a tree holding the same files (entries in the
-    same order, same timestamp and attributes).
+    Names are relative paths with forward slashes; the archive is listed, published and refused
+    like :func:`pack_tree` gives it for a tree holding the same files (central directory in the
+    same order, same timestamp and attributes). Where it can, the spool itself becomes the
+    archive (:func:`_place_in_spool`); its entries then lie in the order they were spooled.
     """
     if settings.output_format != "zip":
         raise ValueError("spooled entries are packed into zip archives only")
@@ -103,21 +106,10 @@ def pack_spooled(
         if not name or name.startswith("/") or ".." in PurePosixPath(name).parts:
             raise ValueError(f"not a relative entry name: {name!r}")
     items.sort(key=lambda item: PurePosixPath(item[0]).parts)
-    spools: dict[str, BinaryIO] = {}
     try:
-        with contextlib.ExitStack() as stack, staging.open("xb") as raw:
-            archive = _zip_writer(raw, settings)
-            for name, item in items:
-                if isinstance(item, bytes):
-                    archive.add_bytes(name, item)
-                    continue
-                source = spools.get(item.spool)
-                if source is None:
-                    source = spools[item.spool] = stack.enter_context(Path(item.spool).open("rb"))
-                archive.add_spooled(name, item, source)
-            archive.close()
-            raw.flush()
-            os.fsync(raw.fileno())
+        placed = finish is not None and _place_in_spool(items, staging, settings)
+        if not placed:
+            _copy_from_spools(items, staging, settings)
         if finish is not None:
             finish(staging)
         _publish(staging, final)
@@ -125,8 +117,76 @@ def pack_spooled(
         _remove(staging)
         raise
     fsync_dir(dest_dir)
-    logger.info("packed %d files as zip", len(items))
+    logger.info("packed %d files as zip%s", len(items), "" if placed else " (copied)")
     return final
+
+
+def _place_in_spool(
+    items: Sequence[tuple[str, SpooledEntry | bytes]], staging: Path, settings: ArchiveSettings
+) -> bool:
+    """Make the spool of the entries the archive, under the name ``staging`` (a second link to
+    it): the local headers go into the room spooled before each entry, the in-memory files and
+    the central directory after the last one. No entry is copied.
+
+    Only when every byte of one spool belongs to an entry of this archive (an instance left out
+    of it, for a finding or a failure, leaves bytes that must not be delivered), every name fits
+    its room, and the spool is on the file system of ``staging``; False, with nothing written,
+    otherwise. The archive's file mode is the spool's until ``finish`` sets it, so the caller
+    uses this only with a ``finish``.
+    """
+    spooled = [(name, item) for name, item in items if not isinstance(item, bytes)]
+    if not spooled or len({entry.spool for _, entry in spooled}) != 1:
+        return False
+    if not all(fits_room(name, entry) for name, entry in spooled):
+        return False
+    end = 0
+    for start, stop in sorted((e.offset - e.room, e.offset + e.compressed) for _, e in spooled):
+        if start != end:
+            return False
+        end = stop
+    spool = Path(spooled[0][1].spool)
+    try:
+        os.link(spool, staging)
+    except OSError as exc:
+        if exc.errno in _LINK_UNSUPPORTED:
+            return False
+        raise
+    with staging.open("r+b") as raw:
+        if os.fstat(raw.fileno()).st_size != end:
+            raw.close()
+            staging.unlink()
+            return False
+        archive = _zip_writer(raw, settings)  # at offset 0, where the spool's first entry lies
+        raw.seek(0, os.SEEK_END)
+        for name, item in items:
+            if isinstance(item, bytes):
+                archive.add_bytes(name, item)
+            else:
+                archive.place_spooled(name, item)
+        archive.close()
+        raw.flush()
+        os.fsync(raw.fileno())
+    return True
+
+
+def _copy_from_spools(
+    items: Sequence[tuple[str, SpooledEntry | bytes]], staging: Path, settings: ArchiveSettings
+) -> None:
+    """Write a new zip at ``staging``, copying each spooled entry's compressed bytes."""
+    spools: dict[str, BinaryIO] = {}
+    with contextlib.ExitStack() as stack, staging.open("xb") as raw:
+        archive = _zip_writer(raw, settings)
+        for name, item in items:
+            if isinstance(item, bytes):
+                archive.add_bytes(name, item)
+                continue
+            source = spools.get(item.spool)
+            if source is None:
+                source = spools[item.spool] = stack.enter_context(Path(item.spool).open("rb"))
+            archive.add_spooled(name, item, source)
+        archive.close()
+        raw.flush()
+        os.fsync(raw.fileno())
 
 
 def _check_stem(stem: str) -> None:

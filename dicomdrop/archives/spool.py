@@ -3,21 +3,31 @@
 The de-identify stage produces one output at a time, in several processes. Writing each output
 as a file, reading it back and compressing it in the packing process costs a file creation, a
 write, a read and a deletion per instance, and leaves all compression to one process. Instead,
-each process compresses its outputs into its own append-only spool file and reports where each
-entry lies (:class:`SpooledEntry`); the packer then copies the compressed bytes into the zip
-with their final names (``ZipWriter.add_spooled``), without compressing anything again.
+each process compresses its outputs and appends them to the spool file of their group, and
+reports where each entry lies (:class:`SpooledEntry`).
 
-A spool belongs to one folder, made anew for each attempt at a group, so a spool file never
-mixes the entries of two attempts. Every process keeps at most one spool open.
+The spool is laid out as a zip's body: every entry is preceded by :data:`HEADER_ROOM` bytes
+(zeros) where the packer later writes the entry's local header, once the entry's final name is
+known (names are given when the whole group is de-identified). So the packer can make the spool
+itself the archive: it writes the local headers into their room and the central directory after
+the last entry, without copying any entry (``archives.pack``). Where it cannot (another file
+system, an entry left out of the archive, a name too long for its room), it copies the compressed
+bytes into a new zip (``ZipWriter.add_spooled``); nothing is compressed twice either way.
+
+A spool belongs to one folder, made anew for each attempt at a group, so a spool never mixes the
+entries of two attempts. Processes append to it with ``O_APPEND`` and one ``writev`` per entry,
+which the kernel does as one step on a local file, so the entries of several processes never
+interleave. Every process keeps at most one spool open.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
 from dicomdrop.archives.zipwrite import DEFLATED, STORED, crc32, raw_deflater
 
@@ -28,7 +38,11 @@ try:  # ISA-L is a dependency; zlib stands in if the wheel is missing on some pl
 except ImportError:  # pragma: no cover - exercised only where the wheel is missing
     _HAVE_ISAL = False
 
-_SUFFIX: Final = ".spool"
+SPOOL_NAME: Final = "entries.spool"
+#: Bytes reserved before each entry for its local header: the 30 fixed bytes, a name of up to 106
+#: bytes (``<pseudonym>/study-N/series-N/instance-N.dcm`` is about 50), a zip64 field and padding.
+HEADER_ROOM: Final = 160
+_ROOM: Final = bytes(HEADER_ROOM)
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class SpooledEntry:
     size: int
     crc: int
     method: int
+    room: int = 0  # bytes reserved before ``offset`` for the local header (zeros until packed)
 
     def read_bytes(self) -> bytes:
         """The uncompressed bytes, checked against size and CRC-32 (``dicomio.StoredOutput``)."""
@@ -57,37 +72,45 @@ class SpooledEntry:
 
 
 class EntrySpool:
-    """An append-only spool file of compressed entries, owned by one process."""
+    """The spool file of one folder, as one process appends to it."""
 
     def __init__(self, spec: SpoolSpec) -> None:
         if spec.compression not in (STORED, DEFLATED):
             raise ValueError("compression must be STORED or DEFLATED")
         self.spec = spec
-        self.path = Path(spec.folder) / f"{os.getpid()}{_SUFFIX}"
-        self._file: BinaryIO = self.path.open("ab")
+        self.path = Path(spec.folder) / SPOOL_NAME
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def add(self, data: bytes) -> SpooledEntry:
-        """Compress ``data`` to the end of the spool; flushed, so other processes can read it."""
+        """Compress ``data`` to the end of the spool, after its header room; written by the
+        kernel at once, so other processes can read it and append after it."""
         if self.spec.compression == DEFLATED:
             compressor = raw_deflater(self.spec.level)
             payload = compressor.compress(data) + compressor.flush()
         else:
             payload = data
-        offset = self._file.seek(0, os.SEEK_END)
-        self._file.write(payload)
-        self._file.flush()
+        total = HEADER_ROOM + len(payload)
+        written = os.writev(self._fd, [_ROOM, payload])
+        if written != total:
+            # Only a full disk or a file size limit cuts a write to a local file short; what was
+            # written is left as it is (the packer finds bytes no entry accounts for and copies).
+            raise OSError(errno.ENOSPC, f"spool file {self.path} took {written} of {total} bytes")
+        end = os.lseek(self._fd, 0, os.SEEK_CUR)  # the end of this write (O_APPEND)
         return SpooledEntry(
             spool=str(self.path),
-            offset=offset,
+            offset=end - len(payload),
             compressed=len(payload),
             size=len(data),
             crc=crc32(data),
             method=self.spec.compression,
+            room=HEADER_ROOM,
         )
 
     def close(self) -> None:
         """Close the spool file (it stays on disk)."""
-        self._file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 _open_spool: EntrySpool | None = None

@@ -9,6 +9,12 @@ Entries are streamed in chunks (memory does not grow with file size): the local 
 with placeholders, then patched with the CRC and sizes once the data is written, so the output
 must be seekable. Entries carry the given timestamp and attributes and no extra field except the
 zip64 one, which is added only where a size or offset needs it.
+
+An entry spooled with room for its local header (``archives.spool``) can also be *placed*: its
+local header is written into that room, where the entry already lies in the output file, and it
+is listed in the central directory like any other. Its local header then carries one more extra
+field, of zeros, that fills the rest of the room (readers skip extra fields they do not know; the
+central directory has none).
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ _MAX32: Final = 0xFFFFFFFF
 _UTF8_NAME: Final = 0x800
 _VERSION: Final = 20
 _VERSION_ZIP64: Final = 45
+# The extra field that fills a placed entry's header room: the ID Android's zipalign gives its
+# padding, which zip readers skip like any field they do not know.
+_PADDING_ID: Final = 0xD935
+_EXTRA_HEADER: Final = struct.Struct("<2H")
 # copy_file_range refused before copying anything: the file system, the kernel or the kind of
 # file does not allow it (another device on old kernels, a pipe, a socket); data is then copied.
 _NO_KERNEL_COPY: Final = frozenset(
@@ -171,6 +181,23 @@ class ZipWriter:
                 remaining -= len(chunk)
         self._entries.append(
             _Entry(encoded, flags, entry.method, entry.crc, entry.compressed, entry.size, offset)
+        )
+
+    def place_spooled(self, name: str, entry: SpooledEntry) -> None:
+        """List an entry that already lies in the output file (the output *is* its spool,
+        written from offset 0): its local header goes into the room before it, and the stream
+        is not moved. Raises ValueError when the header does not fit (see :func:`fits_room`)."""
+        local = _placed_local_header(name, entry, self._limit, self._date, self._time)
+        if local is None:
+            raise ValueError(f"the local header of {name} does not fit its room")
+        if self._start != 0:
+            raise ValueError("placed entries need a writer that starts at offset 0")
+        header, flags = local
+        at = entry.offset - entry.room
+        os.pwrite(self._out.fileno(), header, at)
+        encoded = _encode_name(name)[0]
+        self._entries.append(
+            _Entry(encoded, flags, entry.method, entry.crc, entry.compressed, entry.size, at)
         )
 
     def _copy_in_kernel(self, source: BinaryIO, offset: int, count: int, name: str) -> bool:
@@ -348,3 +375,39 @@ def _encode_name(name: str) -> tuple[bytes, int]:
         return name.encode("ascii"), 0
     except UnicodeEncodeError:
         return name.encode("utf-8"), _UTF8_NAME
+
+
+def fits_room(name: str, entry: SpooledEntry, zip64_limit: int = ZIP64_LIMIT) -> bool:
+    """True when the local header of ``name`` fits the room spooled before ``entry``."""
+    return _placed_local_header(name, entry, zip64_limit, 0, 0) is not None
+
+
+def _placed_local_header(
+    name: str, entry: SpooledEntry, limit: int, date: int, time: int
+) -> tuple[bytes, int] | None:
+    """The local header of a placed entry, exactly ``entry.room`` bytes with its padding, and
+    its flags; None when it does not fit (a padding field needs at least its own 4 bytes)."""
+    encoded, flags = _encode_name(name)
+    zip64 = max(entry.size, entry.compressed) >= limit
+    extra = struct.pack("<2H2Q", 1, 16, entry.size, entry.compressed) if zip64 else b""
+    fixed = _LOCAL.size + len(encoded) + len(extra)
+    padding = entry.room - fixed
+    if padding < 0 or 0 < padding < _EXTRA_HEADER.size or padding - _EXTRA_HEADER.size > 0xFFFF:
+        return None
+    if padding:
+        extra += _EXTRA_HEADER.pack(_PADDING_ID, padding - _EXTRA_HEADER.size)
+        extra += bytes(padding - _EXTRA_HEADER.size)
+    header = _LOCAL.pack(
+        b"PK\x03\x04",
+        _VERSION_ZIP64 if zip64 else _VERSION,
+        flags,
+        entry.method,
+        time,
+        date,
+        entry.crc,
+        _MAX32 if zip64 else entry.compressed,
+        _MAX32 if zip64 else entry.size,
+        len(encoded),
+        len(extra),
+    )
+    return header + encoded + extra, flags
