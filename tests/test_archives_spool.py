@@ -42,6 +42,14 @@ INSTANCES = {
     "DD123/study-2/series-1/instance-1.dcm": b"",
 }
 MANIFEST = {"manifest.json": b'{"instances": 3}\n'}
+NEEDS_FORK = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
+
+
+def forked_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes forked from this one: they run this module's functions without importing it."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
 
 
 def spool_all(folder: Path, data: dict[str, bytes], compression: int = DEFLATED):
@@ -88,15 +96,11 @@ def test_spooled_zip_passes_unzip_test(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.skipif(
-    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
-)
+@NEEDS_FORK
 def test_entries_from_spools_of_several_processes_are_packed(tmp_path: Path) -> None:
     folder = tmp_path / "spool"
     folder.mkdir()
-    # fork: the children run this module's function without importing the test module
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(2, mp_context=context) as pool:
+    with forked_pool(2) as pool:
         spooled = list(
             pool.map(_spool_in_child, [str(folder)] * len(INSTANCES), INSTANCES.values())
         )
@@ -168,15 +172,20 @@ def test_read_spooled_refuses_damaged_compressed_data(tmp_path: Path) -> None:
         read_spooled(entry)
 
 
-def _zip_of(entries: list[tuple[str, SpooledEntry]], out, *, kernel_copy: bool) -> None:
-    writer = ZipWriter(
+def _writer(out, compression: int = DEFLATED, **options) -> ZipWriter:
+    return ZipWriter(
         out,
-        compression=DEFLATED,
-        level=1,
+        compression=compression,
+        level=1 if compression == DEFLATED else 0,
         date_time=(2020, 1, 1, 0, 0, 0),
         create_system=3,
         external_attr=0,
+        **options,
     )
+
+
+def _zip_of(entries: list[tuple[str, SpooledEntry]], out, *, kernel_copy: bool) -> None:
+    writer = _writer(out)
     writer._kernel_copy = kernel_copy
     with contextlib.ExitStack() as stack:
         for name, entry in entries:
@@ -330,14 +339,11 @@ def _append_many(folder: str, seed: int) -> list[tuple[str, SpooledEntry]]:
     return out
 
 
-@pytest.mark.skipif(
-    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
-)
+@NEEDS_FORK
 def test_processes_appending_at_once_never_interleave_their_entries(tmp_path: Path) -> None:
     folder = tmp_path / "spool"
     folder.mkdir()
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(4, mp_context=context) as pool:
+    with forked_pool(4) as pool:
         parts = list(pool.map(_append_many, [str(folder)] * 8, range(1, 9)))
     entries = [entry for part in parts for entry in part]
     assert len({e.spool for _, e in entries}) == 1  # one spool for the folder
@@ -369,13 +375,11 @@ def _spool_past_a_size_limit(folder: str) -> str:
     return "no error"
 
 
-@pytest.mark.skipif(
-    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
-)
+@NEEDS_FORK
 def test_an_entry_cut_short_by_the_file_system_is_an_error(tmp_path: Path) -> None:
     folder = tmp_path / "spool"
     folder.mkdir()
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+    with forked_pool(1) as pool:
         result = pool.submit(_spool_past_a_size_limit, str(folder)).result()
     assert result.startswith(f"{errno.ENOSPC} ") and "took 660 of 5160 bytes" in result
     # What was written of it is bytes no entry accounts for: a later pack would copy.
@@ -388,15 +392,7 @@ def test_a_placed_entry_past_the_zip64_limit_carries_its_sizes_in_the_local_head
     [(name, entry)] = spool_all(tmp_path / "spool", {"DD1/big.dcm": b"z" * 5000}, STORED)
     assert fits_room(name, entry, zip64_limit=4000)
     with Path(entry.spool).open("r+b") as out:
-        writer = ZipWriter(
-            out,
-            compression=STORED,
-            level=0,
-            date_time=(2020, 1, 1, 0, 0, 0),
-            create_system=3,
-            external_attr=0,
-            zip64_limit=4000,
-        )
+        writer = _writer(out, STORED, zip64_limit=4000)
         out.seek(0, 2)
         writer.place_spooled(name, entry)
         writer.close()

@@ -128,9 +128,9 @@ def _place_in_spool(
     it): the local headers go into the room spooled before each entry, the in-memory files and
     the central directory after the last one. No entry is copied.
 
-    Only when every byte of one spool belongs to an entry of this archive (an instance left out
-    of it, for a finding or a failure, leaves bytes that must not be delivered), every name fits
-    its room, and the spool is on the file system of ``staging``; False, with nothing written,
+    Only when every byte of one spool belongs to an entry of this archive (an entry spooled but
+    left out of it would be delivered in the archive's bytes, unlisted), every name fits its
+    room, and the spool is on the file system of ``staging``; False, with nothing written,
     otherwise. The archive's file mode is the spool's until ``finish`` sets it, so the caller
     uses this only with a ``finish``.
     """

@@ -86,11 +86,12 @@ class EntrySpool:
         kernel at once, so other processes can read it and append after it."""
         if self.spec.compression == DEFLATED:
             compressor = raw_deflater(self.spec.level)
-            payload = compressor.compress(data) + compressor.flush()
+            parts = [compressor.compress(data), compressor.flush()]  # written as they are
         else:
-            payload = data
-        total = HEADER_ROOM + len(payload)
-        written = os.writev(self._fd, [_ROOM, payload])
+            parts = [data]
+        compressed = sum(map(len, parts))
+        total = HEADER_ROOM + compressed
+        written = os.writev(self._fd, [_ROOM, *parts])
         if written != total:
             # Only a full disk or a file size limit cuts a write to a local file short; what was
             # written is left as it is (the packer finds bytes no entry accounts for and copies).
@@ -98,8 +99,8 @@ class EntrySpool:
         end = os.lseek(self._fd, 0, os.SEEK_CUR)  # the end of this write (O_APPEND)
         return SpooledEntry(
             spool=str(self.path),
-            offset=end - len(payload),
-            compressed=len(payload),
+            offset=end - compressed,
+            compressed=compressed,
             size=len(data),
             crc=crc32(data),
             method=self.spec.compression,

@@ -194,7 +194,8 @@ class ZipWriter:
             raise ValueError("placed entries need a writer that starts at offset 0")
         header, flags = local
         at = entry.offset - entry.room
-        os.pwrite(self._out.fileno(), header, at)
+        if os.pwrite(self._out.fileno(), header, at) != len(header):
+            raise OSError(errno.EIO, f"the local header of {name} was written in part")
         encoded = _encode_name(name)[0]
         self._entries.append(
             _Entry(encoded, flags, entry.method, entry.crc, entry.compressed, entry.size, at)
