@@ -9,12 +9,14 @@ from pathlib import Path
 import pydicom.data
 import pytest
 from pydicom import dcmread
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from dicomdrop.config import ScreenSettings
 from dicomdrop.dicomio.rawwalk import RawWalkError, file_meta, top_level, walk
+from dicomdrop.stages import group as group_module
 from dicomdrop.stages.group import HEADER_TAGS, _read_raw_header, _text
 from dicomdrop.stages.screen import SCREEN_TAGS, screen_instance
 from dicomdrop.verify.scan import build_identity_tokens, scan_bytes, scan_dataset
@@ -84,6 +86,63 @@ def test_header_read_from_raw_bytes_equals_pydicom_in_every_test_file():
             ), path.name
         compared += 1
     assert compared > 100
+
+
+def _raw_header_values(path: Path, keywords: list[str]) -> dict[str, object] | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            header = _read_raw_header(path, keywords)
+        except Exception as exc:
+            return {"error": type(exc).__name__}
+    if header is None:
+        return None
+    return {k: header.get(k) for k in keywords}
+
+
+def test_header_values_converted_before_are_given_again_unchanged(monkeypatch) -> None:
+    keywords = [*HEADER_TAGS, *SCREEN_TAGS]
+    monkeypatch.setattr(group_module, "_CONVERTED", {})
+    first = {path: _raw_header_values(path, keywords) for path in TEST_FILES}
+    assert group_module._CONVERTED  # some values were kept
+    again = {path: _raw_header_values(path, keywords) for path in TEST_FILES}
+    for path, values in first.items():
+        assert again[path] == values, path.name
+        if values:
+            assert {k: type(v) for k, v in again[path].items()} == {
+                k: type(v) for k, v in values.items()
+            }, path.name
+
+
+def test_a_kept_value_is_keyed_by_character_set_and_never_shared(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(group_module, "_CONVERTED", {})
+    name = b"\xd8deg\xe5rd^\xc5se "  # one name's bytes, read in two character sets
+    paths = {}
+    for charset in ("ISO_IR 100", "ISO_IR 144"):
+        ds = make_phi_instance()
+        ds.SpecificCharacterSet = charset
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]
+        ds[0x00100010] = DataElement(0x00100010, "PN", name)  # written as these bytes
+        paths[charset] = tmp_path / f"{charset}.dcm"
+        ds.save_as(paths[charset], enforce_file_format=True)
+    keywords = ["PatientName", "ImageType"]
+    for _ in range(2):
+        for charset, path in paths.items():
+            header = _read_raw_header(path, keywords)
+            full = dcmread(path, stop_before_pixels=True)
+            assert str(header.get("PatientName")) == str(full.PatientName), charset
+            image_type = header.get("ImageType")
+            assert list(image_type) == ["ORIGINAL", "PRIMARY", "M"]
+            image_type.append("CHANGED")  # a caller's change stays its own
+    names = {c: str(_read_raw_header(p, keywords).get("PatientName")) for c, p in paths.items()}
+    assert names["ISO_IR 100"] == "Ødegård^Åse" and names["ISO_IR 144"] != names["ISO_IR 100"]
+    assert list(_read_raw_header(paths["ISO_IR 144"], keywords).get("ImageType")) == [
+        "ORIGINAL",
+        "PRIMARY",
+        "M",
+    ]
 
 
 def test_file_meta_from_the_first_bytes_equals_pydicom():

@@ -27,11 +27,14 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
+from pydicom.valuerep import PersonName
 
 from dicomdrop.config import ScreenSettings
 from dicomdrop.dicomio.rawwalk import RawWalkError, TopElement, dictionary_vr, top_level
@@ -357,17 +360,61 @@ def _read_raw_header(path: Path, keywords: Sequence[str]) -> HeaderValues | None
         if vr in _PLAIN_TEXT_VRS and raw.isascii() and b"\\" not in raw and b"\x1b" not in raw:
             values[keyword] = raw.decode("ascii").rstrip("\x00 ")
             continue
+        charset = elements.get(_SPECIFIC_CHARACTER_SET)
+        key = _conversion_key(tag, element, charset, implicit)
+        known = _CONVERTED.get(key)
+        if known is not None:
+            values[keyword] = _thawed(known)
+            continue
         if ds is None:
             ds = Dataset()
-            charset = elements.get(_SPECIFIC_CHARACTER_SET)
             if charset is not None:
                 ds[_SPECIFIC_CHARACTER_SET] = _raw_element(
                     _SPECIFIC_CHARACTER_SET, charset, implicit
                 )
             ds.set_original_encoding(implicit, True)
         ds[tag] = _raw_element(tag, element, implicit)
-        values[keyword] = ds.get(keyword)  # converted now, so a bad value fails here
+        value = ds.get(keyword)  # converted now, so a bad value fails here
+        _remember(key, value)
+        values[keyword] = value
     return HeaderValues(values, loaded=keywords)
+
+
+# Values pydicom converted in this process, by what the conversion depends on: the element's tag,
+# VR and bytes, the character set element, the encoding and pydicom's validation mode. The files
+# of a drop repeat them (one patient's name, one series' ImageType in every file), and a
+# conversion costs tens of microseconds. Only immutable results are kept (text, a person name,
+# multiple text values as a tuple, given back as a new MultiValue each time).
+_CONVERTED: dict[tuple[Any, ...], tuple[str, Any]] = {}
+_CONVERTED_MAX = 1024
+_CONVERTED_MAX_BYTES = 1024
+
+
+def _conversion_key(
+    tag: int, element: TopElement, charset: TopElement | None, implicit: bool
+) -> tuple[Any, ...]:
+    encoding = None if charset is None else (charset.vr, charset.value)
+    mode = pydicom_config.settings.reading_validation_mode
+    return (tag, element.vr, element.value, encoding, implicit, mode)
+
+
+def _remember(key: tuple[Any, ...], value: Any) -> None:
+    if len(key[2]) > _CONVERTED_MAX_BYTES:
+        return
+    if isinstance(value, PersonName) or type(value) is str:
+        frozen: tuple[str, Any] = ("one", value)
+    elif isinstance(value, MultiValue) and all(type(v) is str for v in value):
+        frozen = ("many", tuple(value))
+    else:
+        return
+    if len(_CONVERTED) >= _CONVERTED_MAX:
+        _CONVERTED.clear()
+    _CONVERTED[key] = frozen
+
+
+def _thawed(frozen: tuple[str, Any]) -> Any:
+    kind, value = frozen
+    return value if kind == "one" else MultiValue(str, value)
 
 
 def _raw_element(tag: int, element: TopElement, implicit: bool) -> RawDataElement:
