@@ -427,6 +427,32 @@ def test_scanner_slices_give_the_engines_bytes_under_every_profile(profile: str)
         assert_same_as_engine(data, context)
 
 
+CHARACTER_SETS: Final = (
+    ("ISO_IR 100", b""),
+    ("ISO_IR 192", b""),
+    ("ISO 2022 IR 100", b""),
+    ("ISO 2022 IR 100", b"\x00"),  # padded with a NUL instead of a space: other raw bytes
+    ("\\ISO_IR 100", b""),
+)
+
+
+def test_elements_written_as_before_give_the_engines_bytes_in_any_order(monkeypatch) -> None:
+    # The character set and transfer syntax are written as pydicom writes them, and kept per
+    # process for the next file with the same element: every variant, cold and then warm.
+    from dicomdrop.deid import rewrite as rewrite_module
+
+    monkeypatch.setattr(rewrite_module, "_WRITTEN", {})
+    variants = []
+    for charset, pad in CHARACTER_SETS:
+        data, names = scanner_file(1, SpecificCharacterSet=charset)
+        if pad:
+            data = data.replace(charset.encode() + b" ", charset.encode() + pad, 1)
+        variants += [(data, names), (as_implicit(data), names)]
+    for data, names in [*variants, *reversed(variants)]:
+        assert_same_as_engine(data, make_context(names=names), must_rewrite=True)
+    assert len(rewrite_module._WRITTEN) >= len(variants)
+
+
 FACTORIES: Final[dict[str, Callable[..., Dataset]]] = {
     "instance": make_instance,
     "phi-instance": make_phi_instance,

@@ -634,15 +634,50 @@ class _Rewrite:
         return ("\\".join(values or []).strip()) or None
 
 
+# What pydicom writes for an element it converted from the file, in this process, by what that
+# depends on: the raw element, the encodings, the encoding written and pydicom's validation
+# modes. The character set and the transfer syntax are the same in every file of a drop.
+_WRITTEN: dict[tuple[Any, ...], bytes] = {}
+_WRITTEN_MAX = 256
+
+
+def _written_by_pydicom(container: Dataset, tag: int, encodings: Any, implicit: bool) -> bytes:
+    """``_pydicom_bytes`` of the element ``tag`` of ``container`` as pydicom converts it; kept
+    for the next file whose element is the same: the same raw bytes, or, converted already, the
+    same text value."""
+    from pydicom import config as pydicom_config
+
+    item: object = container.get_item(BaseTag(tag))  # raw until something converted it
+    source: tuple[Any, ...] | None = None
+    if isinstance(item, RawDataElement) and len(item.value or b"") <= 256:
+        source = ("raw", item.VR, item.value, item.is_implicit_VR, item.is_little_endian)
+    elif isinstance(item, DataElement) and type(item.value) in (str, UID):
+        source = ("converted", item.VR, type(item.value), item.value)
+    key = None
+    if source is not None:
+        settings = pydicom_config.settings
+        modes = (settings.reading_validation_mode, settings.writing_validation_mode)
+        key = (tag, *source, encodings, implicit, *modes)
+        known = _WRITTEN.get(key)
+        if known is not None:
+            return known
+    data = _pydicom_bytes(container[BaseTag(tag)], encodings, implicit)
+    if key is not None:
+        if len(_WRITTEN) >= _WRITTEN_MAX:
+            _WRITTEN.clear()
+        _WRITTEN[key] = data
+    return data
+
+
 def _file_bytes(
     body: dict[int, bytes], meta: dict[int, bytes], ds: Dataset, implicit: bool
 ) -> bytes:
     """Preamble (zeroed), file meta and data set, as ``encode_dataset`` writes them."""
     if _CHARSET in body:
         # The encoder reads the character set through pydicom, which then writes it.
-        body[_CHARSET] = _pydicom_bytes(ds[BaseTag(_CHARSET)], default_encoding, implicit)
+        body[_CHARSET] = _written_by_pydicom(ds, _CHARSET, default_encoding, implicit)
     if _TRANSFER_SYNTAX in meta:
-        meta[_TRANSFER_SYNTAX] = _pydicom_bytes(ds.file_meta[_TRANSFER_SYNTAX], None)
+        meta[_TRANSFER_SYNTAX] = _written_by_pydicom(ds.file_meta, _TRANSFER_SYNTAX, None, False)
     group_length = meta.pop(_META_GROUP_LENGTH, None)
     meta_body = b"".join(meta[tag] for tag in sorted(meta))
     parts = [_ZERO_PREAMBLE, b"DICM"]
