@@ -45,6 +45,7 @@ from dicomdrop.deid.engine import DeidContext, DeidResult, deidentify
 from dicomdrop.deid.profile import compile_profile
 from dicomdrop.deid.rewrite import RewriteUnsupported, rewrite_file
 from dicomdrop.dicomio.encode import encode_dataset
+from dicomdrop.dicomio.kept import KeptAnswers
 from dicomdrop.dicomio.rawwalk import RawFile, RawValue, RawWalkError, walk, whole_file
 from dicomdrop.errors import DeidError
 from dicomdrop.stages import deidentify as deidentify_stage
@@ -441,7 +442,7 @@ def test_elements_written_as_before_give_the_engines_bytes_in_any_order(monkeypa
     # process for the next file with the same element: every variant, cold and then warm.
     from dicomdrop.deid import rewrite as rewrite_module
 
-    monkeypatch.setattr(rewrite_module, "_WRITTEN", {})
+    monkeypatch.setattr(rewrite_module, "_WRITTEN", KeptAnswers(256))
     variants = []
     for charset, pad in CHARACTER_SETS:
         data, names = scanner_file(1, SpecificCharacterSet=charset)

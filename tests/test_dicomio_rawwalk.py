@@ -15,6 +15,7 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from dicomdrop.config import ScreenSettings
+from dicomdrop.dicomio.kept import KeptAnswers
 from dicomdrop.dicomio.rawwalk import RawWalkError, file_meta, top_level, walk
 from dicomdrop.stages import group as group_module
 from dicomdrop.stages.group import HEADER_TAGS, _read_raw_header, _text
@@ -102,7 +103,7 @@ def _raw_header_values(path: Path, keywords: list[str]) -> dict[str, object] | N
 
 def test_header_values_converted_before_are_given_again_unchanged(monkeypatch) -> None:
     keywords = [*HEADER_TAGS, *SCREEN_TAGS]
-    monkeypatch.setattr(group_module, "_CONVERTED", {})
+    monkeypatch.setattr(group_module, "_CONVERTED", KeptAnswers(1024))
     first = {path: _raw_header_values(path, keywords) for path in TEST_FILES}
     assert group_module._CONVERTED  # some values were kept
     again = {path: _raw_header_values(path, keywords) for path in TEST_FILES}
@@ -114,10 +115,19 @@ def test_header_values_converted_before_are_given_again_unchanged(monkeypatch) -
             }, path.name
 
 
+def test_a_table_of_kept_answers_is_emptied_when_full() -> None:
+    table: KeptAnswers[str] = KeptAnswers(2)
+    table.keep("a", "A")
+    table.keep("b", "B")
+    assert (table.get("a"), table.get("b"), len(table)) == ("A", "B", 2)
+    table.keep("c", "C")  # full: emptied first, so a process never holds more than the limit
+    assert (table.get("a"), table.get("c"), len(table)) == (None, "C", 1)
+
+
 def test_a_kept_value_is_keyed_by_character_set_and_never_shared(
     tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(group_module, "_CONVERTED", {})
+    monkeypatch.setattr(group_module, "_CONVERTED", KeptAnswers(1024))
     name = b"\xd8deg\xe5rd^\xc5se "  # one name's bytes, read in two character sets
     paths = {}
     for charset in ("ISO_IR 100", "ISO_IR 144"):

@@ -158,14 +158,8 @@ def _place_in_spool(
             return False
         archive = _zip_writer(raw, settings)  # at offset 0, where the spool's first entry lies
         raw.seek(0, os.SEEK_END)
-        for name, item in items:
-            if isinstance(item, bytes):
-                archive.add_bytes(name, item)
-            else:
-                archive.place_spooled(name, item)
-        archive.close()
-        raw.flush()
-        os.fsync(raw.fileno())
+        _add_items(archive, items, archive.place_spooled)
+        _end_durably(archive, raw)
     return True
 
 
@@ -176,17 +170,35 @@ def _copy_from_spools(
     spools: dict[str, BinaryIO] = {}
     with contextlib.ExitStack() as stack, staging.open("xb") as raw:
         archive = _zip_writer(raw, settings)
-        for name, item in items:
-            if isinstance(item, bytes):
-                archive.add_bytes(name, item)
-                continue
-            source = spools.get(item.spool)
+
+        def copy(name: str, entry: SpooledEntry) -> None:
+            source = spools.get(entry.spool)
             if source is None:
-                source = spools[item.spool] = stack.enter_context(Path(item.spool).open("rb"))
-            archive.add_spooled(name, item, source)
-        archive.close()
-        raw.flush()
-        os.fsync(raw.fileno())
+                source = spools[entry.spool] = stack.enter_context(Path(entry.spool).open("rb"))
+            archive.add_spooled(name, entry, source)
+
+        _add_items(archive, items, copy)
+        _end_durably(archive, raw)
+
+
+def _add_items(
+    archive: ZipWriter,
+    items: Sequence[tuple[str, SpooledEntry | bytes]],
+    add_spooled: Callable[[str, SpooledEntry], None],
+) -> None:
+    """Add the in-memory files to ``archive`` and each spooled entry with ``add_spooled``."""
+    for name, item in items:
+        if isinstance(item, bytes):
+            archive.add_bytes(name, item)
+        else:
+            add_spooled(name, item)
+
+
+def _end_durably(archive: ZipWriter, raw: BinaryIO) -> None:
+    """Write the zip's central directory and make the file durable."""
+    archive.close()
+    raw.flush()
+    os.fsync(raw.fileno())
 
 
 def _check_stem(stem: str) -> None:
@@ -241,9 +253,7 @@ def _write_zip(
         archive = _zip_writer(raw, settings)
         for relative in files:
             archive.add_file(relative.as_posix(), tree / relative)
-        archive.close()
-        raw.flush()
-        os.fsync(raw.fileno())
+        _end_durably(archive, raw)
 
 
 def _copy_folder(tree: Path, files: list[PurePosixPath], staging: Path) -> None:

@@ -81,6 +81,7 @@ from dicomdrop.deid.engine import (
 )
 from dicomdrop.deid.safe_private import is_safe_private
 from dicomdrop.deid.scrub import NameScrubber, build_scrubber
+from dicomdrop.dicomio.kept import KeptAnswers, pydicom_modes
 from dicomdrop.dicomio.rawwalk import FileElement, RawFile, RawWalkError, sequence_items
 
 _SHORT_HEADER: Final = struct.Struct("<HH2sH")
@@ -634,38 +635,30 @@ class _Rewrite:
         return ("\\".join(values or []).strip()) or None
 
 
-# What pydicom writes for an element it converted from the file, in this process, by what that
-# depends on: the raw element, the encodings, the encoding written and pydicom's validation
-# modes. The character set and the transfer syntax are the same in every file of a drop.
-_WRITTEN: dict[tuple[Any, ...], bytes] = {}
-_WRITTEN_MAX = 256
+# What pydicom writes for an element it converted from the file, kept in this process
+# (``dicomio.kept``) by the raw element (or its converted text), the encodings, the encoding
+# written and pydicom's modes: the character set and the transfer syntax repeat in every file.
+_WRITTEN: KeptAnswers[bytes] = KeptAnswers(256)
 
 
 def _written_by_pydicom(container: Dataset, tag: int, encodings: Any, implicit: bool) -> bytes:
     """``_pydicom_bytes`` of the element ``tag`` of ``container`` as pydicom converts it; kept
     for the next file whose element is the same: the same raw bytes, or, converted already, the
     same text value."""
-    from pydicom import config as pydicom_config
-
     item: object = container.get_item(BaseTag(tag))  # raw until something converted it
     source: tuple[Any, ...] | None = None
     if isinstance(item, RawDataElement) and len(item.value or b"") <= 256:
         source = ("raw", item.VR, item.value, item.is_implicit_VR, item.is_little_endian)
     elif isinstance(item, DataElement) and type(item.value) in (str, UID):
         source = ("converted", item.VR, type(item.value), item.value)
-    key = None
-    if source is not None:
-        settings = pydicom_config.settings
-        modes = (settings.reading_validation_mode, settings.writing_validation_mode)
-        key = (tag, *source, encodings, implicit, *modes)
+    key = None if source is None else (tag, *source, encodings, implicit, pydicom_modes())
+    if key is not None:
         known = _WRITTEN.get(key)
         if known is not None:
             return known
     data = _pydicom_bytes(container[BaseTag(tag)], encodings, implicit)
     if key is not None:
-        if len(_WRITTEN) >= _WRITTEN_MAX:
-            _WRITTEN.clear()
-        _WRITTEN[key] = data
+        _WRITTEN.keep(key, data)
     return data
 
 

@@ -1,4 +1,5 @@
-"""DICOM bytes in and out: the raw element walker, the encoder, and the output protocol.
+"""DICOM bytes in and out: the raw element walker, the encoder, the output protocol, and
+the table of pydicom's answers kept per process (``kept``).
 
 Sort, group, de-identification and the verifier all read files through the same walker, so it
 lives below all of them rather than inside one of them (the verifier must not depend on the

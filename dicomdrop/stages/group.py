@@ -27,7 +27,6 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -37,6 +36,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from dicomdrop.config import ScreenSettings
+from dicomdrop.dicomio.kept import KeptAnswers, pydicom_modes
 from dicomdrop.dicomio.rawwalk import RawWalkError, TopElement, dictionary_vr, top_level
 from dicomdrop.stages.screen import (
     SCREEN_TAGS,
@@ -350,6 +350,7 @@ def _read_raw_header(path: Path, keywords: Sequence[str]) -> HeaderValues | None
                 return None
     values: dict[str, Any] = {}
     ds: Dataset | None = None
+    charset = elements.get(_SPECIFIC_CHARACTER_SET)
     for keyword in keywords:
         tag = _tag(keyword)
         element = elements.get(tag)
@@ -360,7 +361,6 @@ def _read_raw_header(path: Path, keywords: Sequence[str]) -> HeaderValues | None
         if vr in _PLAIN_TEXT_VRS and raw.isascii() and b"\\" not in raw and b"\x1b" not in raw:
             values[keyword] = raw.decode("ascii").rstrip("\x00 ")
             continue
-        charset = elements.get(_SPECIFIC_CHARACTER_SET)
         key = _conversion_key(tag, element, charset, implicit)
         known = _CONVERTED.get(key)
         if known is not None:
@@ -380,13 +380,11 @@ def _read_raw_header(path: Path, keywords: Sequence[str]) -> HeaderValues | None
     return HeaderValues(values, loaded=keywords)
 
 
-# Values pydicom converted in this process, by what the conversion depends on: the element's tag,
-# VR and bytes, the character set element, the encoding and pydicom's validation mode. The files
-# of a drop repeat them (one patient's name, one series' ImageType in every file), and a
-# conversion costs tens of microseconds. Only immutable results are kept (text, a person name,
-# multiple text values as a tuple, given back as a new MultiValue each time).
-_CONVERTED: dict[tuple[Any, ...], tuple[str, Any]] = {}
-_CONVERTED_MAX = 1024
+# Values pydicom converted in this process (``dicomio.kept``), keyed by the element's tag, VR and
+# bytes, the character set element, the encoding and pydicom's modes: one patient's name and one
+# series' ImageType repeat in every file of a drop. Only immutable results are kept (text, a
+# person name; multiple text values as a tuple, given back as a new MultiValue each time).
+_CONVERTED: KeptAnswers[tuple[str, Any]] = KeptAnswers(1024)
 _CONVERTED_MAX_BYTES = 1024
 
 
@@ -394,22 +392,16 @@ def _conversion_key(
     tag: int, element: TopElement, charset: TopElement | None, implicit: bool
 ) -> tuple[Any, ...]:
     encoding = None if charset is None else (charset.vr, charset.value)
-    mode = pydicom_config.settings.reading_validation_mode
-    return (tag, element.vr, element.value, encoding, implicit, mode)
+    return (tag, element.vr, element.value, encoding, implicit, pydicom_modes())
 
 
 def _remember(key: tuple[Any, ...], value: Any) -> None:
     if len(key[2]) > _CONVERTED_MAX_BYTES:
         return
     if isinstance(value, PersonName) or type(value) is str:
-        frozen: tuple[str, Any] = ("one", value)
+        _CONVERTED.keep(key, ("one", value))
     elif isinstance(value, MultiValue) and all(type(v) is str for v in value):
-        frozen = ("many", tuple(value))
-    else:
-        return
-    if len(_CONVERTED) >= _CONVERTED_MAX:
-        _CONVERTED.clear()
-    _CONVERTED[key] = frozen
+        _CONVERTED.keep(key, ("many", tuple(value)))
 
 
 def _thawed(frozen: tuple[str, Any]) -> Any:
