@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import sqlalchemy.exc
 
 from dicomdrop.archives import unpack_drop
+from dicomdrop.archives.members import UnpackedFiles
 from dicomdrop.attempts import begin_attempt, forgive_attempt, last_failure, note_failure
 from dicomdrop.config import Settings
 from dicomdrop.deid.profile import compile_profile
@@ -63,7 +64,7 @@ from dicomdrop.stages.duplicates import split_duplicates
 from dicomdrop.stages.group import PatientGroup, group_instances, merge_groups
 from dicomdrop.stages.match import PatientMatch, match_group, merge_matches, record_studies
 from dicomdrop.stages.screen import SCREEN_MESSAGES, split_verdicts
-from dicomdrop.stages.sort import sort_tree
+from dicomdrop.stages.sort import dicom_by_head, sort_tree
 from dicomdrop.stages.verify import identity_tokens, kept_on_purpose, verify_output
 from dicomdrop.store.db import Store
 from dicomdrop.store.jobs import JobStore
@@ -107,6 +108,8 @@ class Pipeline:
         self._given_executor = executor  # someone else's (work sharing): used, never shut down
         self._on_stage = on_stage
         self._on_progress = on_progress
+        # The files of each running job's unpacked drop, some left in its archive.
+        self._unpacked: dict[str, UnpackedFiles] = {}
 
     def close(self) -> None:
         """Stop the per-file worker pool, if any."""
@@ -147,6 +150,8 @@ class Pipeline:
             elif folder.is_dir():
                 note_failure(folder, exc)
             raise
+        finally:
+            self._unpacked.pop(job_id, None)
 
     def _give_up(self, job_id: str, folder: Path, attempts: int) -> JobOutcome:
         """Quarantine the whole drop as ``internal``: it failed ``attempts`` times."""
@@ -223,7 +228,13 @@ class Pipeline:
                 self.settings.archives,
                 rejected_dir=rejected,
                 executor=self.executor,
+                # DICOM files of a zip drop are read from it, not written (archives.members).
+                keep_in_archive=dicom_by_head,
             )
+            files = UnpackedFiles(
+                unpacked, {Path(p): m for p, m in unpacked_report.in_archive.items()}
+            )
+            self._unpacked[job_id] = files
             # A damaged archive inside the drop goes to quarantine alone; the rest goes on.
             for member in unpacked_report.rejected:
                 entry = QuarantineEntry(member.code, "unpack", member.message, (member.path,))
@@ -231,7 +242,7 @@ class Pipeline:
                 outcome.quarantined[member.code] = outcome.quarantined.get(member.code, 0) + 1
                 outcome.report.append([member.path, "quarantined", member.code, ""])
         with self._stage(job_id, "sort") as details:
-            sorted_files = sort_tree(unpacked, self.settings.sort)
+            sorted_files = sort_tree(unpacked, self.settings.sort, files.in_archive)
             outcome.deleted = dict(sorted_files.deleted)
             outcome.report += [
                 [str(f), "deleted", kind, ""] for f, kind in sorted_files.deleted_files
@@ -253,7 +264,11 @@ class Pipeline:
                 )
         with self._stage(job_id, "group") as details:
             grouped = group_instances(
-                unpacked, sorted_files.dicom, self.settings.screen, executor=self.executor
+                unpacked,
+                sorted_files.dicom,
+                self.settings.screen,
+                executor=self.executor,
+                in_archive=files.in_archive,
             )
             if grouped.unreadable:
                 self._quarantine_files(
@@ -366,7 +381,7 @@ class Pipeline:
         with self._stage(job_id, "screen", group=index) as details:
             passed, screened = split_verdicts(group.files, group.verdicts)
             passed, duplicates, conflicting = split_duplicates(
-                group.files, group.sop_uids, passed, unpacked
+                group.files, group.sop_uids, passed, self._files(job_id, unpacked)
             )
             self._hold_back(job_id, unpacked, result, screened, duplicates, conflicting)
             details.update(
@@ -427,7 +442,7 @@ class Pipeline:
             with self._stage(job_id, "merge", group=index) as details:
                 # The groups' files met only now: the same instance may be in two of them.
                 passed, duplicates, conflicting = split_duplicates(
-                    group.files, group.sop_uids, passed, unpacked
+                    group.files, group.sop_uids, passed, self._files(job_id, unpacked)
                 )
                 self._hold_back(job_id, unpacked, result, {}, duplicates, conflicting)
                 details.update(groups=len(patient), passed=len(passed))
@@ -440,6 +455,7 @@ class Pipeline:
         with self._stage(job_id, "deid", group=index) as details:
             output = deidentify_group(
                 sources=[unpacked / p for p in passed],
+                members=[self._files(job_id, unpacked).member(p) for p in passed],
                 tree=tree,
                 pseudonym=match.pseudonym,
                 key=self.key,
@@ -458,7 +474,7 @@ class Pipeline:
             if failed:
                 codes = Counter(o.error_code or "deid.failed" for o in output.failed)
                 for code in codes:
-                    self.quarantine.put_files(
+                    self._put_files(
                         job_id,
                         QuarantineEntry(
                             code,
@@ -522,6 +538,17 @@ class Pipeline:
 
     # --- quarantine and the end of a job ------------------------------------------------------
 
+    def _files(self, job_id: str, unpacked: Path) -> UnpackedFiles:
+        """The files of the job's unpacked drop (those left in its archive included)."""
+        files = self._unpacked.get(job_id)
+        return files if files is not None and files.root == unpacked else UnpackedFiles(unpacked)
+
+    def _put_files(self, job_id: str, entry: QuarantineEntry, unpacked: Path) -> None:
+        """Move ``entry.files`` (relative to ``unpacked``) into quarantine, writing out first
+        those that are still in the drop's archive: every file named there is moved."""
+        self._files(job_id, unpacked).write_out(entry.files)
+        self.quarantine.put_files(job_id, entry, unpacked)
+
     def _quarantine_files(
         self,
         job_id: str,
@@ -531,7 +558,7 @@ class Pipeline:
         report: list[list[str]],
     ) -> None:
         """Quarantine ``entry.files`` and count and report them under ``entry.code``."""
-        self.quarantine.put_files(job_id, entry, unpacked)
+        self._put_files(job_id, entry, unpacked)
         counts[entry.code] = counts.get(entry.code, 0) + len(entry.files)
         report += [[f, "quarantined", entry.code, ""] for f in entry.files]
 
@@ -551,7 +578,7 @@ class Pipeline:
         entry = QuarantineEntry(
             exc.code, exc.stage or "pipeline", exc.message, files, exc.pending_match
         )
-        self.quarantine.put_files(job_id, entry, unpacked)
+        self._put_files(job_id, entry, unpacked)
         state = JobState.WAITING if exc.code == "match.ambiguous" else JobState.QUARANTINED
         result.outcome = state
         result.archive = None

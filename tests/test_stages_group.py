@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pydicom
+import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicomdrop.stages.group import group_instances, merge_groups, normalized_name
+from dicomdrop.stages.group import group_instances, merge_groups, normalized_name, read_header
 
 
 def write_instance(path: Path, *, patient: int = 1, study: int = 1, instance: int = 1, **extra):
@@ -197,3 +199,33 @@ def test_merge_groups_keeps_every_file_and_identity_of_one_patient(tmp_path):
     assert set(merged.original_uids) == set(ct.original_uids) | set(mr.original_uids)
     assert merged.sop_uids == (*ct.sop_uids, *mr.sop_uids)
     assert merge_groups([ct]) is ct
+
+
+def header_cut_at_boundary(path: Path, cut: int) -> Path:
+    """An instance whose first ``cut`` bytes end exactly between two elements, with
+    BurnedInAnnotation (and the pixel data) after the cut."""
+    write_instance(path, BurnedInAnnotation="YES")  # (0028,0301): 28 00 01 03 on disk
+    # A private element in group 0021 (before 0028) whose size puts the boundary at ``cut``.
+    ds = pydicom.dcmread(path)
+    ds.add_new(0x00210010, "LO", "PADDING CREATOR")
+    ds.add_new(0x00211000, "OB", b"")
+    ds.add_new(0x7FE00010, "OW", b"\x00" * 128)
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    at = data.index(b"\x28\x00\x01\x03")
+    ds[0x00211000].value = b"\x00" * (cut - at)
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    assert data[cut : cut + 4] == b"\x28\x00\x01\x03", "the cut is not at the element"
+    assert len(data) > cut
+    return path
+
+
+@pytest.mark.parametrize("cut", [16 * 1024, 64 * 1024])
+def test_a_header_cut_at_an_element_boundary_is_read_whole(tmp_path, cut):
+    """The first bytes of a file may end exactly between two elements: a walk of them then
+    stops without error. The header read must not take that for the whole header (it reads
+    on), or it misses what follows, BurnedInAnnotation here."""
+    path = header_cut_at_boundary(tmp_path / "a.dcm", cut)
+    header = read_header(path, ["BurnedInAnnotation"])
+    assert header.get("BurnedInAnnotation") == "YES"

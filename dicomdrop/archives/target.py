@@ -8,9 +8,10 @@ is counted by the archive's :class:`ArchiveScope` before it reaches the disk.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from dicomdrop.archives.safety import (
     CORRUPT,
@@ -20,6 +21,15 @@ from dicomdrop.archives.safety import (
     member_path,
 )
 from dicomdrop.errors import ArchiveError
+
+if TYPE_CHECKING:
+    from dicomdrop.archives.members import ArchivedMember
+
+#: ``keep(path, head)``: may the member at ``path``, whose first :data:`KEPT_HEAD_SIZE` bytes
+#: are ``head``, stay in its archive instead of being written (``archives.members``)?
+KeepInArchive = Callable[[PurePosixPath, bytes], bool]
+#: The first bytes of a member shown to a :data:`KeepInArchive` predicate.
+KEPT_HEAD_SIZE: Final = 4096
 
 CHUNK_SIZE: Final = 1 << 20
 # Small writes are gathered to this size before they reach the file.
@@ -114,9 +124,15 @@ def is_dicom_head(head: bytes) -> bool:
 class ExtractionTarget:
     """The folder one archive is unpacked into."""
 
-    def __init__(self, root: Path, scope: ArchiveScope) -> None:
+    def __init__(
+        self, root: Path, scope: ArchiveScope, keep_in_archive: KeepInArchive | None = None
+    ) -> None:
         self.root = root
         self.scope = scope
+        #: Given: the extractor may leave a member the predicate accepts in the archive, and
+        #: record it in :attr:`in_archive` instead of writing it.
+        self.keep_in_archive = keep_in_archive
+        self.in_archive: dict[PurePosixPath, ArchivedMember] = {}
         self.dropped = 0
         self._files: set[PurePosixPath] = set()
         self._dirs: set[PurePosixPath] = set()
@@ -168,6 +184,13 @@ class ExtractionTarget:
         if len(path.parts) > 1:
             self.make_dir(path.parent)
         self._files.add(path)
+
+    def leave_in_archive(self, path: PurePosixPath, member: ArchivedMember) -> None:
+        """Count a member file against the limits as if it were written, and record it as left
+        in the archive (its folder is made, so the tree looks as if it were there)."""
+        self.reserve_file(path, member.size)
+        self.scope.add_bytes(member.size, member.size, path.as_posix())
+        self.in_archive[path] = member
 
     def note_head(self, path: PurePosixPath, head: bytes) -> None:
         """Record a written member's first bytes (see :attr:`dicom_files`)."""

@@ -12,13 +12,14 @@ import logging
 import os
 import shutil
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Final
 
 from dicomdrop.archives.detect import SEVEN_ZIP, ZIP, detect_format, strip_archive_suffix
+from dicomdrop.archives.members import ArchivedMember
 from dicomdrop.archives.safety import (
     ABSOLUTE_PATH,
     CORRUPT,
@@ -38,7 +39,7 @@ from dicomdrop.archives.safety import (
     too_deep_error,
 )
 from dicomdrop.archives.tar_format import extract_tar
-from dicomdrop.archives.target import ExtractionTarget
+from dicomdrop.archives.target import ExtractionTarget, KeepInArchive
 from dicomdrop.archives.zip_format import extract_zip
 from dicomdrop.config import ArchiveSettings
 from dicomdrop.errors import ArchiveError, ResourceError
@@ -81,6 +82,9 @@ class UnpackReport:
     dropped: int
     formats: tuple[str, ...]
     rejected: tuple[RejectedMember, ...] = ()
+    #: The files left in the drop's archive instead of being written (see ``keep_in_archive``
+    #: of :func:`unpack_drop`), by path relative to the destination.
+    in_archive: Mapping[PurePosixPath, ArchivedMember] = field(default_factory=dict)
 
 
 def unpack_drop(
@@ -90,6 +94,7 @@ def unpack_drop(
     *,
     rejected_dir: Path | None = None,
     executor: Executor | None = None,
+    keep_in_archive: KeepInArchive | None = None,
 ) -> UnpackReport:
     """Unpack ``source`` (a folder or an archive file) into the new folder ``dest``.
 
@@ -104,6 +109,12 @@ def unpack_drop(
 
     With an ``executor``, the files of large zip archives are inflated and written by its
     processes (``zip_format.extract_zip``); every decision about the drop stays in this process.
+
+    With ``keep_in_archive``, the stored or deflated files of a zip drop (the drop itself, not
+    an archive inside it) whose first bytes the predicate accepts are not written: they are
+    counted against the limits as if they were, and listed in ``UnpackReport.in_archive``, to
+    be read from the drop (``archives.members``). ``source`` must then stay as it is until
+    they are no longer needed.
     """
     if source.is_symlink():
         # The inbox is a trust boundary: a link there could point at any file or folder the
@@ -117,6 +128,7 @@ def unpack_drop(
         raise ArchiveError(EXISTS, "the unpack destination already exists; it is never overwritten")
     dest.mkdir()
     run = _Unpacking(DropBudget(limits, free_space_root=dest), dest, rejected_dir, executor)
+    run.keep_in_archive = keep_in_archive
     try:
         run.unpack(source)
         report = run.report()
@@ -180,6 +192,8 @@ class _Unpacking:
         self.archives_expanded = 0
         self.formats: set[str] = set()
         self.pending: deque[tuple[Path, str, int]] = deque()
+        self.keep_in_archive: KeepInArchive | None = None
+        self.in_archive: dict[PurePosixPath, ArchivedMember] = {}
 
     def unpack(self, source: Path) -> None:
         if source.is_dir() and not source.is_symlink():
@@ -193,7 +207,9 @@ class _Unpacking:
                     "the drop is neither a folder nor a zip, 7z or tar archive",
                     files=[source.name],
                 )
-            known = self._extract(source, fmt, self.dest, label=source.name)
+            known = self._extract(
+                source, fmt, self.dest, label=source.name, keep=self.keep_in_archive
+            )
             self._queue_archives_in(self.dest, nesting=1, dicom=known)
         while self.pending:
             archive, fmt, nesting = self.pending.popleft()
@@ -207,19 +223,24 @@ class _Unpacking:
                 files += 1
                 total += os.lstat(os.path.join(folder, name)).st_size  # noqa: PTH118
         return UnpackReport(
-            files=files,
-            bytes=total,
+            files=files + len(self.in_archive),
+            bytes=total + sum(member.size for member in self.in_archive.values()),
             archives_expanded=self.archives_expanded,
             dropped=self.dropped,
             formats=tuple(sorted(self.formats)),
             rejected=tuple(self.rejected),
+            in_archive=dict(self.in_archive),
         )
 
-    def _extract(self, archive: Path, fmt: str, into: Path, label: str) -> set[PurePosixPath]:
-        """Unpack ``archive`` into ``into``; the members known to be DICOM files."""
+    def _extract(
+        self, archive: Path, fmt: str, into: Path, label: str, keep: KeepInArchive | None = None
+    ) -> set[PurePosixPath]:
+        """Unpack ``archive`` into ``into``; the members known to be DICOM files (written).
+        With ``keep``, members may stay in the archive (:attr:`in_archive`)."""
         scope = ArchiveScope(self.budget, label, archive.stat().st_size)
-        target = ExtractionTarget(into, scope)
+        target = ExtractionTarget(into, scope, keep)
         _extractor(fmt)(archive, fmt, target, self.executor)
+        self.in_archive.update(target.in_archive)
         self.dropped += target.dropped
         self.archives_expanded += 1
         self.formats.add(fmt)

@@ -17,7 +17,7 @@ import zlib
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Final, Protocol, cast
+from typing import BinaryIO, Final, Protocol, cast
 
 import inflate64
 
@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - exercised only where the wheel is miss
     _HAVE_ISAL = False
     _ISAL_ERRORS = ()
 
+from dicomdrop.archives.members import ArchivedMember, archive_identity
 from dicomdrop.archives.safety import (
     CORRUPT,
     ENCRYPTED,
@@ -37,11 +38,13 @@ from dicomdrop.archives.safety import (
     SPECIAL_FILE,
     TRUNCATED,
     UNSUPPORTED,
+    is_macos_junk,
     member_path,
 )
 from dicomdrop.archives.target import (
     CHUNK_SIZE,
     HEAD_SIZE,
+    KEPT_HEAD_SIZE,
     OPEN_FLAGS,
     ExtractionTarget,
     is_dicom_head,
@@ -59,6 +62,10 @@ _FLAG_STRONG_ENCRYPTION: Final = 0x40
 _FLAG_UTF8: Final = 0x800
 _UNIX: Final = 3
 _UNICODE_PATH_EXTRA: Final = 0x7075
+_LOCAL_HEADER_SIZE: Final = 30
+_NAME_AND_EXTRA: Final = struct.Struct("<HH")  # lengths, at offset 26 of a local header
+# Members that may stay in the archive: read in place with one pread and one inflate.
+_KEPT_METHODS: Final = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
 #: With an executor, an archive of at least this many files is unpacked by its processes, in
 #: chunks of at least ``PARALLEL_CHUNK_MEMBERS`` files and at most ``PARALLEL_MAX_CHUNKS`` chunks.
 PARALLEL_MIN_MEMBERS: Final = 64
@@ -85,10 +92,13 @@ def extract_zip(archive: Path, target: ExtractionTarget, executor: Executor | No
         with zipfile.ZipFile(archive) as zip_file:
             members = [(info, _member_name(info)) for info in zip_file.infolist()]
             _check_members(members, target)
-            if executor is not None and _files_in(members) >= PARALLEL_MIN_MEMBERS:
-                _extract_in_parallel(archive, members, target, executor)
+            left = _leave_in_archive(archive, members, target)
+            if executor is not None and _files_in(members) - len(left) >= PARALLEL_MIN_MEMBERS:
+                _extract_in_parallel(archive, members, target, executor, left)
                 return
-            for info, name in members:
+            for index, (info, name) in enumerate(members):
+                if index in left:
+                    continue
                 path = target.accept(name)
                 if path is None:
                     continue
@@ -122,11 +132,74 @@ def _is_folder(info: zipfile.ZipInfo, name: str) -> bool:
     return info.is_dir() or name.endswith(("/", "\\"))
 
 
+def _leave_in_archive(
+    archive: Path, members: list[tuple[zipfile.ZipInfo, str]], target: ExtractionTarget
+) -> set[int]:
+    """Record the members that stay in the archive (``archives.members``): stored or deflated
+    files whose first bytes ``target.keep_in_archive`` accepts. Their indices in ``members``.
+
+    Anything unusual about a member (a local header that does not match the directory, data
+    that does not inflate) leaves it to the extraction, which reports it as it always has.
+    """
+    keep = target.keep_in_archive
+    if keep is None:
+        return set()
+    identity = archive_identity(archive)
+    left: set[int] = set()
+    with archive.open("rb") as stream:
+        for index, (info, name) in enumerate(members):
+            if _is_folder(info, name) or info.compress_type not in _KEPT_METHODS:
+                continue
+            path = member_path(name, where=target.scope.where(name))
+            if path is None or is_macos_junk(path):
+                continue
+            offset = _data_offset(stream, info)
+            if offset is None:
+                continue
+            member = ArchivedMember(
+                archive=str(archive),
+                identity=identity,
+                offset=offset,
+                compressed_size=info.compress_size,
+                size=info.file_size,
+                crc=info.CRC,
+                deflated=info.compress_type == zipfile.ZIP_DEFLATED,
+            )
+            try:
+                head = member.read_head(KEPT_HEAD_SIZE)
+            except ArchiveError:
+                continue
+            if keep(path, head):
+                target.leave_in_archive(path, member)
+                left.add(index)
+    return left
+
+
+def _data_offset(stream: BinaryIO, info: zipfile.ZipInfo) -> int | None:
+    """Where a member's data starts, after its local header; None when that header is not
+    one, or names another file than the directory does (zipfile refuses both)."""
+    stream.seek(info.header_offset)
+    header = stream.read(_LOCAL_HEADER_SIZE)
+    if len(header) != _LOCAL_HEADER_SIZE or header[:4] != b"PK\x03\x04":
+        return None
+    name_length, extra_length = _NAME_AND_EXTRA.unpack_from(header, 26)
+    raw_name = stream.read(name_length)
+    encoding = "utf-8" if info.flag_bits & _FLAG_UTF8 else "cp437"
+    try:
+        if raw_name.decode(encoding) != info.orig_filename:
+            return None
+    except UnicodeDecodeError:
+        return None
+    offset: int = info.header_offset + _LOCAL_HEADER_SIZE + name_length + extra_length
+    return offset
+
+
 def _extract_in_parallel(
     archive: Path,
     members: list[tuple[zipfile.ZipInfo, str]],
     target: ExtractionTarget,
     executor: Executor,
+    left: set[int],
 ) -> None:
     """Unpack the checked ``members`` with ``executor``'s processes.
 
@@ -140,6 +213,8 @@ def _extract_in_parallel(
     """
     planned: list[tuple[int, str]] = []
     for index, (info, name) in enumerate(members):
+        if index in left:
+            continue
         path = target.accept(name)
         if path is None:
             continue

@@ -44,6 +44,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 
 from dicomdrop import __version__
+from dicomdrop.archives.members import ArchivedMember
 from dicomdrop.archives.spool import SpooledEntry, SpoolSpec, close_spool, spool_for
 from dicomdrop.archives.zipwrite import DEFLATED, STORED
 from dicomdrop.config import ArchiveSettings, DeidSettings, MaskRule, PixelSettings
@@ -88,6 +89,7 @@ class FileTask:
     tokens: IdentityTokens | None = None  # given: the output bytes are scanned before writing
     spool: SpoolSpec | None = None  # given: the output is compressed into a spool, not written
     pixels: PixelSettings | None = None  # given: burned-in text policy (dicomdrop.pixels.scan)
+    member: ArchivedMember | None = None  # given: the source is read from the drop's archive
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,9 @@ def _shared_tokens(tokens: IdentityTokens) -> IdentityTokens:
 def deidentify_file(task: FileTask) -> FileOutcome:
     """De-identify one file into its staging path (runs in a worker process)."""
     try:
-        raw, ds = read_file(Path(task.source).read_bytes())
+        source = task.member.read() if task.member is not None else Path(task.source).read_bytes()
+        raw, ds = read_file(source)
+        del source
         top = {} if raw is None else {element.tag: element for element in raw.elements}
         # A file cut short is never delivered as if it were whole (read from the raw elements
         # when they tell, else from the dataset).
@@ -425,6 +429,7 @@ def deidentify_group(
     zip_entries: ArchiveSettings | None = None,
     pixels: PixelSettings | None = None,
     on_file: Callable[[int, int], None] | None = None,
+    members: Sequence[ArchivedMember | None] | None = None,
 ) -> GroupOutput:
     """De-identify ``sources`` into ``tree`` (created anew) and write the manifest.
 
@@ -433,6 +438,7 @@ def deidentify_group(
     (the archive settings of a zip delivery), outputs are compressed into spool files instead
     (``dicomdrop.archives.spool``): ``GroupOutput.entries`` names them, and the manifest is
     kept in ``GroupOutput.files_in_memory``. ``on_file(done, total)`` is called after each file.
+    ``members`` (one per source, or None) gives the sources read from the drop's archive.
     """
     for leftover in (tree, *tree.parent.glob(f"{tree.name}.spool-*")):
         if leftover.exists():
@@ -466,6 +472,7 @@ def deidentify_group(
             tokens=tokens,
             spool=spool,
             pixels=pixels,
+            member=None if members is None else members[i],
         )
         for i, src in enumerate(sources)
     ]

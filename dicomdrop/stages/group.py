@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import lru_cache
+from io import BytesIO
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
+from dicomdrop.archives.members import ArchivedMember
 from dicomdrop.config import ScreenSettings
 from dicomdrop.dicomio.kept import KeptAnswers, pydicom_modes
 from dicomdrop.dicomio.rawwalk import RawWalkError, TopElement, dictionary_vr, top_level
@@ -67,6 +69,7 @@ HEADER_TAGS = (
 _NAME_SEPARATORS = re.compile(r"[\W_]+")
 _CHUNK = 64  # files per task when headers are read in worker processes
 _HEAD_BYTES = 64 * 1024  # enough for almost every header; more is read when it is not
+_MEMBER_HEAD_BYTES = 16 * 1024  # the first step for a file read from the drop's archive
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
@@ -306,8 +309,9 @@ class HeaderValues:
         return default if value is None else value
 
 
-def read_header(path: Path, extra_tags: Sequence[str] = ()) -> HeaderValues:
-    """The identity elements of one file, and ``extra_tags`` (no pixel data).
+def read_header(source: Path | ArchivedMember, extra_tags: Sequence[str] = ()) -> HeaderValues:
+    """The identity elements of one file (on disk, or left in the drop's archive), and
+    ``extra_tags`` (no pixel data).
 
     Raises when pydicom fails, or when SOPClassUID or StudyInstanceUID (type 1 in every
     composite instance) is missing: pydicom reads a truncated file silently up to the cut.
@@ -315,9 +319,10 @@ def read_header(path: Path, extra_tags: Sequence[str] = ()) -> HeaderValues:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         keywords = [*HEADER_TAGS, *extra_tags]
-        header = _read_raw_header(path, keywords)
+        header = _read_raw_header(source, keywords)
         if header is None:
-            ds = dcmread(path, force=True, stop_before_pixels=True, specific_tags=keywords)
+            fp = BytesIO(source.read()) if isinstance(source, ArchivedMember) else source
+            ds = dcmread(fp, force=True, stop_before_pixels=True, specific_tags=keywords)
             # converted now, so a bad value fails here and not later
             header = HeaderValues(
                 {k: ds.get(k) for k in keywords}, ds.get("file_meta"), loaded=keywords
@@ -331,23 +336,58 @@ def read_header(path: Path, extra_tags: Sequence[str] = ()) -> HeaderValues:
 _PLAIN_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "LO", "PN", "SH", "UI"})
 
 
-def _read_raw_header(path: Path, keywords: Sequence[str]) -> HeaderValues | None:
+def _walk_header(source: Path | ArchivedMember) -> tuple[bool, dict[int, TopElement]] | None:
+    """The top-level elements of a file up to its pixel data, from its first bytes when they
+    hold them (read on in larger steps when they do not); None when the raw walk cannot read
+    the file and pydicom must."""
+    if isinstance(source, ArchivedMember):
+        # Inflating costs by the byte: a small first step, which holds most headers.
+        steps: tuple[int, ...] = (_MEMBER_HEAD_BYTES, _HEAD_BYTES)
+        read_head, read_all = source.read_head, source.read
+    else:
+        steps = (_HEAD_BYTES,)
+
+        def read_head(size: int) -> bytes:
+            with source.open("rb") as stream:
+                return stream.read(size)
+
+        read_all = source.read_bytes
+    for size in steps:
+        data = read_head(size)
+        whole = len(data) < size
+        try:
+            implicit, elements = top_level(data)
+        except RawWalkError:
+            if whole:
+                return None
+            continue
+        if whole or _stopped_before_end(elements, len(data)):
+            return implicit, elements
+    try:
+        return top_level(read_all())
+    except RawWalkError:
+        return None
+
+
+def _stopped_before_end(elements: dict[int, TopElement], length: int) -> bool:
+    """True when a walk of a file's first ``length`` bytes stopped at the pixel data: its last
+    element ends before the bytes do. A walk may also end without error because the bytes end
+    exactly between two elements, and then the header goes on after them."""
+    end = 0
+    for element in elements.values():
+        end = max(end, element.offset + len(element.value) + (8 if element.undefined else 0))
+    return end < length
+
+
+def _read_raw_header(source: Path | ArchivedMember, keywords: Sequence[str]) -> HeaderValues | None:
     """The elements ``keywords`` as pydicom would read them, from the file's first bytes when
     they hold the whole header; None when pydicom must read the file (no preamble, another byte
     order, anything unusual). Plain ASCII values are decoded here; pydicom converts the rest
     (character sets, multiple values, sequences) exactly as it does when reading a file."""
-    with path.open("rb") as stream:
-        data = stream.read(_HEAD_BYTES)
-        try:
-            implicit, elements = top_level(data)
-        except RawWalkError:
-            if len(data) < _HEAD_BYTES:
-                return None
-            data += stream.read()
-            try:
-                implicit, elements = top_level(data)
-            except RawWalkError:
-                return None
+    walked = _walk_header(source)
+    if walked is None:
+        return None
+    implicit, elements = walked
     values: dict[str, Any] = {}
     ds: Dataset | None = None
     charset = elements.get(_SPECIFIC_CHARACTER_SET)
@@ -428,17 +468,22 @@ def _relative(root: Path, path: Path) -> Path:
 
 
 def read_headers(
-    root: Path, relatives: Sequence[Path], screen: ScreenSettings | None
+    root: Path,
+    relatives: Sequence[Path],
+    screen: ScreenSettings | None,
+    members: Sequence[ArchivedMember | None] | None = None,
 ) -> list[FileHeader | None]:
-    """The headers of ``relatives`` (under ``root``), None for each that cannot be read.
+    """The headers of ``relatives`` (under ``root``, or in the drop's archive where
+    ``members`` gives one), None for each that cannot be read.
 
     Runs in a worker process when the group stage is given an executor.
     """
     extra_tags = SCREEN_TAGS if screen is not None else ()
     headers: list[FileHeader | None] = []
-    for relative in relatives:
+    for index, relative in enumerate(relatives):
+        member = None if members is None else members[index]
         try:
-            ds = read_header(root / relative, extra_tags)
+            ds = read_header(root / relative if member is None else member, extra_tags)
             verdict = screen_instance(ds, screen) if screen is not None else None
             headers.append(_header(relative, ds, verdict))
         except UnloadedElementError:
@@ -454,8 +499,11 @@ def group_instances(
     screen: ScreenSettings | None = None,
     *,
     executor: Executor | None = None,
+    in_archive: Mapping[Path, ArchivedMember] | None = None,
 ) -> Grouping:
     """Group ``dicom_files`` (relative to ``root``, or absolute under it) by patient.
+
+    ``in_archive`` gives the files left in the drop's archive (``archives.members``).
 
     Files directly under ``root`` form groups of folder ``""``. A file whose header cannot be
     read is listed in ``unreadable``, never raised. With ``screen``, every readable file is
@@ -463,12 +511,15 @@ def group_instances(
     process pool), headers are read in parallel; the result is the same.
     """
     relatives = sorted(_relative(root, Path(p)) for p in dicom_files)
+    members = [in_archive.get(p) for p in relatives] if in_archive else None
     if executor is not None and len(relatives) > 2 * _CHUNK:
-        chunks = [relatives[i : i + _CHUNK] for i in range(0, len(relatives), _CHUNK)]
-        parts = executor.map(read_headers, repeat(root), chunks, repeat(screen))
+        starts = range(0, len(relatives), _CHUNK)
+        chunks = [relatives[i : i + _CHUNK] for i in starts]
+        member_chunks = [None if members is None else members[i : i + _CHUNK] for i in starts]
+        parts = executor.map(read_headers, repeat(root), chunks, repeat(screen), member_chunks)
         headers = [header for part in parts for header in part]
     else:
-        headers = read_headers(root, relatives, screen)
+        headers = read_headers(root, relatives, screen, members)
     patients: dict[tuple[str, ...], _Collector] = {}
     unreadable: list[Path] = []
     folders: set[str] = set()

@@ -16,9 +16,10 @@ import os
 import stat
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
@@ -254,8 +255,24 @@ def _walk_files(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def sort_tree(root: Path, settings: SortSettings) -> SortResult:
+def dicom_by_head(path: PurePosixPath, head: bytes) -> bool:
+    """True when :func:`classify_file` calls the file at ``path`` DICOM from its name and its
+    first 4096 bytes (``head``) alone: a ``DICM`` marker and file meta that name no DICOMDIR.
+    The unpacker leaves such a file in the drop's archive (``archives.members``)."""
+    if path.name.upper() == "DICOMDIR" or head[128:132] != b"DICM":
+        return False
+    try:
+        sop_class = file_meta(head[:_HEAD_BYTES]).get(_MEDIA_STORAGE_SOP_CLASS)
+    except RawWalkError:
+        return False  # pydicom must read the file meta: the file is written out and sorted
+    return sop_class is None or sop_class.rstrip(b" \x00") != DICOMDIR_SOP_CLASS.encode()
+
+
+def sort_tree(root: Path, settings: SortSettings, in_archive: Iterable[Path] = ()) -> SortResult:
     """Classify every file under ``root``; delete DICOMDIRs and blacklisted files.
+
+    ``in_archive`` are the DICOM files left in the drop's archive (see :func:`dicom_by_head`):
+    not under ``root``, and DICOM already.
 
     Unknown files are deleted when ``unknown_files = "delete"`` (counted as ``unknown``), else
     listed in ``unknown`` for the pipeline to quarantine. ``deleted`` counts deletions by
@@ -275,6 +292,7 @@ def sort_tree(root: Path, settings: SortSettings) -> SortResult:
         else:
             path.unlink()
             deleted_files.append((relative, found.file_type or "unknown"))
+    dicom = sorted([*dicom, *in_archive])
     top_with_dicom = {p.parts[0] for p in dicom if len(p.parts) > 1}
     top_folders = sorted(
         Path(entry.name)

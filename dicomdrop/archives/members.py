@@ -1,0 +1,238 @@
+"""DICOM files read where they arrived: inside the claimed zip, not copied into the work folder.
+
+Unpacking used to write every member of a zip drop under ``work/<job>/unpacked/``, for the
+stages to read it back a moment later. That write was most of what unpacking cost: the kernel
+finds a new page for every byte and ext4 a new inode for every file, and the work folder needed
+room for the whole drop a second time. Yet the claimed zip stays untouched in
+``work/<job>/drop/`` until its job is finished, and is unpacked again from there when a job
+resumes. So a member that is plainly a DICOM file (stored or deflated, known as DICOM from its
+first bytes) stays in the zip: the unpacker records where its bytes are
+(:class:`ArchivedMember`), the stages read it from there (:class:`UnpackedFiles`), and it is
+written out only when it has to leave as a file (into quarantine).
+
+A member is checked each time it is read whole: its size and CRC-32, as unpacking checks every
+member it writes. Every read also checks that the archive is still the one unpacked (device,
+inode, size and modification time), so that a drop changed under a running job is refused, not
+read as something else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, cast
+
+try:  # ISA-L is a dependency (see zip_format); zlib stands in where the wheel is missing
+    from isal import isal_zlib
+
+    _HAVE_ISAL = True
+    _INFLATE_ERRORS: tuple[type[Exception], ...] = (
+        zlib.error,
+        cast(type[Exception], isal_zlib.error),
+    )
+except ImportError:  # pragma: no cover - exercised only where the wheel is missing
+    _HAVE_ISAL = False
+    _INFLATE_ERRORS = (zlib.error,)
+
+from dicomdrop.archives.safety import CORRUPT, TRUNCATED
+from dicomdrop.archives.target import OPEN_FLAGS
+from dicomdrop.archives.zipwrite import crc32
+from dicomdrop.errors import ArchiveError
+
+#: Compressed bytes read at a time when only the first bytes of a member are wanted, or when a
+#: member is written out.
+_PIECE: Final = 16 * 1024
+_OUT_PIECE: Final = 1024 * 1024
+#: The identity of the archive file: device, inode, size, modification time (ns).
+ArchiveIdentity = tuple[int, int, int, int]
+
+
+def archive_identity(path: Path) -> ArchiveIdentity:
+    """What :class:`ArchivedMember` checks before each read: the archive must not change."""
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class ArchivedMember:
+    """A file left inside the claimed zip archive: where its bytes are and what they must be.
+
+    Small and picklable: it travels to the worker processes with each task.
+    """
+
+    archive: str
+    identity: ArchiveIdentity
+    offset: int  # of the member's compressed bytes (after its local header)
+    compressed_size: int
+    size: int
+    crc: int
+    deflated: bool  # else stored
+
+    def read(self) -> bytes:
+        """The whole file, checked against its size and CRC-32; raises ArchiveError
+        (``archive.corrupt``) when it does not inflate to exactly what the zip declares."""
+        raw = self._raw(0, self.compressed_size)
+        data: bytes = raw
+        if self.deflated:
+            inflater = _inflater()
+            try:
+                data = inflater.decompress(raw, self.size + 1)
+            except _INFLATE_ERRORS as exc:
+                raise _damaged() from exc
+            if not inflater.eof:
+                raise _damaged()
+        if len(data) != self.size or crc32(data) != self.crc:
+            raise _damaged()
+        return data
+
+    def read_head(self, size: int) -> bytes:
+        """The first ``size`` bytes (fewer when the file is shorter), inflating no more than
+        they need; unchecked, as a file's first bytes read from disk are."""
+        if not self.deflated:
+            return self._raw(0, min(size, self.size))
+        inflater = zlib.decompressobj(-15)
+        head = b""
+        offset = 0
+        try:
+            while len(head) < size and offset < self.compressed_size:
+                piece = self._raw(offset, min(_PIECE, self.compressed_size - offset))
+                offset += len(piece)
+                head += inflater.decompress(inflater.unconsumed_tail + piece, size - len(head))
+                if inflater.eof:
+                    break
+        except zlib.error as exc:
+            raise _damaged() from exc
+        return head[:size]
+
+    def digest(self) -> bytes:
+        """The SHA-256 of the file (checked as by :meth:`read`)."""
+        return hashlib.sha256(self.read()).digest()
+
+    def write_to(self, path: Path) -> None:
+        """Write the file as a new file at ``path``, in pieces (memory stays flat).
+
+        A damaged member is written as far as it inflates, and the error is raised after: what
+        could be read is kept, and the caller learns that it is not the whole file. When the
+        archive changed, the error is raised before ``path`` is created.
+        """
+        self._raw(0, 0)  # the archive is still the one unpacked, before anything is created
+        fd = os.open(path, OPEN_FLAGS, 0o644)  # as unpacked files are
+        try:
+            for piece in self._pieces():
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+
+    def _pieces(self) -> Iterator[bytes]:
+        inflater = _inflater() if self.deflated else None
+        offset = 0
+        written = 0
+        value = 0
+        while offset < self.compressed_size:
+            raw = self._raw(offset, min(_OUT_PIECE, self.compressed_size - offset))
+            offset += len(raw)
+            if inflater is None:
+                data = raw
+            else:
+                try:
+                    data = inflater.decompress(raw, self.size + 1 - written)
+                except _INFLATE_ERRORS as exc:
+                    raise _damaged() from exc
+            written += len(data)
+            value = crc32(data, value)
+            yield data
+            if written > self.size:
+                raise _damaged()
+        if written != self.size or value != self.crc or (inflater and not inflater.eof):
+            raise _damaged()
+
+    def _raw(self, start: int, length: int) -> bytes:
+        """``length`` compressed bytes from ``start`` (relative to the member's data)."""
+        fd = os.open(self.archive, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
+                raise ArchiveError(
+                    CORRUPT,
+                    "the drop's archive changed while its job was running; drop it again",
+                )
+            parts: list[bytes] = []
+            done = 0
+            while done < length:
+                part = os.pread(fd, length - done, self.offset + start + done)
+                if not part:
+                    raise ArchiveError(
+                        TRUNCATED, "a zip archive ends inside a member: it is truncated"
+                    )
+                parts.append(part)
+                done += len(part)
+            return parts[0] if len(parts) == 1 else b"".join(parts)  # b"" when none
+        finally:
+            os.close(fd)
+
+
+def _inflater() -> Any:
+    """A raw-deflate inflater: ISA-L's (about twice as fast here), else zlib's."""
+    return isal_zlib.decompressobj(-15) if _HAVE_ISAL else zlib.decompressobj(-15)
+
+
+def _damaged() -> ArchiveError:
+    return ArchiveError(
+        CORRUPT,
+        "a file in the zip archive is damaged: it does not inflate to the size and checksum "
+        "the archive declares; the drop is kept with the job's originals",
+    )
+
+
+@dataclass
+class UnpackedFiles:
+    """The files of an unpacked drop, by path relative to ``root``: each one a file under
+    ``root``, or a member left in the claimed archive (``in_archive``)."""
+
+    root: Path
+    in_archive: dict[Path, ArchivedMember] = field(default_factory=dict)
+
+    def member(self, relative: Path | str) -> ArchivedMember | None:
+        """The archive member behind ``relative``, or None for a file on disk."""
+        return self.in_archive.get(Path(relative))
+
+    def read(self, relative: Path | str) -> bytes:
+        """The bytes of one file, wherever it is."""
+        member = self.member(relative)
+        return (self.root / relative).read_bytes() if member is None else member.read()
+
+    def digest(self, relative: Path | str) -> bytes:
+        """The SHA-256 of one file, wherever it is."""
+        member = self.member(relative)
+        if member is not None:
+            return member.digest()
+        with (self.root / relative).open("rb") as stream:
+            return hashlib.file_digest(stream, "sha256").digest()
+
+    def write_out(self, relatives: Iterable[Path | str]) -> None:
+        """Write the files among ``relatives`` that are still in the archive under ``root``
+        (before they are moved out of the work folder); from then on they are files.
+
+        A damaged member is written as far as it inflates and stays a file: the quarantine
+        keeps what could be read, and its reason says why it is there.
+        """
+        for relative in relatives:
+            member = self.in_archive.get(Path(relative))
+            if member is None:
+                continue
+            path = self.root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists():
+                path.unlink()  # a piece left by a write cut short: written again whole
+            try:
+                member.write_to(path)
+            except ArchiveError:
+                if not path.exists():
+                    raise
+            del self.in_archive[Path(relative)]
