@@ -12,6 +12,7 @@ import json
 import os
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 from archive_factories import dicom_bytes, make_zip, read_tree
@@ -26,7 +27,13 @@ from test_stages_group import header_cut_at_boundary
 from dicomdrop.archives import unpack_drop
 from dicomdrop.archives.members import ArchivedMember, UnpackedFiles
 from dicomdrop.cli import main
-from dicomdrop.config import ArchiveSettings, ScreenSettings, SortSettings, load_settings
+from dicomdrop.config import (
+    ArchiveSettings,
+    ScreenSettings,
+    Settings,
+    SortSettings,
+    load_settings,
+)
 from dicomdrop.errors import ArchiveError
 from dicomdrop.stages.duplicates import split_duplicates
 from dicomdrop.stages.group import group_instances, read_header
@@ -288,6 +295,17 @@ def _zip_of(folder: Path, path: Path) -> Path:
     return make_zip(path, read_tree(folder))
 
 
+def _process_delivering_two(config: Path, settings: Settings, drop: Path) -> tuple[Path, Any]:
+    """Process ``drop``, which delivers 2 instances and quarantines the rest: the job's
+    quarantine folder and its reason.json."""
+    assert main(["process", "--config", str(config), "--no-progress", str(drop)]) == 3
+    (archive,) = settings.paths.outbox.glob("*.zip")
+    with zipfile.ZipFile(archive) as zf:
+        assert json.loads(zf.read("manifest.json"))["instances"] == 2
+    (entry,) = settings.paths.quarantine.iterdir()
+    return entry, json.loads((entry / "reason.json").read_text())
+
+
 def test_files_quarantined_from_a_zip_drop_reach_the_quarantine_whole(tmp_path: Path) -> None:
     """Screened, duplicate and conflicting files, all left in the zip, are written out into
     the quarantine byte for byte; the rest is delivered; no unpacked file was ever written."""
@@ -303,13 +321,7 @@ def test_files_quarantined_from_a_zip_drop_reach_the_quarantine_whole(tmp_path: 
     originals = read_tree(folder)
     drop = _zip_of(folder, tmp_path / "drop.zip")
 
-    assert main(["process", "--config", str(config), "--no-progress", str(drop)]) == 3
-
-    (archive,) = settings.paths.outbox.glob("*.zip")
-    with zipfile.ZipFile(archive) as zf:
-        assert json.loads(zf.read("manifest.json"))["instances"] == 2
-    (entry,) = settings.paths.quarantine.iterdir()
-    reason = json.loads((entry / "reason.json").read_text())
+    entry, reason = _process_delivering_two(config, settings, drop)
     named = {f for e in reason["entries"] for f in e["files"]}
     assert {"p/burned.dcm", "p/clash.dcm"} <= named and len(named) == 3
     quarantined = read_tree(entry / "files")
@@ -327,13 +339,7 @@ def test_a_member_damaged_past_its_header_is_quarantined_alone(tmp_path: Path) -
     damaged_path, member = sorted(report.in_archive.items())[1]
     _damage(member, member.compressed_size - 20)
 
-    assert main(["process", "--config", str(config), "--no-progress", str(drop)]) == 3
-
-    (archive,) = settings.paths.outbox.glob("*.zip")
-    with zipfile.ZipFile(archive) as zf:
-        assert json.loads(zf.read("manifest.json"))["instances"] == 2
-    (entry,) = settings.paths.quarantine.iterdir()
-    reason = json.loads((entry / "reason.json").read_text())
+    entry, reason = _process_delivering_two(config, settings, drop)
     assert [(e["code"], e["files"]) for e in reason["entries"]] == [
         ("archive.corrupt", [damaged_path.as_posix()])
     ]

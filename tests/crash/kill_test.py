@@ -75,8 +75,9 @@ ARCHIVE_RE = re.compile(
 )
 PEOPLE = {p.name: p for p in (MUELLER, SMITH_JOHN, OKONKWO)}
 
-#: Instances of ward-a's first series: enough for the zip to be unpacked by the worker processes
-#: (``zip_format.PARALLEL_MIN_MEMBERS``), so that kills land in a parallel unpack too.
+#: Instances of ward-a's first series, zipped inside ward-a: enough for that inner zip to be
+#: unpacked by the worker processes (``zip_format.PARALLEL_MIN_MEMBERS``), so that kills land in
+#: a parallel unpack too. (ward-a's own DICOM members stay in it: ``archives.members``.)
 FIRST_SERIES = PARALLEL_MIN_MEMBERS + 2
 #: What each drop must give: instances delivered per patient, and quarantine codes.
 EXPECTED_DELIVERIES: dict[str, dict[str, int]] = {
@@ -99,7 +100,9 @@ EXPECTED_STATES = {
 def build_drops(staging: Path) -> list[Path]:
     """Write the drops under ``staging``; return them (to be renamed into the inbox)."""
     a = staging / "a"
-    write_series(a / "first", MUELLER, 1, 1, FIRST_SERIES)
+    write_series(staging / "first", MUELLER, 1, 1, FIRST_SERIES)
+    a.mkdir()
+    zip_folder(staging / "first", a / "first.zip")  # unpacked into a/first/ at the job's start
     write_series(a / "second", MUELLER, 1, 2, 3)
     write_series(a / "other", SMITH_JOHN, 1, 1, 2)
     b = staging / "ward-b"
