@@ -356,3 +356,18 @@ def test_a_header_read_from_the_zip_goes_on_past_a_cut_at_a_boundary(
     path = header_cut_at_boundary(tmp_path / "a.dcm", cut)
     member = _member_of(tmp_path, path.read_bytes(), method)
     assert read_header(member, ["BurnedInAnnotation"]).get("BurnedInAnnotation") == "YES"
+
+
+@pytest.mark.parametrize(
+    "names", [("x.dcm", "x.dcm/y.dcm"), ("x.dcm/y.dcm", "x.dcm"), ("a/x.dcm", "a/x.dcm/b/y.dcm")]
+)
+def test_a_kept_file_and_a_folder_with_one_path_are_refused(
+    tmp_path: Path, names: tuple[str, str]
+) -> None:
+    """Written members meet such a conflict on the disk; members left in the zip must meet it
+    too, in either order."""
+    drop = make_zip(tmp_path / "drop.zip", {name: dicom_bytes(i) for i, name in enumerate(names)})
+    with pytest.raises(ArchiveError) as caught:
+        _unpack(drop, tmp_path / "unpacked")
+    assert caught.value.code == "archive.corrupt"
+    assert not (tmp_path / "unpacked").exists()

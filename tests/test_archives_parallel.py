@@ -212,8 +212,7 @@ FOUND_WHILE_INFLATING = {
     "bad CRC",
     "damaged deflate stream",
     "member shorter than declared",
-    "file and folder with one path",
-}
+}  # a file and a folder with one path: found here, from the paths, before anything is written
 
 
 def test_a_member_inflating_past_its_declared_size_is_never_written_past_it(

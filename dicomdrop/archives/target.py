@@ -154,11 +154,15 @@ class ExtractionTarget:
         """Create a member folder (and its parents)."""
         if path in self._dirs:
             return  # made here before (asking the file system again costs an exception)
+        folders = [path, *(p for p in path.parents if p.parts)]
+        if any(folder in self._files for folder in folders):
+            # A file of that path may be left in the archive, where the disk cannot tell.
+            raise self.conflict(path)
         try:
             (self.root / path).mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise self.conflict(path) from None
-        self._dirs.add(path)
+        self._dirs.update(folders)
 
     def open_file(self, path: PurePosixPath, declared_size: int | None) -> EntryWriter:
         """Create a member file for writing; it must not exist yet."""
@@ -180,6 +184,8 @@ class ExtractionTarget:
                 "which one is meant",
                 files=[self.scope.where(member)],
             )
+        if path in self._dirs:  # a folder of that path was made (for a file left in the archive)
+            raise self.conflict(path)
         self.scope.budget.start_entry(self.scope.where(member), declared_size)
         if len(path.parts) > 1:
             self.make_dir(path.parent)
