@@ -229,10 +229,10 @@ class Pipeline:
                 rejected_dir=rejected,
                 executor=self.executor,
                 # DICOM files of a zip drop are read from it, not written (archives.members).
-                keep_in_archive=dicom_by_head,
+                leave_in_drop=dicom_by_head,
             )
             files = UnpackedFiles(
-                unpacked, {Path(p): m for p, m in unpacked_report.in_archive.items()}
+                unpacked, {Path(p): m for p, m in unpacked_report.in_drop.items()}
             )
             self._unpacked[job_id] = files
             # A damaged archive inside the drop goes to quarantine alone; the rest goes on.
@@ -242,7 +242,7 @@ class Pipeline:
                 outcome.quarantined[member.code] = outcome.quarantined.get(member.code, 0) + 1
                 outcome.report.append([member.path, "quarantined", member.code, ""])
         with self._stage(job_id, "sort") as details:
-            sorted_files = sort_tree(unpacked, self.settings.sort, files.in_archive)
+            sorted_files = sort_tree(unpacked, self.settings.sort, files.in_drop)
             outcome.deleted = dict(sorted_files.deleted)
             outcome.report += [
                 [str(f), "deleted", kind, ""] for f, kind in sorted_files.deleted_files
@@ -268,7 +268,7 @@ class Pipeline:
                 sorted_files.dicom,
                 self.settings.screen,
                 executor=self.executor,
-                in_archive=files.in_archive,
+                in_drop=files.in_drop,
             )
             if grouped.unreadable:
                 self._quarantine_files(

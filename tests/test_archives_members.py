@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from test_stages_group import header_cut_at_boundary
 
 from dicomdrop.archives import unpack_drop
-from dicomdrop.archives.members import ArchivedMember, UnpackedFiles
+from dicomdrop.archives.members import DropMember, UnpackedFiles
 from dicomdrop.cli import main
 from dicomdrop.config import (
     ArchiveSettings,
@@ -43,7 +43,7 @@ LIMITS = ArchiveSettings()
 
 
 def _unpack(drop: Path, dest: Path, limits: ArchiveSettings = LIMITS):  # type: ignore[no-untyped-def]
-    return unpack_drop(drop, dest, limits, keep_in_archive=dicom_by_head)
+    return unpack_drop(drop, dest, limits, leave_in_drop=dicom_by_head)
 
 
 def _drop_files() -> dict[str, bytes]:
@@ -64,14 +64,14 @@ def test_dicom_members_stay_in_the_zip_and_read_as_written(tmp_path: Path, metho
 
     report = _unpack(drop, dest)
 
-    kept = {p.as_posix() for p in report.in_archive}
+    kept = {p.as_posix() for p in report.in_drop}
     assert kept == {"PAT/s1/IM1.dcm", "PAT/s1/IM2.dcm", "PAT/s2/IM3.dcm"}
     # Nothing of them on disk; the rest written as before; the tree's folders all there.
     assert set(read_tree(dest)) == {"PAT/report.pdf", "PAT/DICOMDIR"}
     assert (dest / "PAT" / "s1").is_dir() and (dest / "PAT" / "s2").is_dir()
     assert report.files == 5
     assert report.bytes == sum(map(len, files.values()))
-    for path, member in report.in_archive.items():
+    for path, member in report.in_drop.items():
         data = files[path.as_posix()]
         assert member.read() == data
         assert member.read_head(4096) == data[:4096]
@@ -82,7 +82,7 @@ def test_unpacking_without_the_predicate_writes_every_member(tmp_path: Path) -> 
     files = _drop_files()
     drop = make_zip(tmp_path / "drop.zip", files)
     report = unpack_drop(drop, tmp_path / "unpacked", LIMITS)
-    assert report.in_archive == {}
+    assert report.in_drop == {}
     assert read_tree(tmp_path / "unpacked") == files
 
 
@@ -93,7 +93,7 @@ def test_members_of_archives_inside_the_drop_are_written(tmp_path: Path) -> None
         tmp_path / "drop.zip", {"IM1.dcm": dicom_bytes(1), "inner.zip": inner.read_bytes()}
     )
     report = _unpack(drop, tmp_path / "unpacked")
-    assert [p.as_posix() for p in report.in_archive] == ["IM1.dcm"]
+    assert [p.as_posix() for p in report.in_drop] == ["IM1.dcm"]
     assert read_tree(tmp_path / "unpacked") == {"inner/IM9.dcm": dicom_bytes(9)}
 
 
@@ -120,15 +120,15 @@ def test_two_members_with_one_path_are_refused_when_kept(tmp_path: Path) -> None
     assert caught.value.code == "archive.duplicate"
 
 
-def _member_of(tmp_path: Path, data: bytes, method: int = zipfile.ZIP_DEFLATED) -> ArchivedMember:
+def _member_of(tmp_path: Path, data: bytes, method: int = zipfile.ZIP_DEFLATED) -> DropMember:
     drop = make_zip(tmp_path / "one.zip", {"IM1.dcm": data}, compression=method)
-    (member,) = _unpack(drop, tmp_path / "one").in_archive.values()
+    (member,) = _unpack(drop, tmp_path / "one").in_drop.values()
     return member
 
 
-def _damage(member: ArchivedMember, at: int) -> None:
+def _damage(member: DropMember, at: int) -> None:
     """Flip one compressed byte in place (size and time kept, so only the content differs)."""
-    path = Path(member.archive)
+    path = Path(member.file)
     stat = path.stat()
     with path.open("r+b") as stream:
         stream.seek(member.offset + at)
@@ -160,7 +160,7 @@ def test_a_damaged_member_is_refused_and_written_out_as_far_as_it_goes(
 def test_a_drop_changed_under_its_job_is_never_read(tmp_path: Path) -> None:
     data = dicom_bytes(1)
     member = _member_of(tmp_path, data)
-    archive = Path(member.archive)
+    archive = Path(member.file)
     archive.write_bytes(archive.read_bytes())  # same bytes, but another write: a new identity
     os.utime(archive, ns=(1, 1))
     for read in (member.read, lambda: member.read_head(10), member.digest):
@@ -214,7 +214,7 @@ def test_first_bytes_and_whole_file_equal_the_member(
     offset = info.header_offset + 30 + int.from_bytes(header[26:28], "little")
     offset += int.from_bytes(header[28:30], "little")
     st_ = drop.stat()
-    member = ArchivedMember(
+    member = DropMember(
         str(drop),
         (st_.st_dev, st_.st_ino, st_.st_size, st_.st_mtime_ns),
         offset,
@@ -238,15 +238,13 @@ def test_sort_and_group_read_kept_members_as_written_files(tmp_path: Path) -> No
     kept = _unpack(drop, tmp_path / "kept")
     assert written.files == kept.files and written.bytes == kept.bytes
     sort = SortSettings()
-    in_archive = {Path(p): m for p, m in kept.in_archive.items()}
+    in_drop = {Path(p): m for p, m in kept.in_drop.items()}
     sorted_written = sort_tree(tmp_path / "written", sort)
-    sorted_kept = sort_tree(tmp_path / "kept", sort, in_archive)
+    sorted_kept = sort_tree(tmp_path / "kept", sort, in_drop)
     assert sorted_kept == sorted_written
     screen = ScreenSettings()
     grouped_written = group_instances(tmp_path / "written", sorted_written.dicom, screen)
-    grouped_kept = group_instances(
-        tmp_path / "kept", sorted_kept.dicom, screen, in_archive=in_archive
-    )
+    grouped_kept = group_instances(tmp_path / "kept", sorted_kept.dicom, screen, in_drop=in_drop)
     assert grouped_kept == grouped_written
 
 
@@ -255,7 +253,7 @@ def test_duplicates_compare_kept_members_by_their_bytes(tmp_path: Path) -> None:
     other = dicom_bytes(2)
     drop = make_zip(tmp_path / "drop.zip", {"a.dcm": one, "b.dcm": one, "c.dcm": other})
     report = _unpack(drop, tmp_path / "unpacked")
-    files = UnpackedFiles(tmp_path / "unpacked", {Path(p): m for p, m in report.in_archive.items()})
+    files = UnpackedFiles(tmp_path / "unpacked", {Path(p): m for p, m in report.in_drop.items()})
     paths = [Path("a.dcm"), Path("b.dcm"), Path("c.dcm")]
     assert split_duplicates(paths, ["1.2", "1.2", "1.3"], list(paths), files) == (
         [Path("a.dcm"), Path("c.dcm")],
@@ -306,9 +304,13 @@ def _process_delivering_two(config: Path, settings: Settings, drop: Path) -> tup
     return entry, json.loads((entry / "reason.json").read_text())
 
 
-def test_files_quarantined_from_a_zip_drop_reach_the_quarantine_whole(tmp_path: Path) -> None:
-    """Screened, duplicate and conflicting files, all left in the zip, are written out into
-    the quarantine byte for byte; the rest is delivered; no unpacked file was ever written."""
+@pytest.mark.parametrize("kind", ["zip", "folder"])
+def test_files_quarantined_from_the_drop_reach_the_quarantine_whole(
+    tmp_path: Path, kind: str
+) -> None:
+    """Screened, duplicate and conflicting files, all left in the drop, are written out into
+    the quarantine byte for byte; the rest is delivered; the input is left as it was (a folder
+    given to ``process`` is claimed by hard links to its files: they are read, never moved)."""
     config, settings = _site(tmp_path)
     folder = tmp_path / "drop"
     write_series(folder / "p", MUELLER, 1, 1, 3)
@@ -319,13 +321,42 @@ def test_files_quarantined_from_a_zip_drop_reach_the_quarantine_whole(tmp_path: 
     clash.ImageComments = "another instance under the same SOPInstanceUID"
     (folder / "p" / "clash.dcm").write_bytes(instance_bytes(clash))
     originals = read_tree(folder)
-    drop = _zip_of(folder, tmp_path / "drop.zip")
+    drop = _zip_of(folder, tmp_path / "drop.zip") if kind == "zip" else folder
+    inodes = {p: p.stat().st_ino for p in folder.rglob("*.dcm")}
 
     entry, reason = _process_delivering_two(config, settings, drop)
     named = {f for e in reason["entries"] for f in e["files"]}
     assert {"p/burned.dcm", "p/clash.dcm"} <= named and len(named) == 3
     quarantined = read_tree(entry / "files")
     assert quarantined == {name: originals[name] for name in named}
+    assert read_tree(folder) == originals
+    assert {p: p.stat().st_ino for p in folder.rglob("*.dcm")} == inodes
+    for name in named:  # copies, not the input's own files
+        assert (entry / "files" / name).stat().st_ino not in inodes.values()
+
+
+def test_dicom_files_of_a_folder_drop_are_read_in_place(tmp_path: Path) -> None:
+    files = _drop_files()
+    folder = tmp_path / "folder"
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    report = _unpack(folder, tmp_path / "unpacked")
+    assert {p.as_posix() for p in report.in_drop} == {
+        "PAT/s1/IM1.dcm",
+        "PAT/s1/IM2.dcm",
+        "PAT/s2/IM3.dcm",
+    }
+    assert set(read_tree(tmp_path / "unpacked")) == {"PAT/report.pdf", "PAT/DICOMDIR"}
+    assert report.files == 5 and report.bytes == sum(map(len, files.values()))
+    member = report.in_drop[PurePosixPath("PAT/s1/IM1.dcm")]
+    assert member.read() == files["PAT/s1/IM1.dcm"]
+    assert member.read_head(300) == files["PAT/s1/IM1.dcm"][:300]
+    assert Path(member.file).samefile(folder / "PAT/s1/IM1.dcm")
+    # A file changed after it was unpacked is never read as what was unpacked.
+    (folder / "PAT/s1/IM1.dcm").write_bytes(files["PAT/s1/IM2.dcm"])
+    with pytest.raises(ArchiveError, match="changed"):
+        member.read()
 
 
 def test_a_member_damaged_past_its_header_is_quarantined_alone(tmp_path: Path) -> None:
@@ -336,7 +367,7 @@ def test_a_member_damaged_past_its_header_is_quarantined_alone(tmp_path: Path) -
     write_series(folder / "p", MUELLER, 1, 1, 3)
     drop = _zip_of(folder, tmp_path / "drop.zip")
     report = _unpack(drop, tmp_path / "probe")
-    damaged_path, member = sorted(report.in_archive.items())[1]
+    damaged_path, member = sorted(report.in_drop.items())[1]
     _damage(member, member.compressed_size - 20)
 
     entry, reason = _process_delivering_two(config, settings, drop)

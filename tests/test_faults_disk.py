@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -49,13 +50,22 @@ def metrics(port: int) -> str:
         return str(reply.read().decode())
 
 
-def write_drop(folder: Path, *, study: int = 1, burned: bool = False) -> Path:
-    """A folder drop: two patients, INSTANCES instances of about 9 kB (one burned-in if asked)."""
+def write_drop(folder: Path, *, study: int = 1, burned: bool = False, zipped: bool = False) -> Path:
+    """A folder drop: two patients, INSTANCES instances of about 9 kB (one burned-in if asked).
+
+    ``zipped``: the instances are in a zip inside the folder (stored), which unpacking writes
+    out; the DICOM files of a folder drop itself are read where they are (archives.members).
+    """
     for i in range(1, INSTANCES + 1):
         person = MUELLER if i % 2 else SMITH_JOHN
         ds = make_person_instance(person, study, 1, i, size=64)
         (folder / person.family).mkdir(parents=True, exist_ok=True)
         (folder / person.family / f"{i:03d}.dcm").write_bytes(dicom_bytes(ds))
+    if zipped:
+        with zipfile.ZipFile(folder / "series.zip", "w") as archive:
+            for path in sorted(folder.rglob("*.dcm")):
+                archive.write(path, path.relative_to(folder).as_posix())
+                path.unlink()
     if burned:
         ds = make_person_instance(OKONKWO, 1, 1, 1, size=64)
         ds.BurnedInAnnotation = "YES"
@@ -98,19 +108,21 @@ def assert_nothing_judged(inst: Installation) -> None:
 
 
 @pytest.mark.parametrize(
-    ("full", "leave"),
+    ("full", "leave", "zipped"),
     [
-        ("shared", 0.0),  # unpacking, at once
-        ("shared", 0.6),  # unpacking, half-way
-        ("shared", 1.3),  # de-identification (the outputs are spooled into work)
-        ("outbox", 0.0),  # packing
+        # Unpacking, at once and half-way: of a zip inside the drop, which is written out (the
+        # DICOM files of the folder itself are read where they are).
+        ("shared", 0.0, True),
+        ("shared", 0.6, True),
+        ("shared", 0.3, False),  # de-identification (the outputs are spooled into work)
+        ("outbox", 0.0, False),  # packing
     ],
 )
 def test_a_full_disk_pauses_the_job_and_it_resumes_when_space_returns(
-    mounted: tuple[Installation, int], full: str, leave: float
+    mounted: tuple[Installation, int], full: str, leave: float, zipped: bool
 ):
     inst, port = mounted
-    drop = write_drop(inst.staging / "ward")
+    drop = write_drop(inst.staging / "ward", zipped=zipped)
     size = drop_bytes(drop)
     second = write_drop(inst.staging / "later", study=2)
     daemon = inst.start()

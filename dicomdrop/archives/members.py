@@ -1,19 +1,20 @@
-"""DICOM files read where they arrived: inside the claimed zip, not copied into the work folder.
+"""DICOM files read where they arrived, in the claimed drop, not copied into the work folder.
 
-Unpacking used to write every member of a zip drop under ``work/<job>/unpacked/``, for the
-stages to read it back a moment later. That write was most of what unpacking cost: the kernel
-finds a new page for every byte and ext4 a new inode for every file, and the work folder needed
-room for the whole drop a second time. Yet the claimed zip stays untouched in
-``work/<job>/drop/`` until its job is finished, and is unpacked again from there when a job
-resumes. So a member that is plainly a DICOM file (stored or deflated, known as DICOM from its
-first bytes) stays in the zip: the unpacker records where its bytes are
-(:class:`ArchivedMember`), the stages read it from there (:class:`UnpackedFiles`), and it is
-written out only when it has to leave as a file (into quarantine).
+Unpacking used to write every file of a drop under ``work/<job>/unpacked/`` (inflated from a
+zip, or copied from a folder), for the stages to read it back a moment later. That write was
+most of what unpacking cost: the kernel finds a new page for every byte and ext4 a new inode
+for every file, and the work folder needed room for the whole drop a second time. Yet the
+claimed drop stays untouched in ``work/<job>/drop/`` until its job is finished, and is unpacked
+again from there when a job resumes. So a file that is plainly DICOM by its first bytes (a
+stored or deflated member of the drop's zip, or a file of the drop's folder) stays where it is:
+the unpacker records where its bytes are (:class:`DropMember`), the stages read it from there
+(:class:`UnpackedFiles`), and it is written out only when it has to leave as a file (into
+quarantine).
 
-A member is checked each time it is read whole: its size and CRC-32, as unpacking checks every
-member it writes. Every read also checks that the archive is still the one unpacked (device,
-inode, size and modification time), so that a drop changed under a running job is refused, not
-read as something else.
+A zip member is checked each time it is read whole: its size and CRC-32, as unpacking checks
+every member it writes. Every read also checks that the file holding the bytes is still the one
+unpacked (device, inode, size and modification time), so that a drop changed under a running
+job is refused, not read as something else.
 """
 
 from __future__ import annotations
@@ -47,30 +48,31 @@ from dicomdrop.errors import ArchiveError
 #: member is written out.
 _PIECE: Final = 16 * 1024
 _OUT_PIECE: Final = 1024 * 1024
-#: The identity of the archive file: device, inode, size, modification time (ns).
+#: The identity of the file holding a member's bytes: device, inode, size, modification time.
 ArchiveIdentity = tuple[int, int, int, int]
 
 
 def archive_identity(path: Path) -> ArchiveIdentity:
-    """What :class:`ArchivedMember` checks before each read: the archive must not change."""
+    """What :class:`DropMember` checks before each read: the file must not change."""
     st = path.stat()
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True)
-class ArchivedMember:
-    """A file left inside the claimed zip archive: where its bytes are and what they must be.
+class DropMember:
+    """A file of the claimed drop read where it is, a member of its zip or a file of its
+    folder: where its bytes are and what they must be.
 
     Small and picklable: it travels to the worker processes with each task.
     """
 
-    archive: str
+    file: str  # that holds the bytes: the claimed zip, or the file itself in a claimed folder
     identity: ArchiveIdentity
     offset: int  # of the member's compressed bytes (after its local header)
     compressed_size: int
     size: int
-    crc: int
-    deflated: bool  # else stored
+    crc: int | None  # None for a file of a folder drop: no checksum to check, only its identity
+    deflated: bool  # else stored (a file of a folder drop is "stored")
 
     def read(self) -> bytes:
         """The whole file, checked against its size and CRC-32; raises ArchiveError
@@ -85,7 +87,7 @@ class ArchivedMember:
                 raise _damaged() from exc
             if not inflater.eof:
                 raise _damaged()
-        if len(data) != self.size or crc32(data) != self.crc:
+        if len(data) != self.size or (self.crc is not None and crc32(data) != self.crc):
             raise _damaged()
         return data
 
@@ -117,9 +119,9 @@ class ArchivedMember:
 
         A damaged member is written as far as it inflates, and the error is raised after: what
         could be read is kept, and the caller learns that it is not the whole file. When the
-        archive changed, the error is raised before ``path`` is created.
+        drop changed, the error is raised before ``path`` is created.
         """
-        self._raw(0, 0)  # the archive is still the one unpacked, before anything is created
+        self._raw(0, 0)  # the drop is still the one unpacked, before anything is created
         fd = os.open(path, OPEN_FLAGS, 0o644)  # as unpacked files are
         try:
             for piece in self._pieces():
@@ -149,18 +151,18 @@ class ArchivedMember:
             yield data
             if written > self.size:
                 raise _damaged()
-        if written != self.size or value != self.crc or (inflater and not inflater.eof):
+        checked = self.crc is None or value == self.crc
+        if written != self.size or not checked or (inflater and not inflater.eof):
             raise _damaged()
 
     def _raw(self, start: int, length: int) -> bytes:
         """``length`` compressed bytes from ``start`` (relative to the member's data)."""
-        fd = os.open(self.archive, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(self.file, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
                 raise ArchiveError(
-                    CORRUPT,
-                    "the drop's archive changed while its job was running; drop it again",
+                    CORRUPT, "the drop changed while its job was running; drop it again"
                 )
             parts: list[bytes] = []
             done = 0
@@ -168,7 +170,7 @@ class ArchivedMember:
                 part = os.pread(fd, length - done, self.offset + start + done)
                 if not part:
                     raise ArchiveError(
-                        TRUNCATED, "a zip archive ends inside a member: it is truncated"
+                        TRUNCATED, "a file of the drop ends before its declared size"
                     )
                 parts.append(part)
                 done += len(part)
@@ -193,14 +195,14 @@ def _damaged() -> ArchiveError:
 @dataclass
 class UnpackedFiles:
     """The files of an unpacked drop, by path relative to ``root``: each one a file under
-    ``root``, or a member left in the claimed archive (``in_archive``)."""
+    ``root``, or a file left in the claimed drop (``in_drop``)."""
 
     root: Path
-    in_archive: dict[Path, ArchivedMember] = field(default_factory=dict)
+    in_drop: dict[Path, DropMember] = field(default_factory=dict)
 
-    def member(self, relative: Path | str) -> ArchivedMember | None:
-        """The archive member behind ``relative``, or None for a file on disk."""
-        return self.in_archive.get(Path(relative))
+    def member(self, relative: Path | str) -> DropMember | None:
+        """The drop's file behind ``relative``, or None for a file under ``root``."""
+        return self.in_drop.get(Path(relative))
 
     def read(self, relative: Path | str) -> bytes:
         """The bytes of one file, wherever it is."""
@@ -216,14 +218,14 @@ class UnpackedFiles:
             return hashlib.file_digest(stream, "sha256").digest()
 
     def write_out(self, relatives: Iterable[Path | str]) -> None:
-        """Write the files among ``relatives`` that are still in the archive under ``root``
+        """Write the files among ``relatives`` that are still in the drop under ``root``
         (before they are moved out of the work folder); from then on they are files.
 
         A damaged member is written as far as it inflates and stays a file: the quarantine
         keeps what could be read, and its reason says why it is there.
         """
         for relative in relatives:
-            member = self.in_archive.get(Path(relative))
+            member = self.in_drop.get(Path(relative))
             if member is None:
                 continue
             path = self.root / relative
@@ -235,4 +237,4 @@ class UnpackedFiles:
             except ArchiveError:
                 if not path.exists():
                     raise
-            del self.in_archive[Path(relative)]
+            del self.in_drop[Path(relative)]

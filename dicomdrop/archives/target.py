@@ -23,12 +23,12 @@ from dicomdrop.archives.safety import (
 from dicomdrop.errors import ArchiveError
 
 if TYPE_CHECKING:
-    from dicomdrop.archives.members import ArchivedMember
+    from dicomdrop.archives.members import DropMember
 
 #: ``keep(path, head)``: may the member at ``path``, whose first :data:`KEPT_HEAD_SIZE` bytes
 #: are ``head``, stay in its archive instead of being written (``archives.members``)?
-KeepInArchive = Callable[[PurePosixPath, bytes], bool]
-#: The first bytes of a member shown to a :data:`KeepInArchive` predicate.
+LeaveInDrop = Callable[[PurePosixPath, bytes], bool]
+#: The first bytes of a member shown to a :data:`LeaveInDrop` predicate.
 KEPT_HEAD_SIZE: Final = 4096
 
 CHUNK_SIZE: Final = 1 << 20
@@ -125,14 +125,14 @@ class ExtractionTarget:
     """The folder one archive is unpacked into."""
 
     def __init__(
-        self, root: Path, scope: ArchiveScope, keep_in_archive: KeepInArchive | None = None
+        self, root: Path, scope: ArchiveScope, leave_in_drop: LeaveInDrop | None = None
     ) -> None:
         self.root = root
         self.scope = scope
         #: Given: the extractor may leave a member the predicate accepts in the archive, and
-        #: record it in :attr:`in_archive` instead of writing it.
-        self.keep_in_archive = keep_in_archive
-        self.in_archive: dict[PurePosixPath, ArchivedMember] = {}
+        #: record it in :attr:`in_drop` instead of writing it.
+        self.leave_in_drop = leave_in_drop
+        self.in_drop: dict[PurePosixPath, DropMember] = {}
         self.dropped = 0
         self._files: set[PurePosixPath] = set()
         self._dirs: set[PurePosixPath] = set()
@@ -191,12 +191,12 @@ class ExtractionTarget:
             self.make_dir(path.parent)
         self._files.add(path)
 
-    def leave_in_archive(self, path: PurePosixPath, member: ArchivedMember) -> None:
+    def record_left(self, path: PurePosixPath, member: DropMember) -> None:
         """Count a member file against the limits as if it were written, and record it as left
         in the archive (its folder is made, so the tree looks as if it were there)."""
         self.reserve_file(path, member.size)
         self.scope.add_bytes(member.size, member.size, path.as_posix())
-        self.in_archive[path] = member
+        self.in_drop[path] = member
 
     def note_head(self, path: PurePosixPath, head: bytes) -> None:
         """Record a written member's first bytes (see :attr:`dicom_files`)."""

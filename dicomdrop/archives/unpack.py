@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import BinaryIO, Final
 
 from dicomdrop.archives.detect import SEVEN_ZIP, ZIP, detect_format, strip_archive_suffix
-from dicomdrop.archives.members import ArchivedMember
+from dicomdrop.archives.members import DropMember
 from dicomdrop.archives.safety import (
     ABSOLUTE_PATH,
     CORRUPT,
@@ -39,7 +39,7 @@ from dicomdrop.archives.safety import (
     too_deep_error,
 )
 from dicomdrop.archives.tar_format import extract_tar
-from dicomdrop.archives.target import ExtractionTarget, KeepInArchive
+from dicomdrop.archives.target import KEPT_HEAD_SIZE, ExtractionTarget, LeaveInDrop
 from dicomdrop.archives.zip_format import extract_zip
 from dicomdrop.config import ArchiveSettings
 from dicomdrop.errors import ArchiveError, ResourceError
@@ -82,9 +82,9 @@ class UnpackReport:
     dropped: int
     formats: tuple[str, ...]
     rejected: tuple[RejectedMember, ...] = ()
-    #: The files left in the drop's archive instead of being written (see ``keep_in_archive``
-    #: of :func:`unpack_drop`), by path relative to the destination.
-    in_archive: Mapping[PurePosixPath, ArchivedMember] = field(default_factory=dict)
+    #: The files left in the drop instead of being written (see ``leave_in_drop`` of
+    #: :func:`unpack_drop`), by path relative to the destination.
+    in_drop: Mapping[PurePosixPath, DropMember] = field(default_factory=dict)
 
 
 def unpack_drop(
@@ -94,7 +94,7 @@ def unpack_drop(
     *,
     rejected_dir: Path | None = None,
     executor: Executor | None = None,
-    keep_in_archive: KeepInArchive | None = None,
+    leave_in_drop: LeaveInDrop | None = None,
 ) -> UnpackReport:
     """Unpack ``source`` (a folder or an archive file) into the new folder ``dest``.
 
@@ -110,11 +110,11 @@ def unpack_drop(
     With an ``executor``, the files of large zip archives are inflated and written by its
     processes (``zip_format.extract_zip``); every decision about the drop stays in this process.
 
-    With ``keep_in_archive``, the stored or deflated files of a zip drop (the drop itself, not
-    an archive inside it) whose first bytes the predicate accepts are not written: they are
-    counted against the limits as if they were, and listed in ``UnpackReport.in_archive``, to
-    be read from the drop (``archives.members``). ``source`` must then stay as it is until
-    they are no longer needed.
+    With ``leave_in_drop``, the files of a folder drop and the stored or deflated files of a zip
+    drop (the drop itself, not an archive inside it) whose first bytes the predicate accepts
+    are not written: they are counted against the limits as if they were, and listed in
+    ``UnpackReport.in_drop``, to be read from the drop (``archives.members``). ``source`` must
+    then stay as it is until they are no longer needed.
     """
     if source.is_symlink():
         # The inbox is a trust boundary: a link there could point at any file or folder the
@@ -128,7 +128,7 @@ def unpack_drop(
         raise ArchiveError(EXISTS, "the unpack destination already exists; it is never overwritten")
     dest.mkdir()
     run = _Unpacking(DropBudget(limits, free_space_root=dest), dest, rejected_dir, executor)
-    run.keep_in_archive = keep_in_archive
+    run.leave_in_drop = leave_in_drop
     try:
         run.unpack(source)
         report = run.report()
@@ -192,8 +192,8 @@ class _Unpacking:
         self.archives_expanded = 0
         self.formats: set[str] = set()
         self.pending: deque[tuple[Path, str, int]] = deque()
-        self.keep_in_archive: KeepInArchive | None = None
-        self.in_archive: dict[PurePosixPath, ArchivedMember] = {}
+        self.leave_in_drop: LeaveInDrop | None = None
+        self.in_drop: dict[PurePosixPath, DropMember] = {}
 
     def unpack(self, source: Path) -> None:
         if source.is_dir() and not source.is_symlink():
@@ -208,7 +208,7 @@ class _Unpacking:
                     files=[source.name],
                 )
             known = self._extract(
-                source, fmt, self.dest, label=source.name, keep=self.keep_in_archive
+                source, fmt, self.dest, label=source.name, keep=self.leave_in_drop
             )
             self._queue_archives_in(self.dest, nesting=1, dicom=known)
         while self.pending:
@@ -223,24 +223,24 @@ class _Unpacking:
                 files += 1
                 total += os.lstat(os.path.join(folder, name)).st_size  # noqa: PTH118
         return UnpackReport(
-            files=files + len(self.in_archive),
-            bytes=total + sum(member.size for member in self.in_archive.values()),
+            files=files + len(self.in_drop),
+            bytes=total + sum(member.size for member in self.in_drop.values()),
             archives_expanded=self.archives_expanded,
             dropped=self.dropped,
             formats=tuple(sorted(self.formats)),
             rejected=tuple(self.rejected),
-            in_archive=dict(self.in_archive),
+            in_drop=dict(self.in_drop),
         )
 
     def _extract(
-        self, archive: Path, fmt: str, into: Path, label: str, keep: KeepInArchive | None = None
+        self, archive: Path, fmt: str, into: Path, label: str, keep: LeaveInDrop | None = None
     ) -> set[PurePosixPath]:
         """Unpack ``archive`` into ``into``; the members known to be DICOM files (written).
-        With ``keep``, members may stay in the archive (:attr:`in_archive`)."""
+        With ``keep``, members may stay in the archive (:attr:`in_drop`)."""
         scope = ArchiveScope(self.budget, label, archive.stat().st_size)
         target = ExtractionTarget(into, scope, keep)
         _extractor(fmt)(archive, fmt, target, self.executor)
-        self.in_archive.update(target.in_archive)
+        self.in_drop.update(target.in_drop)
         self.dropped += target.dropped
         self.archives_expanded += 1
         self.formats.add(fmt)
@@ -283,10 +283,36 @@ class _Unpacking:
                 if fmt is not None:
                     self.pending.append((path, fmt, nesting))
 
+    def _left_in_folder(
+        self, target: ExtractionTarget, path: PurePosixPath, stream: BinaryIO
+    ) -> bool:
+        """Leave a file of a folder drop where it is when :attr:`leave_in_drop` accepts its
+        first bytes (recorded in ``target.in_drop``); else rewind ``stream`` for the copy."""
+        if self.leave_in_drop is None:
+            return False
+        st = os.fstat(stream.fileno())  # before the read: any later change is seen
+        if self.leave_in_drop(path, stream.read(KEPT_HEAD_SIZE)):
+            target.record_left(
+                path,
+                DropMember(
+                    file=os.path.abspath(stream.name),  # noqa: PTH100
+                    identity=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+                    offset=0,
+                    compressed_size=st.st_size,
+                    size=st.st_size,
+                    crc=None,
+                    deflated=False,
+                ),
+            )
+            return True
+        stream.seek(0)
+        return False
+
     def _copy_folder(self, source: Path) -> set[PurePosixPath]:
-        """Copy a folder drop into the destination; the files known to be DICOM files."""
+        """Copy a folder drop into the destination (leaving files in it, see
+        :attr:`leave_in_drop`); the files known to be DICOM files."""
         scope = ArchiveScope(self.budget, "", None)
-        target = ExtractionTarget(self.dest, scope)
+        target = ExtractionTarget(self.dest, scope, self.leave_in_drop)
         stack: list[tuple[Path, PurePosixPath]] = [(source, PurePosixPath())]
         while stack:
             folder, relative = stack.pop()
@@ -319,13 +345,16 @@ class _Unpacking:
                             files=[where],
                         ) from exc
                     with stream:
-                        target.copy_file(path, stream, entry.stat(follow_symlinks=False).st_size)
+                        if not self._left_in_folder(target, path, stream):
+                            size = os.fstat(stream.fileno()).st_size
+                            target.copy_file(path, stream, size)
                 else:
                     raise ArchiveError(
                         SPECIAL_FILE,
                         "the drop folder holds a device, fifo or socket; only files are accepted",
                         files=[where],
                     )
+        self.in_drop.update(target.in_drop)
         return target.dicom_files
 
 

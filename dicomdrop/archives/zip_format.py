@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - exercised only where the wheel is miss
     _HAVE_ISAL = False
     _ISAL_ERRORS = ()
 
-from dicomdrop.archives.members import ArchivedMember, archive_identity
+from dicomdrop.archives.members import DropMember, archive_identity
 from dicomdrop.archives.safety import (
     CORRUPT,
     ENCRYPTED,
@@ -92,7 +92,7 @@ def extract_zip(archive: Path, target: ExtractionTarget, executor: Executor | No
         with zipfile.ZipFile(archive) as zip_file:
             members = [(info, _member_name(info)) for info in zip_file.infolist()]
             _check_members(members, target)
-            left = _leave_in_archive(archive, members, target)
+            left = _leave_in_drop(archive, members, target)
             if executor is not None and _files_in(members) - len(left) >= PARALLEL_MIN_MEMBERS:
                 _extract_in_parallel(archive, members, target, executor, left)
                 return
@@ -132,16 +132,16 @@ def _is_folder(info: zipfile.ZipInfo, name: str) -> bool:
     return info.is_dir() or name.endswith(("/", "\\"))
 
 
-def _leave_in_archive(
+def _leave_in_drop(
     archive: Path, members: list[tuple[zipfile.ZipInfo, str]], target: ExtractionTarget
 ) -> set[int]:
     """Record the members that stay in the archive (``archives.members``): stored or deflated
-    files whose first bytes ``target.keep_in_archive`` accepts. Their indices in ``members``.
+    files whose first bytes ``target.leave_in_drop`` accepts. Their indices in ``members``.
 
     Anything unusual about a member (a local header that does not match the directory, data
     that does not inflate) leaves it to the extraction, which reports it as it always has.
     """
-    keep = target.keep_in_archive
+    keep = target.leave_in_drop
     if keep is None:
         return set()
     identity = archive_identity(archive)
@@ -156,8 +156,8 @@ def _leave_in_archive(
             offset = _data_offset(stream, info)
             if offset is None:
                 continue
-            member = ArchivedMember(
-                archive=str(archive),
+            member = DropMember(
+                file=str(archive),
                 identity=identity,
                 offset=offset,
                 compressed_size=info.compress_size,
@@ -170,7 +170,7 @@ def _leave_in_archive(
             except ArchiveError:
                 continue
             if keep(path, head):
-                target.leave_in_archive(path, member)
+                target.record_left(path, member)
                 left.add(index)
     return left
 

@@ -44,7 +44,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 
 from dicomdrop import __version__
-from dicomdrop.archives.members import ArchivedMember
+from dicomdrop.archives.members import DropMember
 from dicomdrop.archives.spool import SpooledEntry, SpoolSpec, close_spool, spool_for
 from dicomdrop.archives.zipwrite import DEFLATED, STORED
 from dicomdrop.config import ArchiveSettings, DeidSettings, MaskRule, PixelSettings
@@ -89,7 +89,7 @@ class FileTask:
     tokens: IdentityTokens | None = None  # given: the output bytes are scanned before writing
     spool: SpoolSpec | None = None  # given: the output is compressed into a spool, not written
     pixels: PixelSettings | None = None  # given: burned-in text policy (dicomdrop.pixels.scan)
-    member: ArchivedMember | None = None  # given: the source is read from the drop's archive
+    member: DropMember | None = None  # given: the source is read from the drop's archive
 
 
 @dataclass(frozen=True)
@@ -429,7 +429,7 @@ def deidentify_group(
     zip_entries: ArchiveSettings | None = None,
     pixels: PixelSettings | None = None,
     on_file: Callable[[int, int], None] | None = None,
-    members: Sequence[ArchivedMember | None] | None = None,
+    members: Sequence[DropMember | None] | None = None,
 ) -> GroupOutput:
     """De-identify ``sources`` into ``tree`` (created anew) and write the manifest.
 

@@ -36,7 +36,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
-from dicomdrop.archives.members import ArchivedMember
+from dicomdrop.archives.members import DropMember
 from dicomdrop.config import ScreenSettings
 from dicomdrop.dicomio.kept import KeptAnswers, pydicom_modes
 from dicomdrop.dicomio.rawwalk import RawWalkError, TopElement, dictionary_vr, top_level
@@ -309,7 +309,7 @@ class HeaderValues:
         return default if value is None else value
 
 
-def read_header(source: Path | ArchivedMember, extra_tags: Sequence[str] = ()) -> HeaderValues:
+def read_header(source: Path | DropMember, extra_tags: Sequence[str] = ()) -> HeaderValues:
     """The identity elements of one file (on disk, or left in the drop's archive), and
     ``extra_tags`` (no pixel data).
 
@@ -321,7 +321,7 @@ def read_header(source: Path | ArchivedMember, extra_tags: Sequence[str] = ()) -
         keywords = [*HEADER_TAGS, *extra_tags]
         header = _read_raw_header(source, keywords)
         if header is None:
-            fp = BytesIO(source.read()) if isinstance(source, ArchivedMember) else source
+            fp = BytesIO(source.read()) if isinstance(source, DropMember) else source
             ds = dcmread(fp, force=True, stop_before_pixels=True, specific_tags=keywords)
             # converted now, so a bad value fails here and not later
             header = HeaderValues(
@@ -336,11 +336,11 @@ def read_header(source: Path | ArchivedMember, extra_tags: Sequence[str] = ()) -
 _PLAIN_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "LO", "PN", "SH", "UI"})
 
 
-def _walk_header(source: Path | ArchivedMember) -> tuple[bool, dict[int, TopElement]] | None:
+def _walk_header(source: Path | DropMember) -> tuple[bool, dict[int, TopElement]] | None:
     """The top-level elements of a file up to its pixel data, from its first bytes when they
     hold them (read on in larger steps when they do not); None when the raw walk cannot read
     the file and pydicom must."""
-    if isinstance(source, ArchivedMember):
+    if isinstance(source, DropMember):
         # Inflating costs by the byte: a small first step, which holds most headers.
         steps: tuple[int, ...] = (_MEMBER_HEAD_BYTES, _HEAD_BYTES)
         read_head, read_all = source.read_head, source.read
@@ -379,7 +379,7 @@ def _stopped_before_end(elements: dict[int, TopElement], length: int) -> bool:
     return end < length
 
 
-def _read_raw_header(source: Path | ArchivedMember, keywords: Sequence[str]) -> HeaderValues | None:
+def _read_raw_header(source: Path | DropMember, keywords: Sequence[str]) -> HeaderValues | None:
     """The elements ``keywords`` as pydicom would read them, from the file's first bytes when
     they hold the whole header; None when pydicom must read the file (no preamble, another byte
     order, anything unusual). Plain ASCII values are decoded here; pydicom converts the rest
@@ -471,7 +471,7 @@ def read_headers(
     root: Path,
     relatives: Sequence[Path],
     screen: ScreenSettings | None,
-    members: Sequence[ArchivedMember | None] | None = None,
+    members: Sequence[DropMember | None] | None = None,
 ) -> list[FileHeader | None]:
     """The headers of ``relatives`` (under ``root``, or in the drop's archive where
     ``members`` gives one), None for each that cannot be read.
@@ -499,11 +499,11 @@ def group_instances(
     screen: ScreenSettings | None = None,
     *,
     executor: Executor | None = None,
-    in_archive: Mapping[Path, ArchivedMember] | None = None,
+    in_drop: Mapping[Path, DropMember] | None = None,
 ) -> Grouping:
     """Group ``dicom_files`` (relative to ``root``, or absolute under it) by patient.
 
-    ``in_archive`` gives the files left in the drop's archive (``archives.members``).
+    ``in_drop`` gives the files left in the drop's archive (``archives.members``).
 
     Files directly under ``root`` form groups of folder ``""``. A file whose header cannot be
     read is listed in ``unreadable``, never raised. With ``screen``, every readable file is
@@ -511,7 +511,7 @@ def group_instances(
     process pool), headers are read in parallel; the result is the same.
     """
     relatives = sorted(_relative(root, Path(p)) for p in dicom_files)
-    members = [in_archive.get(p) for p in relatives] if in_archive else None
+    members = [in_drop.get(p) for p in relatives] if in_drop else None
     if executor is not None and len(relatives) > 2 * _CHUNK:
         starts = range(0, len(relatives), _CHUNK)
         chunks = [relatives[i : i + _CHUNK] for i in starts]

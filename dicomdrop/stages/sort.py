@@ -268,10 +268,10 @@ def dicom_by_head(path: PurePosixPath, head: bytes) -> bool:
     return sop_class is None or sop_class.rstrip(b" \x00") != DICOMDIR_SOP_CLASS.encode()
 
 
-def sort_tree(root: Path, settings: SortSettings, in_archive: Iterable[Path] = ()) -> SortResult:
+def sort_tree(root: Path, settings: SortSettings, in_drop: Iterable[Path] = ()) -> SortResult:
     """Classify every file under ``root``; delete DICOMDIRs and blacklisted files.
 
-    ``in_archive`` are the DICOM files left in the drop's archive (see :func:`dicom_by_head`):
+    ``in_drop`` are the DICOM files left in the drop's archive (see :func:`dicom_by_head`):
     not under ``root``, and DICOM already.
 
     Unknown files are deleted when ``unknown_files = "delete"`` (counted as ``unknown``), else
@@ -292,7 +292,7 @@ def sort_tree(root: Path, settings: SortSettings, in_archive: Iterable[Path] = (
         else:
             path.unlink()
             deleted_files.append((relative, found.file_type or "unknown"))
-    dicom = sorted([*dicom, *in_archive])
+    dicom = sorted([*dicom, *in_drop])
     top_with_dicom = {p.parts[0] for p in dicom if len(p.parts) > 1}
     top_folders = sorted(
         Path(entry.name)
