@@ -145,6 +145,7 @@ def _leave_in_drop(
     if keep is None:
         return set()
     identity = archive_identity(archive)
+    file = str(archive)  # one string for every member (a drop may hold many thousands)
     left: set[int] = set()
     with archive.open("rb") as stream:
         for index, (info, name) in enumerate(members):
@@ -157,7 +158,7 @@ def _leave_in_drop(
             if offset is None:
                 continue
             member = DropMember(
-                file=str(archive),
+                file=file,
                 identity=identity,
                 offset=offset,
                 compressed_size=info.compress_size,
