@@ -233,11 +233,14 @@ def test_a_delivered_zip_is_the_spool_its_outputs_were_compressed_into(
     write_series(tmp_path / "drop" / "a", MUELLER, 1, 1, 3)
     write_series(tmp_path / "drop" / "b", MUELLER, 1, 2, 3)
     caplog.set_level(logging.INFO, logger="dicomdrop.archives.pack")
+    caplog.set_level(logging.INFO, logger="dicomdrop.archives.unpack")
 
     assert main(["process", "--config", str(config), str(tmp_path / "drop")]) == 0
 
     packed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("packed")]
     assert packed == ["packed 7 files as zip"]  # not "(copied)": the spool became the archive
+    unpacked = [r.getMessage() for r in caplog.records if r.getMessage().startswith("unpacked")]
+    assert unpacked[0].startswith("unpacked drop: 6 files (6 read where they are)")
     settings = load_settings(config)
     (archive,) = settings.paths.outbox.glob("*.zip")
     assert archive.stat().st_mode & 0o777 == settings.delivery.file_mode

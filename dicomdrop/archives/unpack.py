@@ -144,8 +144,10 @@ def unpack_drop(
         shutil.rmtree(dest, ignore_errors=True)
         raise
     logger.info(
-        "unpacked drop: %d files, %d bytes, %d archives expanded, %d entries dropped",
+        "unpacked drop: %d files (%d read where they are), %d bytes, %d archives expanded, "
+        "%d entries dropped",
         report.files,
+        len(report.in_drop),
         report.bytes,
         report.archives_expanded,
         report.dropped,
