@@ -108,7 +108,7 @@ class Pipeline:
         self._given_executor = executor  # someone else's (work sharing): used, never shut down
         self._on_stage = on_stage
         self._on_progress = on_progress
-        # The files of each running job's unpacked drop, some left in its archive.
+        # The files of each running job's unpacked drop, some left in the claimed drop.
         self._unpacked: dict[str, UnpackedFiles] = {}
 
     def close(self) -> None:
@@ -228,7 +228,7 @@ class Pipeline:
                 self.settings.archives,
                 rejected_dir=rejected,
                 executor=self.executor,
-                # DICOM files of a zip drop are read from it, not written (archives.members).
+                # DICOM files are read from the claimed drop, not written (archives.members).
                 leave_in_drop=dicom_by_head,
             )
             files = UnpackedFiles(
@@ -452,10 +452,11 @@ class Pipeline:
         # Built before de-identification: each output is scanned as it is produced.
         tokens = identity_tokens(group, variants, ids, others, kept=kept)
         tree = folder / "out" / f"group-{index}"
+        files = self._files(job_id, unpacked)
         with self._stage(job_id, "deid", group=index) as details:
             output = deidentify_group(
                 sources=[unpacked / p for p in passed],
-                members=[self._files(job_id, unpacked).member(p) for p in passed],
+                members=[files.member(p) for p in passed],
                 tree=tree,
                 pseudonym=match.pseudonym,
                 key=self.key,
@@ -539,13 +540,13 @@ class Pipeline:
     # --- quarantine and the end of a job ------------------------------------------------------
 
     def _files(self, job_id: str, unpacked: Path) -> UnpackedFiles:
-        """The files of the job's unpacked drop (those left in its archive included)."""
+        """The files of the job's unpacked drop (those left in the claimed drop included)."""
         files = self._unpacked.get(job_id)
         return files if files is not None and files.root == unpacked else UnpackedFiles(unpacked)
 
     def _put_files(self, job_id: str, entry: QuarantineEntry, unpacked: Path) -> None:
         """Move ``entry.files`` (relative to ``unpacked``) into quarantine, writing out first
-        those that are still in the drop's archive: every file named there is moved."""
+        those that are still in the claimed drop: every file named there is moved."""
         self._files(job_id, unpacked).write_out(entry.files)
         self.quarantine.put_files(job_id, entry, unpacked)
 

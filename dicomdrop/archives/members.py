@@ -49,12 +49,11 @@ from dicomdrop.errors import ArchiveError
 _PIECE: Final = 16 * 1024
 _OUT_PIECE: Final = 1024 * 1024
 #: The identity of the file holding a member's bytes: device, inode, size, modification time.
-ArchiveIdentity = tuple[int, int, int, int]
+FileIdentity = tuple[int, int, int, int]
 
 
-def archive_identity(path: Path) -> ArchiveIdentity:
+def identity_of(st: os.stat_result) -> FileIdentity:
     """What :class:`DropMember` checks before each read: the file must not change."""
-    st = path.stat()
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -67,7 +66,7 @@ class DropMember:
     """
 
     file: str  # that holds the bytes: the claimed zip, or the file itself in a claimed folder
-    identity: ArchiveIdentity
+    identity: FileIdentity
     offset: int  # of the member's compressed bytes (after its local header)
     compressed_size: int
     size: int
@@ -159,8 +158,7 @@ class DropMember:
         """``length`` compressed bytes from ``start`` (relative to the member's data)."""
         fd = os.open(self.file, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
+            if identity_of(os.fstat(fd)) != self.identity:
                 raise ArchiveError(
                     CORRUPT, "the drop changed while its job was running; drop it again"
                 )
@@ -203,11 +201,6 @@ class UnpackedFiles:
     def member(self, relative: Path | str) -> DropMember | None:
         """The drop's file behind ``relative``, or None for a file under ``root``."""
         return self.in_drop.get(Path(relative))
-
-    def read(self, relative: Path | str) -> bytes:
-        """The bytes of one file, wherever it is."""
-        member = self.member(relative)
-        return (self.root / relative).read_bytes() if member is None else member.read()
 
     def digest(self, relative: Path | str) -> bytes:
         """The SHA-256 of one file, wherever it is."""

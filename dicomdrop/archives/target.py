@@ -129,7 +129,7 @@ class ExtractionTarget:
     ) -> None:
         self.root = root
         self.scope = scope
-        #: Given: the extractor may leave a member the predicate accepts in the archive, and
+        #: Given: the extractor may leave a file the predicate accepts in the drop, and
         #: record it in :attr:`in_drop` instead of writing it.
         self.leave_in_drop = leave_in_drop
         self.in_drop: dict[PurePosixPath, DropMember] = {}
@@ -156,7 +156,7 @@ class ExtractionTarget:
             return  # made here before (asking the file system again costs an exception)
         folders = [path, *(p for p in path.parents if p.parts)]
         if any(folder in self._files for folder in folders):
-            # A file of that path may be left in the archive, where the disk cannot tell.
+            # A file of that path may be left in the drop, where the disk cannot tell.
             raise self.conflict(path)
         try:
             (self.root / path).mkdir(parents=True, exist_ok=True)
@@ -184,7 +184,7 @@ class ExtractionTarget:
                 "which one is meant",
                 files=[self.scope.where(member)],
             )
-        if path in self._dirs:  # a folder of that path was made (for a file left in the archive)
+        if path in self._dirs:  # a folder of that path was made (for a file left in the drop)
             raise self.conflict(path)
         self.scope.budget.start_entry(self.scope.where(member), declared_size)
         if len(path.parts) > 1:
@@ -193,7 +193,7 @@ class ExtractionTarget:
 
     def record_left(self, path: PurePosixPath, member: DropMember) -> None:
         """Count a member file against the limits as if it were written, and record it as left
-        in the archive (its folder is made, so the tree looks as if it were there)."""
+        in the drop (its folder is made, so the tree looks as if it were there)."""
         self.reserve_file(path, member.size)
         self.scope.add_bytes(member.size, member.size, path.as_posix())
         self.in_drop[path] = member

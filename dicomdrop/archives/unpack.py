@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Final
 
 from dicomdrop.archives.detect import SEVEN_ZIP, ZIP, detect_format, strip_archive_suffix
-from dicomdrop.archives.members import DropMember
+from dicomdrop.archives.members import DropMember, identity_of
 from dicomdrop.archives.safety import (
     ABSOLUTE_PATH,
     CORRUPT,
@@ -298,7 +298,7 @@ class _Unpacking:
                 path,
                 DropMember(
                     file=os.path.abspath(stream.name),  # noqa: PTH100
-                    identity=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+                    identity=identity_of(st),
                     offset=0,
                     compressed_size=st.st_size,
                     size=st.st_size,

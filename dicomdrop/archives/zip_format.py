@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - exercised only where the wheel is miss
     _HAVE_ISAL = False
     _ISAL_ERRORS = ()
 
-from dicomdrop.archives.members import DropMember, archive_identity
+from dicomdrop.archives.members import DropMember, identity_of
 from dicomdrop.archives.safety import (
     CORRUPT,
     ENCRYPTED,
@@ -144,7 +144,7 @@ def _leave_in_drop(
     keep = target.leave_in_drop
     if keep is None:
         return set()
-    identity = archive_identity(archive)
+    identity = identity_of(archive.stat())
     file = str(archive)  # one string for every member (a drop may hold many thousands)
     left: set[int] = set()
     with archive.open("rb") as stream:

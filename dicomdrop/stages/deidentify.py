@@ -89,7 +89,7 @@ class FileTask:
     tokens: IdentityTokens | None = None  # given: the output bytes are scanned before writing
     spool: SpoolSpec | None = None  # given: the output is compressed into a spool, not written
     pixels: PixelSettings | None = None  # given: burned-in text policy (dicomdrop.pixels.scan)
-    member: DropMember | None = None  # given: the source is read from the drop's archive
+    member: DropMember | None = None  # given: the source is read from the claimed drop
 
 
 @dataclass(frozen=True)
@@ -438,7 +438,7 @@ def deidentify_group(
     (the archive settings of a zip delivery), outputs are compressed into spool files instead
     (``dicomdrop.archives.spool``): ``GroupOutput.entries`` names them, and the manifest is
     kept in ``GroupOutput.files_in_memory``. ``on_file(done, total)`` is called after each file.
-    ``members`` (one per source, or None) gives the sources read from the drop's archive.
+    ``members`` (one per source, or None) gives the sources read from the claimed drop.
     """
     for leftover in (tree, *tree.parent.glob(f"{tree.name}.spool-*")):
         if leftover.exists():

@@ -27,7 +27,7 @@ def split_duplicates(
     bytes cannot all be the instance the UID names, and a receiver would keep only one: all
     of them are conflicting (quarantined for a person to decide). Files without a UID are kept.
     ``unpacked`` is the folder the paths are relative to, or the files of an unpacked drop
-    (some of them left in its archive).
+    (some of them left in the claimed drop).
     """
     tree = unpacked if isinstance(unpacked, UnpackedFiles) else UnpackedFiles(unpacked)
     if len(sop_uids) != len(files):  # a group made without headers: nothing to compare

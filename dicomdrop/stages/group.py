@@ -69,7 +69,7 @@ HEADER_TAGS = (
 _NAME_SEPARATORS = re.compile(r"[\W_]+")
 _CHUNK = 64  # files per task when headers are read in worker processes
 _HEAD_BYTES = 64 * 1024  # enough for almost every header; more is read when it is not
-_MEMBER_HEAD_BYTES = 16 * 1024  # the first step for a file read from the drop's archive
+_MEMBER_HEAD_BYTES = 16 * 1024  # the first step for a file read from a zip drop
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
@@ -310,7 +310,7 @@ class HeaderValues:
 
 
 def read_header(source: Path | DropMember, extra_tags: Sequence[str] = ()) -> HeaderValues:
-    """The identity elements of one file (on disk, or left in the drop's archive), and
+    """The identity elements of one file (on disk, or left in the claimed drop), and
     ``extra_tags`` (no pixel data).
 
     Raises when pydicom fails, or when SOPClassUID or StudyInstanceUID (type 1 in every
@@ -473,7 +473,7 @@ def read_headers(
     screen: ScreenSettings | None,
     members: Sequence[DropMember | None] | None = None,
 ) -> list[FileHeader | None]:
-    """The headers of ``relatives`` (under ``root``, or in the drop's archive where
+    """The headers of ``relatives`` (under ``root``, or in the claimed drop where
     ``members`` gives one), None for each that cannot be read.
 
     Runs in a worker process when the group stage is given an executor.
@@ -503,7 +503,7 @@ def group_instances(
 ) -> Grouping:
     """Group ``dicom_files`` (relative to ``root``, or absolute under it) by patient.
 
-    ``in_drop`` gives the files left in the drop's archive (``archives.members``).
+    ``in_drop`` gives the files left in the claimed drop (``archives.members``).
 
     Files directly under ``root`` form groups of folder ``""``. A file whose header cannot be
     read is listed in ``unreadable``, never raised. With ``screen``, every readable file is

@@ -258,7 +258,7 @@ def _walk_files(root: Path) -> list[Path]:
 def dicom_by_head(path: PurePosixPath, head: bytes) -> bool:
     """True when :func:`classify_file` calls the file at ``path`` DICOM from its name and its
     first 4096 bytes (``head``) alone: a ``DICM`` marker and file meta that name no DICOMDIR.
-    The unpacker leaves such a file in the drop's archive (``archives.members``)."""
+    The unpacker leaves such a file in the claimed drop (``archives.members``)."""
     if path.name.upper() == "DICOMDIR" or head[128:132] != b"DICM":
         return False
     try:
@@ -271,7 +271,7 @@ def dicom_by_head(path: PurePosixPath, head: bytes) -> bool:
 def sort_tree(root: Path, settings: SortSettings, in_drop: Iterable[Path] = ()) -> SortResult:
     """Classify every file under ``root``; delete DICOMDIRs and blacklisted files.
 
-    ``in_drop`` are the DICOM files left in the drop's archive (see :func:`dicom_by_head`):
+    ``in_drop`` are the DICOM files left in the claimed drop (see :func:`dicom_by_head`):
     not under ``root``, and DICOM already.
 
     Unknown files are deleted when ``unknown_files = "delete"`` (counted as ``unknown``), else
