@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 from archive_factories import dicom_bytes, make_zip, read_tree
-from conftest import write_config
 from corpus import write_series
 from factories import MUELLER, make_person_instance
 from factories import dicom_bytes as instance_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_pipeline_quarantine import site
 from test_stages_group import header_cut_at_boundary
 
 from dicomdrop.archives import unpack_drop
@@ -32,7 +32,6 @@ from dicomdrop.config import (
     ScreenSettings,
     Settings,
     SortSettings,
-    load_settings,
 )
 from dicomdrop.errors import ArchiveError
 from dicomdrop.stages.duplicates import split_duplicates
@@ -283,12 +282,6 @@ def test_dicomdir_and_odd_file_meta_are_not_kept() -> None:
 # --- the pipeline, from a zip drop --------------------------------------------------------------
 
 
-def _site(tmp_path: Path):  # type: ignore[no-untyped-def]
-    config = write_config(tmp_path / "site")
-    assert main(["init", "--config", str(config)]) == 0
-    return config, load_settings(config)
-
-
 def _zip_of(folder: Path, path: Path) -> Path:
     return make_zip(path, read_tree(folder))
 
@@ -311,7 +304,7 @@ def test_files_quarantined_from_the_drop_reach_the_quarantine_whole(
     """Screened, duplicate and conflicting files, all left in the drop, are written out into
     the quarantine byte for byte; the rest is delivered; the input is left as it was (a folder
     given to ``process`` is claimed by hard links to its files: they are read, never moved)."""
-    config, settings = _site(tmp_path)
+    config, settings = site(tmp_path)
     folder = tmp_path / "drop"
     write_series(folder / "p", MUELLER, 1, 1, 3)
     burned = make_person_instance(MUELLER, 1, 2, 1)
@@ -362,7 +355,7 @@ def test_dicom_files_of_a_folder_drop_are_read_in_place(tmp_path: Path) -> None:
 def test_a_member_damaged_past_its_header_is_quarantined_alone(tmp_path: Path) -> None:
     """Its header reads, so it is grouped; de-identification reads it whole and finds the
     damage: that file is quarantined as damaged, the others are delivered."""
-    config, settings = _site(tmp_path)
+    config, settings = site(tmp_path)
     folder = tmp_path / "drop"
     write_series(folder / "p", MUELLER, 1, 1, 3)
     drop = _zip_of(folder, tmp_path / "drop.zip")
