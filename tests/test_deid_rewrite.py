@@ -454,6 +454,83 @@ def test_elements_written_as_before_give_the_engines_bytes_in_any_order(monkeypa
     assert len(rewrite_module._WRITTEN) >= len(variants)
 
 
+@pytest.mark.parametrize("profile", ["default", "full-dates", "clean", "no-scrub"])
+def test_answers_kept_for_one_file_go_only_to_files_of_the_same_context(
+    monkeypatch, profile: str
+) -> None:
+    # Elements repeat in every slice of a series, and their answers are kept per process. Each
+    # answer must come back only where everything it depends on is the same: the same slices
+    # under another pseudonym, key, name or encoding give other bytes, each the engine's.
+    from dicomdrop.deid import rewrite as rewrite_module
+
+    answers: KeptAnswers[Any] = KeptAnswers(4096)
+    monkeypatch.setattr(rewrite_module, "_ANSWERS", answers)
+    asked: list[bool] = []
+    get = answers.get
+
+    def counted_get(key: Any) -> Any:
+        known = get(key)
+        asked.append(known is not None)
+        return known
+
+    monkeypatch.setattr(answers, "get", counted_get)
+    family, given_name = SCANNER_PATIENTS[2]
+    # The name in kept free text, for the scrubber of the first context to find.
+    named = {"WindowCenterWidthExplanation": f"Algo1 for {given_name} {family.upper()}"}
+    slices = [scanner_file(2, n, **named) for n in (1, 2)]
+    other_family, other_given = SCANNER_PATIENTS[3]
+    contexts = [
+        make_context(PROFILES[profile], names=slices[0][1], ids=("000281723",)),
+        make_context(PROFILES[profile], names=slices[0][1], pseudonym="DDOTHER0001"),
+        dataclasses.replace(make_context(PROFILES[profile], names=slices[0][1]), key=bytes(32)),
+        make_context(PROFILES[profile], names=(f"{other_family}^{other_given}",)),
+    ]
+    outputs: dict[tuple[int, int, bool], bytes] = {}
+    scrubbed: dict[int, int] = {}
+    for round_ in range(2):
+        for c, context in enumerate(contexts):
+            for s, (data, _) in enumerate(slices):
+                for implicit in (False, True):
+                    outcome = assert_same_as_engine(
+                        as_implicit(data) if implicit else data, context, must_rewrite=True
+                    )
+                    assert outcome is not None and outcome.data is not None
+                    assert outcome.result is not None
+                    if round_:
+                        assert outcome.data == outputs[c, s, implicit]
+                    outputs[c, s, implicit] = outcome.data
+                    scrubbed[c] = outcome.result.counts.get("scrubbed", 0)
+    for s in range(2):
+        for implicit in (False, True):
+            first = outputs[0, s, implicit]
+            # Another pseudonym or key changes every file; another name, what was scrubbed.
+            assert outputs[1, s, implicit] != first and outputs[2, s, implicit] != first
+            assert (outputs[3, s, implicit] != first) == (scrubbed[3] != scrubbed[0])
+    assert any(asked) and not all(asked)  # answers were kept, and given back
+    assert len(answers) > 0
+
+
+def test_a_kept_answer_that_shifted_a_date_reports_the_offset_in_the_next_file(
+    monkeypatch,
+) -> None:
+    # The first file's earlier dates derive the offset; its later dates only use it. A file
+    # whose only shifted dates are those must still report the offset they were moved by.
+    from dicomdrop.deid import rewrite as rewrite_module
+
+    monkeypatch.setattr(rewrite_module, "_ANSWERS", KeptAnswers(4096))
+    study = generate_uid(entropy_srcs=["study", "dates"])
+    series = generate_uid(entropy_srcs=["series", "dates"])
+    context = make_context(PROFILES["modified-dates"])
+    earlier = ("InstanceCreationDate", "StudyDate", "SeriesDate", "AcquisitionDate")
+    for n, dates in enumerate(((), earlier)):
+        ds = scanner_slice(1, study, series, n + 1, "MR")
+        for keyword in dates:
+            delattr(ds, keyword)
+        outcome = assert_same_as_engine(dicom_bytes(ds), context, must_rewrite=True)
+        assert outcome is not None and outcome.result is not None
+        assert outcome.result.date_offset_days is not None
+
+
 FACTORIES: Final[dict[str, Callable[..., Dataset]]] = {
     "instance": make_instance,
     "phi-instance": make_phi_instance,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from functools import lru_cache
 
 UID_ROOT = "2.25."
 MAX_PSEUDONYM_BODY = 52  # base32 characters in a SHA-256 digest
@@ -20,6 +21,9 @@ def keyed_digest(key: bytes, purpose: str, value: str) -> bytes:
     return hmac.new(key, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
 
 
+# The study, series and frame of reference UIDs (and the images a slice refers to) repeat in
+# every file of a series: each is derived once per process (a few thousand are kept, 1 MB).
+@lru_cache(maxsize=4096)
 def derive_uid(key: bytes, original_uid: str) -> str:
     """A new UID ``2.25.<integer>`` from the first 16 bytes of the keyed digest of the original.
 

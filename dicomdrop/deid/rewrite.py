@@ -28,7 +28,7 @@ import copy
 import struct
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Final
 
 from pydicom.charset import convert_encodings, default_encoding
@@ -214,6 +214,29 @@ def _strings(value: bytes) -> list[str] | None:
     return [v.strip(" \x00") for v in value.decode("ascii").split("\\")]
 
 
+def _scrubbed_binary(tag: int, vr: str, scrub_kept: bool) -> bool:
+    """Whether a kept binary value is searched for names (pixel data and overlays are not)."""
+    return (
+        scrub_kept and vr in BINARY_VRS and tag >> 16 != 0x7FE0 and tag >> 24 not in GRAPHICS_GROUPS
+    )
+
+
+def _copied_when_kept(tag: int, vr: str, mode: int, scrub_kept: bool) -> bool:
+    """Whether a kept element is written as read (not walked, dummied or scrubbed)."""
+    if vr == "SQ":
+        return False
+    if vr in TEXT_VRS:
+        return not scrub_kept and (mode != _DUMMY or tag in CODED_VALUE_TAGS)
+    return not _scrubbed_binary(tag, vr, scrub_kept)
+
+
+def _encodings_key(encodings: Any) -> Hashable:
+    """The character set(s) in force, as a key (pydicom gives a string, a list or a MultiValue)."""
+    if encodings is None or isinstance(encodings, str):
+        return encodings
+    return tuple(encodings)
+
+
 class _Rewrite:
     """The state of one file's rewrite (the engine's ``_Walk``, on raw elements)."""
 
@@ -231,6 +254,18 @@ class _Rewrite:
         self.level_implicit = self.implicit  # the encoding of the level being written
         # Top level: the encoder writes text with the data set's character set.
         self.encodings: Any = ds.get("SpecificCharacterSet", default_encoding)
+        # What every answer of :meth:`_answer` depends on besides the element and its place.
+        # The plan and the scrubber are made once per profile and identity and compared by
+        # identity; keeping them in the key keeps them alive, so an identity is never reused.
+        self._context_key: Hashable = (
+            self.plan,
+            scrubber,
+            self.scrub_retained,
+            context.key,
+            context.pseudonym,
+            self.implicit,
+            pydicom_modes(),
+        )
 
     def _el(self, tag: int, vr: str, value: bytes) -> bytes:
         return _element(tag, vr, value, self.level_implicit)
@@ -286,6 +321,9 @@ class _Rewrite:
                 # pydicom's reader gives it the dictionary VR, and its writer writes that.
                 raise RewriteUnsupported("a public element stored as UN")
             action = actions.get(tag) or plan.action(tag)
+            if action == "X":
+                self.counts["X"] += 1
+                continue
             value = element.value
             if element.length == _UNDEFINED and vr != "SQ":
                 if not top or tag != _PIXEL_DATA or action != "K" or vr not in _LONG_VRS:
@@ -298,26 +336,10 @@ class _Rewrite:
                 continue
             if action == "K":
                 kept += 1
-                if vr == "SQ":
-                    out[tag] = self._sequence(element, mode, level_encodings, depth)
-                elif vr in TEXT_VRS:
-                    if mode == _DUMMY and tag not in CODED_VALUE_TAGS:
-                        out[tag] = self._set(tag, vr, dummy_value(vr), level_encodings)
-                    elif scrub_kept:
-                        out[tag] = self._scrub(element, vr, top, level_encodings)
-                    else:
-                        out[tag] = self._el(tag, vr, value)
-                elif (
-                    scrub_kept
-                    and vr in BINARY_VRS
-                    and tag >> 16 != 0x7FE0
-                    and tag >> 24 not in GRAPHICS_GROUPS
-                ):
-                    out[tag] = self._scrub(element, vr, top, level_encodings)
-                else:
+                if _copied_when_kept(tag, vr, mode, scrub_kept):
                     out[tag] = self._el(tag, vr, value)
-                continue
-            new = self._act(action, element, vr, mode, top, level_encodings, depth)
+                    continue
+            new = self._answer(action, element, vr, mode, top, level_encodings, depth)
             if new is not None:
                 out[tag] = new
         if kept:
@@ -325,6 +347,93 @@ class _Rewrite:
         if private:
             self._private(private, out, mode, top, level_encodings, depth)
         return out
+
+    def _answer(
+        self,
+        action: str,
+        element: FileElement,
+        vr: str,
+        mode: int,
+        top: bool,
+        encodings: Any,
+        depth: int,
+    ) -> bytes | None:
+        """:meth:`_kept` or :meth:`_act`, kept for the next file whose element is the same.
+
+        The answer depends on the element's tag, VR and bytes, on where it is (mode, depth, top
+        level or item, the character set and the encoding in force) and on what this rewrite
+        holds for the whole file (profile, scrubber, key, pseudonym); it is kept with what it
+        did besides (counts, a study date dummied, the date offset used) and replayed as a whole.
+        """
+        value = element.value
+        if len(value) > _KEPT_VALUE_SIZE:
+            return self._kept(element, vr, mode, top, encodings, depth, action)
+        key = (
+            self._context_key,
+            action,
+            element.tag,
+            vr,
+            element.length,
+            value,
+            mode,
+            top,
+            depth,
+            _encodings_key(encodings),
+            self.level_implicit,
+        )
+        known = _ANSWERS.get(key)
+        if known is not None:
+            new, counted, study_date_dummied, offset = known
+            if counted:
+                self.counts.update(counted)
+            if study_date_dummied:
+                self.study_date_dummied = True
+            if offset is not None:
+                self.keyed.offset_used = offset
+            return new
+        # Counted, and the date offset noted as used, afresh: what this answer did itself.
+        counts, self.counts = self.counts, Counter()
+        dummied_before, offset_before = self.study_date_dummied, self.keyed.offset_used
+        self.keyed.offset_used = None
+        try:
+            new = self._kept(element, vr, mode, top, encodings, depth, action)
+        finally:
+            counted, self.counts = self.counts, counts
+            counts.update(counted)
+            offset = self.keyed.offset_used
+            if offset is None:
+                self.keyed.offset_used = offset_before
+        _ANSWERS.keep(
+            key, (new, dict(counted), self.study_date_dummied and not dummied_before, offset)
+        )
+        return new
+
+    def _kept(
+        self,
+        element: FileElement,
+        vr: str,
+        mode: int,
+        top: bool,
+        encodings: Any,
+        depth: int,
+        action: str,
+    ) -> bytes | None:
+        """The element after ``action``: for K, kept as the engine keeps it (walked, dummied
+        or scrubbed), else :meth:`_act`."""
+        if action != "K":
+            return self._act(action, element, vr, mode, top, encodings, depth)
+        tag = element.tag
+        if vr == "SQ":
+            return self._sequence(element, mode, encodings, depth)
+        scrub_kept = mode == _CLEAN or self.scrub_retained
+        if vr in TEXT_VRS:
+            if mode == _DUMMY and tag not in CODED_VALUE_TAGS:
+                return self._set(tag, vr, dummy_value(vr), encodings)
+            if scrub_kept:
+                return self._scrub(element, vr, top, encodings)
+        elif _scrubbed_binary(tag, vr, scrub_kept):
+            return self._scrub(element, vr, top, encodings)
+        return self._el(tag, vr, element.value)
 
     def _private(
         self,
@@ -634,6 +743,10 @@ class _Rewrite:
         values = self._written_strings(written, tag)
         return ("\\".join(values or []).strip()) or None
 
+
+# The answers of ``_Rewrite._answer``: most elements of a series repeat in each of its files.
+_ANSWERS: KeptAnswers[tuple[bytes | None, dict[str, int], bool, int | None]] = KeptAnswers(4096)
+_KEPT_VALUE_SIZE: Final = 4096  # larger values are not kept (nor their bytes held)
 
 # What pydicom writes for an element it converted from the file, kept in this process
 # (``dicomio.kept``) by the raw element (or its converted text), the encodings, the encoding

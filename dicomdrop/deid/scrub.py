@@ -186,6 +186,15 @@ def build_scrubber(
     name_variants: Iterable[str], patient_ids: Iterable[str], replacement: str
 ) -> NameScrubber:
     """A scrubber for these names and IDs (cached per distinct identity)."""
+    return _scrubber_for(tuple(name_variants), tuple(patient_ids), replacement)
+
+
+@lru_cache(maxsize=256)
+def _scrubber_for(
+    name_variants: tuple[str, ...], patient_ids: tuple[str, ...], replacement: str
+) -> NameScrubber:
+    """:func:`build_scrubber` for the names and IDs as given: every file of a patient gives the
+    same, and their spellings need not be worked out again for each."""
     names = tuple(
         sorted({s for v in name_variants if v and v.strip() for s in _spellings(v.strip())})
     )

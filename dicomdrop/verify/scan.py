@@ -429,9 +429,21 @@ def scan_bytes(data: bytes, tokens: IdentityTokens) -> list[Finding]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 scanner.blob("<preamble>", preamble, (default_encoding,))
+                # Most values: plain ASCII text, what value() would search as it is. Searched
+                # at once, as the scanner searches a batch: only where that finds something is
+                # each value searched on its own, with its path (below).
+                plain = [
+                    v
+                    for v in values
+                    if v.vr in TEXT_VRS and not v.encapsulated and v.value.isascii()
+                ]
+                if plain and not tokens.empty:
+                    joined = b"\x00".join([v.value for v in plain]).decode("ascii").lower()
+                    if not tokens.found_in(joined):
+                        found = {id(v) for v in plain}
+                        values = [v for v in values if id(v) not in found]
                 for value in values:
                     data = value.value
-                    # Most values: plain ASCII text, what value() would search as it is.
                     if value.vr in TEXT_VRS and not value.encapsulated and data.isascii():
                         scanner.text(value.path, data.decode("ascii"))
                     else:
