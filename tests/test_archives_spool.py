@@ -7,11 +7,13 @@ import errno
 import io
 import itertools
 import multiprocessing
+import os
 import resource
 import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -404,3 +406,48 @@ def test_a_placed_entry_past_the_zip64_limit_carries_its_sizes_in_the_local_head
     assert 30 + len(name) + extra_length == entry.room
     with zipfile.ZipFile(entry.spool) as archive:
         assert archive.read(name) == b"z" * 5000
+
+
+def test_the_spool_is_written_back_in_steps_as_it_grows(tmp_path: Path, monkeypatch) -> None:
+    # Each process asks the kernel to start writing what it appended, every WRITEBACK_STEP
+    # bytes, so that the pack's fsync does not wait for the whole archive at once.
+    from dicomdrop.archives import spool as spool_module
+
+    asked: list[tuple[int, int]] = []
+    real = spool_module.start_writeback
+
+    def recorded(fd: int, offset: int, length: int) -> bool:
+        asked.append((offset, length))
+        return real(fd, offset, length)
+
+    monkeypatch.setattr(spool_module, "WRITEBACK_STEP", 3000)
+    monkeypatch.setattr(spool_module, "start_writeback", recorded)
+    contents = {f"DD1/s/{n}.dcm": bytes([n]) * 1000 + af.dicom_bytes(n) for n in range(8)}
+    entries = spool_all(tmp_path / "spool", contents, STORED)
+    ends = [e.offset + e.compressed for _, e in entries]
+    assert asked, "no write-back was asked for"
+    # One range after another from the start of the file, each ending where an entry ends.
+    assert asked[0][0] == 0
+    for (offset, length), (following, _) in itertools.pairwise([*asked, (None, 0)]):
+        assert offset + length in ends and length >= 3000
+        if following is not None:
+            assert following == offset + length
+    assert ends[-1] - (asked[-1][0] + asked[-1][1]) < 3000  # the rest is for the fsync
+    for name, entry in entries:
+        assert read_spooled(entry) == contents[name]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_starting_write_back_is_a_hint_that_changes_no_byte(tmp_path: Path, monkeypatch) -> None:
+    from dicomdrop.archives import spool as spool_module
+
+    path = tmp_path / "f"
+    path.write_bytes(b"a" * 10000)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert spool_module.start_writeback(fd, 0, 10000)
+        monkeypatch.setattr(spool_module, "_SYNC_FILE_RANGE", None)  # elsewhere: nothing asked
+        assert not spool_module.start_writeback(fd, 0, 10000)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"a" * 10000

@@ -22,12 +22,15 @@ interleave. Every process keeps at most one spool open.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 from dicomdrop.archives.zipwrite import DEFLATED, STORED, crc32, raw_deflater
 
@@ -37,6 +40,10 @@ try:  # ISA-L is a dependency; zlib stands in if the wheel is missing on some pl
     _HAVE_ISAL = True
 except ImportError:  # pragma: no cover - exercised only where the wheel is missing
     _HAVE_ISAL = False
+
+#: Bytes appended by one process between two requests to start writing the spool to disk.
+WRITEBACK_STEP: Final = 8 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE: Final = 2  # start writing the range's dirty pages; do not wait
 
 SPOOL_NAME: Final = "entries.spool"
 #: Bytes reserved before each entry for its local header: the 30 fixed bytes, a name of up to 106
@@ -80,6 +87,7 @@ class EntrySpool:
         self.spec = spec
         self.path = Path(spec.folder) / SPOOL_NAME
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._written_back_to = 0  # where this process last asked for write-back to end
 
     def add(self, data: bytes) -> SpooledEntry:
         """Compress ``data`` to the end of the spool, after its header room; written by the
@@ -97,6 +105,9 @@ class EntrySpool:
             # written is left as it is (the packer finds bytes no entry accounts for and copies).
             raise OSError(errno.ENOSPC, f"spool file {self.path} took {written} of {total} bytes")
         end = os.lseek(self._fd, 0, os.SEEK_CUR)  # the end of this write (O_APPEND)
+        if end - self._written_back_to >= WRITEBACK_STEP:
+            start_writeback(self._fd, self._written_back_to, end - self._written_back_to)
+            self._written_back_to = end
         return SpooledEntry(
             spool=str(self.path),
             offset=end - compressed,
@@ -112,6 +123,30 @@ class EntrySpool:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's ``sync_file_range`` (not in the ``os`` module), or None where there is none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], function)
+
+
+_SYNC_FILE_RANGE = _sync_file_range() if sys.platform.startswith("linux") else None
+
+
+def start_writeback(fd: int, offset: int, length: int) -> bool:
+    """Ask the kernel to start writing ``length`` bytes of ``fd`` from ``offset`` to disk,
+    without waiting: the pack's ``fsync`` then finds most of the spool written, instead of
+    holding its process (and a core) for the whole archive. Only a hint: durability is still
+    the ``fsync``'s, and where the call is missing or fails, nothing changes. True when asked."""
+    if _SYNC_FILE_RANGE is None:
+        return False
+    return _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
 
 
 _open_spool: EntrySpool | None = None
