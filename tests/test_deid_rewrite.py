@@ -463,7 +463,7 @@ def test_answers_kept_for_one_file_go_only_to_files_of_the_same_context(
     # under another pseudonym, key, name or encoding give other bytes, each the engine's.
     from dicomdrop.deid import rewrite as rewrite_module
 
-    answers: KeptAnswers[Any] = KeptAnswers(4096)
+    answers = rewrite_module._AnswerTable(4096)
     monkeypatch.setattr(rewrite_module, "_ANSWERS", answers)
     asked: list[bool] = []
     get = answers.get
@@ -510,6 +510,26 @@ def test_answers_kept_for_one_file_go_only_to_files_of_the_same_context(
     assert len(answers) > 0
 
 
+def test_answers_of_contexts_numbered_anew_are_never_given_to_another(monkeypatch) -> None:
+    # A key holds a number per context; when the numbers run out they are given again, and
+    # every answer kept so far must go with them (else a file could get another patient's).
+    from dicomdrop.deid import rewrite as rewrite_module
+
+    table = rewrite_module._AnswerTable(4096, contexts=2)
+    monkeypatch.setattr(rewrite_module, "_ANSWERS", table)
+    data, names = scanner_file(2, 1)
+    contexts = [
+        dataclasses.replace(make_context(names=names), key=bytes([n]) * 32) for n in (1, 2, 3)
+    ]
+    outputs = []
+    for context in [*contexts, *contexts]:
+        outcome = assert_same_as_engine(data, context, must_rewrite=True)
+        assert outcome is not None and outcome.data is not None
+        outputs.append(outcome.data)
+    assert outputs[:3] == outputs[3:] and len(set(outputs)) == 3
+    assert len(table) > 0
+
+
 def test_a_kept_answer_that_shifted_a_date_reports_the_offset_in_the_next_file(
     monkeypatch,
 ) -> None:
@@ -517,7 +537,7 @@ def test_a_kept_answer_that_shifted_a_date_reports_the_offset_in_the_next_file(
     # whose only shifted dates are those must still report the offset they were moved by.
     from dicomdrop.deid import rewrite as rewrite_module
 
-    monkeypatch.setattr(rewrite_module, "_ANSWERS", KeptAnswers(4096))
+    monkeypatch.setattr(rewrite_module, "_ANSWERS", rewrite_module._AnswerTable(4096))
     study = generate_uid(entropy_srcs=["study", "dates"])
     series = generate_uid(entropy_srcs=["series", "dates"])
     context = make_context(PROFILES["modified-dates"])

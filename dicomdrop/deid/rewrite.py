@@ -136,7 +136,7 @@ def rewrite_file(raw: RawFile, ds: Dataset, context: DeidContext) -> tuple[bytes
             body = rewrite.top_level(raw.elements)
             meta = rewrite.level(raw.meta, _NORMAL, top=False, meta=True)
             after = rewrite.finish(body, meta)
-            data = _file_bytes(body, meta, ds, rewrite.implicit)
+            data = _file_bytes(body, meta, ds, rewrite.implicit, rewrite.deferred)
     except (RawWalkError, RecursionError) as exc:
         raise RewriteUnsupported(f"the raw walk cannot read this file ({exc})") from exc
     return data, deid_result(
@@ -221,6 +221,10 @@ def _scrubbed_binary(tag: int, vr: str, scrub_kept: bool) -> bool:
     )
 
 
+# Kept values of any other VR (numbers, codes, dates, UIDs) are always written as read.
+_NOT_ALWAYS_COPIED: Final = TEXT_VRS | BINARY_VRS | {"SQ"}
+
+
 def _copied_when_kept(tag: int, vr: str, mode: int, scrub_kept: bool) -> bool:
     """Whether a kept element is written as read (not walked, dummied or scrubbed)."""
     if vr == "SQ":
@@ -250,6 +254,8 @@ class _Rewrite:
         self.counts: Counter[str] = Counter()
         self.keyed = KeyedValues(context)
         self.study_date_dummied = False
+        # Output elements kept apart as (header, value) until the file is joined: the pixel data.
+        self.deferred: dict[int, tuple[bytes, bytes]] = {}
         self.implicit = ds.original_encoding[0] is True  # the data set's encoding (meta: explicit)
         self.level_implicit = self.implicit  # the encoding of the level being written
         # Top level: the encoder writes text with the data set's character set.
@@ -257,14 +263,16 @@ class _Rewrite:
         # What every answer of :meth:`_answer` depends on besides the element and its place.
         # The plan and the scrubber are made once per profile and identity and compared by
         # identity; keeping them in the key keeps them alive, so an identity is never reused.
-        self._context_key: Hashable = (
-            self.plan,
-            scrubber,
-            self.scrub_retained,
-            context.key,
-            context.pseudonym,
-            self.implicit,
-            pydicom_modes(),
+        self._context = _ANSWERS.context_number(
+            (
+                self.plan,
+                scrubber,
+                self.scrub_retained,
+                context.key,
+                context.pseudonym,
+                self.implicit,
+                pydicom_modes(),
+            )
         )
 
     def _el(self, tag: int, vr: str, value: bytes) -> bytes:
@@ -291,14 +299,14 @@ class _Rewrite:
         """The output elements (tag -> encoded bytes) of one data set or item."""
         if depth > _MAX_DEPTH:
             raise RewriteUnsupported("sequences nested too deep")
-        self.level_implicit = self.implicit and not meta
+        self.level_implicit = implicit = self.implicit and not meta
         plan = self.plan
         actions = plan.actions
         scrub_kept = mode == _CLEAN or self.scrub_retained
         level_encodings = self.encodings if top else encodings
         out: dict[int, bytes] = {}
         private: list[FileElement] = []
-        kept = 0
+        kept = removed = 0
         # pydicom keeps the last of a tag written twice, where the first was.
         elements = list({element.tag: element for element in elements}.values())
         for element in elements:
@@ -308,7 +316,7 @@ class _Rewrite:
                 continue
             if not tag & 0xFFFF or tag in META_PRIVATE_INFO:
                 if tag != _META_GROUP_LENGTH:
-                    self.counts["X"] += 1
+                    removed += 1
                 else:
                     out[tag] = b""  # written by _meta_bytes once the group's length is known
                 continue
@@ -322,7 +330,7 @@ class _Rewrite:
                 raise RewriteUnsupported("a public element stored as UN")
             action = actions.get(tag) or plan.action(tag)
             if action == "X":
-                self.counts["X"] += 1
+                removed += 1
                 continue
             value = element.value
             if element.length == _UNDEFINED and vr != "SQ":
@@ -336,14 +344,22 @@ class _Rewrite:
                 continue
             if action == "K":
                 kept += 1
-                if _copied_when_kept(tag, vr, mode, scrub_kept):
-                    out[tag] = self._el(tag, vr, value)
+                if vr not in _NOT_ALWAYS_COPIED or _copied_when_kept(tag, vr, mode, scrub_kept):
+                    header = _header(tag, vr, len(value), implicit)
+                    if top and tag == _PIXEL_DATA:
+                        # Joined once with the whole file (``_file_bytes``), not copied here too.
+                        self.deferred[tag] = (header, value)
+                        out[tag] = b""
+                    else:
+                        out[tag] = header + value
                     continue
             new = self._answer(action, element, vr, mode, top, level_encodings, depth)
             if new is not None:
                 out[tag] = new
         if kept:
             self.counts["K"] += kept
+        if removed:
+            self.counts["X"] += removed
         if private:
             self._private(private, out, mode, top, level_encodings, depth)
         return out
@@ -369,7 +385,7 @@ class _Rewrite:
         if len(value) > _KEPT_VALUE_SIZE:
             return self._kept(element, vr, mode, top, encodings, depth, action)
         key = (
-            self._context_key,
+            self._context,
             action,
             element.tag,
             vr,
@@ -383,9 +399,10 @@ class _Rewrite:
         )
         known = _ANSWERS.get(key)
         if known is not None:
-            new, counted, study_date_dummied, offset = known
-            if counted:
-                self.counts.update(counted)
+            new, numbers, study_date_dummied, offset = known
+            counts = self.counts
+            for name, number in numbers:
+                counts[name] += number
             if study_date_dummied:
                 self.study_date_dummied = True
             if offset is not None:
@@ -404,7 +421,8 @@ class _Rewrite:
             if offset is None:
                 self.keyed.offset_used = offset_before
         _ANSWERS.keep(
-            key, (new, dict(counted), self.study_date_dummied and not dummied_before, offset)
+            key,
+            (new, tuple(counted.items()), self.study_date_dummied and not dummied_before, offset),
         )
         return new
 
@@ -744,8 +762,41 @@ class _Rewrite:
         return ("\\".join(values or []).strip()) or None
 
 
-# The answers of ``_Rewrite._answer``: most elements of a series repeat in each of its files.
-_ANSWERS: KeptAnswers[tuple[bytes | None, dict[str, int], bool, int | None]] = KeptAnswers(4096)
+_Answer = tuple[bytes | None, tuple[tuple[str, int], ...], bool, int | None]
+
+
+class _AnswerTable:
+    """The answers of ``_Rewrite._answer`` (``dicomio.kept.KeptAnswers``), and a number for
+    each context they were given in (what a file's rewrite holds): a key holds the small number,
+    not the context's tuple, which would be hashed anew at every look-up. A number is given to
+    another context only once every answer was dropped."""
+
+    def __init__(self, limit: int, contexts: int = 256) -> None:
+        self._answers: KeptAnswers[_Answer] = KeptAnswers(limit)
+        self._contexts: dict[Hashable, int] = {}
+        self._max_contexts = contexts
+
+    def context_number(self, context: Hashable) -> int:
+        number = self._contexts.get(context)
+        if number is None:
+            if len(self._contexts) >= self._max_contexts:
+                self._contexts.clear()
+                self._answers = KeptAnswers(self._answers.limit)
+            number = self._contexts[context] = len(self._contexts)
+        return number
+
+    def get(self, key: Hashable) -> _Answer | None:
+        return self._answers.get(key)
+
+    def keep(self, key: Hashable, answer: _Answer) -> None:
+        self._answers.keep(key, answer)
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+
+# Most elements of a series repeat in each of its files.
+_ANSWERS = _AnswerTable(4096)
 _KEPT_VALUE_SIZE: Final = 4096  # larger values are not kept (nor their bytes held)
 
 # What pydicom writes for an element it converted from the file, kept in this process
@@ -776,9 +827,14 @@ def _written_by_pydicom(container: Dataset, tag: int, encodings: Any, implicit: 
 
 
 def _file_bytes(
-    body: dict[int, bytes], meta: dict[int, bytes], ds: Dataset, implicit: bool
+    body: dict[int, bytes],
+    meta: dict[int, bytes],
+    ds: Dataset,
+    implicit: bool,
+    deferred: dict[int, tuple[bytes, bytes]],
 ) -> bytes:
-    """Preamble (zeroed), file meta and data set, as ``encode_dataset`` writes them."""
+    """Preamble (zeroed), file meta and data set, as ``encode_dataset`` writes them (the
+    elements in ``deferred`` from their header and value)."""
     if _CHARSET in body:
         # The encoder reads the character set through pydicom, which then writes it.
         body[_CHARSET] = _written_by_pydicom(ds, _CHARSET, default_encoding, implicit)
@@ -790,7 +846,8 @@ def _file_bytes(
     if group_length is not None:
         parts.append(_LONG_HEADER.pack(0x0002, 0x0000, b"UL", 4, len(meta_body)))
     parts.append(meta_body)
-    parts += (body[tag] for tag in sorted(body))
+    for tag in sorted(body):
+        parts += deferred.get(tag) or (body[tag],)
     return b"".join(parts)
 
 

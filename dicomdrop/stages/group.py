@@ -373,10 +373,9 @@ def _stopped_before_end(elements: dict[int, TopElement], length: int) -> bool:
     """True when a walk of a file's first ``length`` bytes stopped at the pixel data: its last
     element ends before the bytes do. A walk may also end without error because the bytes end
     exactly between two elements, and then the header goes on after them."""
-    end = 0
-    for element in elements.values():
-        end = max(end, element.offset + len(element.value) + (8 if element.undefined else 0))
-    return end < length
+    # A delimiter (8 bytes) follows a value of undefined length.
+    ends = (e.offset + len(e.value) + 8 * e.undefined for e in elements.values())
+    return max(ends, default=0) < length
 
 
 def _read_raw_header(source: Path | DropMember, keywords: Sequence[str]) -> HeaderValues | None:
