@@ -1603,3 +1603,63 @@ def test_private_elements_kept_inside_an_item_go_to_the_engine() -> None:
     data = simple_file(Element(0x00081140, "SQ", items=[item]))
     outcome = assert_same_as_engine(data, make_context(NAMES_ONLY))
     assert outcome is not None and outcome.data is None  # declined: the engine wrote it
+
+
+def test_an_identity_kept_for_its_bytes_is_read_again_under_another_character_set(
+    monkeypatch,
+) -> None:
+    # The identity is kept per process by its raw bytes and the character set: the same bytes
+    # under another character set, or read through pydicom already, are other names.
+    from dicomdrop.deid import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_IDENTITIES", KeptAnswers(256))
+    name = Element(0x00100010, "PN", padded("Ren\u00e9^Marie".encode()))  # UTF-8 bytes
+    files = {
+        charset: simple_file(name, charset=charset) for charset in ("ISO_IR 100", "ISO_IR 192")
+    }
+    seen: dict[str, list[str]] = {}
+    for charset in [*files, *files]:
+        with quiet():
+            ds = read_dataset(files[charset])
+        names, ids = engine_module.identity_from_dataset(ds)
+        assert names == seen.setdefault(charset, names) and ids == [PID]
+        with quiet():
+            read_first = read_dataset(files[charset])
+        read_first.PatientName  # noqa: B018 - converted by pydicom first: nothing is kept
+        assert engine_module.identity_from_dataset(read_first) == (names, ids)
+    assert seen["ISO_IR 100"] == ["Ren\u00c3\u00a9^Marie"]
+    assert seen["ISO_IR 192"] == ["Ren\u00e9^Marie"]
+    assert len(engine_module._IDENTITIES) == 2
+
+
+def test_an_identity_kept_for_raw_elements_follows_a_character_set_still_raw(monkeypatch) -> None:
+    # A dataset built from raw elements (as a caller of the engine may hand it) has its
+    # character set unread too: its bytes are part of what the identity is kept by.
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    from dicomdrop.deid import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_IDENTITIES", KeptAnswers(256))
+
+    def raw_dataset(charset: bytes) -> Dataset:
+        elements = {
+            BaseTag(tag): RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True)
+            for tag, vr, value in (
+                (0x00080005, "CS", charset),
+                (0x00100010, "PN", "Ren\u00e9^Marie ".encode()),
+                (0x00100020, "LO", b"ID1 "),
+            )
+        }
+        return Dataset(elements)
+
+    for _ in range(2):
+        for charset, name in (
+            (b"ISO_IR 100", "Ren\u00c3\u00a9^Marie"),
+            (b"ISO_IR 192", "Ren\u00e9^Marie"),
+        ):
+            ds = raw_dataset(charset)
+            assert isinstance(ds._dict[BaseTag(0x00080005)], RawDataElement)
+            with quiet():
+                assert engine_module.identity_from_dataset(ds) == ([name], ["ID1"])
+    assert len(engine_module._IDENTITIES) == 2

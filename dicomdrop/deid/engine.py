@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from pydicom import config as pydicom_config
+from pydicom.charset import default_encoding
 from pydicom.config import IGNORE
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
@@ -56,6 +57,7 @@ from dicomdrop.deid.profile import Profile, keyword_or_tag
 from dicomdrop.deid.rules import CompiledRule
 from dicomdrop.deid.safe_private import is_safe_private
 from dicomdrop.deid.scrub import NameScrubber, build_scrubber
+from dicomdrop.dicomio.kept import KeptAnswers, pydicom_modes
 from dicomdrop.errors import DeidError
 
 STUDY_UID: Final = 0x0020000D
@@ -118,9 +120,45 @@ class DeidResult:
 
 def identity_from_dataset(dataset: Dataset) -> tuple[list[str], list[str]]:
     """The patient's name variants and IDs as written in the dataset (top level)."""
+    key = _identity_key(dataset)
+    known = None if key is None else _IDENTITIES.get(key)
+    if known is not None:
+        return list(known[0]), list(known[1])
     names = [_text(dataset, PATIENT_NAME), *_texts(dataset, OTHER_NAMES)]
     ids = [_text(dataset, PATIENT_ID), *_texts(dataset, OTHER_IDS)]
-    return [n for n in names if n], [i for i in ids if i]
+    found = [n for n in names if n], [i for i in ids if i]
+    if key is not None:
+        _IDENTITIES.keep(key, (tuple(found[0]), tuple(found[1])))
+    return found
+
+
+# Every file of a patient repeats the identity, which pydicom converts when it is not ASCII:
+# kept per process by the raw elements, the character set and pydicom's modes (dicomio.kept).
+_IDENTITY_TAGS: Final = (PATIENT_NAME, OTHER_NAMES, PATIENT_ID, OTHER_IDS)
+_CHARSET: Final = 0x00080005
+_IDENTITIES: KeptAnswers[tuple[tuple[str, ...], tuple[str, ...]]] = KeptAnswers(256)
+
+
+def _identity_key(dataset: Dataset) -> tuple[Any, ...] | None:
+    """What the identity of ``dataset`` is read from; None when an element of it is not raw."""
+    if getattr(dataset, "_parent_encoding", None) != default_encoding:
+        return None  # an item's, or a dataset told another inherited character set
+    parts: list[Any] = []
+    for tag in _IDENTITY_TAGS:
+        element: Any = dataset._dict.get(tag)  # type: ignore[call-overload]
+        if element is None:
+            parts.append(None)
+        elif isinstance(element, RawDataElement) and isinstance(element.value, bytes):
+            parts.append((element.VR, element.value, element.is_implicit_VR))
+        else:
+            return None
+    charset: Any = dataset._dict.get(_CHARSET)  # type: ignore[call-overload]
+    if isinstance(charset, RawDataElement):
+        parts.append(("raw", charset.value))
+    elif charset is not None:  # read through pydicom already (the encoder reads it)
+        value = charset.value
+        parts.append(("read", value if isinstance(value, str) else tuple(value)))
+    return (*parts, dataset.original_encoding, pydicom_modes())
 
 
 def deidentify(dataset: Dataset, context: DeidContext) -> DeidResult:

@@ -433,15 +433,18 @@ def scan_bytes(data: bytes, tokens: IdentityTokens) -> list[Finding]:
                 # at once, as the scanner searches a batch: only where that finds something is
                 # each value searched on its own, with its path (below).
                 plain = [
-                    v
+                    v.value
                     for v in values
                     if v.vr in TEXT_VRS and not v.encapsulated and v.value.isascii()
                 ]
                 if plain and not tokens.empty:
-                    joined = b"\x00".join([v.value for v in plain]).decode("ascii").lower()
+                    joined = b"\x00".join(plain).decode("ascii").lower()
                     if not tokens.found_in(joined):
-                        found = {id(v) for v in plain}
-                        values = [v for v in values if id(v) not in found]
+                        values = [
+                            v
+                            for v in values
+                            if not (v.vr in TEXT_VRS and not v.encapsulated and v.value.isascii())
+                        ]
                 for value in values:
                     data = value.value
                     if value.vr in TEXT_VRS and not value.encapsulated and data.isascii():
