@@ -460,7 +460,8 @@ def test_answers_kept_for_one_file_go_only_to_files_of_the_same_context(
 ) -> None:
     # Elements repeat in every slice of a series, and their answers are kept per process. Each
     # answer must come back only where everything it depends on is the same: the same slices
-    # under another pseudonym, key, name or encoding give other bytes, each the engine's.
+    # under another pseudonym, key, name, accession number or encoding give other bytes, each
+    # the engine's.
     from dicomdrop.deid import rewrite as rewrite_module
 
     answers = rewrite_module._AnswerTable(4096)
@@ -484,6 +485,7 @@ def test_answers_kept_for_one_file_go_only_to_files_of_the_same_context(
         make_context(PROFILES[profile], names=slices[0][1], pseudonym="DDOTHER0001"),
         dataclasses.replace(make_context(PROFILES[profile], names=slices[0][1]), key=bytes(32)),
         make_context(PROFILES[profile], names=(f"{other_family}^{other_given}",)),
+        make_context(PROFILES[profile], names=slices[0][1], ids=("000281723",), accession="AC2"),
     ]
     outputs: dict[tuple[int, int, bool], bytes] = {}
     scrubbed: dict[int, int] = {}
@@ -506,6 +508,7 @@ def test_answers_kept_for_one_file_go_only_to_files_of_the_same_context(
             # Another pseudonym or key changes every file; another name, what was scrubbed.
             assert outputs[1, s, implicit] != first and outputs[2, s, implicit] != first
             assert (outputs[3, s, implicit] != first) == (scrubbed[3] != scrubbed[0])
+            assert outputs[4, s, implicit] != first  # another accession number given
     assert any(asked) and not all(asked)  # answers were kept, and given back
     assert len(answers) > 0
 

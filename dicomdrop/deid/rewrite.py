@@ -712,20 +712,12 @@ class _Rewrite:
 
     def finish(self, body: dict[int, bytes], meta: dict[int, bytes]) -> dict[int, str | None]:
         """The engine's ``finish`` on the output elements; the identifiers written."""
-        profile = self.profile
-        plan = self.plan
-        pseudonym = self.context.pseudonym
         self.level_implicit = self.implicit  # data set elements from here on
-        for tag, vr in ((PATIENT_NAME, "PN"), (PATIENT_ID, "LO")):
-            body[tag] = self._new(tag, vr, pseudonym_value(vr, pseudonym))
-        body[0x00120062] = self._new(0x00120062, "CS", "YES")  # PatientIdentityRemoved
-        body[0x00120063] = self._new(0x00120063, "LO", list(plan.method_text))
-        if plan.method_codes:
-            data = code_sequence_bytes(plan.method_codes, self.implicit, True)
-            body[CODE_SEQUENCE] = self._el(CODE_SEQUENCE, "SQ", data)
-        body[0x00280303] = self._new(0x00280303, "CS", profile.dates_mode)
-        if self.context.accession_number is not None:
-            body[ACCESSION] = self._new(ACCESSION, "SH", self.context.accession_number)
+        accession = self.context.accession_number
+        added = _ANSWERS.added(self._context, accession)
+        if added is None:
+            added = _ANSWERS.keep_added(self._context, accession, self._added())
+        body.update(added)
         after = {tag: self._written_text(body.get(tag), tag) for tag in _RESULT_TAGS}
         if SOP_UID in body:
             sop = self._written_strings(body[SOP_UID], SOP_UID)
@@ -734,6 +726,24 @@ class _Rewrite:
             if sop and sop[0]:
                 meta[MEDIA_SOP_UID] = _element(MEDIA_SOP_UID, "UI", self._encoded("UI", sop[0]))
         return after
+
+    def _added(self) -> dict[int, bytes]:
+        """The elements the engine sets after its walk: the same in every file of a context
+        (profile, pseudonym, encoding) and accession number."""
+        plan = self.plan
+        pseudonym = self.context.pseudonym
+        added: dict[int, bytes] = {}
+        for tag, vr in ((PATIENT_NAME, "PN"), (PATIENT_ID, "LO")):
+            added[tag] = self._new(tag, vr, pseudonym_value(vr, pseudonym))
+        added[0x00120062] = self._new(0x00120062, "CS", "YES")  # PatientIdentityRemoved
+        added[0x00120063] = self._new(0x00120063, "LO", list(plan.method_text))
+        if plan.method_codes:
+            data = code_sequence_bytes(plan.method_codes, self.implicit, True)
+            added[CODE_SEQUENCE] = _element(CODE_SEQUENCE, "SQ", data, self.implicit)
+        added[0x00280303] = self._new(0x00280303, "CS", self.profile.dates_mode)
+        if self.context.accession_number is not None:
+            added[ACCESSION] = self._new(ACCESSION, "SH", self.context.accession_number)
+        return added
 
     def _new(self, tag: int, vr: str, value: Any) -> bytes:
         """A data set element the engine adds or replaces after its walk."""
@@ -775,6 +785,8 @@ class _AnswerTable:
         self._answers: KeptAnswers[_Answer] = KeptAnswers(limit)
         self._contexts: dict[Hashable, int] = {}
         self._max_contexts = contexts
+        # The elements added after the walk, by context number and accession number.
+        self._added: dict[tuple[int, str | None], dict[int, bytes]] = {}
 
     def context_number(self, context: Hashable) -> int:
         number = self._contexts.get(context)
@@ -782,6 +794,7 @@ class _AnswerTable:
             if len(self._contexts) >= self._max_contexts:
                 self._contexts.clear()
                 self._answers = KeptAnswers(self._answers.limit)
+                self._added.clear()
             number = self._contexts[context] = len(self._contexts)
         return number
 
@@ -793,6 +806,17 @@ class _AnswerTable:
 
     def __len__(self) -> int:
         return len(self._answers)
+
+    def added(self, context: int, accession: str | None) -> dict[int, bytes] | None:
+        return self._added.get((context, accession))
+
+    def keep_added(
+        self, context: int, accession: str | None, added: dict[int, bytes]
+    ) -> dict[int, bytes]:
+        if len(self._added) >= self._answers.limit:
+            self._added.clear()
+        self._added[context, accession] = added
+        return added
 
 
 # Most elements of a series repeat in each of its files.
