@@ -11,6 +11,7 @@ retention of originals live here too: both are about jobs, not about any stage.
 from __future__ import annotations
 
 import atexit
+import gc
 import multiprocessing
 import os
 import shutil
@@ -169,28 +170,36 @@ def run_in_parallel(
     context = _job_process_context()
     # One worker has nobody to share with: its per-file work stays in-process, unpickled.
     channels = Channels.make(context, pool_size) if pool_size > 1 else None
-    with ProcessPoolExecutor(
-        pool_size, mp_context=context, initializer=_start_job_process, initargs=(channels,)
-    ) as pool:
-        try:
-            for i in order:
-                job_id = claim_copy(paths[i], settings, jobs, move=move)
-                futures[i] = pool.submit(process_job, config_path, job_id)
-                job_ids[futures[i]] = job_id
-            # Queued after every job: a worker starts helping only when no job is left to start.
-            for _ in range(pool_size if channels is not None else 0):
-                pool.submit(help_others)
-            pending = set(futures.values())
-            while pending:
-                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    if on_done is not None:
-                        on_done(future.result())
-                if on_wait is not None and pending:
-                    on_wait(sorted(job_ids[f] for f in pending))
-        finally:
-            if channels is not None:
-                channels.release.set()  # the helpers return
+    # The objects of this process (the imported pipeline, mostly) are left out of the collector's
+    # walks until the pool is done: a forked worker then copies only the pages it writes, not
+    # every page that a collection in it would touch (about 6,000 pages fewer for two workers).
+    gc.freeze()
+    try:
+        with ProcessPoolExecutor(
+            pool_size, mp_context=context, initializer=_start_job_process, initargs=(channels,)
+        ) as pool:
+            try:
+                for i in order:
+                    job_id = claim_copy(paths[i], settings, jobs, move=move)
+                    futures[i] = pool.submit(process_job, config_path, job_id)
+                    job_ids[futures[i]] = job_id
+                # Queued after every job: a worker starts helping only when no job is left to
+                # start.
+                for _ in range(pool_size if channels is not None else 0):
+                    pool.submit(help_others)
+                pending = set(futures.values())
+                while pending:
+                    finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        if on_done is not None:
+                            on_done(future.result())
+                    if on_wait is not None and pending:
+                        on_wait(sorted(job_ids[f] for f in pending))
+            finally:
+                if channels is not None:
+                    channels.release.set()  # the helpers return
+    finally:
+        gc.unfreeze()
     if channels is not None:
         channels.close()
     return [futures[i].result() for i in range(len(paths))]

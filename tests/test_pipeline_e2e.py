@@ -15,6 +15,7 @@ import unicodedata
 import zipfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import py7zr
 import pydicom
@@ -319,3 +320,30 @@ def test_process_leaves_its_input_archive_as_it_was(tmp_path: Path) -> None:
     assert len(list(settings.paths.outbox.glob("*.zip"))) == 1
     assert not any(settings.paths.originals.iterdir())  # retention 0: purged at the end
     assert archive.read_bytes() == before  # the claimed link or copy went; the input stays
+
+
+def test_job_processes_are_forked_with_the_main_process_objects_frozen(
+    tmp_path: Path, corpus: tuple[list[Path], dict[Person, int]], monkeypatch
+) -> None:
+    # The collector of a forked worker would touch (and so copy) every page of the objects it
+    # inherited; frozen before the fork, they are left alone, and thawed once the pool is done.
+    import gc
+    from concurrent.futures import ProcessPoolExecutor
+
+    from dicomdrop import runner
+
+    frozen_at_fork: list[int] = []
+
+    class RecordingPool(ProcessPoolExecutor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            frozen_at_fork.append(gc.get_freeze_count())
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", RecordingPool)
+    drops, _ = corpus
+    config = write_config(tmp_path / "site")
+    assert main(["init", "--config", str(config)]) == 0
+    assert main(["process", "--config", str(config), "--workers", "2", *map(str, drops[:2])]) == 0
+    assert len(frozen_at_fork) == 1 and frozen_at_fork[0] > 0
+    assert gc.get_freeze_count() == 0
+    assert len(list(load_settings(config).paths.outbox.glob("*.zip"))) >= 2
