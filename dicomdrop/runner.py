@@ -306,8 +306,9 @@ def _link_or_copy(source: str, target: str) -> str:
     system, or a file of another user where the kernel protects hard links).
 
     A link costs neither a new file nor a copy of the bytes, which for a folder of thousands of
-    slices was most of taking it in. The job only reads its drop (unpacking copies the files it
-    works on), and moving or deleting a link later leaves the input alone. Anything but a
+    slices was most of taking it in. The job only reads its drop (DICOM files where they are,
+    each read refused if the file changed since unpacking: ``archives.members``; the rest is
+    copied out), and moving or deleting a link later leaves the input alone. Anything but a
     regular file is copied, so that ``copytree`` refuses a fifo or a device as before. A
     symbolic link given as the input itself is followed, as a copy follows it (Linux's
     ``link`` would name the link instead, and the job would refuse it as ``inbox.link``);

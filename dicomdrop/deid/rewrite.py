@@ -821,7 +821,8 @@ class _AnswerTable:
 
 # Most elements of a series repeat in each of its files.
 _ANSWERS = _AnswerTable(4096)
-_KEPT_VALUE_SIZE: Final = 4096  # larger values are not kept (nor their bytes held)
+# Larger values are not kept (nor their bytes held): a table stays under about 8 MB.
+_KEPT_VALUE_SIZE: Final = 1024
 
 # What pydicom writes for an element it converted from the file, kept in this process
 # (``dicomio.kept``) by the raw element (or its converted text), the encodings, the encoding
