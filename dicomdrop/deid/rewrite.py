@@ -441,17 +441,13 @@ class _Rewrite:
         if action != "K":
             return self._act(action, element, vr, mode, top, encodings, depth)
         tag = element.tag
+        if _copied_when_kept(tag, vr, mode, mode == _CLEAN or self.scrub_retained):
+            return self._el(tag, vr, element.value)
         if vr == "SQ":
             return self._sequence(element, mode, encodings, depth)
-        scrub_kept = mode == _CLEAN or self.scrub_retained
-        if vr in TEXT_VRS:
-            if mode == _DUMMY and tag not in CODED_VALUE_TAGS:
-                return self._set(tag, vr, dummy_value(vr), encodings)
-            if scrub_kept:
-                return self._scrub(element, vr, top, encodings)
-        elif _scrubbed_binary(tag, vr, scrub_kept):
-            return self._scrub(element, vr, top, encodings)
-        return self._el(tag, vr, element.value)
+        if vr in TEXT_VRS and mode == _DUMMY and tag not in CODED_VALUE_TAGS:
+            return self._set(tag, vr, dummy_value(vr), encodings)
+        return self._scrub(element, vr, top, encodings)  # text or binary the scrubber searches
 
     def _private(
         self,
