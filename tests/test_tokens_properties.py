@@ -10,11 +10,19 @@ the edges of a token and the gaps inside a name are exercised, not only random n
 from __future__ import annotations
 
 import os
+import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dicomdrop.verify.tokens import IdentityTokens, build_identity_tokens, fold
+from dicomdrop.verify.tokens import (
+    KIND_UID,
+    IdentityTokens,
+    _token_pattern,
+    build_identity_tokens,
+    fold,
+    long_runs_pattern,
+)
 
 PROPERTY_SETTINGS = settings(
     max_examples=int(os.environ.get("DICOMDROP_PROPERTY_EXAMPLES", "200")),
@@ -92,3 +100,36 @@ def test_the_merged_matcher_keeps_the_guards_and_the_gaps_of_names() -> None:
     ]:  # fmt: skip
         assert tokens.found_in(fold(text)) is expected, text
         assert bool(tokens.kinds_in(text)) is expected, text
+
+
+@PROPERTY_SETTINGS
+@given(text=st.text(alphabet="0123456789.x ", max_size=60), shortest=st.integers(1, 12))
+def test_the_long_runs_pattern_finds_the_long_runs_of_digits_and_dots(
+    text: str, shortest: int
+) -> None:
+    every_run = [m.group() for m in re.finditer(r"[0-9][0-9.]*", text)]
+    found = [m.group() for m in long_runs_pattern(shortest).finditer(text)]
+    assert found == [run for run in every_run if len(run) >= shortest]
+
+
+NUMERIC_UIDS = st.lists(
+    st.lists(st.sampled_from(["1", "2", "25", "840", "10008", "0", "113619"]), min_size=1,
+             max_size=5).map(".".join),
+    min_size=1, max_size=3,
+)  # fmt: skip
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data(), uids=NUMERIC_UIDS)
+def test_numeric_uids_are_found_where_their_guarded_pattern_matches(
+    data: st.DataObject, uids: list[str]
+) -> None:
+    # The set lookup stands for the regex a digits-only token would get (no digit may touch
+    # it, a dot may): both must find a UID in exactly the same texts.
+    tokens = build_identity_tokens(names=["Li^Bo"], uids=uids)
+    glue = st.sampled_from(["", ".", "0", "7", " ", "\\", "x", ".."])
+    parts = data.draw(st.lists(st.one_of(st.sampled_from(uids), glue), max_size=8))
+    text = fold("".join(parts))
+    kept = tokens.uids  # what the identity keeps to search for (very short UIDs are skipped)
+    reference = any(re.search(_token_pattern(KIND_UID, uid), text) for uid in kept)
+    assert tokens._numeric_uid_in(text) == reference

@@ -340,7 +340,9 @@ def _dataset(
     assert file_meta_elements is not None  # public UN is accepted here
     file_meta = FileMetaDataset(file_meta_elements)
     file_meta.set_original_encoding(False, True, file_meta._character_set)  # as pydicom's reader
-    ds = FileDataset("", Dataset(elements), raw.preamble, file_meta, raw.implicit, True)
+    # The elements' dict itself, as ``Dataset(elements)`` would hold it, without making that
+    # Dataset first (its set-up is a good part of this function's time).
+    ds = FileDataset("", elements, raw.preamble, file_meta, raw.implicit, True)
     ds.set_original_encoding(raw.implicit, True, ds._character_set)
     return ds
 

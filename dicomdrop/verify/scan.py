@@ -432,19 +432,17 @@ def scan_bytes(data: bytes, tokens: IdentityTokens) -> list[Finding]:
                 # Most values: plain ASCII text, what value() would search as it is. Searched
                 # at once, as the scanner searches a batch: only where that finds something is
                 # each value searched on its own, with its path (below).
-                plain = [
-                    v.value
-                    for v in values
-                    if v.vr in TEXT_VRS and not v.encapsulated and v.value.isascii()
-                ]
+                plain: list[bytes] = []
+                others: list[RawValue] = []
+                for v in values:
+                    if v.vr in TEXT_VRS and not v.encapsulated and v.value.isascii():
+                        plain.append(v.value)
+                    else:
+                        others.append(v)
                 if plain and not tokens.empty:
                     joined = b"\x00".join(plain).decode("ascii").lower()
                     if not tokens.found_in(joined):
-                        values = [
-                            v
-                            for v in values
-                            if not (v.vr in TEXT_VRS and not v.encapsulated and v.value.isascii())
-                        ]
+                        values = others
                 for value in values:
                     data = value.value
                     if value.vr in TEXT_VRS and not value.encapsulated and data.isascii():

@@ -77,7 +77,6 @@ _WORD_SEPARATORS = re.compile(r"[\W_]+")
 # Between the words of a full name: none, or a short run of separators (space, ^, comma, ...).
 _NAME_GAP = r"[\W_]{0,3}"
 _NUMERIC_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
-_DIGITS_AND_DOTS = re.compile(r"[0-9][0-9.]*")
 _NOT_AFTER_LETTER = r"(?<![^\W\d_].)"
 _NOT_BEFORE_LETTER = r"(?![^\W\d_])"
 _NOT_AFTER_DIGIT = r"(?<!\d.)"
@@ -163,7 +162,7 @@ class IdentityTokens:
             KIND_OTHER_ID: self.other_ids,
         }
 
-    @property
+    @cached_property
     def empty(self) -> bool:
         """True when there is nothing to search for."""
         return not any(self.by_kind().values())
@@ -217,24 +216,23 @@ class IdentityTokens:
         return re.compile(_trie_pattern(pairs)) if pairs else None
 
     @cached_property
-    def _numeric_uids(self) -> tuple[frozenset[str], frozenset[int]]:
-        """The UIDs made of digits and dots (nearly all), and their lengths. A series has
-        hundreds of them: a set lookup finds them faster than any regex, which also takes
-        long to compile with that many alternatives."""
+    def _numeric_uids(self) -> tuple[frozenset[str], frozenset[int], re.Pattern[str] | None]:
+        """The UIDs made of digits and dots (nearly all), their lengths, and the pattern of the
+        runs of digits and dots long enough to hold one. A series has hundreds of them: a set
+        lookup finds them faster than any regex, which also takes long to compile with that
+        many alternatives."""
         uids = frozenset(t for t in self.uids if _NUMERIC_UID.fullmatch(t))
-        return uids, frozenset(len(u) for u in uids)
+        lengths = frozenset(len(u) for u in uids)
+        return uids, lengths, long_runs_pattern(min(lengths)) if uids else None
 
     def _numeric_uid_in(self, folded: str) -> bool:
         """True when a numeric UID token is in ``folded`` with no digit right before or after
         it, as the regex guards of a digits-only token require (a dot may touch it)."""
-        uids, lengths = self._numeric_uids
-        if not uids:
+        uids, lengths, long_runs = self._numeric_uids
+        if long_runs is None:
             return False
-        shortest = min(lengths)
-        for match in _DIGITS_AND_DOTS.finditer(folded):
+        for match in long_runs.finditer(folded):
             run = match.group()
-            if len(run) < shortest:
-                continue
             dots = [i for i, char in enumerate(run) if char == "."]
             starts = [0, *(i + 1 for i in dots)]
             ends = [*dots, len(run)]
@@ -263,6 +261,14 @@ class IdentityTokens:
         if KIND_UID not in kinds and self._numeric_uid_in(folded):
             kinds.add(KIND_UID)
         return kinds
+
+
+def long_runs_pattern(shortest: int) -> re.Pattern[str]:
+    """The maximal runs of digits and dots that start with a digit (``[0-9][0-9.]*``), but only
+    those of ``shortest`` characters or more. The regex engine passes over the many shorter
+    numbers of a text (dates, sizes, positions), which a loop over every run would take one by
+    one; a run is maximal either way, so the long runs found are the same."""
+    return re.compile(f"[0-9][0-9.]{{{max(shortest, 1) - 1},}}")
 
 
 def _token_pattern(kind: str, token: str) -> str:
