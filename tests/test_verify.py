@@ -341,6 +341,14 @@ def test_path_components_are_searched_and_masked():
     assert findings == [Finding("DD7Q2M4K/[redacted]/ct/1.dcm", "<path component 2>", "name")]
 
 
+def test_a_component_that_repeats_is_flagged_in_every_path():
+    """The kinds of a component are worked out once per scan and given to every path that holds
+    it again: each path is still masked and reported."""
+    paths = ["Hans_Mueller/a/1.dcm", "DD7Q2M4K/a/1.dcm", "Hans_Mueller/b/2.dcm"]
+    findings = scan_paths(paths, patient_tokens())
+    assert [f.file for f in findings] == ["[redacted]/a/1.dcm", "[redacted]/b/2.dcm"]
+
+
 def test_verify_tree_reports_files_elements_and_paths_without_values(tmp_path):
     out = tmp_path / "out"
     (out / "DD7Q2M4K" / "study").mkdir(parents=True)

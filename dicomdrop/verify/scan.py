@@ -480,10 +480,18 @@ def _masked(parts: Sequence[str], flagged: set[int]) -> str:
     return "/".join(REDACTED if i in flagged else part for i, part in enumerate(parts))
 
 
-def _flag_components(parts: Sequence[str], tokens: IdentityTokens) -> dict[int, set[str]]:
+def _flag_components(
+    parts: Sequence[str], tokens: IdentityTokens, known: dict[str, set[str]] | None = None
+) -> dict[int, set[str]]:
+    """The kinds of token in each component of a path, by index; ``known`` keeps the kinds of
+    the components already searched (the folders of an archive repeat in every path)."""
     flagged = {}
     for index, part in enumerate(parts):
-        kinds = tokens.kinds_in(part)
+        kinds = None if known is None else known.get(part)
+        if kinds is None:
+            kinds = tokens.kinds_in(part)
+            if known is not None:
+                known[part] = kinds
         if kinds:
             flagged[index] = kinds
     return flagged
@@ -492,9 +500,10 @@ def _flag_components(parts: Sequence[str], tokens: IdentityTokens) -> dict[int, 
 def scan_paths(relative_paths: Iterable[str], tokens: IdentityTokens) -> list[Finding]:
     """Search each component of each relative path; findings show the path masked."""
     found: dict[Finding, None] = {}
+    known: dict[str, set[str]] = {}
     for relative_path in relative_paths:
         parts = _parts(relative_path)
-        flagged = _flag_components(parts, tokens)
+        flagged = _flag_components(parts, tokens, known)
         masked = _masked(parts, set(flagged))
         for index, kinds in flagged.items():
             for kind in sorted(kinds):

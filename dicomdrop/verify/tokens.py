@@ -77,6 +77,9 @@ _WORD_SEPARATORS = re.compile(r"[\W_]+")
 # Between the words of a full name: none, or a short run of separators (space, ^, comma, ...).
 _NAME_GAP = r"[\W_]{0,3}"
 _NUMERIC_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_DIGITS_AND_DOTS = re.compile(r"[0-9][0-9.]*")
+# A ``bytes.translate`` table: the ASCII digits and the dot to 1, every other byte to 0.
+_DIGIT_OR_DOT = bytes(int(chr(b) in "0123456789.") for b in range(256))
 _NOT_AFTER_LETTER = r"(?<![^\W\d_].)"
 _NOT_BEFORE_LETTER = r"(?![^\W\d_])"
 _NOT_AFTER_DIGIT = r"(?<!\d.)"
@@ -216,23 +219,27 @@ class IdentityTokens:
         return re.compile(_trie_pattern(pairs)) if pairs else None
 
     @cached_property
-    def _numeric_uids(self) -> tuple[frozenset[str], frozenset[int], re.Pattern[str] | None]:
-        """The UIDs made of digits and dots (nearly all), their lengths, and the pattern of the
-        runs of digits and dots long enough to hold one. A series has hundreds of them: a set
-        lookup finds them faster than any regex, which also takes long to compile with that
-        many alternatives."""
+    def _numeric_uids(self) -> tuple[frozenset[str], frozenset[int]]:
+        """The UIDs made of digits and dots (nearly all), and their lengths. A series has
+        hundreds of them: a set lookup finds them faster than any regex, which also takes
+        long to compile with that many alternatives."""
         uids = frozenset(t for t in self.uids if _NUMERIC_UID.fullmatch(t))
-        lengths = frozenset(len(u) for u in uids)
-        return uids, lengths, long_runs_pattern(min(lengths)) if uids else None
+        return uids, frozenset(len(u) for u in uids)
 
     def _numeric_uid_in(self, folded: str) -> bool:
         """True when a numeric UID token is in ``folded`` with no digit right before or after
         it, as the regex guards of a digits-only token require (a dot may touch it)."""
-        uids, lengths, long_runs = self._numeric_uids
-        if long_runs is None:
+        uids, lengths = self._numeric_uids
+        if not uids:
             return False
-        for match in long_runs.finditer(folded):
+        shortest = min(lengths)
+        # Most texts hold no run of digits and dots as long as a UID: said at once.
+        if not has_digits_and_dots(folded, shortest):
+            return False
+        for match in _DIGITS_AND_DOTS.finditer(folded):
             run = match.group()
+            if len(run) < shortest:
+                continue
             dots = [i for i, char in enumerate(run) if char == "."]
             starts = [0, *(i + 1 for i in dots)]
             ends = [*dots, len(run)]
@@ -263,12 +270,15 @@ class IdentityTokens:
         return kinds
 
 
-def long_runs_pattern(shortest: int) -> re.Pattern[str]:
-    """The maximal runs of digits and dots that start with a digit (``[0-9][0-9.]*``), but only
-    those of ``shortest`` characters or more. The regex engine passes over the many shorter
-    numbers of a text (dates, sizes, positions), which a loop over every run would take one by
-    one; a run is maximal either way, so the long runs found are the same."""
-    return re.compile(f"[0-9][0-9.]{{{max(shortest, 1) - 1},}}")
+def has_digits_and_dots(text: str, count: int) -> bool:
+    """Whether ``text`` holds ``count`` ASCII digits and dots in a row (``[0-9.]{count}``).
+
+    Several times faster than that regex, which Python's engine tries again at every digit of
+    the many shorter numbers of a text (dates, sizes, positions): every character is mapped to
+    a flag byte in one pass (non-ASCII characters, never digits here, to ``?`` and so to 0),
+    and the flags are searched for ``count`` ones."""
+    flags = text.encode("ascii", "replace").translate(_DIGIT_OR_DOT)
+    return b"\x01" * count in flags
 
 
 def _token_pattern(kind: str, token: str) -> str:
