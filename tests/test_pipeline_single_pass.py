@@ -256,3 +256,20 @@ def test_a_delivered_zip_is_the_spool_its_outputs_were_compressed_into(
         assert sorted(names) == sorted(zf.namelist()) and names[-1] == "manifest.json"
         assert len(zf.namelist()) == 7
     assert not list(settings.paths.work.rglob("*.spool"))
+
+
+def test_equal_token_sets_share_one_instance_whichever_arrives() -> None:
+    """Each chunk of tasks arrives with its own copy of the token set: the copies resolve to one
+    instance (which keeps the compiled patterns), the last copy by identity, another by value."""
+    from dicomdrop.stages.deidentify import _shared_tokens
+
+    first = build_identity_tokens(names=["Mueller^Hans"], uids=["1.2.3.4.5.6.7.8"])
+    copy = build_identity_tokens(names=["Mueller^Hans"], uids=["1.2.3.4.5.6.7.8"])
+    other = build_identity_tokens(names=["Smith^Joan"], uids=["1.2.3.4.5.6.7.9"])
+    assert copy is not first and copy == first
+    shared = _shared_tokens(first)
+    assert _shared_tokens(copy) is shared
+    assert _shared_tokens(copy) is shared  # again: now by identity
+    assert _shared_tokens(other) is not shared
+    assert _shared_tokens(other) == other
+    assert _shared_tokens(first) is shared
