@@ -397,3 +397,29 @@ def test_a_kept_file_and_a_folder_with_one_path_are_refused(
         _unpack(drop, tmp_path / "unpacked")
     assert caught.value.code == "archive.corrupt"
     assert not (tmp_path / "unpacked").exists()
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_a_head_read_in_steps_reads_each_byte_of_the_member_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: int
+) -> None:
+    """The group stage asks one head for 8, 16, 32 and 64 KiB in turn: each step reads only the
+    member's bytes that the steps before did not (a folder drop's files are stored members)."""
+    data = dicom_bytes(0) + bytes(range(256)) * 400  # over 100 KiB, DICOM by its first bytes
+    member = _member_of(tmp_path, data, method)
+    reads: list[tuple[int, int]] = []
+    raw = DropMember._raw
+
+    def recorded(self: DropMember, start: int, length: int) -> bytes:
+        reads.append((start, length))
+        return raw(self, start, length)
+
+    monkeypatch.setattr(DropMember, "_raw", recorded)
+    head = member.head()
+    for size in (8 * 1024, 16 * 1024, 32 * 1024, 64 * 1024, 16 * 1024):
+        assert head.first(size) == data[:size]
+    ends = [0]
+    for start, length in reads:
+        assert start == ends[-1]  # on from the last read, never back
+        ends.append(start + length)
+    assert ends[-1] <= member.compressed_size

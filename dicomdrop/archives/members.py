@@ -161,8 +161,8 @@ class DropMember:
 class MemberHead:
     """The first bytes of one :class:`DropMember`, inflated no further than asked for.
 
-    Asking for more goes on inflating from where the last call stopped, so a reader that tries
-    a small head first and a larger one when the header goes on (the group stage) never
+    Asking for more goes on from where the last call stopped, so a reader that tries a small
+    head first and a larger one when the header goes on (the group stage) never reads or
     inflates a byte twice. Unchecked, as a file's first bytes read from disk are. zlib's
     inflater, not ISA-L's: faster on heads of a few KiB.
     """
@@ -177,8 +177,11 @@ class MemberHead:
     def first(self, size: int) -> bytes:
         """The first ``size`` bytes of the file, or all of it when it is shorter."""
         member, inflater = self._member, self._inflater
-        if inflater is None:
-            return member._raw(0, min(size, member.size))
+        if inflater is None:  # stored: the bytes not read yet, read as they are
+            have, end = len(self._head), min(size, member.size)
+            if end > have:
+                self._head += member._raw(have, end - have)
+            return self._head[:size]
         parts = [self._head]
         have = len(self._head)
         try:
